@@ -1,0 +1,107 @@
+//! Errors of the streaming room. Each says whose fault it is ([`Fault`]), so a runner knows
+//! whether retrying can help, and names what it was working on.
+
+use riskstream_lake::LakeError;
+
+/// Who is at fault for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Bad input from the user: configuration, flags, SQL. Retrying will not help.
+    User,
+    /// An outside system (broker, object store) failed or is unreachable; a retry may help.
+    External,
+    /// A bug in Riskstream.
+    Internal,
+}
+
+/// An error of a job, a generator run or a source.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A flag or configuration key has a bad value.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The flag or key, such as `--rate` or `kafka.bootstrap.servers`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Kafka operation failed.
+    #[error("Kafka at {brokers}: {context}: {source}")]
+    Kafka {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What we were doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A SQL file failed to plan or run.
+    #[error("SQL `{file}`: {source}")]
+    Sql {
+        /// The SQL file, such as `sql/scoring/transactions.sql`.
+        file: String,
+        /// DataFusion's error.
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// Writing or reading the lake failed.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// Reading or writing a local file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building Arrow data failed.
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What we were building.
+        context: String,
+        /// Arrow's error.
+        #[source]
+        source: datafusion::arrow::error::ArrowError,
+    },
+    /// A bug: an invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl JobError {
+    /// A configuration error for `key`.
+    pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Config {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An internal error.
+    pub fn internal(reason: String) -> Self {
+        Self::Internal(reason)
+    }
+
+    /// A closure turning an Arrow error into a [`JobError::Arrow`] with `context`.
+    pub fn arrow(context: &str) -> impl FnOnce(datafusion::arrow::error::ArrowError) -> Self + '_ {
+        move |source| Self::Arrow {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// Whose fault the error is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Config { .. } | Self::Sql { .. } => Fault::User,
+            Self::Kafka { .. } | Self::Lake(_) | Self::Io { .. } => Fault::External,
+            Self::Arrow { .. } | Self::Internal(_) => Fault::Internal,
+        }
+    }
+}
+
+/// Result of streaming operations.
+pub type Result<T, E = JobError> = std::result::Result<T, E>;

@@ -1,0 +1,205 @@
+//! Command-line flags. Values are checked by clap's parsers, so a bad value fails before any work
+//! starts, naming the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Riskstream: a Spark-compatible streaming engine for real-time risk scoring.
+#[derive(Debug, Parser)]
+#[command(name = "riskstream", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate transactions, claims and IoT telemetry with planted fraud, into Kafka, a file or
+    /// stdout.
+    Generate(GenerateArgs),
+    /// Run the embedded default: generate events in process, score them in micro-batches and
+    /// write Delta tables to a local folder (or s3://). No servers needed.
+    Demo(DemoArgs),
+    /// Run SQL over every Delta table under a lake root.
+    Sql(SqlArgs),
+}
+
+/// `--source` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    /// Card transactions (financial-transactions).
+    Transactions,
+    /// Insurance claims (insurance-claims).
+    Claims,
+    /// IoT telemetry (iot-telemetry).
+    Iot,
+    /// All three, mixed 40% / 35% / 25%.
+    All,
+}
+
+/// Options of the event generator shared by `generate` and `demo`.
+#[derive(Debug, Args)]
+pub struct GeneratorArgs {
+    /// Seed: the same seed and options give the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Streams to generate (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub source: Vec<SourceArg>,
+    /// Fraction of events in planted fraud or anomaly patterns.
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    pub fraud_rate: f64,
+    /// Fraction of malformed (undecodable) messages.
+    #[arg(long, default_value_t = 0.005, value_parser = fraction)]
+    pub malformed: f64,
+    /// Fraction of events arriving out of order (event time up to 30 s in the past).
+    #[arg(long, default_value_t = 0.05, value_parser = fraction)]
+    pub out_of_order: f64,
+    /// Fraction of late events (event time 2 to 30 minutes in the past).
+    #[arg(long, default_value_t = 0.005, value_parser = fraction)]
+    pub late: f64,
+    /// Number of card holders.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+    /// Number of insurance policies.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub policies: u64,
+    /// Number of IoT devices.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub devices: u64,
+    /// Event time of the first event (RFC 3339); default: now.
+    #[arg(long, value_parser = rfc3339_ms)]
+    pub start_time: Option<i64>,
+    /// Events per second of event time; default: --rate, or 1000 when --rate is 0.
+    #[arg(long, value_parser = positive)]
+    pub event_rate: Option<f64>,
+    /// Mean delay between an event and its label, in event time (chargebacks take days; the
+    /// default keeps demos short).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub label_delay: Duration,
+}
+
+/// `riskstream generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Generator options.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Where to send events: kafka://HOST:PORT, file:PATH (a folder gets one file per topic),
+    /// stdout, or null.
+    #[arg(long, default_value = "stdout")]
+    pub to: String,
+    /// Events per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
+    pub rate: f64,
+    /// Stop after this many events.
+    #[arg(long, conflicts_with = "duration")]
+    pub count: Option<u64>,
+    /// Stop after this long (for example 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// No per-second throughput lines.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Also write the final summary as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+/// `riskstream demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Generator options.
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Events to generate and score.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Events per micro-batch.
+    #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_events: u64,
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, default_value = "./lake")]
+    pub lake: String,
+    /// Also write the run's report as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+/// Output formats of `riskstream sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// An aligned table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `riskstream sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, default_value = "./lake")]
+    pub lake: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Read the query from a file instead.
+    #[arg(short = 'f', long = "file", conflicts_with = "query")]
+    pub file: Option<PathBuf>,
+    /// The query.
+    pub query: Option<String>,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|_| format!("`{s}` is not a number"))
+        .and_then(|v| {
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(format!("`{s}` is not finite"))
+            }
+        })
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside [0, 1]"))
+    }
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is negative"))
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not positive"))
+    }
+}
+
+fn rfc3339_ms(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!("`{s}` is not an RFC 3339 time ({e}), for example 2026-11-22T00:00:00Z")
+        })
+}

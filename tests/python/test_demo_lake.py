@@ -1,0 +1,78 @@
+"""The embedded demo's lake, read by an outside reader (Python deltalake), locally and on S3."""
+
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+from conftest import S3_CREDENTIALS, read_json, run_riskstream
+
+RISK_SCORES_COLUMNS = ["event_id", "event_type", "entity_id", "event_time", "risk_score", "severity",
+                       "reasons", "model_version", "batch_id", "scored_at"]
+
+
+def check_lake(table_uri, storage_options, summary):
+    scores = DeltaTable(f"{table_uri}/risk_scores", storage_options=storage_options).to_pyarrow_table()
+    assert scores.column_names == RISK_SCORES_COLUMNS
+    assert scores.num_rows == summary["valid_events"]
+    assert scores.column("event_id").to_pylist().__len__() == len(set(scores.column("event_id").to_pylist()))
+    assert set(scores.column("event_type").to_pylist()) == {"transaction", "claim", "telemetry"}
+    assert set(scores.column("severity").to_pylist()) <= {"low", "medium", "high", "critical"}
+    assert pc.min(scores.column("risk_score")).as_py() >= 0.0
+    assert pc.max(scores.column("risk_score")).as_py() <= 1.0
+    assert str(scores.schema.field("event_time").type).startswith("timestamp[us")
+
+    dead = DeltaTable(f"{table_uri}/dead_letters", storage_options=storage_options).to_pyarrow_table()
+    assert dead.num_rows == summary["malformed"] > 0
+    assert all(v is not None for v in dead.column("value").to_pylist())
+    assert all(e for e in dead.column("error").to_pylist())
+
+    labels = DeltaTable(f"{table_uri}/fraud_labels", storage_options=storage_options).to_pyarrow_table()
+    assert labels.num_rows == summary["labels"] > 0
+    # Every label's event was scored (malformed events get no label).
+    scored_ids = set(scores.column("event_id").to_pylist())
+    assert set(labels.column("event_id").to_pylist()) <= scored_ids
+    return scores
+
+
+def test_demo_writes_contract_tables_and_a_rerun_writes_nothing(riskstream_bin, tmp_path):
+    lake = tmp_path / "lake"
+    args = ["demo", "--events", "30000", "--batch-events", "7000", "--seed", "11", "--lake", str(lake),
+            "--start-time", "2026-11-01T00:00:00Z"]
+    run_riskstream(riskstream_bin, *args, "--summary", str(tmp_path / "first.json"))
+    first = read_json(tmp_path / "first.json")
+    assert first["events"] == 30000
+    assert first["rows_written"]["risk_scores"] == first["valid_events"]
+    check_lake(str(lake), None, first)
+
+    # Same seed and options: every batch is already committed, nothing is appended.
+    run_riskstream(riskstream_bin, *args, "--summary", str(tmp_path / "second.json"))
+    second = read_json(tmp_path / "second.json")
+    assert second["replayed_batches"] == second["batches"] == first["batches"]
+    assert second["rows_written"] == {"risk_scores": 0, "dead_letters": 0, "fraud_labels": 0}
+    check_lake(str(lake), None, first)
+
+    # The SQL command sees the same rows.
+    out = run_riskstream(riskstream_bin, "sql", "--lake", str(lake), "--format", "csv",
+                         "SELECT count(*) AS n FROM risk_scores").stdout.splitlines()
+    assert out == ["n", str(first["valid_events"])]
+
+
+def test_demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
+    env = dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=s3_endpoint, AWS_ALLOW_HTTP="true")
+    uri = f"s3://{s3_bucket}/lake"
+    run_riskstream(riskstream_bin, "demo", "--events", "8000", "--batch-events", "3000", "--seed", "5",
+                   "--lake", uri, "--summary", str(tmp_path / "s3.json"), env=env)
+    summary = read_json(tmp_path / "s3.json")
+    storage_options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true",
+                       "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                       "AWS_REGION": S3_CREDENTIALS["AWS_REGION"]}
+    check_lake(uri, storage_options, summary)
+    out = run_riskstream(riskstream_bin, "sql", "--lake", uri, "--format", "csv",
+                         "SELECT count(*) AS n FROM dead_letters", env=env).stdout.splitlines()
+    assert out == ["n", str(summary["malformed"])]
+
+
+def test_unwritable_lake_fails_naming_the_path(riskstream_bin):
+    proc = run_riskstream(riskstream_bin, "demo", "--events", "10", "--lake", "/proc/no-lake-here", check=False)
+    assert proc.returncode != 0
+    assert "/proc/no-lake-here" in proc.stderr

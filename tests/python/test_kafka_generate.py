@@ -1,0 +1,78 @@
+"""The generator against a real Kafka-protocol broker, read back by an independent client."""
+
+import json
+from collections import defaultdict
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from conftest import read_json, run_riskstream
+
+EVENT_TOPICS = {"financial-transactions": 12, "insurance-claims": 12, "iot-telemetry": 8}
+LABELS_TOPIC = "fraud-labels"
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0):
+    """Reads every record of `topic` from the beginning until `expected` have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=5000, api_version_auto_timeout_ms=10000)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records = []
+    import time
+    deadline = time.monotonic() + timeout_s
+    while len(records) < expected and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=1000, max_records=50000)
+        for recs in batch.values():
+            records.extend(recs)
+    consumer.close()
+    return records, len(partitions)
+
+
+def test_generate_100k_events_read_back_by_kafka_python(riskstream_bin, kafka_bootstrap, tmp_path):
+    summary_path = tmp_path / "summary.json"
+    run_riskstream(riskstream_bin, "generate", "--to", f"kafka://{kafka_bootstrap}", "--count", "100000",
+                   "--seed", "7", "--quiet", "--summary", str(summary_path),
+                   "--start-time", "2026-11-01T00:00:00Z")
+    summary = read_json(summary_path)
+    assert summary["events"] == 100000
+    delivery = {d["topic"]: d for d in summary["delivery"]}
+    assert sum(d["failed"] for d in delivery.values()) == 0
+
+    for topic, partitions in EVENT_TOPICS.items():
+        expected = delivery[topic]["acknowledged"]
+        assert expected == summary["sources"][topic]["events"] > 0
+        records, n_partitions = consume_all(kafka_bootstrap, topic, expected)
+        assert n_partitions == partitions, topic
+        assert len(records) == expected, topic
+
+        # Keys route by entity: one partition per key, the one Kafka's default partitioner picks.
+        partitions_of_key = defaultdict(set)
+        for r in records:
+            partitions_of_key[r.key].add(r.partition)
+            assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % partitions
+        assert all(len(p) == 1 for p in partitions_of_key.values())
+
+        # Every value parses, except exactly the malformed ones the generator reports.
+        bad = 0
+        for r in records:
+            try:
+                event = json.loads(r.value)
+                assert isinstance(event, dict)
+                assert event["event_id"] and event["event_time"]
+            except (ValueError, KeyError, AssertionError, UnicodeDecodeError):
+                bad += 1
+        assert bad == summary["sources"][topic]["malformed"], topic
+
+    labels, _ = consume_all(kafka_bootstrap, LABELS_TOPIC, delivery[LABELS_TOPIC]["acknowledged"])
+    assert len(labels) == summary["labels"] > 0
+    positives = sum(1 for r in labels if json.loads(r.value)["label"] == 1)
+    assert positives == summary["positive_labels"]
+
+
+def test_unreachable_broker_fails_fast_naming_the_address(riskstream_bin):
+    proc = run_riskstream(riskstream_bin, "generate", "--to", "kafka://127.0.0.1:1", "--count", "10",
+                          check=False)
+    assert proc.returncode != 0
+    assert "127.0.0.1:1" in proc.stderr

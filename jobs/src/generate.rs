@@ -74,6 +74,19 @@ pub struct GenerateOptions {
     pub limit: Limit,
     /// Print throughput every second to standard error.
     pub progress: bool,
+    /// Prepended to every topic name (and file name), so that runs can share a cluster.
+    pub topic_prefix: String,
+}
+
+impl GenerateOptions {
+    /// The topic (or file stem) `stream` is written to.
+    pub fn topic(&self, stream: Stream) -> String {
+        format!("{}{}", self.topic_prefix, stream.topic())
+    }
+
+    fn topics(&self) -> [String; 4] {
+        STREAMS.map(|s| self.topic(s))
+    }
 }
 
 /// Per-stream delivery results.
@@ -177,7 +190,7 @@ fn stream_index(stream: Stream) -> usize {
     }
 }
 
-fn open_lines(target: &Target) -> Result<Sink> {
+fn open_lines(target: &Target, names: &[String; 4]) -> Result<Sink> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| JobError::Io { path, source }
@@ -194,7 +207,7 @@ fn open_lines(target: &Target) -> Result<Sink> {
             std::fs::create_dir_all(path).map_err(io(path))?;
             let mut writers = Vec::new();
             for s in STREAMS {
-                let file = path.join(format!("{}.jsonl", s.topic()));
+                let file = path.join(format!("{}.jsonl", names[stream_index(s)]));
                 let f = File::create(&file).map_err(io(&file))?;
                 writers.push((s, Box::new(f) as Box<dyn Write + Send>));
             }
@@ -226,13 +239,14 @@ fn open_lines(target: &Target) -> Result<Sink> {
 /// be reached.
 pub async fn prepare_target(options: &GenerateOptions) -> Result<()> {
     if let Target::Kafka(brokers) = &options.target {
-        let mut topics: Vec<(&str, i32)> = options
+        let mut topics: Vec<(String, i32)> = options
             .generator
             .mix
             .iter()
-            .map(|(s, _)| (s.topic(), s.partitions()))
+            .map(|(s, _)| (options.topic(Stream::Events(*s)), s.partitions()))
             .collect();
-        topics.push((crate::generator::LABELS_TOPIC, LABELS_PARTITIONS));
+        topics.push((options.topic(Stream::Labels), LABELS_PARTITIONS));
+        let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         ensure_topics(brokers, &topics).await?;
     }
     Ok(())
@@ -243,13 +257,14 @@ pub async fn prepare_target(options: &GenerateOptions) -> Result<()> {
 pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSummary> {
     let mut generator = Generator::new(options.generator.clone())
         .map_err(|reason| JobError::config("generator", reason))?;
+    let names = options.topics();
     let mut sink = match &options.target {
         Target::Kafka(brokers) => {
-            let topics: Vec<&str> = STREAMS.iter().map(|s| s.topic()).collect();
+            let topics: Vec<&str> = names.iter().map(String::as_str).collect();
             Sink::Kafka(KafkaEventSink::new(brokers, &topics)?)
         }
         Target::Null => Sink::Null,
-        other => open_lines(other)?,
+        other => open_lines(other, &names)?,
     };
     let mut sent = [0u64; 4];
     let mut bytes = 0u64;
@@ -268,7 +283,12 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             sent[stream_index(stream)] += 1;
             *bytes += msg.value.len() as u64;
             match sink {
-                Sink::Kafka(k) => k.send(stream.topic(), &msg.key, &msg.value, msg.timestamp_ms),
+                Sink::Kafka(k) => k.send(
+                    &names[stream_index(stream)],
+                    &msg.key,
+                    &msg.value,
+                    msg.timestamp_ms,
+                ),
                 Sink::Lines(writers, path) => {
                     let w = if writers.len() == 1 {
                         &mut writers[0].1
@@ -307,7 +327,7 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             let total: u64 = sent.iter().sum();
             let secs = last_report.elapsed().as_secs_f64();
             let acked = match &sink {
-                Sink::Kafka(k) => STREAMS.iter().map(|s| k.counts(s.topic()).0).sum::<u64>(),
+                Sink::Kafka(k) => names.iter().map(|t| k.counts(t).0).sum::<u64>(),
                 _ => total,
             };
             eprintln!(
@@ -331,9 +351,10 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             STREAMS
                 .iter()
                 .map(|s| {
-                    let (acknowledged, failed) = k.counts(s.topic());
+                    let topic = &names[stream_index(*s)];
+                    let (acknowledged, failed) = k.counts(topic);
                     StreamDelivery {
-                        topic: s.topic().to_string(),
+                        topic: topic.clone(),
                         sent: sent[stream_index(*s)],
                         acknowledged,
                         failed,
@@ -348,9 +369,9 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
                     source,
                 })?;
             }
-            written(&sent)
+            written(&sent, &names)
         }
-        Sink::Null => written(&sent),
+        Sink::Null => written(&sent, &names),
     };
     Ok(GenerateSummary {
         stats: generator.stats().clone(),
@@ -360,11 +381,11 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
     })
 }
 
-fn written(sent: &[u64; 4]) -> Vec<StreamDelivery> {
+fn written(sent: &[u64; 4], names: &[String; 4]) -> Vec<StreamDelivery> {
     STREAMS
         .iter()
         .map(|s| StreamDelivery {
-            topic: s.topic().to_string(),
+            topic: names[stream_index(*s)].clone(),
             sent: sent[stream_index(*s)],
             acknowledged: sent[stream_index(*s)],
             failed: 0,

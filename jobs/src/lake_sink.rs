@@ -1,7 +1,10 @@
 //! The scoring jobs' tables in the lake, appended once per micro-batch with the batch id as the
 //! Delta `txn` version, so a replayed batch writes nothing twice.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation, TableSpec};
 
 use crate::error::Result;
@@ -57,10 +60,22 @@ pub struct ScoringTables {
 impl ScoringTables {
     /// Opens (creating when missing) the tables under `lake`.
     pub async fn open(lake: &LakeLocation) -> Result<Self> {
-        let spec = |name: &str, schema, partition_by: &[&str]| TableSpec {
-            name: name.to_string(),
-            schema,
-            partition_by: partition_by.iter().map(|s| s.to_string()).collect(),
+        let spec = |name: &str, schema: SchemaRef, partition_by: &[&str]| {
+            let binary = |f: &&Arc<Field>| f.data_type() == &DataType::Binary;
+            let has_binary = schema.fields().iter().any(|f| binary(&f));
+            TableSpec {
+                name: name.to_string(),
+                partition_by: partition_by.iter().map(|s| s.to_string()).collect(),
+                stats_columns: has_binary.then(|| {
+                    schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !binary(f))
+                        .map(|f| f.name().clone())
+                        .collect()
+                }),
+                schema,
+            }
         };
         Ok(Self {
             risk_scores: DeltaAppender::open_or_create(

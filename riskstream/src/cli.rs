@@ -93,6 +93,9 @@ pub struct GenerateArgs {
     /// stdout, or null.
     #[arg(long, default_value = "stdout")]
     pub to: String,
+    /// Prepended to every topic (and file) name, such as `staging.`.
+    #[arg(long, default_value = "")]
+    pub topic_prefix: String,
     /// Events per second (0 = as fast as possible).
     #[arg(long, default_value_t = 0.0, value_parser = non_negative)]
     pub rate: f64,

@@ -1,6 +1,9 @@
 """The generator against a real Kafka-protocol broker, read back by an independent client."""
 
 import json
+from datetime import datetime
+import time
+import uuid
 from collections import defaultdict
 
 from kafka import KafkaConsumer, TopicPartition
@@ -15,12 +18,11 @@ LABELS_TOPIC = "fraud-labels"
 def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0):
     """Reads every record of `topic` from the beginning until `expected` have arrived."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=5000, api_version_auto_timeout_ms=10000)
+                             consumer_timeout_ms=5000)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     records = []
-    import time
     deadline = time.monotonic() + timeout_s
     while len(records) < expected and time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=1000, max_records=50000)
@@ -32,17 +34,20 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 12
 
 def test_generate_100k_events_read_back_by_kafka_python(riskstream_bin, kafka_bootstrap, tmp_path):
     summary_path = tmp_path / "summary.json"
+    # A prefix of our own: topics are never shared with another test or run.
+    prefix = f"t{uuid.uuid4().hex[:10]}."
     run_riskstream(riskstream_bin, "generate", "--to", f"kafka://{kafka_bootstrap}", "--count", "100000",
-                   "--seed", "7", "--quiet", "--summary", str(summary_path),
+                   "--seed", "7", "--quiet", "--summary", str(summary_path), "--topic-prefix", prefix,
                    "--start-time", "2026-11-01T00:00:00Z")
     summary = read_json(summary_path)
     assert summary["events"] == 100000
     delivery = {d["topic"]: d for d in summary["delivery"]}
     assert sum(d["failed"] for d in delivery.values()) == 0
 
-    for topic, partitions in EVENT_TOPICS.items():
+    for name, partitions in EVENT_TOPICS.items():
+        topic = prefix + name
         expected = delivery[topic]["acknowledged"]
-        assert expected == summary["sources"][topic]["events"] > 0
+        assert expected == summary["sources"][name]["events"] > 0
         records, n_partitions = consume_all(kafka_bootstrap, topic, expected)
         assert n_partitions == partitions, topic
         assert len(records) == expected, topic
@@ -60,12 +65,14 @@ def test_generate_100k_events_read_back_by_kafka_python(riskstream_bin, kafka_bo
             try:
                 event = json.loads(r.value)
                 assert isinstance(event, dict)
-                assert event["event_id"] and event["event_time"]
+                assert event["event_id"]
+                datetime.fromisoformat(event["event_time"].replace("Z", "+00:00"))
             except (ValueError, KeyError, AssertionError, UnicodeDecodeError):
                 bad += 1
-        assert bad == summary["sources"][topic]["malformed"], topic
+        assert bad == summary["sources"][name]["malformed"], topic
 
-    labels, _ = consume_all(kafka_bootstrap, LABELS_TOPIC, delivery[LABELS_TOPIC]["acknowledged"])
+    labels_topic = prefix + LABELS_TOPIC
+    labels, _ = consume_all(kafka_bootstrap, labels_topic, delivery[labels_topic]["acknowledged"])
     assert len(labels) == summary["labels"] > 0
     positives = sum(1 for r in labels if json.loads(r.value)["label"] == 1)
     assert positives == summary["positive_labels"]

@@ -24,6 +24,7 @@ pub async fn run(args: GenerateArgs) -> Result<(), CommandError> {
         target,
         rate: args.rate,
         limit,
+        topic_prefix: args.topic_prefix.clone(),
     };
     options.generator.validate().map_err(|e| e.to_string())?;
     generate::prepare_target(&options).await?;

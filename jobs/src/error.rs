@@ -34,7 +34,7 @@ pub enum JobError {
         context: String,
         /// The client's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A SQL file failed to plan or run.
     #[error("SQL `{file}`: {source}")]
@@ -43,11 +43,11 @@ pub enum JobError {
         file: String,
         /// DataFusion's error.
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: Box<datafusion::error::DataFusionError>,
     },
     /// Writing or reading the lake failed.
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Lake(Box<LakeError>),
     /// Reading or writing a local file failed.
     #[error("{path}: {source}")]
     Io {
@@ -71,7 +71,34 @@ pub enum JobError {
     Internal(String),
 }
 
+impl From<LakeError> for JobError {
+    fn from(e: LakeError) -> Self {
+        Self::Lake(Box::new(e))
+    }
+}
+
 impl JobError {
+    /// A Kafka error for `brokers` while doing `context`.
+    pub fn kafka(
+        brokers: &str,
+        context: impl Into<String>,
+        source: rdkafka::error::KafkaError,
+    ) -> Self {
+        Self::Kafka {
+            brokers: brokers.to_string(),
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A SQL error in `file`.
+    pub fn sql(file: impl Into<String>, source: datafusion::error::DataFusionError) -> Self {
+        Self::Sql {
+            file: file.into(),
+            source: Box::new(source),
+        }
+    }
+
     /// A configuration error for `key`.
     pub fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config {

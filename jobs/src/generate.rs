@@ -170,9 +170,12 @@ impl RateLimiter {
     }
 }
 
+type LineWriter = BufWriter<Box<dyn Write + Send>>;
+
 enum Sink {
     Kafka(KafkaEventSink),
-    Lines(Vec<(Stream, BufWriter<Box<dyn Write + Send>>)>, PathBuf),
+    /// One writer shared by all streams, or one per stream in [`STREAMS`] order.
+    Lines(Vec<LineWriter>, PathBuf),
     Null,
 }
 
@@ -195,44 +198,27 @@ fn open_lines(target: &Target, names: &[String; 4]) -> Result<Sink> {
         let path = path.display().to_string();
         move |source| JobError::Io { path, source }
     };
-    let (writers, path): (Vec<(Stream, Box<dyn Write + Send>)>, PathBuf) = match target {
-        Target::Stdout => (
-            STREAMS
-                .iter()
-                .map(|s| (*s, Box::new(std::io::stdout()) as Box<dyn Write + Send>))
-                .collect(),
+    let buffered = |w: Box<dyn Write + Send>| BufWriter::with_capacity(1 << 20, w);
+    match target {
+        Target::Stdout => Ok(Sink::Lines(
+            vec![buffered(Box::new(std::io::stdout()))],
             PathBuf::from("stdout"),
-        ),
+        )),
         Target::File(path) if path.is_dir() || path.to_string_lossy().ends_with('/') => {
             std::fs::create_dir_all(path).map_err(io(path))?;
             let mut writers = Vec::new();
-            for s in STREAMS {
-                let file = path.join(format!("{}.jsonl", names[stream_index(s)]));
-                let f = File::create(&file).map_err(io(&file))?;
-                writers.push((s, Box::new(f) as Box<dyn Write + Send>));
+            for name in names {
+                let file = path.join(format!("{name}.jsonl"));
+                writers.push(buffered(Box::new(File::create(&file).map_err(io(&file))?)));
             }
-            (writers, path.clone())
+            Ok(Sink::Lines(writers, path.clone()))
         }
         Target::File(path) => {
             let f = File::create(path).map_err(io(path))?;
-            // One file: every stream shares it, through one writer.
-            return Ok(Sink::Lines(
-                vec![(
-                    Stream::Labels,
-                    BufWriter::with_capacity(1 << 20, Box::new(f)),
-                )],
-                path.clone(),
-            ));
+            Ok(Sink::Lines(vec![buffered(Box::new(f))], path.clone()))
         }
-        Target::Kafka(_) | Target::Null => return Ok(Sink::Null),
-    };
-    Ok(Sink::Lines(
-        writers
-            .into_iter()
-            .map(|(s, w)| (s, BufWriter::with_capacity(1 << 20, w)))
-            .collect(),
-        path,
-    ))
+        Target::Kafka(_) | Target::Null => Ok(Sink::Null),
+    }
 }
 
 /// Creates the topics a run will write (Kafka targets only), failing fast when the broker cannot
@@ -291,9 +277,9 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
                 ),
                 Sink::Lines(writers, path) => {
                     let w = if writers.len() == 1 {
-                        &mut writers[0].1
+                        &mut writers[0]
                     } else {
-                        &mut writers[stream_index(stream)].1
+                        &mut writers[stream_index(stream)]
                     };
                     write_line(w, &msg.value).map_err(|source| JobError::Io {
                         path: path.display().to_string(),
@@ -363,7 +349,7 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
                 .collect()
         }
         Sink::Lines(writers, path) => {
-            for (_, w) in writers.iter_mut() {
+            for w in writers.iter_mut() {
                 w.flush().map_err(|source| JobError::Io {
                     path: path.display().to_string(),
                     source,

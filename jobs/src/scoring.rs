@@ -66,10 +66,8 @@ pub fn session() -> Result<SessionContext> {
         .with_target_partitions(2)
         .with_batch_size(8192);
     let mut ctx = SessionContext::new_with_config(config);
-    riskstream_udfs::register_all(&mut ctx).map_err(|source| JobError::Sql {
-        file: "<function registry>".into(),
-        source,
-    })?;
+    riskstream_udfs::register_all(&mut ctx)
+        .map_err(|source| JobError::sql("<function registry>", source))?;
     Ok(ctx)
 }
 
@@ -95,10 +93,7 @@ impl ScoringStage {
 
     async fn run_query(&self, source: Source, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         let query = shipped_query(source);
-        let sql_err = |source| JobError::Sql {
-            file: query.file.to_string(),
-            source,
-        };
+        let sql_err = |source| JobError::sql(query.file, source);
         let table = source_table(source);
         let mem = MemTable::try_new(source_schema(source), vec![rows]).map_err(sql_err)?;
         self.ctx.deregister_table(table).map_err(sql_err)?;

@@ -92,8 +92,8 @@ impl Policy {
             kind,
             start_day: today - rng.between(60, 3650),
             premium: t.premium * rng.range_f64(0.6, 1.8),
-            limit: t.limit * *rng.pick(&[0.5, 1.0, 1.0, 2.0]),
-            deductible: *rng.pick(&[250.0, 500.0, 1000.0, 2500.0]),
+            limit: t.limit * rng.pick(&[0.5, 1.0, 1.0, 2.0]),
+            deductible: rng.pick(&[250.0, 500.0, 1000.0, 2500.0]),
             home,
             lat: home.lat + rng.range_f64(-0.08, 0.08),
             lon: home.lon + rng.range_f64(-0.08, 0.08),
@@ -217,7 +217,7 @@ impl ClaimModel {
         let t = &TYPES[p.kind];
         self.next_claim += 1;
         let delay = rng.exp(4.0).min(60.0) as i64;
-        let incident = *rng.pick(t.incidents);
+        let incident = rng.pick(t.incidents);
         let auto = t.name == "auto";
         Claim {
             claim_id: self.next_claim,
@@ -236,13 +236,13 @@ impl ClaimModel {
             lat: p.lat + rng.range_f64(-0.05, 0.05),
             lon: p.lon + rng.range_f64(-0.05, 0.05),
             city: p.home,
-            weather: *rng.pick(WEATHER),
+            weather: rng.pick(WEATHER),
             provider_id: Self::provider(rng, p.home, p.kind),
             adjuster_id: rng.below(200),
             police_report: auto && matches!(incident, "collision" | "theft") && rng.chance(0.85)
                 || incident == "burglary" && rng.chance(0.9),
             witnesses: if auto { rng.between(0, 3) } else { 0 },
-            channel: *rng.pick(CHANNELS),
+            channel: rng.pick(CHANNELS),
             injury_involved: matches!(incident, "collision" | "injury") && rng.chance(0.3),
             vehicle_age: auto.then_some(p.vehicle_age),
         }

@@ -91,13 +91,13 @@ impl Device {
             city,
             lat: city.lat + site_rng.range_f64(-0.2, 0.2),
             lon: city.lon + site_rng.range_f64(-0.2, 0.2),
-            firmware: *rng.pick(FIRMWARE),
-            criticality: *rng.pick(CRITICALITY),
+            firmware: rng.pick(FIRMWARE),
+            criticality: rng.pick(CRITICALITY),
             baseline: t.min + span * rng.range_f64(0.3, 0.5),
             noise: span * rng.range_f64(0.02, 0.05),
             installed_day: today - rng.between(30, 2000),
             last_maintenance_day: today - rng.between(1, 200),
-            maintenance_interval: *rng.pick(&[90, 180, 365]),
+            maintenance_interval: rng.pick(&[90, 180, 365]),
         }
     }
 }
@@ -209,7 +209,7 @@ impl IotModel {
             uptime_hours: (self.today - d.installed_day) * 24 + rng.between(0, 23),
             last_maintenance_day: d.last_maintenance_day,
             maintenance_due_day: d.last_maintenance_day + d.maintenance_interval,
-            error_code: rng.chance(0.002).then(|| *rng.pick(ERROR_CODES)),
+            error_code: rng.chance(0.002).then(|| rng.pick(ERROR_CODES)),
         }
     }
 

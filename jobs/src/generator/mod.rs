@@ -510,7 +510,7 @@ impl Generator {
     /// from its start and whether each is fraudulent (the pattern is recorded when scheduled).
     fn plan_episode(&mut self) -> Vec<(i64, Option<&'static str>, Event)> {
         let source = self.pick_source();
-        let pattern = *self.rng.pick(source.patterns());
+        let pattern = self.rng.pick(source.patterns());
         let tag = |fraud: bool| fraud.then_some(pattern);
         match source {
             Source::Transactions => self

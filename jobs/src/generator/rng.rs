@@ -100,8 +100,8 @@ impl Rng {
 
     /// One element of a non-empty slice, uniformly.
     #[inline]
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
     }
 
     /// An index drawn with the given (not necessarily normalised) weights.

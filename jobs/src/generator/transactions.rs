@@ -111,9 +111,9 @@ impl Customer {
             spend_median: rng.lognormal(35.0, 0.5),
             cards: 1 + rng.below(3),
             devices: 1 + rng.below(2),
-            card_type: *rng.pick(CARD_TYPES),
+            card_type: rng.pick(CARD_TYPES),
             account_age_days: rng.between(60, 5000),
-            email: *rng.pick(EMAIL_DOMAINS),
+            email: rng.pick(EMAIL_DOMAINS),
             favourite_mccs,
         }
     }
@@ -233,10 +233,10 @@ impl TransactionModel {
         match rng.weighted(&[0.55, 0.3, 0.15]) {
             0 => (
                 "pos",
-                *rng.pick(&["chip", "contactless", "contactless", "swipe"]),
+                rng.pick(&["chip", "contactless", "contactless", "swipe"]),
             ),
             1 => ("ecommerce", "card_not_present"),
-            _ => ("mobile", *rng.pick(&["wallet", "card_not_present"])),
+            _ => ("mobile", rng.pick(&["wallet", "card_not_present"])),
         }
     }
 
@@ -257,7 +257,7 @@ impl TransactionModel {
             Self::city_index(c.home)
         };
         let mcc = if rng.chance(0.85) {
-            *rng.pick(&c.favourite_mccs)
+            rng.pick(&c.favourite_mccs)
         } else {
             rng.below(MCCS.len() as u64) as usize
         };
@@ -329,7 +329,7 @@ impl TransactionModel {
         match pattern {
             "card_testing" => {
                 // Small probes of a stolen card at one online merchant, from a foreign device.
-                let mcc = *rng.pick(&HIGH_RISK_ECOM);
+                let mcc = rng.pick(&HIGH_RISK_ECOM);
                 let fraud_city = far_city(rng);
                 let (merchant_id, brand) = Self::merchant(rng, fraud_city, mcc);
                 let device_id = 1_000_000_000 + rng.below(1_000_000_000);
@@ -355,7 +355,7 @@ impl TransactionModel {
                 let device_id = 1_000_000_000 + rng.below(1_000_000_000);
                 let mut t_ms = 0.0;
                 for _ in 0..rng.between(2, 5) {
-                    let mcc = *rng.pick(&[12, 13, 14]);
+                    let mcc = rng.pick(&[12, 13, 14]);
                     let scale = rng.range_f64(5.0, 20.0);
                     let mut t = self.purchase(rng, &c, city, mcc, scale, true);
                     t.device_id = device_id;
@@ -369,7 +369,7 @@ impl TransactionModel {
             "impossible_travel" => {
                 // A genuine purchase at home, then a card-present one thousands of km away within the
                 // hour: only the second is fraud.
-                let mcc = *rng.pick(&c.favourite_mccs);
+                let mcc = rng.pick(&c.favourite_mccs);
                 out.push(Planted::genuine(
                     0,
                     self.purchase(rng, &c, home_idx, mcc, 1.0, false),
@@ -397,11 +397,11 @@ impl TransactionModel {
                 let mut fake = Customer::new(self.seed, self.users + self.next_synthetic);
                 fake.id = self.next_synthetic;
                 fake.account_age_days = rng.between(0, 20);
-                fake.email = *rng.pick(DISPOSABLE_DOMAINS);
+                fake.email = rng.pick(DISPOSABLE_DOMAINS);
                 let mut t_ms = 0.0;
                 let mut scale = 1.0;
                 for _ in 0..rng.between(3, 8) {
-                    let mcc = *rng.pick(&[12, 13, 14, 4]);
+                    let mcc = rng.pick(&[12, 13, 14, 4]);
                     let mut t = self.purchase(rng, &fake, home_idx, mcc, scale, false);
                     t.synthetic = true;
                     out.push(Planted::fraud(t_ms as i64, t));

@@ -56,14 +56,7 @@ pub fn client_config(brokers: &str) -> ClientConfig {
 /// Creates the topics that are missing, with the given partition counts; existing topics are
 /// left as they are. Fails fast, naming the address, when no broker answers.
 pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> {
-    let kafka_err = |context: &str| {
-        let context = context.to_string();
-        move |source| JobError::Kafka {
-            brokers: brokers.to_string(),
-            context,
-            source,
-        }
-    };
+    let kafka_err = |context: &'static str| move |source| JobError::kafka(brokers, context, source);
     let admin: AdminClient<DefaultClientContext> = client_config(brokers)
         .create()
         .map_err(kafka_err("creating an admin client"))?;
@@ -91,11 +84,11 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<()> 
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(JobError::Kafka {
-                    brokers: brokers.to_string(),
-                    context: format!("creating topic `{topic}`"),
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                });
+                return Err(JobError::kafka(
+                    brokers,
+                    format!("creating topic `{topic}`"),
+                    rdkafka::error::KafkaError::AdminOp(code),
+                ));
             }
         }
     }

@@ -78,11 +78,7 @@ impl KafkaEventSink {
             .set("queue.buffering.max.kbytes", "1048576")
             .set("message.timeout.ms", "60000")
             .create_with_context(context)
-            .map_err(|source| JobError::Kafka {
-                brokers: brokers.to_string(),
-                context: "creating a producer".into(),
-                source,
-            })?;
+            .map_err(|source| JobError::kafka(brokers, "creating a producer", source))?;
         Ok(Self {
             brokers: brokers.to_string(),
             producer,
@@ -108,11 +104,11 @@ impl KafkaEventSink {
                     if let Some(i) = self.topics.iter().position(|t| t == topic) {
                         self.counts[i].failed.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Err(JobError::Kafka {
-                        brokers: self.brokers.clone(),
-                        context: format!("producing to `{topic}`"),
+                    return Err(JobError::kafka(
+                        &self.brokers,
+                        format!("producing to `{topic}`"),
                         source,
-                    });
+                    ));
                 }
             }
         }
@@ -136,10 +132,6 @@ impl KafkaEventSink {
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         self.producer
             .flush(timeout)
-            .map_err(|source| JobError::Kafka {
-                brokers: self.brokers.clone(),
-                context: "waiting for deliveries".into(),
-                source,
-            })
+            .map_err(|source| JobError::kafka(&self.brokers, "waiting for deliveries", source))
     }
 }

@@ -1,6 +1,7 @@
 # Multi-stage build of the riskstream binary.
+# librdkafka builds from rdkafka's bundled sources with its own configure (make and a C compiler,
+# both in the rust image).
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --bin riskstream && cp target/release/riskstream /riskstream

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs what is missing (cmake for librdkafka, the
-# test broker, the Python peers), starts the test services on loopback, checks formatting and
+# The whole test suite, on a fresh machine: installs what is missing (the test broker, the Python
+# peers), starts the test services on loopback, checks formatting and
 # lints, runs the Rust tests (unit and end-to-end) and the Python end-to-end tests, then stops
 # the services.
 set -euo pipefail
@@ -13,11 +13,6 @@ export RISKSTREAM_SERVICES_DIR=${RISKSTREAM_SERVICES_DIR:-$(mktemp -d /tmp/risks
 
 log() { echo "[test] $*" >&2; }
 
-if ! command -v cmake >/dev/null 2>&1; then
-  log "installing cmake (librdkafka is built from rdkafka's bundled sources)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq cmake >/dev/null
-fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest

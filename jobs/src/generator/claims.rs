@@ -81,11 +81,9 @@ struct Policy {
 impl Policy {
     fn new(seed: u64, id: u64, users: u64, today: i64) -> Self {
         let mut rng = Rng::for_entity(seed, KIND_POLICY, id);
-        let weights: Vec<f64> = TYPES.iter().map(|t| t.weight).collect();
-        let kind = rng.weighted(&weights);
+        let kind = rng.weighted_by(TYPES, |_, t| t.weight);
         let t = &TYPES[kind];
-        let city_weights: Vec<f64> = (0..CITIES.len()).map(home_weight).collect();
-        let home = &CITIES[rng.weighted(&city_weights)];
+        let home = &CITIES[rng.weighted_by(CITIES, |i, _| home_weight(i))];
         Self {
             id,
             user_id: rng.below(users.max(1)),

@@ -76,8 +76,7 @@ struct Device {
 impl Device {
     fn new(seed: u64, id: u64, today: i64) -> Self {
         let mut rng = Rng::for_entity(seed, KIND_DEVICE, id);
-        let weights: Vec<f64> = TYPES.iter().map(|t| t.weight).collect();
-        let kind = rng.weighted(&weights);
+        let kind = rng.weighted_by(TYPES, |_, t| t.weight);
         let t = &TYPES[kind];
         let site = id / 25;
         // Devices of one site share a city.

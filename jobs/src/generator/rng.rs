@@ -106,15 +106,21 @@ impl Rng {
 
     /// An index drawn with the given (not necessarily normalised) weights.
     pub fn weighted(&mut self, weights: &[f64]) -> usize {
-        let total: f64 = weights.iter().sum();
+        self.weighted_by(weights, |_, w| *w)
+    }
+
+    /// An index into `items` drawn with weight `weight(index, item)`, without allocating.
+    pub fn weighted_by<T>(&mut self, items: &[T], weight: impl Fn(usize, &T) -> f64) -> usize {
+        let total: f64 = items.iter().enumerate().map(|(i, t)| weight(i, t)).sum();
         let mut x = self.f64() * total;
-        for (i, w) in weights.iter().enumerate() {
-            if x < *w {
+        for (i, t) in items.iter().enumerate() {
+            let w = weight(i, t);
+            if x < w {
                 return i;
             }
             x -= w;
         }
-        weights.len().saturating_sub(1)
+        items.len().saturating_sub(1)
     }
 
     /// Standard normal (Box–Muller; the second value is dropped to keep the state simple).

@@ -91,8 +91,7 @@ struct Customer {
 }
 
 fn pick_home(rng: &mut Rng) -> usize {
-    let weights: Vec<f64> = (0..CITIES.len()).map(home_weight).collect();
-    rng.weighted(&weights)
+    rng.weighted_by(CITIES, |i, _| home_weight(i))
 }
 
 impl Customer {

@@ -4,8 +4,9 @@
 //! arrow-json decodes many rows at once and fails a whole flush for one bad value, and a decoder
 //! that has failed cannot be reused. So each message is fed on its own and checked to add exactly
 //! one complete row (syntax errors, empty messages and multi-value messages are caught here, at
-//! the message), and a flush that fails on a type error is bisected to find the culprits. Good
-//! messages cost one pass; bad ones cost a logarithmic number of re-decodes of their segment.
+//! the message), and a flush that fails on a type error is bisected to find the culprits. A bad
+//! message costs one re-decode of the good messages buffered before it (at most a segment), and a
+//! bad value a logarithmic number of re-decodes of its segment.
 
 use std::sync::Arc;
 
@@ -112,9 +113,11 @@ impl JsonDecoder {
                 Some(error) => {
                     out.rejected.push(Rejected { index, error });
                     // The decoder's state is suspect after a bad message: start again with the
-                    // good messages of the segment.
+                    // good messages of the segment, and flush them at once so that no message is
+                    // re-fed more than once.
                     decoder = self.fresh()?;
                     self.feed(&mut decoder, values, &segment)?;
+                    self.flush_segment(&mut decoder, values, &mut segment, &mut out)?;
                 }
             }
             if segment.len() == SEGMENT_ROWS {
@@ -152,9 +155,18 @@ impl JsonDecoder {
                 }
                 out.origins.extend_from_slice(segment);
             }
-            Err(_) => {
+            Err(e) => {
                 *decoder = self.fresh()?;
-                self.bisect(values, segment, out)?;
+                if let [index] = segment[..] {
+                    out.rejected.push(Rejected {
+                        index,
+                        error: describe(&e),
+                    });
+                } else {
+                    let (left, right) = segment.split_at(segment.len() / 2);
+                    self.bisect(values, left, out)?;
+                    self.bisect(values, right, out)?;
+                }
             }
         }
         segment.clear();

@@ -76,9 +76,34 @@ enum Produced {
     Done(Box<GeneratorStats>),
 }
 
-/// A stable id for a demo configuration: same options, same id, so a rerun is recognised.
+/// A stable id for a demo run: the same options give the same id, so a rerun is recognised and
+/// writes nothing. Every option that shapes the batches is in it, named, so the id does not hang
+/// on a `Debug` format.
 fn app_id(options: &DemoOptions) -> String {
-    let text = format!("{:?}|{}", options.generator, options.batch_events);
+    let g = &options.generator;
+    let mix: Vec<String> = g
+        .mix
+        .iter()
+        .map(|(s, w)| format!("{}:{w}", s.cli_name()))
+        .collect();
+    let text = format!(
+        "seed={};mix={};fraud={};ooo={};late={};malformed={};neg={};delay={};start={};eps={};users={};policies={};devices={};events={};batch={}",
+        g.seed,
+        mix.join(","),
+        g.fraud_rate,
+        g.out_of_order_rate,
+        g.late_rate,
+        g.malformed_rate,
+        g.negative_label_rate,
+        g.label_delay_ms,
+        g.start_ms,
+        g.events_per_second,
+        g.entities.users,
+        g.entities.policies,
+        g.entities.devices,
+        options.events,
+        options.batch_events,
+    );
     // FNV-1a: stable across Rust versions, unlike the std hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.as_bytes() {
@@ -129,11 +154,12 @@ fn spawn_generator(
                 *batch_id += 1;
                 sent.is_ok()
             };
+            // Record timestamps are the append (produce) time, as a broker's CreateTime would be.
             let append = |topics: &mut Vec<(Stream, InProcessTopic)>, msg: &Message| {
                 if let Some(stream) = msg.stream
                     && let Some((_, t)) = topics.iter_mut().find(|(s, _)| *s == stream)
                 {
-                    t.append(&msg.key, &msg.value, msg.timestamp_ms);
+                    t.append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
                 }
             };
             while made < events {

@@ -113,6 +113,8 @@ pub struct GenerateSummary {
     pub elapsed: Duration,
     /// Bytes of message values produced.
     pub bytes: u64,
+    /// Why the run stopped early (a send or flush that failed), if it did.
+    pub error: Option<String>,
 }
 
 impl GenerateSummary {
@@ -152,7 +154,8 @@ impl RateLimiter {
             return;
         }
         self.issued += 1;
-        let due = Duration::from_secs_f64(self.issued as f64 / self.rate);
+        // Clamped so that absurdly small rates cannot overflow a Duration.
+        let due = Duration::from_secs_f64((self.issued as f64 / self.rate).min(1e9));
         let elapsed = self.start.elapsed();
         if due > elapsed {
             let wait = due - elapsed;
@@ -269,12 +272,7 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             sent[stream_index(stream)] += 1;
             *bytes += msg.value.len() as u64;
             match sink {
-                Sink::Kafka(k) => k.send(
-                    &names[stream_index(stream)],
-                    &msg.key,
-                    &msg.value,
-                    msg.timestamp_ms,
-                ),
+                Sink::Kafka(k) => k.send(&names[stream_index(stream)], &msg.key, &msg.value),
                 Sink::Lines(writers, path) => {
                     let w = if writers.len() == 1 {
                         &mut writers[0]
@@ -290,13 +288,16 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             }
         };
 
+    // A send that fails ends the run, but what was queued is still flushed and reported.
+    let mut failure: Option<JobError> = None;
     loop {
-        let checkpoint = events.is_multiple_of(1024);
+        // Clock and flag checks every event when paced (events are slow then), every 256 when not.
+        let check = options.rate > 0.0 || events.is_multiple_of(256);
         let done = match options.limit {
             Limit::Count(n) => events >= n,
-            Limit::Duration(d) => checkpoint && start.elapsed() >= d,
+            Limit::Duration(d) => check && start.elapsed() >= d,
             Limit::Unbounded => false,
-        } || (checkpoint && stop.load(Ordering::Relaxed));
+        } || (check && stop.load(Ordering::Relaxed));
         if done {
             break;
         }
@@ -305,11 +306,11 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             limiter.acquire();
             events += 1;
         }
-        deliver(&mut sink, &msg, &mut sent, &mut bytes)?;
-        if options.progress
-            && events.is_multiple_of(4096)
-            && last_report.elapsed() >= Duration::from_secs(1)
-        {
+        if let Err(e) = deliver(&mut sink, &msg, &mut sent, &mut bytes) {
+            failure = Some(e);
+            break;
+        }
+        if options.progress && check && last_report.elapsed() >= Duration::from_secs(1) {
             let total: u64 = sent.iter().sum();
             let secs = last_report.elapsed().as_secs_f64();
             let acked = match &sink {
@@ -327,13 +328,20 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
             last_report = Instant::now();
         }
     }
-    while generator.drain_labels(&mut msg) {
-        deliver(&mut sink, &msg, &mut sent, &mut bytes)?;
+    if failure.is_none() {
+        while generator.drain_labels(&mut msg) {
+            if let Err(e) = deliver(&mut sink, &msg, &mut sent, &mut bytes) {
+                failure = Some(e);
+                break;
+            }
+        }
     }
 
     let delivery = match &mut sink {
         Sink::Kafka(k) => {
-            k.flush(Duration::from_secs(120))?;
+            if let Err(e) = k.flush(Duration::from_secs(120)) {
+                failure.get_or_insert(e);
+            }
             STREAMS
                 .iter()
                 .map(|s| {
@@ -350,10 +358,12 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
         }
         Sink::Lines(writers, path) => {
             for w in writers.iter_mut() {
-                w.flush().map_err(|source| JobError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                if let Err(source) = w.flush() {
+                    failure.get_or_insert(JobError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
             }
             written(&sent, &names)
         }
@@ -364,6 +374,7 @@ pub fn run(options: &GenerateOptions, stop: &AtomicBool) -> Result<GenerateSumma
         delivery,
         elapsed: start.elapsed(),
         bytes,
+        error: failure.map(|e| e.to_string()),
     })
 }
 

@@ -71,14 +71,15 @@ pub struct GeneratorArgs {
     /// Number of IoT devices.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub devices: u64,
-    /// Event time of the first event (RFC 3339); default: now.
+    /// Event time of the first event (RFC 3339); default: now for `generate`, and a fixed
+    /// 2026-01-01T00:00:00Z for `demo`, so that a demo is reproducible from its seed.
     #[arg(long, value_parser = rfc3339_ms)]
     pub start_time: Option<i64>,
     /// Events per second of event time; default: --rate, or 1000 when --rate is 0.
     #[arg(long, value_parser = positive)]
     pub event_rate: Option<f64>,
-    /// Mean delay between an event and its label, in event time (chargebacks take days; the
-    /// default keeps demos short).
+    /// Typical (median) delay between an event and its label, in event time (chargebacks take
+    /// days; the default keeps demos short).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub label_delay: Duration,
 }

@@ -35,8 +35,8 @@ def check_lake(table_uri, storage_options, summary):
 
 def test_demo_writes_contract_tables_and_a_rerun_writes_nothing(riskstream_bin, tmp_path):
     lake = tmp_path / "lake"
-    args = ["demo", "--events", "30000", "--batch-events", "7000", "--seed", "11", "--lake", str(lake),
-            "--start-time", "2026-11-01T00:00:00Z"]
+    # No --start-time: the default must make the demo reproducible, as the README promises.
+    args = ["demo", "--events", "30000", "--batch-events", "7000", "--seed", "11", "--lake", str(lake)]
     run_riskstream(riskstream_bin, *args, "--summary", str(tmp_path / "first.json"))
     first = read_json(tmp_path / "first.json")
     assert first["events"] == 30000
@@ -76,3 +76,11 @@ def test_unwritable_lake_fails_naming_the_path(riskstream_bin):
     proc = run_riskstream(riskstream_bin, "demo", "--events", "10", "--lake", "/proc/no-lake-here", check=False)
     assert proc.returncode != 0
     assert "/proc/no-lake-here" in proc.stderr
+
+
+def test_sql_on_a_missing_lake_names_it_and_creates_nothing(riskstream_bin, tmp_path):
+    missing = tmp_path / "no-such-lake"
+    proc = run_riskstream(riskstream_bin, "sql", "--lake", str(missing), "SELECT 1", check=False)
+    assert proc.returncode != 0
+    assert str(missing) in proc.stderr
+    assert not missing.exists()

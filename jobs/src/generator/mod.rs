@@ -162,7 +162,8 @@ pub struct GeneratorConfig {
     pub malformed_rate: f64,
     /// Fraction of genuine events that also get a (negative) label, as reviewed cases do.
     pub negative_label_rate: f64,
-    /// Mean delay between an event and its label, in event-time milliseconds.
+    /// Typical (median) delay between an event and its label, in event-time milliseconds; delays
+    /// spread log-normally around it, up to ten times as long.
     pub label_delay_ms: f64,
     /// Event time of the first event, milliseconds since the Unix epoch.
     pub start_ms: i64,
@@ -240,8 +241,6 @@ pub struct Message {
     pub key: Vec<u8>,
     /// The JSON value (or the corrupted bytes of a malformed message).
     pub value: Vec<u8>,
-    /// Event time in epoch milliseconds (for labels, the label time); the Kafka timestamp.
-    pub timestamp_ms: i64,
     /// How the message was corrupted, if it was.
     pub corruption: Option<Corruption>,
 }
@@ -387,7 +386,9 @@ impl Generator {
         let seed = cfg.seed;
         Ok(Self {
             rng: Rng::new(seed),
-            run: rng::mix(&[seed, 0x5EED]) & 0xffff_ffff,
+            // Event ids carry the run: the same seed and start give the same ids, and runs started
+            // at other times never collide on a shared topic or table.
+            run: rng::mix(&[seed, cfg.start_ms as u64, 0x5EED]) & 0xffff_ffff,
             clock_ms: cfg.start_ms as f64,
             seq: 0,
             shares: cfg.mix.iter().map(|(_, w)| *w).collect(),
@@ -553,7 +554,6 @@ impl Generator {
         let event_ms = self.event_time(now, source);
 
         msg.stream = Some(Stream::Events(source));
-        msg.timestamp_ms = now;
         msg.key.clear();
         msg.value.clear();
         {
@@ -648,7 +648,6 @@ impl Generator {
             self.stats.positive_labels += 1;
         }
         msg.stream = Some(Stream::Labels);
-        msg.timestamp_ms = label.at_ms;
         msg.corruption = None;
         msg.key.clear();
         msg.key.extend_from_slice(&l.key);

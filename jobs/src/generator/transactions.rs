@@ -392,16 +392,17 @@ impl TransactionModel {
             _ => {
                 // A synthetic identity: a brand-new account outside the population, disposable email,
                 // escalating purchases.
+                // Ids above the population, so the identity's cards and devices are its own.
                 self.next_synthetic += 1;
                 let mut fake = Customer::new(self.seed, self.users + self.next_synthetic);
-                fake.id = self.next_synthetic;
+                let fake_home = Self::city_index(fake.home);
                 fake.account_age_days = rng.between(0, 20);
                 fake.email = rng.pick(DISPOSABLE_DOMAINS);
                 let mut t_ms = 0.0;
                 let mut scale = 1.0;
                 for _ in 0..rng.between(3, 8) {
                     let mcc = rng.pick(&[12, 13, 14, 4]);
-                    let mut t = self.purchase(rng, &fake, home_idx, mcc, scale, false);
+                    let mut t = self.purchase(rng, &fake, fake_home, mcc, scale, false);
                     t.synthetic = true;
                     out.push(Planted::fraud(t_ms as i64, t));
                     t_ms += rng.exp(300_000.0);

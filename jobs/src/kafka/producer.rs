@@ -87,12 +87,11 @@ impl KafkaEventSink {
         })
     }
 
-    /// Queues one message, waiting while the producer's queue is full.
-    pub fn send(&self, topic: &str, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<()> {
-        let mut record = BaseRecord::to(topic)
-            .key(key)
-            .payload(value)
-            .timestamp(timestamp_ms);
+    /// Queues one message, waiting while the producer's queue is full. The record's timestamp is
+    /// the time it is produced (Kafka's CreateTime); the event's own time is in its JSON, and
+    /// brokers reject record timestamps far from their clock.
+    pub fn send(&self, topic: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(value);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

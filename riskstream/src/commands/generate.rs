@@ -18,7 +18,11 @@ pub async fn run(args: GenerateArgs) -> Result<(), CommandError> {
     };
     let summary_path = args.summary.clone();
     let options = GenerateOptions {
-        generator: generator_config(&args.generator, args.rate),
+        generator: generator_config(
+            &args.generator,
+            args.rate,
+            chrono::Utc::now().timestamp_millis(),
+        ),
         // Throughput lines would interleave with the events themselves on stdout.
         progress: !args.quiet && target != Target::Stdout,
         target,
@@ -29,11 +33,16 @@ pub async fn run(args: GenerateArgs) -> Result<(), CommandError> {
     options.generator.validate().map_err(|e| e.to_string())?;
     generate::prepare_target(&options).await?;
 
+    // The first Ctrl-C stops generating and waits for deliveries; a second one gives up.
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = Arc::clone(&stop);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             on_signal.store(true, Ordering::Relaxed);
+            eprintln!("stopping: waiting for deliveries (Ctrl-C again to quit now)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
         }
     });
     let summary = tokio::task::spawn_blocking(move || generate::run(&options, &stop)).await??;
@@ -56,6 +65,9 @@ pub async fn run(args: GenerateArgs) -> Result<(), CommandError> {
         value["elapsed_seconds"] = summary.elapsed.as_secs_f64().into();
         value["events_per_second"] = summary.events_per_second().into();
         write_summary(path, &value)?;
+    }
+    if let Some(error) = &summary.error {
+        return Err(error.clone().into());
     }
     if summary.failed() > 0 {
         return Err(format!("{} messages could not be delivered", summary.failed()).into());

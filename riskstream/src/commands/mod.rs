@@ -22,11 +22,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     }
 }
 
-/// The generator configuration the flags describe; `rate` is the wall-clock rate (0 = unpaced).
-pub fn generator_config(args: &GeneratorArgs, rate: f64) -> GeneratorConfig {
-    let start = args
-        .start_time
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+/// The generator configuration the flags describe; `rate` is the wall-clock rate (0 = unpaced)
+/// and `default_start_ms` the first event time when `--start-time` is not given.
+pub fn generator_config(args: &GeneratorArgs, rate: f64, default_start_ms: i64) -> GeneratorConfig {
+    let start = args.start_time.unwrap_or(default_start_ms);
     let mut sources: Vec<Source> = Vec::new();
     for s in &args.source {
         let add: &[Source] = match s {

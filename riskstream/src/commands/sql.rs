@@ -15,7 +15,7 @@ pub async fn run(args: SqlArgs) -> Result<(), CommandError> {
         }
         (None, None) => return Err("give a query, or -f FILE.sql".into()),
     };
-    let lake = LakeLocation::parse(&args.lake)?;
+    let lake = LakeLocation::open_existing(&args.lake)?;
     let ctx = session()?;
     let tables = Catalog::new(lake.clone()).register_all(&ctx).await?;
     let frame = ctx.sql(&query).await.map_err(|e| {

@@ -86,6 +86,8 @@ pub struct GeneratorArgs {
 
 /// `riskstream generate`.
 #[derive(Debug, Args)]
+// So that `--rate -5` reaches the value check ("-5 is negative") instead of reading as a flag.
+#[command(allow_negative_numbers = true)]
 pub struct GenerateArgs {
     /// Generator options.
     #[command(flatten)]
@@ -116,6 +118,7 @@ pub struct GenerateArgs {
 
 /// `riskstream demo`.
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct DemoArgs {
     /// Generator options.
     #[command(flatten)]

@@ -84,3 +84,13 @@ def test_sql_on_a_missing_lake_names_it_and_creates_nothing(riskstream_bin, tmp_
     assert proc.returncode != 0
     assert str(missing) in proc.stderr
     assert not missing.exists()
+
+
+def test_bad_values_fail_naming_the_flag(riskstream_bin, tmp_path):
+    for args, flag in [(["generate", "--rate", "-5"], "--rate"),
+                       (["generate", "--to", "http://x"], "--to"),
+                       (["demo", "--fraud-rate", "2", "--lake", str(tmp_path / "l")], "--fraud-rate"),
+                       (["generate", "--no-such-flag"], "--no-such-flag")]:
+        proc = run_riskstream(riskstream_bin, *args, check=False)
+        assert proc.returncode != 0, args
+        assert flag in proc.stderr, (args, proc.stderr)

@@ -130,7 +130,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_events: u64,
     /// Lake root: a local folder or s3://bucket/prefix.
-    #[arg(long, default_value = "./lake")]
+    #[arg(long, default_value = "./lake-data")]
     pub lake: String,
     /// Also write the run's report as JSON to this file.
     #[arg(long)]
@@ -152,7 +152,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// Lake root: a local folder or s3://bucket/prefix.
-    #[arg(long, default_value = "./lake")]
+    #[arg(long, default_value = "./lake-data")]
     pub lake: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]

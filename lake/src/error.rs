@@ -1,0 +1,44 @@
+//! Errors of the lake, saying which table or location was involved.
+
+/// Something went wrong reading or writing the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// The lake root or a table location is not a usable path or URL.
+    #[error("bad lake location `{location}`: {reason}")]
+    Location {
+        /// What the user gave.
+        location: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A Delta operation on a table failed.
+    #[error("Delta table `{table}`: {source}")]
+    Delta {
+        /// The table's name or location.
+        table: String,
+        /// The underlying error.
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+    /// Listing or reading the object store failed.
+    #[error("object store at `{location}`: {source}")]
+    Store {
+        /// The location being listed or read.
+        location: String,
+        /// The underlying error.
+        #[source]
+        source: Box<deltalake::ObjectStoreError>,
+    },
+    /// Registering a table with DataFusion failed.
+    #[error("registering table `{table}`: {source}")]
+    DataFusion {
+        /// The table's name.
+        table: String,
+        /// The underlying error.
+        #[source]
+        source: Box<deltalake::datafusion::error::DataFusionError>,
+    },
+}
+
+/// Result of lake operations.
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! The lake: where Delta tables live (a local folder or an `s3://` prefix on S3 or MinIO), how
+//! micro-batches are appended exactly once, and the catalog that names every table under a root.
+//!
+//! Nothing here knows about streaming jobs: the runner hands over record batches and a
+//! `(query id, batch id)` pair, and this crate makes the append idempotent.
+
+mod catalog;
+mod error;
+mod location;
+mod writer;
+
+pub use catalog::{Catalog, TableEntry};
+pub use error::{LakeError, Result};
+pub use location::LakeLocation;
+pub use writer::{AppendOutcome, DeltaAppender, TableSpec};
+
+/// Re-exported so that callers use the exact arrow and DataFusion versions deltalake is built with.
+pub use deltalake::arrow;
+/// See [`arrow`].
+pub use deltalake::datafusion;

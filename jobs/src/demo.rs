@@ -223,6 +223,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
                 ));
             }
         };
+        let batch_start = Instant::now();
         let scored_at = chrono::Utc::now().timestamp_micros();
         let mut output = BatchOutput::default();
         for (stream, records) in &input.records {
@@ -253,6 +254,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
             rows(&output.dead_letters),
             rows(&output.fraud_labels),
         );
+        let scoring = batch_start.elapsed();
         let commit = tables.commit(&app_id, input.batch_id, output).await?;
         report.batches += 1;
         if commit.was_replay() {
@@ -267,6 +269,8 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
             scored = counts.0,
             dead_letters = counts.1,
             labels = counts.2,
+            scoring_ms = scoring.as_millis() as u64,
+            commit_ms = (batch_start.elapsed() - scoring).as_millis() as u64,
             "batch committed"
         );
     }

@@ -308,6 +308,31 @@ pub fn dead_letter_rows(
     RecordBatch::try_new(schema, columns).map_err(JobError::arrow("dead letters"))
 }
 
+/// A records batch decoded: the rows, and `dead_letters` rows for the messages that did not decode.
+#[derive(Debug)]
+pub struct DecodedRecords {
+    /// Rows of the declared schema.
+    pub rows: Vec<RecordBatch>,
+    /// `dead_letters` rows.
+    pub dead_letters: RecordBatch,
+}
+
+/// Decodes the values of a Kafka records batch with `decoder`, turning rejected messages into
+/// `dead_letters` rows stamped with `batch_id` and `recorded_at_micros`.
+pub fn decode_records(
+    decoder: &JsonDecoder,
+    records: &RecordBatch,
+    batch_id: i64,
+    recorded_at_micros: i64,
+) -> Result<DecodedRecords> {
+    let decoded = decoder.decode(values_of(records)?)?;
+    let dead_letters = dead_letter_rows(records, &decoded.rejected, batch_id, recorded_at_micros)?;
+    Ok(DecodedRecords {
+        rows: decoded.batches,
+        dead_letters,
+    })
+}
+
 /// The `value` column of a Kafka records batch.
 pub fn values_of(records: &RecordBatch) -> Result<&BinaryArray> {
     records

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use riskstream_lake::LakeLocation;
 
-use crate::decode::{JsonDecoder, dead_letter_rows, values_of};
+use crate::decode::{DecodedRecords, JsonDecoder, decode_records};
 use crate::error::{JobError, Result};
 use crate::generator::{
     Generator, GeneratorConfig, GeneratorStats, LABELS_PARTITIONS, LABELS_TOPIC, Message, Source,
@@ -225,26 +225,46 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
         };
         let batch_start = Instant::now();
         let scored_at = chrono::Utc::now().timestamp_micros();
+        // Decoding is the bulk of a batch's work and each stream's is independent: one thread
+        // per stream.
+        let decoded: Vec<Result<(Stream, DecodedRecords)>> = tokio::task::block_in_place(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = input
+                    .records
+                    .iter()
+                    .map(|(stream, records)| {
+                        let decoder = match stream {
+                            Stream::Events(source) => stage.decoder(*source),
+                            Stream::Labels => &labels,
+                        };
+                        let batch_id = input.batch_id;
+                        scope.spawn(move || {
+                            decode_records(decoder, records, batch_id, scored_at)
+                                .map(|d| (*stream, d))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(JobError::internal("a decoding thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        });
         let mut output = BatchOutput::default();
-        for (stream, records) in &input.records {
+        for result in decoded {
+            let (stream, decoded) = result?;
+            output.dead_letters.push(decoded.dead_letters);
             match stream {
-                Stream::Events(source) => {
-                    let scored = stage
-                        .score(*source, records, input.batch_id, scored_at)
-                        .await?;
-                    output.risk_scores.extend(scored.scores);
-                    output.dead_letters.push(scored.dead_letters);
-                }
-                Stream::Labels => {
-                    let decoded = labels.decode(values_of(records)?)?;
-                    output.fraud_labels.extend(decoded.batches);
-                    output.dead_letters.push(dead_letter_rows(
-                        records,
-                        &decoded.rejected,
-                        input.batch_id,
-                        scored_at,
-                    )?);
-                }
+                Stream::Events(source) => output.risk_scores.extend(
+                    stage
+                        .score(source, decoded.rows, input.batch_id, scored_at)
+                        .await?,
+                ),
+                Stream::Labels => output.fraud_labels.extend(decoded.rows),
             }
         }
         let rows =

@@ -1,6 +1,6 @@
-//! The scoring stage of a micro-batch: decode each source's Kafka records with its declared
-//! schema, run the source's scoring SQL over the decoded rows, and stamp the `risk_scores` rows
-//! with the batch id and scoring time. Messages that do not decode become `dead_letters` rows.
+//! The scoring stage of a micro-batch: the decoders of each source's declared schema, and the
+//! source's scoring SQL run over the decoded rows, whose output is stamped with the batch id and
+//! scoring time as `risk_scores` rows.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicro
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::decode::{JsonDecoder, dead_letter_rows, values_of};
+use crate::decode::JsonDecoder;
 use crate::error::{JobError, Result};
 use crate::generator::Source;
 use crate::schemas::{risk_scores_schema, source_schema};
@@ -47,17 +47,6 @@ pub fn source_table(source: Source) -> &'static str {
         Source::Claims => "claims",
         Source::Telemetry => "telemetry",
     }
-}
-
-/// What one source contributed to a micro-batch.
-#[derive(Debug)]
-pub struct ScoredSource {
-    /// `risk_scores` rows.
-    pub scores: Vec<RecordBatch>,
-    /// `dead_letters` rows.
-    pub dead_letters: RecordBatch,
-    /// Records read.
-    pub records: usize,
 }
 
 /// A DataFusion session with Riskstream's functions, shared by every batch of a job.
@@ -112,28 +101,25 @@ impl ScoringStage {
         out
     }
 
-    /// Decodes `records` (Spark's Kafka columns) of `source` and scores the rows that decode.
+    /// The decoder of `source`'s declared schema.
+    pub fn decoder(&self, source: Source) -> &JsonDecoder {
+        &self.decoders[source as usize]
+    }
+
+    /// Scores decoded rows of `source`, giving `risk_scores` rows.
     pub async fn score(
         &self,
         source: Source,
-        records: &RecordBatch,
+        rows: Vec<RecordBatch>,
         batch_id: i64,
         scored_at_micros: i64,
-    ) -> Result<ScoredSource> {
-        let decoded = self.decoders[source as usize].decode(values_of(records)?)?;
-        let dead_letters =
-            dead_letter_rows(records, &decoded.rejected, batch_id, scored_at_micros)?;
-        let rows = self.run_query(source, decoded.batches).await?;
-        let scores = rows
+    ) -> Result<Vec<RecordBatch>> {
+        self.run_query(source, rows)
+            .await?
             .iter()
             .filter(|b| b.num_rows() > 0)
             .map(|b| stamp(b, batch_id, scored_at_micros))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ScoredSource {
-            scores,
-            dead_letters,
-            records: records.num_rows(),
-        })
+            .collect()
     }
 }
 

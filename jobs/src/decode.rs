@@ -2,9 +2,10 @@
 //! arrow-json's tape decoder, and setting aside every message that does not decode.
 //!
 //! arrow-json decodes many rows at once and fails a whole flush for one bad value, and a decoder
-//! that has failed cannot be reused. So each message is fed on its own and checked to add exactly
-//! one complete row (syntax errors, empty messages and multi-value messages are caught here, at
-//! the message), and a flush that fails on a type error is bisected to find the culprits. A bad
+//! that has failed cannot be reused. So empty, cut-off and non-JSON messages are turned away by a
+//! constant-time shape check before they reach the decoder, each other message is fed on its own
+//! and checked to add exactly one complete row (syntax errors and multi-value messages are caught
+//! here, at the message), and a flush that fails on a type error is bisected to find the culprits. A bad
 //! message costs one re-decode of the good messages buffered before it (at most a segment), and a
 //! bad value a logarithmic number of re-decodes of its segment.
 
@@ -115,11 +116,9 @@ impl JsonDecoder {
                 Ok(_) if decoder.has_partial_record() => {
                     Some("truncated JSON: the message ends inside a value".to_string())
                 }
-                Ok(_) if decoder.len() == before => Some(if bytes.is_empty() {
-                    "empty message".to_string()
-                } else {
-                    "no JSON object in the message".to_string()
-                }),
+                Ok(_) if decoder.len() == before => {
+                    Some("no JSON object in the message".to_string())
+                }
                 Ok(_) if decoder.len() > before + 1 => Some("more than one JSON value".to_string()),
                 Ok(_) => None,
             };
@@ -247,7 +246,7 @@ fn describe(e: &ArrowError) -> String {
 
 /// Builds `dead_letters` rows for the rejected messages of a Kafka records batch (Spark's Kafka
 /// columns), stamped with the micro-batch id and the time they were recorded.
-pub fn dead_letter_rows(
+fn dead_letter_rows(
     records: &RecordBatch,
     rejected: &[Rejected],
     batch_id: i64,
@@ -308,7 +307,7 @@ pub fn decode_records(
 }
 
 /// The `value` column of a Kafka records batch.
-pub fn values_of(records: &RecordBatch) -> Result<&BinaryArray> {
+fn values_of(records: &RecordBatch) -> Result<&BinaryArray> {
     records
         .column_by_name("value")
         .and_then(|c| c.as_binary_opt::<i32>())

@@ -551,7 +551,7 @@ impl Generator {
             Event::Reading(_) => Source::Telemetry,
         };
         let n = self.stats.sources[source as usize].events;
-        let event_ms = self.event_time(now, source);
+        let event_ms = self.event_time(now);
 
         msg.stream = Some(Stream::Events(source));
         msg.key.clear();
@@ -630,7 +630,7 @@ impl Generator {
 
     /// The event time written into an event generated at `now`: usually `now`, sometimes earlier
     /// (out of order within half a minute, or late by minutes).
-    fn event_time(&mut self, now: i64, _source: Source) -> i64 {
+    fn event_time(&mut self, now: i64) -> i64 {
         let u = self.rng.f64();
         if u < self.cfg.late_rate {
             now - self.rng.between(2 * 60_000, 30 * 60_000)

@@ -66,6 +66,38 @@ pub enum JobError {
         #[source]
         source: datafusion::arrow::error::ArrowError,
     },
+    /// The checkpoint cannot be read or written, or another process owns it.
+    #[error("checkpoint `{location}`: {reason}")]
+    Checkpoint {
+        /// The checkpoint file or folder.
+        location: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Offsets the query must read are gone from the topic (`failOnDataLoss`).
+    #[error(
+        "data loss on {topic} partition {partition}: {reason} (set failOnDataLoss = false to warn and go on)"
+    )]
+    DataLoss {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What was lost.
+        reason: String,
+    },
+    /// A message did not decode and the job says `onError = "fail"`.
+    #[error("{topic} partition {partition} offset {offset}: {reason} (onError = \"fail\")")]
+    BadRecord {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The message's offset.
+        offset: i64,
+        /// Why it did not decode.
+        reason: String,
+    },
     /// A bug: an invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -124,7 +156,12 @@ impl JobError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::Config { .. } | Self::Sql { .. } => Fault::User,
-            Self::Kafka { .. } | Self::Lake(_) | Self::Io { .. } => Fault::External,
+            Self::Kafka { .. }
+            | Self::Lake(_)
+            | Self::Io { .. }
+            | Self::Checkpoint { .. }
+            | Self::DataLoss { .. }
+            | Self::BadRecord { .. } => Fault::External,
             Self::Arrow { .. } | Self::Internal(_) => Fault::Internal,
         }
     }

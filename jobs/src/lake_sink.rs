@@ -50,6 +50,28 @@ impl BatchCommit {
     }
 }
 
+/// The spec of a table named `name` holding rows of `schema`: statistics on every column but raw
+/// binary payloads (Delta keeps none for them), and Delta's defaults otherwise.
+pub fn table_spec(name: &str, schema: SchemaRef, partition_by: Vec<String>) -> TableSpec {
+    let binary = |f: &Arc<Field>| f.data_type() == &DataType::Binary;
+    let has_binary = schema.fields().iter().any(binary);
+    TableSpec {
+        name: name.to_string(),
+        partition_by,
+        stats_columns: has_binary.then(|| {
+            schema
+                .fields()
+                .iter()
+                .filter(|f| !binary(f))
+                .map(|f| f.name().clone())
+                .collect()
+        }),
+        schema,
+        merge_schema: false,
+        checkpoint_interval: None,
+    }
+}
+
 /// The three tables of a scoring job.
 pub struct ScoringTables {
     risk_scores: DeltaAppender,
@@ -61,21 +83,8 @@ impl ScoringTables {
     /// Opens (creating when missing) the tables under `lake`.
     pub async fn open(lake: &LakeLocation) -> Result<Self> {
         let spec = |name: &str, schema: SchemaRef, partition_by: &[&str]| {
-            let binary = |f: &&Arc<Field>| f.data_type() == &DataType::Binary;
-            let has_binary = schema.fields().iter().any(|f| binary(&f));
-            TableSpec {
-                name: name.to_string(),
-                partition_by: partition_by.iter().map(|s| s.to_string()).collect(),
-                stats_columns: has_binary.then(|| {
-                    schema
-                        .fields()
-                        .iter()
-                        .filter(|f| !binary(f))
-                        .map(|f| f.name().clone())
-                        .collect()
-                }),
-                schema,
-            }
+            let partition_by: Vec<String> = partition_by.iter().map(|s| s.to_string()).collect();
+            table_spec(name, schema, partition_by)
         };
         Ok(Self {
             risk_scores: DeltaAppender::open_or_create(

@@ -12,5 +12,6 @@ pub mod lake_sink;
 pub mod records;
 pub mod schemas;
 pub mod scoring;
+pub mod stream;
 
 pub use error::{Fault, JobError, Result};

@@ -2,16 +2,14 @@
 //! source's scoring SQL run over the decoded rows, whose output is stamped with the batch id and
 //! scoring time as `risk_scores` rows.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::decode::JsonDecoder;
 use crate::error::{JobError, Result};
 use crate::generator::Source;
 use crate::schemas::{risk_scores_schema, source_schema};
+use crate::stream::query::{BatchQuery, add_batch_columns};
 
 /// A scoring query: where it came from (for error messages) and its text.
 #[derive(Debug, Clone)]
@@ -62,7 +60,7 @@ pub fn session() -> Result<SessionContext> {
 
 /// Decodes and scores micro-batches of the three sources.
 pub struct ScoringStage {
-    ctx: SessionContext,
+    queries: Vec<BatchQuery>,
     decoders: [JsonDecoder; 3],
 }
 
@@ -70,35 +68,25 @@ impl ScoringStage {
     /// A stage whose queries are checked against the declared schemas up front, so that bad SQL
     /// fails before the first batch, naming its file.
     pub async fn new() -> Result<Self> {
-        let stage = Self {
-            ctx: session()?,
-            decoders: Source::ALL.map(|s| JsonDecoder::new(source_schema(s))),
-        };
+        let ctx = session()?;
+        let mut queries = Vec::new();
         for source in Source::ALL {
-            stage.run_query(source, Vec::new()).await?;
+            let query = shipped_query(source);
+            queries.push(
+                BatchQuery::new(
+                    ctx.clone(),
+                    source_table(source),
+                    source_schema(source),
+                    query.file,
+                    Some(query.sql.to_string()),
+                )
+                .await?,
+            );
         }
-        Ok(stage)
-    }
-
-    async fn run_query(&self, source: Source, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let query = shipped_query(source);
-        let sql_err = |source| JobError::sql(query.file, source);
-        let table = source_table(source);
-        let mem = MemTable::try_new(source_schema(source), vec![rows]).map_err(sql_err)?;
-        self.ctx.deregister_table(table).map_err(sql_err)?;
-        self.ctx
-            .register_table(table, Arc::new(mem))
-            .map_err(sql_err)?;
-        let out = self
-            .ctx
-            .sql(query.sql)
-            .await
-            .map_err(sql_err)?
-            .collect()
-            .await
-            .map_err(sql_err);
-        self.ctx.deregister_table(table).map_err(sql_err)?;
-        out
+        Ok(Self {
+            queries,
+            decoders: Source::ALL.map(|s| JsonDecoder::new(source_schema(s))),
+        })
     }
 
     /// The decoder of `source`'s declared schema.
@@ -114,24 +102,12 @@ impl ScoringStage {
         batch_id: i64,
         scored_at_micros: i64,
     ) -> Result<Vec<RecordBatch>> {
-        self.run_query(source, rows)
+        let schema = risk_scores_schema();
+        self.queries[source as usize]
+            .run(rows)
             .await?
             .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| stamp(b, batch_id, scored_at_micros))
+            .map(|b| add_batch_columns(b, &schema, Some(batch_id), Some(scored_at_micros)))
             .collect()
     }
-}
-
-/// Adds `batch_id` and `scored_at` to a scoring query's output, giving it `risk_scores`' schema.
-fn stamp(batch: &RecordBatch, batch_id: i64, scored_at_micros: i64) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(Int64Array::from(vec![batch_id; n])));
-    columns.push(Arc::new(
-        TimestampMicrosecondArray::from(vec![scored_at_micros; n]).with_timezone("UTC"),
-    ));
-    RecordBatch::try_new(risk_scores_schema(), columns).map_err(JobError::arrow(
-        "scoring output does not match the risk_scores columns",
-    ))
 }

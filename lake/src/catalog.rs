@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use deltalake::datafusion::prelude::SessionContext;
-use deltalake::logstore::store_for;
 use deltalake::{DeltaTable, Path};
 
 use crate::error::{LakeError, Result};
@@ -43,12 +42,7 @@ impl Catalog {
             location: root.to_string(),
             source: Box::new(source),
         };
-        let store = store_for(root, self.lake.storage_options().clone()).map_err(|source| {
-            LakeError::Delta {
-                table: root.to_string(),
-                source: Box::new(source),
-            }
-        })?;
+        let store = self.lake.object_store()?;
         let mut found = Vec::new();
         let mut stack: Vec<Option<Path>> = vec![None];
         while let Some(prefix) = stack.pop() {

@@ -18,3 +18,5 @@ pub use writer::{AppendOutcome, DeltaAppender, TableSpec};
 pub use deltalake::arrow;
 /// See [`arrow`].
 pub use deltalake::datafusion;
+/// See [`arrow`]: the object store API the lake and checkpoints are reached through.
+pub use deltalake::logstore::object_store;

@@ -8,6 +8,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::ObjectStore;
+use deltalake::logstore::store_for;
 
 use url::Url;
 
@@ -103,6 +107,14 @@ impl LakeLocation {
     /// The storage options passed to every table.
     pub fn storage_options(&self) -> &HashMap<String, String> {
         &self.storage_options
+    }
+
+    /// An object store rooted at the lake root: paths given to it are relative to the root.
+    pub fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
+        store_for(&self.root, self.storage_options.clone()).map_err(|source| LakeError::Delta {
+            table: self.root.to_string(),
+            source: Box::new(source),
+        })
     }
 
     /// The URL of the table named `name` (its folder under the root).

@@ -9,6 +9,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
@@ -29,6 +30,12 @@ pub struct TableSpec {
     /// Columns to keep file statistics on (`delta.dataSkippingStatsColumns`); `None` for all.
     /// Leave out raw binary payloads: Delta keeps no statistics for them.
     pub stats_columns: Option<Vec<String>>,
+    /// Let appends whose rows have new nullable columns widen the table's schema (Spark's
+    /// `mergeSchema`); otherwise such an append fails.
+    pub merge_schema: bool,
+    /// `delta.checkpointInterval` of a table created here: a Delta checkpoint every N commits
+    /// (`None`: Delta's default, 100).
+    pub checkpoint_interval: Option<u64>,
 }
 
 /// What an append did.
@@ -86,6 +93,10 @@ impl DeltaAppender {
                 .create()
                 .with_table_name(&spec.name)
                 .with_configuration_property(TableProperty::DataSkippingStatsColumns, stats)
+                .with_configuration_property(
+                    TableProperty::CheckpointInterval,
+                    spec.checkpoint_interval.map(|n| n.to_string()),
+                )
                 .with_columns(kernel.fields().cloned())
                 .with_partition_columns(spec.partition_by.iter().cloned())
                 .with_save_mode(SaveMode::Ignore)
@@ -157,8 +168,11 @@ impl DeltaAppender {
             return Err(self.delta_error(DeltaTableError::NotInitialized));
         };
         let restore = table.clone();
-        let result = table
-            .write(batches)
+        let mut write = table.write(batches);
+        if self.spec.merge_schema {
+            write = write.with_schema_mode(SchemaMode::Merge);
+        }
+        let result = write
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(self.spec.partition_by.iter().cloned())
             .with_target_file_size(NonZeroU64::new(512 * 1024 * 1024))

@@ -24,8 +24,26 @@ pub enum Command {
     /// Run the embedded default: generate events in process, score them in micro-batches and
     /// write Delta tables to a local folder (or s3://). No servers needed.
     Demo(DemoArgs),
+    /// Run a streaming job from its spec file (Kafka -> SQL -> Delta, exactly once).
+    Run(RunArgs),
     /// Run SQL over every Delta table under a lake root.
     Sql(SqlArgs),
+}
+
+/// `riskstream run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job spec (TOML), such as jobs/specs/transactions.toml.
+    pub spec: PathBuf,
+    /// Read everything available now, in bounded batches, then stop (overrides the spec's
+    /// trigger, as Spark's Trigger.AvailableNow).
+    #[arg(long)]
+    pub available_now: bool,
+    /// Read only these partitions of the subscribed topics (such as `0-5` or `0,2,4`), to split a
+    /// job across processes. Each set of partitions keeps its own checkpoint under the spec's
+    /// checkpointLocation.
+    #[arg(long, value_parser = partition_list)]
+    pub partitions: Option<Vec<i32>>,
 }
 
 /// `--source` values.
@@ -162,6 +180,36 @@ pub struct SqlArgs {
     pub file: Option<PathBuf>,
     /// The query.
     pub query: Option<String>,
+}
+
+/// Parses `0-5`, `0,2,4` or a mix (`0-3,8`) into sorted partition numbers.
+fn partition_list(s: &str) -> Result<Vec<i32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("`{t}` is not a partition number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("`{part}` is an empty range"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(number(part)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err("names no partition".into());
+    }
+    Ok(out)
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {

@@ -1,4 +1,5 @@
-//! The `riskstream` command: generate events, run the embedded demo, query the lake.
+//! The `riskstream` command: generate events, run the embedded demo, run streaming jobs, query
+//! the lake.
 
 mod cli;
 mod commands;
@@ -14,7 +15,9 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
         |_| // The Delta kernel logs an error for every table it does not find, which is how new tables
         // start: not worth a line.
-        tracing_subscriber::EnvFilter::new("warn,buoyant_kernel::snapshot::builder=off"),
+        tracing_subscriber::EnvFilter::new(
+            "warn,riskstream::progress=info,buoyant_kernel::snapshot::builder=off",
+        ),
     );
     tracing_subscriber::fmt()
         .with_env_filter(filter)

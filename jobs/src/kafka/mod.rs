@@ -2,8 +2,10 @@
 //! and topic creation.
 
 mod producer;
+mod source;
 
 pub use producer::{DeliveryCounts, KafkaEventSink};
+pub use source::{KafkaSource, OffsetRange, PartitionRecords, Watermarks};
 
 use std::time::Duration;
 

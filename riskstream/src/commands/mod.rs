@@ -2,6 +2,7 @@
 
 mod demo;
 mod generate;
+mod run;
 mod sql;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         Command::Generate(args) => generate::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => run::run(args).await,
         Command::Sql(args) => sql::run(args).await,
     }
 }

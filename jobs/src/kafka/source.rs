@@ -1,0 +1,365 @@
+//! The Kafka source of streaming jobs: a `BaseConsumer` with `assign()`, reading exactly the
+//! offset ranges the runner planned into Arrow batches with Spark's Kafka columns.
+//!
+//! Offsets belong to the checkpoint, not to a consumer group: the consumer has no group, commits
+//! nothing, and resets no offsets (`auto.offset.reset = error`), so a gap is seen, never skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Builder, RecordBatch, StringArray,
+    TimestampMicrosecondBuilder,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{JobError, Result};
+use crate::kafka::{CONNECT_TIMEOUT, client_config};
+use crate::schemas::kafka_records_schema;
+use crate::stream::spec::KafkaSourceOptions;
+
+/// The offsets `[start, end)` of one partition that a batch reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetRange {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// First offset to read.
+    pub start: i64,
+    /// One past the last offset to read.
+    pub end: i64,
+}
+
+/// The low and high watermarks of one partition: the first offset still in the log, and the
+/// offset the next record will get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Earliest offset available.
+    pub low: i64,
+    /// End of the log.
+    pub high: i64,
+}
+
+/// The records of one offset range.
+#[derive(Debug)]
+pub struct PartitionRecords {
+    /// The range that was asked for.
+    pub range: OffsetRange,
+    /// The records, with Spark's Kafka columns.
+    pub records: RecordBatch,
+    /// Offsets in the range that no longer exist (only with `failOnDataLoss = false`).
+    pub lost: u64,
+}
+
+/// Reads planned offset ranges from Kafka.
+pub struct KafkaSource {
+    options: KafkaSourceOptions,
+    consumer: BaseConsumer,
+    partition_filter: Option<Vec<i32>>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topics", &self.options.topics.describe())
+            .finish()
+    }
+}
+
+/// Per-range read state.
+struct RangeReader {
+    range: OffsetRange,
+    next: i64,
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    offsets: Int64Builder,
+    timestamps: TimestampMicrosecondBuilder,
+    timestamp_types: Vec<i32>,
+    lost: u64,
+}
+
+impl RangeReader {
+    fn new(range: OffsetRange) -> Self {
+        Self {
+            next: range.start,
+            range,
+            keys: BinaryBuilder::new(),
+            values: BinaryBuilder::new(),
+            offsets: Int64Builder::new(),
+            timestamps: TimestampMicrosecondBuilder::new(),
+            timestamp_types: Vec::new(),
+            lost: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.next >= self.range.end
+    }
+
+    fn finish(mut self) -> Result<PartitionRecords> {
+        let n = self.timestamp_types.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.keys.finish()),
+            Arc::new(self.values.finish()),
+            Arc::new(StringArray::from(vec![self.range.topic.as_str(); n])),
+            Arc::new(Int32Array::from(vec![self.range.partition; n])),
+            Arc::new(self.offsets.finish()),
+            Arc::new(self.timestamps.finish().with_timezone("UTC")),
+            Arc::new(Int32Array::from(self.timestamp_types)),
+        ];
+        let records = RecordBatch::try_new(kafka_records_schema(), columns)
+            .map_err(JobError::arrow("Kafka records"))?;
+        Ok(PartitionRecords {
+            range: self.range,
+            records,
+            lost: self.lost,
+        })
+    }
+}
+
+impl KafkaSource {
+    /// A source for `options`; `partition_filter` restricts it to those partition numbers (static
+    /// scale-out: each process of a job reads its own partitions).
+    pub fn new(options: &KafkaSourceOptions, partition_filter: Option<Vec<i32>>) -> Result<Self> {
+        let brokers = &options.bootstrap_servers;
+        let mut cfg = client_config(brokers);
+        cfg.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "error")
+            // Not used for commits; librdkafka wants one for a consumer.
+            .set("group.id", "riskstream-unused")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.min.messages", "200000");
+        for (key, value) in &options.kafka_options {
+            cfg.set(key, value);
+        }
+        let consumer: BaseConsumer = cfg.create().map_err(|e| {
+            JobError::kafka(
+                brokers,
+                "creating the consumer (check the kafka.* options)",
+                e,
+            )
+        })?;
+        Ok(Self {
+            options: options.clone(),
+            consumer,
+            partition_filter,
+        })
+    }
+
+    fn kafka_err(&self, context: impl Into<String>) -> impl FnOnce(KafkaError) -> JobError {
+        let brokers = self.options.bootstrap_servers.clone();
+        let context = context.into();
+        move |e| JobError::kafka(&brokers, context, e)
+    }
+
+    /// The subscribed topics' partitions (restricted to the partition filter), sorted.
+    pub fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(None, CONNECT_TIMEOUT)
+            .map_err(self.kafka_err("cannot reach the broker (fetching metadata)"))?;
+        let mut out = BTreeMap::new();
+        for topic in metadata.topics() {
+            if !self.options.topics.matches(topic.name()) {
+                continue;
+            }
+            let mut partitions: Vec<i32> = topic
+                .partitions()
+                .iter()
+                .map(|p| p.id())
+                .filter(|p| self.partition_filter.as_ref().is_none_or(|f| f.contains(p)))
+                .collect();
+            partitions.sort_unstable();
+            if !partitions.is_empty() {
+                out.insert(topic.name().to_string(), partitions);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The watermarks of every given partition.
+    pub fn watermarks(
+        &self,
+        partitions: &BTreeMap<String, Vec<i32>>,
+    ) -> Result<BTreeMap<String, BTreeMap<i32, Watermarks>>> {
+        let mut out: BTreeMap<String, BTreeMap<i32, Watermarks>> = BTreeMap::new();
+        for (topic, ids) in partitions {
+            for &p in ids {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(topic, p, CONNECT_TIMEOUT)
+                    .map_err(self.kafka_err(format!("listing offsets of {topic} partition {p}")))?;
+                out.entry(topic.clone())
+                    .or_default()
+                    .insert(p, Watermarks { low, high });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads every range, returning one batch of records per range. Ranges whose offsets are gone
+    /// fail with [`JobError::DataLoss`], or with `failOnDataLoss = false` give what is left and
+    /// count the rest as lost.
+    pub fn read(&self, ranges: &[OffsetRange]) -> Result<Vec<PartitionRecords>> {
+        let mut readers: Vec<RangeReader> = ranges.iter().cloned().map(RangeReader::new).collect();
+        // Messages name their topic and partition: find the reader by topic, then partition.
+        let mut topics: Vec<String> = Vec::new();
+        let mut index: Vec<BTreeMap<i32, usize>> = Vec::new();
+        for (i, r) in readers.iter().enumerate() {
+            let t = match topics.iter().position(|t| *t == r.range.topic) {
+                Some(t) => t,
+                None => {
+                    topics.push(r.range.topic.clone());
+                    index.push(BTreeMap::new());
+                    topics.len() - 1
+                }
+            };
+            index[t].insert(r.range.partition, i);
+        }
+        self.assign(&readers)?;
+        let mut remaining = readers.iter().filter(|r| !r.done()).count();
+        let mut last_progress = Instant::now();
+        while remaining > 0 {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {
+                    if last_progress.elapsed() > self.options.poll_timeout {
+                        self.stalled(&mut readers)?;
+                        remaining = readers.iter().filter(|r| !r.done()).count();
+                        last_progress = Instant::now();
+                    }
+                }
+                Some(Ok(msg)) => {
+                    let Some(t) = topics.iter().position(|t| t == msg.topic()) else {
+                        continue;
+                    };
+                    let Some(&i) = index[t].get(&msg.partition()) else {
+                        continue;
+                    };
+                    let reader = &mut readers[i];
+                    let offset = msg.offset();
+                    if offset < reader.next || reader.done() {
+                        continue;
+                    }
+                    if offset >= reader.range.end {
+                        // A gap (compaction, transaction markers) ran past the end.
+                        reader.next = reader.range.end;
+                        remaining -= 1;
+                        continue;
+                    }
+                    reader.keys.append_option(msg.key());
+                    reader.values.append_option(msg.payload());
+                    reader.offsets.append_value(offset);
+                    let (ts, kind) = match msg.timestamp() {
+                        Timestamp::CreateTime(ms) => (Some(ms), 0),
+                        Timestamp::LogAppendTime(ms) => (Some(ms), 1),
+                        Timestamp::NotAvailable => (None, -1),
+                    };
+                    reader.timestamps.append_option(ts.map(|ms| ms * 1000));
+                    reader.timestamp_types.push(kind);
+                    reader.next = offset + 1;
+                    if reader.done() {
+                        remaining -= 1;
+                    }
+                    last_progress = Instant::now();
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)))
+                | Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
+                    self.offsets_moved(&mut readers)?;
+                    self.assign(&readers)?;
+                    remaining = readers.iter().filter(|r| !r.done()).count();
+                    last_progress = Instant::now();
+                }
+                Some(Err(e)) => {
+                    return Err(JobError::kafka(
+                        &self.options.bootstrap_servers,
+                        "reading records",
+                        e,
+                    ));
+                }
+            }
+        }
+        self.consumer
+            .unassign()
+            .map_err(self.kafka_err("unassigning partitions"))?;
+        readers.into_iter().map(RangeReader::finish).collect()
+    }
+
+    fn assign(&self, readers: &[RangeReader]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for r in readers.iter().filter(|r| !r.done()) {
+            tpl.add_partition_offset(&r.range.topic, r.range.partition, Offset::Offset(r.next))
+                .map_err(self.kafka_err("assigning partitions"))?;
+        }
+        self.consumer
+            .assign(&tpl)
+            .map_err(self.kafka_err("assigning partitions"))
+    }
+
+    /// Offsets we were reading went out of range: find which, and fail or skip ahead.
+    fn offsets_moved(&self, readers: &mut [RangeReader]) -> Result<()> {
+        for r in readers.iter_mut().filter(|r| !r.done()) {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&r.range.topic, r.range.partition, CONNECT_TIMEOUT)
+                .map_err(self.kafka_err(format!(
+                    "listing offsets of {} partition {}",
+                    r.range.topic, r.range.partition
+                )))?;
+            if r.next >= low && r.next <= high {
+                continue;
+            }
+            // Behind the log start: skip to it. Past the log end: the topic was recreated and the
+            // rest of the range is gone.
+            let resume = if r.next < low { low } else { r.range.end };
+            let reason = format!(
+                "offset {} is out of range [{low}, {high}) while reading up to {}",
+                r.next, r.range.end
+            );
+            self.lose(r, resume, reason)?;
+        }
+        Ok(())
+    }
+
+    /// No record came for `pollTimeoutMs`: the records planned are not there.
+    fn stalled(&self, readers: &mut [RangeReader]) -> Result<()> {
+        let timeout = self.options.poll_timeout;
+        for r in readers.iter_mut().filter(|r| !r.done()) {
+            let reason = format!(
+                "no record at offset {} within kafkaConsumer.pollTimeoutMs ({} ms) though the batch reads up to {}",
+                r.next,
+                timeout.as_millis(),
+                r.range.end
+            );
+            let end = r.range.end;
+            self.lose(r, end, reason)?;
+        }
+        Ok(())
+    }
+
+    fn lose(&self, r: &mut RangeReader, resume: i64, reason: String) -> Result<()> {
+        if self.options.fail_on_data_loss {
+            return Err(JobError::DataLoss {
+                topic: r.range.topic.clone(),
+                partition: r.range.partition,
+                reason,
+            });
+        }
+        let resume = resume.clamp(r.next, r.range.end);
+        tracing::warn!(
+            topic = %r.range.topic,
+            partition = r.range.partition,
+            lost = resume - r.next,
+            "data loss: {reason}; going on (failOnDataLoss = false)"
+        );
+        r.lost += (resume - r.next) as u64;
+        r.next = resume;
+        Ok(())
+    }
+}

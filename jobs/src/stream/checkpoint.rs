@@ -1,0 +1,347 @@
+//! The checkpoint: a query's write-ahead log, in Spark's layout on any object store (a local
+//! folder, S3, MinIO).
+//!
+//! - `metadata`: `{"id":"<query id>"}`, written once; the id is the Delta `txn` appId.
+//! - `sources/0/0`: the offsets batch 0 starts from, resolved once from `startingOffsets`, so a
+//!   restart before the first commit starts from the same place even with `latest`.
+//! - `offsets/<batchId>`: the offsets a batch ends at, written *before* the batch runs.
+//! - `commits/<batchId>`: written *after* every sink committed the batch.
+//! - `progress/<batchId>`: the batch's progress report (Spark keeps these in memory only).
+//!
+//! Offset and commit files are created with a conditional put: two processes running the same
+//! query cannot both write batch N, the second fails instead of silently diverging.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use riskstream_lake::LakeLocation;
+use riskstream_lake::object_store::path::Path;
+use riskstream_lake::object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{JobError, Result};
+
+/// Next offset to read, per topic and partition: Spark's offsets JSON (`{"topic":{"0":42}}`).
+pub type PartitionOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// Spark's log format version line.
+const VERSION: &str = "v1";
+
+/// How many batches of logs to keep (Spark's `spark.sql.streaming.minBatchesToRetain`).
+const BATCHES_TO_RETAIN: i64 = 100;
+
+/// The query's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMetadata {
+    /// The query id: stable across restarts.
+    pub id: String,
+}
+
+/// Spark's per-batch metadata line of `offsets/<batchId>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetSeqMetadata {
+    /// The event-time watermark the batch runs with, in ms since the epoch.
+    pub batch_watermark_ms: i64,
+    /// The batch's processing time, in ms since the epoch: a replay reuses it.
+    pub batch_timestamp_ms: i64,
+}
+
+/// An `offsets/<batchId>` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetLogEntry {
+    /// Batch metadata.
+    pub metadata: OffsetSeqMetadata,
+    /// Where the batch ends (exclusive), per partition.
+    pub end: PartitionOffsets,
+}
+
+/// A query's checkpoint folder.
+pub struct Checkpoint {
+    location: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens (creating when local and missing) the checkpoint at `location`.
+    pub fn open(location: &str) -> Result<Self> {
+        let lake = LakeLocation::parse(location)
+            .map_err(|e| JobError::config("checkpointLocation", e.to_string()))?;
+        Ok(Self {
+            location: lake.to_string(),
+            store: lake.object_store()?,
+        })
+    }
+
+    /// Where it is, for messages.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn error(&self, path: &Path, source: riskstream_lake::object_store::Error) -> JobError {
+        JobError::Checkpoint {
+            location: format!("{}/{path}", self.location.trim_end_matches('/')),
+            reason: source.to_string(),
+        }
+    }
+
+    fn corrupt(&self, path: &Path, reason: impl std::fmt::Display) -> JobError {
+        JobError::Checkpoint {
+            location: format!("{}/{path}", self.location.trim_end_matches('/')),
+            reason: format!("unreadable: {reason}"),
+        }
+    }
+
+    async fn read(&self, path: &Path) -> Result<Option<String>> {
+        match self.store.get(path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| self.error(path, e))?;
+                String::from_utf8(bytes.to_vec())
+                    .map(Some)
+                    .map_err(|e| self.corrupt(path, e))
+            }
+            Err(riskstream_lake::object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(path, e)),
+        }
+    }
+
+    /// Writes `text` to `path` only if nothing is there yet; `Ok(false)` when something is.
+    async fn create(&self, path: &Path, text: String) -> Result<bool> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(path, PutPayload::from(text.into_bytes()), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(riskstream_lake::object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error(path, e)),
+        }
+    }
+
+    /// The query's metadata, written with a new query id when the checkpoint is new.
+    pub async fn metadata(&self) -> Result<QueryMetadata> {
+        let path = Path::from("metadata");
+        if let Some(text) = self.read(&path).await? {
+            return serde_json::from_str(&text).map_err(|e| self.corrupt(&path, e));
+        }
+        let fresh = QueryMetadata {
+            id: uuid::Uuid::new_v4().to_string(),
+        };
+        let text = serde_json::to_string(&fresh).map_err(|e| self.corrupt(&path, e))?;
+        if self.create(&path, text).await? {
+            return Ok(fresh);
+        }
+        // Another process created it first: use theirs.
+        let text = self
+            .read(&path)
+            .await?
+            .ok_or_else(|| self.corrupt(&path, "vanished after being created"))?;
+        serde_json::from_str(&text).map_err(|e| self.corrupt(&path, e))
+    }
+
+    /// The offsets batch 0 starts from, once resolved.
+    pub async fn initial_offsets(&self) -> Result<Option<PartitionOffsets>> {
+        let path = Path::from("sources/0/0");
+        let Some(text) = self.read(&path).await? else {
+            return Ok(None);
+        };
+        let json = text
+            .strip_prefix(VERSION)
+            .map(str::trim)
+            .ok_or_else(|| self.corrupt(&path, "no version line"))?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| self.corrupt(&path, e))
+    }
+
+    /// Records the offsets batch 0 starts from; if another process got there first, theirs win
+    /// and are returned.
+    pub async fn set_initial_offsets(
+        &self,
+        offsets: &PartitionOffsets,
+    ) -> Result<PartitionOffsets> {
+        let path = Path::from("sources/0/0");
+        let json = serde_json::to_string(offsets).map_err(|e| self.corrupt(&path, e))?;
+        if self.create(&path, format!("{VERSION}\n{json}")).await? {
+            return Ok(offsets.clone());
+        }
+        self.initial_offsets()
+            .await?
+            .ok_or_else(|| self.corrupt(&path, "vanished after being created"))
+    }
+
+    async fn latest_batch(&self, folder: &str) -> Result<Option<i64>> {
+        let prefix = Path::from(folder);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| self.error(&prefix, e))?;
+        Ok(listing
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename()?.parse::<i64>().ok())
+            .max())
+    }
+
+    /// The highest batch id with an offsets entry.
+    pub async fn latest_offsets_batch(&self) -> Result<Option<i64>> {
+        self.latest_batch("offsets").await
+    }
+
+    /// The highest batch id with a commit entry.
+    pub async fn latest_commit(&self) -> Result<Option<i64>> {
+        self.latest_batch("commits").await
+    }
+
+    /// The offsets entry of `batch_id`.
+    pub async fn offsets(&self, batch_id: i64) -> Result<Option<OffsetLogEntry>> {
+        let path = Path::from(format!("offsets/{batch_id}"));
+        let Some(text) = self.read(&path).await? else {
+            return Ok(None);
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(VERSION) {
+            return Err(self.corrupt(&path, "no v1 version line"));
+        }
+        let metadata: OffsetSeqMetadata = serde_json::from_str(lines.next().unwrap_or_default())
+            .map_err(|e| self.corrupt(&path, e))?;
+        let end: PartitionOffsets = serde_json::from_str(lines.next().unwrap_or_default())
+            .map_err(|e| self.corrupt(&path, e))?;
+        Ok(Some(OffsetLogEntry { metadata, end }))
+    }
+
+    /// Writes the offsets entry of `batch_id` before it runs. Fails when the entry exists: some
+    /// other process is running this query.
+    pub async fn write_offsets(&self, batch_id: i64, entry: &OffsetLogEntry) -> Result<()> {
+        let path = Path::from(format!("offsets/{batch_id}"));
+        let metadata =
+            serde_json::to_string(&entry.metadata).map_err(|e| self.corrupt(&path, e))?;
+        let end = serde_json::to_string(&entry.end).map_err(|e| self.corrupt(&path, e))?;
+        if self
+            .create(&path, format!("{VERSION}\n{metadata}\n{end}"))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.concurrent(&path))
+        }
+    }
+
+    fn concurrent(&self, path: &Path) -> JobError {
+        JobError::Checkpoint {
+            location: format!("{}/{path}", self.location.trim_end_matches('/')),
+            reason: "already written: another process is running this query with the same \
+                     checkpointLocation (give each instance its own)"
+                .into(),
+        }
+    }
+
+    /// Marks `batch_id` as committed by every sink.
+    pub async fn write_commit(&self, batch_id: i64, next_watermark_ms: i64) -> Result<()> {
+        let path = Path::from(format!("commits/{batch_id}"));
+        let body = serde_json::json!({ "nextBatchWatermarkMs": next_watermark_ms });
+        if self.create(&path, format!("{VERSION}\n{body}")).await? {
+            Ok(())
+        } else {
+            Err(self.concurrent(&path))
+        }
+    }
+
+    /// Stores a batch's progress report.
+    pub async fn write_progress(&self, batch_id: i64, report: &serde_json::Value) -> Result<()> {
+        let path = Path::from(format!("progress/{batch_id}"));
+        self.store
+            .put(&path, PutPayload::from(report.to_string().into_bytes()))
+            .await
+            .map_err(|e| self.error(&path, e))?;
+        Ok(())
+    }
+
+    /// Deletes log entries older than the retained window behind `batch_id`.
+    pub async fn purge_before(&self, batch_id: i64) -> Result<()> {
+        let oldest_kept = batch_id - BATCHES_TO_RETAIN;
+        if oldest_kept <= 0 || oldest_kept % 10 != 0 {
+            // Every tenth batch is often enough; listings cost a request each.
+            return Ok(());
+        }
+        for folder in ["offsets", "commits", "progress"] {
+            let prefix = Path::from(folder);
+            let listing = self
+                .store
+                .list_with_delimiter(Some(&prefix))
+                .await
+                .map_err(|e| self.error(&prefix, e))?;
+            for object in listing.objects {
+                let old = object
+                    .location
+                    .filename()
+                    .and_then(|f| f.parse::<i64>().ok())
+                    .is_some_and(|b| b < oldest_kept);
+                if old {
+                    self.store
+                        .delete(&object.location)
+                        .await
+                        .map_err(|e| self.error(&object.location, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn logs_round_trip_in_sparks_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::open(dir.path().to_str().unwrap()).unwrap();
+        let meta = cp.metadata().await.unwrap();
+        assert_eq!(cp.metadata().await.unwrap(), meta, "the id is stable");
+        assert_eq!(cp.latest_offsets_batch().await.unwrap(), None);
+
+        let mut end = PartitionOffsets::new();
+        end.entry("transactions".into()).or_default().insert(0, 42);
+        end.entry("transactions".into()).or_default().insert(11, 7);
+        let entry = OffsetLogEntry {
+            metadata: OffsetSeqMetadata {
+                batch_watermark_ms: 0,
+                batch_timestamp_ms: 1_700_000_000_000,
+            },
+            end,
+        };
+        cp.write_offsets(0, &entry).await.unwrap();
+        let err = cp.write_offsets(0, &entry).await.unwrap_err().to_string();
+        assert!(
+            err.contains("offsets/0") && err.contains("another process"),
+            "{err}"
+        );
+        assert_eq!(cp.offsets(0).await.unwrap(), Some(entry));
+        let text = std::fs::read_to_string(dir.path().join("offsets/0")).unwrap();
+        assert_eq!(
+            text,
+            "v1\n{\"batchWatermarkMs\":0,\"batchTimestampMs\":1700000000000}\n{\"transactions\":{\"0\":42,\"11\":7}}"
+        );
+        cp.write_commit(0, 0).await.unwrap();
+        assert_eq!(cp.latest_commit().await.unwrap(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("commits/0")).unwrap(),
+            "v1\n{\"nextBatchWatermarkMs\":0}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Streaming jobs: the job spec (`riskstream run JOB.toml`), offset planning, the checkpoint
+//! (Spark's layout), the micro-batch runner and its progress reports.
+
+pub mod checkpoint;
+pub mod offsets;
+pub mod progress;
+pub mod query;
+pub mod runner;
+pub mod spec;

@@ -1,0 +1,117 @@
+//! Progress reports shaped like Spark's `StreamingQueryProgress`, one per micro-batch: logged as
+//! a JSON line, stored under `<checkpoint>/progress/`, and shown on a terminal's status line.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::stream::checkpoint::PartitionOffsets;
+
+/// Time spent in each phase of a batch, in ms (Spark's `durationMs`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Durations {
+    /// Listing the log ends and planning the batch's offsets (Spark's `latestOffset`).
+    #[serde(rename = "getOffsets")]
+    pub get_offsets: u64,
+    /// Writing `offsets/<batchId>` (Spark's `walCommit`).
+    #[serde(rename = "walCommit")]
+    pub wal_commit: u64,
+    /// Reading the records from Kafka.
+    #[serde(rename = "getBatch")]
+    pub get_batch: u64,
+    /// Decoding JSON values to typed columns.
+    pub decode: u64,
+    /// Running the SQL.
+    pub query: u64,
+    /// Appending to the Delta tables (Spark's `addBatch` is decode + query + commit).
+    pub commit: u64,
+    /// Writing `commits/<batchId>` (Spark's `commitOffsets`).
+    #[serde(rename = "commitOffsets")]
+    pub commit_offsets: u64,
+    /// The whole batch.
+    #[serde(rename = "triggerExecution")]
+    pub trigger_execution: u64,
+}
+
+/// Milliseconds in `d`.
+pub fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// A source's part of a report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceProgress {
+    /// Spark's description, such as `KafkaV2[Subscribe[transactions]]`.
+    pub description: String,
+    /// Where the batch started.
+    pub start_offset: PartitionOffsets,
+    /// Where it ended.
+    pub end_offset: PartitionOffsets,
+    /// The log ends seen when planning.
+    pub latest_offset: PartitionOffsets,
+    /// Records read.
+    pub num_input_rows: u64,
+    /// Records arriving per second since the last batch.
+    pub input_rows_per_second: f64,
+    /// Records processed per second of this batch.
+    pub processed_rows_per_second: f64,
+    /// Riskstream's addition: offsets lost to truncation with `failOnDataLoss = false`.
+    pub num_lost_offsets: u64,
+}
+
+/// A sink's part of a report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkProgress {
+    /// Such as `DeltaSink[s3://lake/risk_scores]`.
+    pub description: String,
+    /// Rows appended by this batch (0 when it was a replay already in the table).
+    pub num_output_rows: u64,
+    /// Riskstream's addition: rows appended to the dead-letter table.
+    pub num_dead_letter_rows: u64,
+    /// Riskstream's addition: the table versions this batch created.
+    pub table_versions: BTreeMap<String, u64>,
+}
+
+/// One batch's report: Spark's `StreamingQueryProgress` fields.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryProgress {
+    /// The query id (stable across restarts).
+    pub id: String,
+    /// This run's id.
+    pub run_id: String,
+    /// The job's name.
+    pub name: String,
+    /// When the batch started (ISO 8601).
+    pub timestamp: String,
+    /// The batch id.
+    pub batch_id: i64,
+    /// The batch's duration in ms.
+    pub batch_duration: u64,
+    /// Records read.
+    pub num_input_rows: u64,
+    /// Records arriving per second since the last batch.
+    pub input_rows_per_second: f64,
+    /// Records processed per second of this batch.
+    pub processed_rows_per_second: f64,
+    /// Time per phase.
+    pub duration_ms: Durations,
+    /// Event-time figures (the watermark, once there is one).
+    pub event_time: BTreeMap<String, String>,
+    /// The sources.
+    pub sources: Vec<SourceProgress>,
+    /// The sink.
+    pub sink: SinkProgress,
+    /// Riskstream's addition: the batch was replayed after a restart.
+    pub replayed: bool,
+}
+
+impl QueryProgress {
+    /// The report as one JSON value.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}

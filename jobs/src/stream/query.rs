@@ -1,0 +1,126 @@
+//! The SQL of a job, run over each micro-batch: the batch's rows are registered as a view, the
+//! query's output is what the sink appends. Checked against the input schema before the first
+//! batch, so bad SQL fails at start, naming its file.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{JobError, Result};
+
+/// A query over one view, reused batch after batch.
+pub struct BatchQuery {
+    ctx: SessionContext,
+    view: String,
+    input: SchemaRef,
+    file: String,
+    sql: Option<String>,
+    output: SchemaRef,
+}
+
+impl std::fmt::Debug for BatchQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchQuery")
+            .field("view", &self.view)
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+impl BatchQuery {
+    /// A query reading `view` (rows of `input`) with `sql` from `file`; without SQL the rows pass
+    /// through as they are. Plans the query once over no rows to check it and learn its output.
+    pub async fn new(
+        ctx: SessionContext,
+        view: &str,
+        input: SchemaRef,
+        file: &str,
+        sql: Option<String>,
+    ) -> Result<Self> {
+        let mut query = Self {
+            ctx,
+            view: view.to_string(),
+            output: Arc::clone(&input),
+            input,
+            file: file.to_string(),
+            sql,
+        };
+        if query.sql.is_some() {
+            let df = query.dataframe(Vec::new()).await?;
+            query.output = Arc::new(df.schema().as_arrow().clone());
+            query.release()?;
+        }
+        Ok(query)
+    }
+
+    /// The schema of the rows the query produces.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output
+    }
+
+    /// The schema of the rows it reads.
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.input
+    }
+
+    fn sql_err(&self) -> impl Fn(datafusion::error::DataFusionError) -> JobError + '_ {
+        |source| JobError::sql(&self.file, source)
+    }
+
+    async fn dataframe(&self, rows: Vec<RecordBatch>) -> Result<datafusion::dataframe::DataFrame> {
+        let mem = MemTable::try_new(Arc::clone(&self.input), vec![rows]).map_err(self.sql_err())?;
+        self.ctx
+            .deregister_table(&self.view)
+            .map_err(self.sql_err())?;
+        self.ctx
+            .register_table(&self.view, Arc::new(mem))
+            .map_err(self.sql_err())?;
+        let sql = self.sql.as_deref().unwrap_or_default();
+        self.ctx.sql(sql).await.map_err(self.sql_err())
+    }
+
+    fn release(&self) -> Result<()> {
+        self.ctx
+            .deregister_table(&self.view)
+            .map_err(self.sql_err())?;
+        Ok(())
+    }
+
+    /// Runs the query over `rows`.
+    pub async fn run(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        if self.sql.is_none() {
+            return Ok(rows);
+        }
+        let df = self.dataframe(rows).await?;
+        let out = df.collect().await.map_err(self.sql_err());
+        self.release()?;
+        Ok(out?.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+}
+
+/// Adds the batch's columns to a query's output: the batch id and then the processing time (µs
+/// since the epoch, UTC), each when given, giving rows of `schema`.
+pub fn add_batch_columns(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    batch_id: Option<i64>,
+    processing_time_micros: Option<i64>,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+    let n = batch.num_rows();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    if let Some(id) = batch_id {
+        columns.push(Arc::new(Int64Array::from(vec![id; n])));
+    }
+    if let Some(ts) = processing_time_micros {
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![ts; n]).with_timezone("UTC"),
+        ));
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(JobError::arrow(
+        "the query's output does not match the sink table's columns",
+    ))
+}

@@ -1,0 +1,626 @@
+//! The micro-batch runner: Spark's write-ahead protocol over a Kafka source and Delta sinks.
+//!
+//! For each batch: plan the offsets, write `offsets/<batchId>`, read exactly those offsets,
+//! decode (bad messages become dead letters), run the SQL, append to the sink table and the
+//! dead-letter table (each commit carrying `txn(queryId, batchId)`), then write
+//! `commits/<batchId>`. After a crash the last uncommitted batch is replayed with the same offsets
+//! and the same processing time; a table that already holds it skips it, so every row lands once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation};
+
+use crate::decode::{JsonDecoder, decode_records};
+use crate::error::{JobError, Result};
+use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
+use crate::lake_sink::table_spec;
+use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
+use crate::scoring::session;
+use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
+use crate::stream::offsets::{BatchPlan, latest, plan_batch, resolve_starting};
+use crate::stream::progress::{Durations, QueryProgress, SinkProgress, SourceProgress, ms};
+use crate::stream::query::{BatchQuery, add_batch_columns};
+use crate::stream::spec::{JobSpec, OnError, Trigger};
+
+/// How long an idle query waits before looking for new records again.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// A run of a job.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The job.
+    pub spec: JobSpec,
+    /// The trigger (the spec's, or `--available-now`).
+    pub trigger: Trigger,
+    /// Static partition assignment for scale-out: read only these partition numbers.
+    pub partitions: Option<Vec<i32>>,
+    /// Set to stop after the batch in flight commits.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// The query id (the Delta `txn` appId).
+    pub query_id: String,
+    /// Batches run, replays included.
+    pub batches: u64,
+    /// Batches that were replayed after a restart.
+    pub replayed_batches: u64,
+    /// Records read.
+    pub input_rows: u64,
+    /// Rows appended to the sink table.
+    pub output_rows: u64,
+    /// Rows appended to the dead-letter table.
+    pub dead_letter_rows: u64,
+}
+
+/// The sink tables of a job.
+struct Sinks {
+    table: DeltaAppender,
+    table_path: String,
+    dead_letters: DeltaAppender,
+    schema: SchemaRef,
+    batch_id_column: bool,
+    processing_time_column: bool,
+}
+
+/// Splits a table path into the lake it lives in and its folder name.
+fn table_location(path: &str, key: &str) -> Result<(LakeLocation, String)> {
+    let trimmed = path.trim_end_matches('/');
+    let (parent, name) = match trimmed.rsplit_once('/') {
+        Some((parent, name)) if !parent.ends_with(":/") => (parent.to_string(), name.to_string()),
+        Some(_) => {
+            return Err(JobError::config(
+                key,
+                format!("`{path}` names a bucket, not a table inside it"),
+            ));
+        }
+        None => (".".to_string(), trimmed.to_string()),
+    };
+    let lake = LakeLocation::parse(if parent.is_empty() { "/" } else { &parent })
+        .map_err(|e| JobError::config(key, e.to_string()))?;
+    Ok((lake, name))
+}
+
+impl Sinks {
+    async fn open(spec: &JobSpec, output: &SchemaRef) -> Result<Self> {
+        let sink = &spec.sink;
+        let mut fields: Vec<Field> = output.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for name in [&sink.batch_id_column, &sink.processing_time_column]
+            .into_iter()
+            .flatten()
+        {
+            if output.field_with_name(name).is_ok() {
+                return Err(JobError::config(
+                    spec.key("writeStream.options"),
+                    format!(
+                        "the query already has a column `{name}`; the batch column would repeat it"
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &sink.batch_id_column {
+            fields.push(Field::new(name, DataType::Int64, false));
+        }
+        if let Some(name) = &sink.processing_time_column {
+            fields.push(Field::new(name, timestamp_type(), false));
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        for column in &sink.partition_by {
+            if schema.field_with_name(column).is_err() {
+                return Err(JobError::config(
+                    spec.key("writeStream.partitionBy"),
+                    format!("the query has no column `{column}`"),
+                ));
+            }
+        }
+        let (lake, name) = table_location(&sink.path, &spec.key("writeStream.options.path"))?;
+        let mut table_spec_ = table_spec(&name, Arc::clone(&schema), sink.partition_by.clone());
+        table_spec_.merge_schema = sink.merge_schema;
+        table_spec_.checkpoint_interval = Some(sink.checkpoint_interval);
+        let table = DeltaAppender::open_or_create(&lake, table_spec_).await?;
+        let (dl_lake, dl_name) = table_location(
+            &sink.dead_letter_path,
+            &spec.key("writeStream.options.deadLetterPath"),
+        )?;
+        let mut dl_spec = table_spec(&dl_name, dead_letters_schema(), Vec::new());
+        dl_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+        let dead_letters = DeltaAppender::open_or_create(&dl_lake, dl_spec).await?;
+        Ok(Self {
+            table,
+            table_path: sink.path.clone(),
+            dead_letters,
+            schema,
+            batch_id_column: sink.batch_id_column.is_some(),
+            processing_time_column: sink.processing_time_column.is_some(),
+        })
+    }
+}
+
+/// Where the run stands in the checkpoint.
+struct Resume {
+    next_batch: i64,
+    start: PartitionOffsets,
+    /// An uncommitted batch to run again with its logged offsets.
+    replay: Option<OffsetLogEntry>,
+}
+
+async fn resume(checkpoint: &Checkpoint, source: &KafkaSource, spec: &JobSpec) -> Result<Resume> {
+    let latest_offsets = checkpoint.latest_offsets_batch().await?;
+    let latest_commit = checkpoint.latest_commit().await?;
+    let start_of = |batch: i64| async move {
+        if batch == 0 {
+            match checkpoint.initial_offsets().await? {
+                Some(o) => Ok(o),
+                None => Err(JobError::Checkpoint {
+                    location: format!("{}/sources/0/0", checkpoint.location()),
+                    reason: "missing, but batch 0 was planned".into(),
+                }),
+            }
+        } else {
+            checkpoint
+                .offsets(batch - 1)
+                .await?
+                .map(|e| e.end)
+                .ok_or_else(|| JobError::Checkpoint {
+                    location: format!("{}/offsets/{}", checkpoint.location(), batch - 1),
+                    reason: "missing: the offset log has a hole".into(),
+                })
+        }
+    };
+    match latest_offsets {
+        None => {
+            let start = match checkpoint.initial_offsets().await? {
+                Some(o) => o,
+                None => {
+                    let marks =
+                        tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
+                    let start =
+                        resolve_starting(&spec.source.starting_offsets, &marks).map_err(|e| {
+                            JobError::config(spec.key("readStream.options.startingOffsets"), e)
+                        })?;
+                    checkpoint.set_initial_offsets(&start).await?
+                }
+            };
+            Ok(Resume {
+                next_batch: 0,
+                start,
+                replay: None,
+            })
+        }
+        Some(n) if latest_commit.is_some_and(|c| c >= n) => Ok(Resume {
+            next_batch: n + 1,
+            start: checkpoint.offsets(n).await?.map(|e| e.end).ok_or_else(|| {
+                JobError::Checkpoint {
+                    location: format!("{}/offsets/{n}", checkpoint.location()),
+                    reason: "vanished while reading the checkpoint".into(),
+                }
+            })?,
+            replay: None,
+        }),
+        Some(n) => {
+            let entry = checkpoint
+                .offsets(n)
+                .await?
+                .ok_or_else(|| JobError::Checkpoint {
+                    location: format!("{}/offsets/{n}", checkpoint.location()),
+                    reason: "vanished while reading the checkpoint".into(),
+                })?;
+            Ok(Resume {
+                next_batch: n,
+                start: start_of(n).await?,
+                replay: Some(entry),
+            })
+        }
+    }
+}
+
+/// The ranges between two offset maps.
+fn ranges_between(start: &PartitionOffsets, end: &PartitionOffsets) -> Vec<OffsetRange> {
+    let mut ranges = Vec::new();
+    for (topic, partitions) in end {
+        for (&partition, &stop) in partitions {
+            let begin = start
+                .get(topic)
+                .and_then(|ps| ps.get(&partition))
+                .copied()
+                .unwrap_or(stop);
+            if stop > begin {
+                ranges.push(OffsetRange {
+                    topic: topic.clone(),
+                    partition,
+                    start: begin,
+                    end: stop,
+                });
+            }
+        }
+    }
+    ranges
+}
+
+/// Decoded records of a batch.
+struct DecodedBatch {
+    rows: Vec<RecordBatch>,
+    dead_letters: Vec<RecordBatch>,
+}
+
+/// Decodes the partitions' records on every core, each thread taking whole partitions.
+fn decode_all(
+    decoder: Option<&JsonDecoder>,
+    records: &[PartitionRecords],
+    batch_id: i64,
+    recorded_at_micros: i64,
+) -> Result<DecodedBatch> {
+    let Some(decoder) = decoder else {
+        // No declared schema: the query sees Spark's raw Kafka columns.
+        return Ok(DecodedBatch {
+            rows: records.iter().map(|r| r.records.clone()).collect(),
+            dead_letters: Vec::new(),
+        });
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(records.len().max(1));
+    let results: Vec<Result<Vec<crate::decode::DecodedRecords>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    records
+                        .iter()
+                        .skip(t)
+                        .step_by(threads)
+                        .map(|r| decode_records(decoder, &r.records, batch_id, recorded_at_micros))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(JobError::internal("a decoding thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut out = DecodedBatch {
+        rows: Vec::new(),
+        dead_letters: Vec::new(),
+    };
+    for result in results {
+        for decoded in result? {
+            out.rows.extend(decoded.rows);
+            if decoded.dead_letters.num_rows() > 0 {
+                out.dead_letters.push(decoded.dead_letters);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first dead letter of a batch as an error, for `onError = "fail"`.
+fn first_bad_record(dead_letters: &[RecordBatch]) -> Option<JobError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+    let batch = dead_letters.iter().find(|b| b.num_rows() > 0)?;
+    let topic = batch
+        .column_by_name("topic")?
+        .as_string_opt::<i32>()?
+        .value(0);
+    let partition = batch
+        .column_by_name("partition")?
+        .as_primitive_opt::<Int32Type>()?
+        .value(0);
+    let offset = batch
+        .column_by_name("offset")?
+        .as_primitive_opt::<Int64Type>()?
+        .value(0);
+    let reason = batch
+        .column_by_name("error")?
+        .as_string_opt::<i32>()?
+        .value(0);
+    Some(JobError::BadRecord {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        reason: reason.to_string(),
+    })
+}
+
+fn rows(batches: &[RecordBatch]) -> u64 {
+    batches.iter().map(|b| b.num_rows() as u64).sum()
+}
+
+/// Waits `d`, or less when asked to stop. Returns false when stopping.
+async fn wait(d: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + d;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
+}
+
+/// Runs the job until its trigger says stop (availableNow, once) or `stop` is set, calling
+/// `on_progress` after every batch.
+pub async fn run(
+    options: RunOptions,
+    mut on_progress: impl FnMut(&QueryProgress),
+) -> Result<RunSummary> {
+    let spec = &options.spec;
+    let stop = Arc::clone(&options.stop);
+    let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
+    let query_id = checkpoint.metadata().await?.id;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let source = KafkaSource::new(&spec.source, options.partitions.clone())?;
+    let decoder = spec.query.schema.map(|s| JsonDecoder::new(s.schema()));
+    let input_schema = match spec.query.schema {
+        Some(s) => s.schema(),
+        None => kafka_records_schema(),
+    };
+    let file = spec.query.sql.as_ref().map_or_else(
+        || spec.file.display().to_string(),
+        |f| f.path.display().to_string(),
+    );
+    let query = BatchQuery::new(
+        session()?,
+        &spec.query.view,
+        input_schema,
+        &file,
+        spec.query.sql.as_ref().map(|f| f.sql.clone()),
+    )
+    .await?;
+    let mut sinks = Sinks::open(spec, query.output_schema()).await?;
+    let mut state = resume(&checkpoint, &source, spec).await?;
+    let mut summary = RunSummary {
+        query_id: query_id.clone(),
+        ..RunSummary::default()
+    };
+    tracing::info!(
+        query_id = %query_id,
+        run_id = %run_id,
+        next_batch = state.next_batch,
+        replay = state.replay.is_some(),
+        checkpoint = checkpoint.location(),
+        "query started"
+    );
+
+    // availableNow and once read up to the log ends seen now, then stop.
+    let target = match options.trigger {
+        Trigger::AvailableNow | Trigger::Once => Some(tokio::task::block_in_place(|| {
+            source.watermarks(&source.partitions()?).map(|m| latest(&m))
+        })?),
+        Trigger::Continuous | Trigger::ProcessingTime(_) => None,
+    };
+    let limit = match options.trigger {
+        Trigger::Once => None,
+        _ => spec.source.max_offsets_per_trigger,
+    };
+    let source_description = format!("KafkaV2[{}]", spec.source.topics.describe());
+    let mut last_batch_start: Option<Instant> = None;
+    let mut next_tick = Instant::now();
+
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Trigger::ProcessingTime(interval) = options.trigger
+            && state.replay.is_none()
+        {
+            if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
+                break;
+            }
+            next_tick = Instant::now().max(next_tick) + interval;
+        }
+        let batch_start = Instant::now();
+        let timestamp = chrono::Utc::now();
+        let batch_id = state.next_batch;
+        let mut durations = Durations::default();
+
+        let replayed = state.replay.is_some();
+        let (plan, metadata, latest_offsets) = match state.replay.take() {
+            Some(entry) => {
+                let plan = BatchPlan {
+                    ranges: ranges_between(&state.start, &entry.end),
+                    end: entry.end.clone(),
+                    lost: Vec::new(),
+                };
+                (plan, entry.metadata, entry.end)
+            }
+            None => {
+                let marks =
+                    tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
+                let plan = plan_batch(
+                    &state.start,
+                    &marks,
+                    limit,
+                    target.as_ref(),
+                    spec.source.fail_on_data_loss,
+                )?;
+                durations.get_offsets = ms(batch_start.elapsed());
+                if plan.ranges.is_empty() {
+                    if target.is_some() {
+                        break;
+                    }
+                    if !plan.lost.is_empty() {
+                        state.start = plan.end;
+                    }
+                    if !wait(IDLE_POLL, &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+                let metadata = OffsetSeqMetadata {
+                    batch_watermark_ms: 0,
+                    batch_timestamp_ms: timestamp.timestamp_millis(),
+                };
+                let wal = Instant::now();
+                checkpoint
+                    .write_offsets(
+                        batch_id,
+                        &OffsetLogEntry {
+                            metadata,
+                            end: plan.end.clone(),
+                        },
+                    )
+                    .await?;
+                durations.wal_commit = ms(wal.elapsed());
+                (plan, metadata, latest(&marks))
+            }
+        };
+
+        let read_start = Instant::now();
+        let records = tokio::task::block_in_place(|| source.read(&plan.ranges))?;
+        durations.get_batch = ms(read_start.elapsed());
+        let input_rows: u64 = records.iter().map(|r| r.records.num_rows() as u64).sum();
+        let lost: u64 = records.iter().map(|r| r.lost).sum::<u64>()
+            + plan.lost.iter().map(|l| l.records).sum::<u64>();
+
+        let processing_micros = metadata.batch_timestamp_ms * 1000;
+        let decode_start = Instant::now();
+        let decoded = tokio::task::block_in_place(|| {
+            decode_all(decoder.as_ref(), &records, batch_id, processing_micros)
+        })?;
+        drop(records);
+        durations.decode = ms(decode_start.elapsed());
+        if spec.query.on_error == OnError::Fail
+            && let Some(err) = first_bad_record(&decoded.dead_letters)
+        {
+            return Err(err);
+        }
+
+        let query_start = Instant::now();
+        let output = query.run(decoded.rows).await?;
+        let output: Vec<RecordBatch> = output
+            .iter()
+            .map(|b| {
+                add_batch_columns(
+                    b,
+                    &sinks.schema,
+                    sinks.batch_id_column.then_some(batch_id),
+                    sinks.processing_time_column.then_some(processing_micros),
+                )
+            })
+            .collect::<Result<_>>()?;
+        durations.query = ms(query_start.elapsed());
+
+        let commit_start = Instant::now();
+        let output_rows = rows(&output);
+        let dead_letter_rows = rows(&decoded.dead_letters);
+        let table_outcome = sinks.table.append(output, &query_id, batch_id).await?;
+        let dead_outcome = sinks
+            .dead_letters
+            .append(decoded.dead_letters, &query_id, batch_id)
+            .await?;
+        durations.commit = ms(commit_start.elapsed());
+        let offsets_start = Instant::now();
+        checkpoint.write_commit(batch_id, 0).await?;
+        durations.commit_offsets = ms(offsets_start.elapsed());
+        durations.trigger_execution = ms(batch_start.elapsed());
+
+        let written = |o: AppendOutcome, n: u64| match o {
+            AppendOutcome::Committed { .. } => n,
+            AppendOutcome::AlreadyCommitted | AppendOutcome::Empty => 0,
+        };
+        let mut table_versions = std::collections::BTreeMap::new();
+        for (name, outcome) in [("table", table_outcome), ("deadLetters", dead_outcome)] {
+            if let AppendOutcome::Committed { table_version } = outcome {
+                table_versions.insert(name.to_string(), table_version);
+            }
+        }
+        let elapsed = batch_start.elapsed().as_secs_f64().max(1e-9);
+        let since_last = last_batch_start
+            .map(|t| batch_start.duration_since(t).as_secs_f64())
+            .unwrap_or(elapsed)
+            .max(1e-9);
+        last_batch_start = Some(batch_start);
+        let progress = QueryProgress {
+            id: query_id.clone(),
+            run_id: run_id.clone(),
+            name: spec.name.clone(),
+            timestamp: timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            batch_id,
+            batch_duration: durations.trigger_execution,
+            num_input_rows: input_rows,
+            input_rows_per_second: input_rows as f64 / since_last,
+            processed_rows_per_second: input_rows as f64 / elapsed,
+            duration_ms: durations,
+            event_time: std::collections::BTreeMap::new(),
+            sources: vec![SourceProgress {
+                description: source_description.clone(),
+                start_offset: state.start.clone(),
+                end_offset: plan.end.clone(),
+                latest_offset: latest_offsets,
+                num_input_rows: input_rows,
+                input_rows_per_second: input_rows as f64 / since_last,
+                processed_rows_per_second: input_rows as f64 / elapsed,
+                num_lost_offsets: lost,
+            }],
+            sink: SinkProgress {
+                description: format!("DeltaSink[{}]", sinks.table_path),
+                num_output_rows: written(table_outcome, output_rows),
+                num_dead_letter_rows: written(dead_outcome, dead_letter_rows),
+                table_versions,
+            },
+            replayed,
+        };
+        let json = progress.to_json();
+        checkpoint.write_progress(batch_id, &json).await?;
+        checkpoint.purge_before(batch_id).await?;
+        tracing::info!(target: "riskstream::progress", "{json}");
+        on_progress(&progress);
+
+        summary.batches += 1;
+        summary.replayed_batches += u64::from(replayed);
+        summary.input_rows += input_rows;
+        summary.output_rows += progress.sink.num_output_rows;
+        summary.dead_letter_rows += progress.sink.num_dead_letter_rows;
+        state.start = plan.end;
+        state.next_batch = batch_id + 1;
+        if options.trigger == Trigger::Once && !replayed {
+            break;
+        }
+    }
+    tracing::info!(
+        query_id = %query_id,
+        batches = summary.batches,
+        input_rows = summary.input_rows,
+        "query stopped"
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_paths_split_into_lake_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lake/risk_scores");
+        let (lake, name) = table_location(path.to_str().unwrap(), "path").unwrap();
+        assert_eq!(name, "risk_scores");
+        assert!(lake.root().path().ends_with("/lake/"));
+        let (lake, name) = table_location("s3://bucket/lake/scores/", "path").unwrap();
+        assert_eq!(
+            (lake.root().as_str(), name.as_str()),
+            ("s3://bucket/lake/", "scores")
+        );
+        let err = table_location("s3://bucket", "path")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bucket"), "{err}");
+    }
+}

@@ -1,0 +1,872 @@
+//! Job specs: the file `riskstream run JOB.toml` runs. A spec reads like Spark's
+//! `readStream.format(..).option(..)` / `writeStream.format(..).trigger(..).option(..)` chain, with
+//! Spark's option names, so a Structured Streaming user can write one without a manual.
+//!
+//! Every key is checked when the file is loaded: an unknown key or a bad value fails naming the
+//! file and the key, before anything connects anywhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{JobError, Result};
+use crate::generator::Source;
+
+/// A loaded, checked job spec.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The file it came from (named in every error about it).
+    pub file: PathBuf,
+    /// The job's name, shown in logs and progress reports.
+    pub name: String,
+    /// The Kafka source.
+    pub source: KafkaSourceOptions,
+    /// What to run over each micro-batch.
+    pub query: QuerySpec,
+    /// The Delta sink.
+    pub sink: DeltaSinkOptions,
+    /// When micro-batches start.
+    pub trigger: Trigger,
+    /// Where the offset and commit logs live (`checkpointLocation`): a local folder or `s3://`.
+    pub checkpoint_location: String,
+}
+
+/// Which topics to read.
+#[derive(Debug, Clone)]
+pub enum TopicSelection {
+    /// `subscribe`: a comma-separated list of topics.
+    Subscribe(Vec<String>),
+    /// `subscribePattern`: every topic whose whole name matches the regex.
+    Pattern(regex::Regex),
+}
+
+impl TopicSelection {
+    /// Whether `topic` is selected.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Self::Subscribe(topics) => topics.iter().any(|t| t == topic),
+            Self::Pattern(re) => re
+                .find(topic)
+                .is_some_and(|m| m.start() == 0 && m.end() == topic.len()),
+        }
+    }
+
+    /// Spark's description of the subscription, as in progress reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Subscribe(topics) => format!("Subscribe[{}]", topics.join(",")),
+            Self::Pattern(re) => format!("SubscribePattern[{}]", re.as_str()),
+        }
+    }
+}
+
+/// Where a query without a checkpoint starts (`startingOffsets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartingOffsets {
+    /// The earliest offset of every partition.
+    Earliest,
+    /// The end of every partition when the query starts.
+    Latest,
+    /// Spark's per-partition JSON: `{"topic":{"0":23,"1":-2}}`, where -2 means earliest and -1
+    /// latest. As in Spark, it must name every partition of the subscribed topics at start.
+    Specific(BTreeMap<String, BTreeMap<i32, i64>>),
+}
+
+/// The Kafka source's options.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceOptions {
+    /// `kafka.bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `subscribe` or `subscribePattern`.
+    pub topics: TopicSelection,
+    /// `startingOffsets` (default `latest`, as in Spark).
+    pub starting_offsets: StartingOffsets,
+    /// `maxOffsetsPerTrigger`: a cap on records per micro-batch, split across partitions in
+    /// proportion to their backlog.
+    pub max_offsets_per_trigger: Option<u64>,
+    /// `failOnDataLoss` (default true): fail when offsets to read are gone (topic truncated or
+    /// recreated); when false, warn, count the lost records and go on.
+    pub fail_on_data_loss: bool,
+    /// `kafkaConsumer.pollTimeoutMs`: how long a read may wait for records the broker said exist.
+    pub poll_timeout: Duration,
+    /// Every other `kafka.*` option, passed to the consumer without the prefix (as Spark does).
+    pub kafka_options: Vec<(String, String)>,
+}
+
+/// What happens to a message that does not decode (`onError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Write it to the dead-letter table and go on (the default).
+    DeadLetter,
+    /// Stop the job before the batch commits.
+    Fail,
+}
+
+/// The query run over each micro-batch.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    /// The declared schema: the fast path decodes JSON values straight to its columns. `None`
+    /// exposes Spark's raw Kafka columns instead.
+    pub schema: Option<DeclaredSchema>,
+    /// The view the batch's rows are visible under in the SQL.
+    pub view: String,
+    /// The SQL file and its text; `None` writes the rows as they are.
+    pub sql: Option<SqlFile>,
+    /// What to do with messages that do not decode.
+    pub on_error: OnError,
+}
+
+/// A SQL file and its text.
+#[derive(Debug, Clone)]
+pub struct SqlFile {
+    /// The path, as written in the spec.
+    pub path: PathBuf,
+    /// The text.
+    pub sql: String,
+}
+
+/// A schema shipped with Riskstream, named in a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredSchema {
+    /// A source's events.
+    Events(Source),
+    /// `fraud-labels` messages.
+    Labels,
+}
+
+impl DeclaredSchema {
+    /// The names a spec may use.
+    pub const NAMES: [&'static str; 4] = ["transactions", "claims", "telemetry", "fraud_labels"];
+
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "transactions" => Self::Events(Source::Transactions),
+            "claims" => Self::Events(Source::Claims),
+            "telemetry" => Self::Events(Source::Telemetry),
+            "fraud_labels" => Self::Labels,
+            _ => return None,
+        })
+    }
+
+    /// The arrow schema.
+    pub fn schema(self) -> datafusion::arrow::datatypes::SchemaRef {
+        match self {
+            Self::Events(source) => crate::schemas::source_schema(source),
+            Self::Labels => crate::schemas::labels_schema(),
+        }
+    }
+
+    /// The name used in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Events(Source::Transactions) => "transactions",
+            Self::Events(Source::Claims) => "claims",
+            Self::Events(Source::Telemetry) => "telemetry",
+            Self::Labels => "fraud_labels",
+        }
+    }
+}
+
+/// The Delta sink's options.
+#[derive(Debug, Clone)]
+pub struct DeltaSinkOptions {
+    /// `path`: the table's location, a local folder or `s3://bucket/prefix/table`.
+    pub path: String,
+    /// `deadLetterPath`: where messages that do not decode go (default: `dead_letters` next to
+    /// `path`).
+    pub dead_letter_path: String,
+    /// `partitionBy`.
+    pub partition_by: Vec<String>,
+    /// `mergeSchema`: let new nullable columns in the query's output widen the table's schema.
+    pub merge_schema: bool,
+    /// `checkpointInterval`: write a Delta checkpoint every N commits (Delta's
+    /// `delta.checkpointInterval`, set when the table is created).
+    pub checkpoint_interval: u64,
+    /// `batchIdColumn`: a column added to every row holding its micro-batch id.
+    pub batch_id_column: Option<String>,
+    /// `processingTimeColumn`: a column added to every row holding the batch's processing time.
+    pub processing_time_column: Option<String>,
+}
+
+/// When micro-batches run (`trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// No trigger: the next batch starts as soon as the last one ends (and data is there).
+    Continuous,
+    /// `processingTime`: a batch every interval; one that overruns is followed at once.
+    ProcessingTime(Duration),
+    /// `availableNow`: everything up to the offsets seen at start, in bounded batches, then stop.
+    AvailableNow,
+    /// `once`: everything up to the offsets seen at start in one batch, then stop.
+    Once,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSpec {
+    name: String,
+    read_stream: RawReadStream,
+    #[serde(default)]
+    query: RawQuery,
+    write_stream: RawWriteStream,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadStream {
+    format: String,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawQuery {
+    schema: Option<String>,
+    view: Option<String>,
+    file: Option<PathBuf>,
+    on_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawWriteStream {
+    format: String,
+    output_mode: Option<String>,
+    trigger: Option<BTreeMap<String, toml::Value>>,
+    #[serde(default)]
+    partition_by: Vec<String>,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
+}
+
+/// Options taken from a `BTreeMap`, each once; what is left at the end is unknown.
+struct Options<'a> {
+    file: &'a Path,
+    section: &'static str,
+    map: BTreeMap<String, toml::Value>,
+}
+
+impl Options<'_> {
+    fn key(&self, key: &str) -> String {
+        format!("{}: {}.{key}", self.file.display(), self.section)
+    }
+
+    fn bad(&self, key: &str, reason: impl Into<String>) -> JobError {
+        JobError::config(self.key(key), reason)
+    }
+
+    /// A string option; Spark's options are strings, so numbers and booleans are taken as their
+    /// text too.
+    fn string(&mut self, key: &str) -> Result<Option<String>> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
+            Some(other) => Err(self.bad(
+                key,
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    fn required(&mut self, key: &str) -> Result<String> {
+        self.string(key)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| self.bad(key, "is required"))
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Result<bool> {
+        match self.string(key)? {
+            None => Ok(default),
+            Some(s) => match s.to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(self.bad(key, format!("`{s}` is not true or false"))),
+            },
+        }
+    }
+
+    fn positive(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.string(key)? {
+            None => Ok(None),
+            Some(s) => match s.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(self.bad(key, format!("`{s}` is not a positive whole number"))),
+            },
+        }
+    }
+
+    /// Fails naming the first key that is neither in `known` nor starts with `prefix`, before
+    /// any value is looked at, so a misspelt key is named as such rather than as a missing one.
+    fn check_known(&self, known: &[&str], prefix: Option<&str>) -> Result<()> {
+        let unknown = self
+            .map
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && prefix.is_none_or(|p| !k.starts_with(p)));
+        match unknown {
+            None => Ok(()),
+            Some(key) => {
+                Err(self.bad(key, format!("unknown option (known: {})", known.join(", "))))
+            }
+        }
+    }
+}
+
+/// Parses a Spark interval such as `5 seconds`, `interval 1 minute` or `500ms`.
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("interval").map(str::trim).unwrap_or(&t);
+    humantime::parse_duration(t).ok()
+}
+
+/// Parses Spark's per-partition offsets JSON: `{"topic":{"0":23,"1":-2}}`.
+pub fn parse_partition_offsets(
+    json: &str,
+) -> std::result::Result<BTreeMap<String, BTreeMap<i32, i64>>, String> {
+    let raw: BTreeMap<String, BTreeMap<String, i64>> =
+        serde_json::from_str(json).map_err(|e| format!("not Spark's offsets JSON: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (topic, partitions) in raw {
+        let mut parsed = BTreeMap::new();
+        for (p, offset) in partitions {
+            let partition: i32 = p
+                .parse()
+                .map_err(|_| format!("topic `{topic}`: `{p}` is not a partition number"))?;
+            if offset < -2 {
+                return Err(format!(
+                    "topic `{topic}` partition {partition}: offset {offset} (use -2 for earliest, -1 for latest)"
+                ));
+            }
+            parsed.insert(partition, offset);
+        }
+        out.insert(topic, parsed);
+    }
+    Ok(out)
+}
+
+impl JobSpec {
+    /// Loads and checks the spec in `file`, reading its SQL file.
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|source| JobError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Checks the spec text `text`, which came from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Self> {
+        let raw: RawSpec = toml::from_str(text)
+            .map_err(|e| JobError::config(file.display().to_string(), e.to_string()))?;
+        let at = |key: &str| format!("{}: {key}", file.display());
+        if raw.name.trim().is_empty() {
+            return Err(JobError::config(at("name"), "is empty"));
+        }
+
+        if raw.read_stream.format != "kafka" {
+            return Err(JobError::config(
+                at("readStream.format"),
+                format!(
+                    "`{}` is not a supported source (use \"kafka\")",
+                    raw.read_stream.format
+                ),
+            ));
+        }
+        let mut read = Options {
+            file,
+            section: "readStream.options",
+            map: raw.read_stream.options,
+        };
+        read.check_known(
+            &[
+                "subscribe",
+                "subscribePattern",
+                "startingOffsets",
+                "maxOffsetsPerTrigger",
+                "failOnDataLoss",
+                "kafkaConsumer.pollTimeoutMs",
+                "assign",
+                "endingOffsets",
+            ],
+            Some("kafka."),
+        )?;
+        let source = kafka_options(&mut read)?;
+
+        let query = query_spec(file, raw.query)?;
+
+        if raw.write_stream.format != "delta" {
+            return Err(JobError::config(
+                at("writeStream.format"),
+                format!(
+                    "`{}` is not a supported sink (use \"delta\")",
+                    raw.write_stream.format
+                ),
+            ));
+        }
+        match raw.write_stream.output_mode.as_deref() {
+            None | Some("append") => {}
+            Some(mode @ ("update" | "complete")) => {
+                return Err(JobError::config(
+                    at("writeStream.outputMode"),
+                    format!(
+                        "`{mode}` needs a streaming aggregation; the Delta sink of a scoring job appends"
+                    ),
+                ));
+            }
+            Some(other) => {
+                return Err(JobError::config(
+                    at("writeStream.outputMode"),
+                    format!("`{other}` is not append, update or complete"),
+                ));
+            }
+        }
+        let trigger = trigger(file, raw.write_stream.trigger)?;
+        let mut write = Options {
+            file,
+            section: "writeStream.options",
+            map: raw.write_stream.options,
+        };
+        write.check_known(
+            &[
+                "path",
+                "checkpointLocation",
+                "deadLetterPath",
+                "mergeSchema",
+                "checkpointInterval",
+                "batchIdColumn",
+                "processingTimeColumn",
+            ],
+            None,
+        )?;
+        let path = write.required("path")?;
+        let checkpoint_location = write.required("checkpointLocation")?;
+        let dead_letter_path = match write.string("deadLetterPath")? {
+            Some(p) => p,
+            None => sibling(&path, "dead_letters"),
+        };
+        let merge_schema = write.bool("mergeSchema", false)?;
+        let checkpoint_interval = write.positive("checkpointInterval")?.unwrap_or(100);
+        let batch_id_column = write.string("batchIdColumn")?;
+        let processing_time_column = write.string("processingTimeColumn")?;
+        if dead_letter_path.trim_end_matches('/') == path.trim_end_matches('/') {
+            return Err(JobError::config(
+                at("writeStream.options.deadLetterPath"),
+                "must differ from path",
+            ));
+        }
+        let partition_by = raw.write_stream.partition_by;
+        if let Some(empty) = partition_by.iter().find(|c| c.trim().is_empty()) {
+            return Err(JobError::config(
+                at("writeStream.partitionBy"),
+                format!("`{empty}` is not a column name"),
+            ));
+        }
+
+        Ok(Self {
+            file: file.to_path_buf(),
+            name: raw.name,
+            source,
+            query,
+            sink: DeltaSinkOptions {
+                path,
+                dead_letter_path,
+                partition_by,
+                merge_schema,
+                checkpoint_interval,
+                batch_id_column,
+                processing_time_column,
+            },
+            trigger,
+            checkpoint_location,
+        })
+    }
+
+    /// The key `key` of this spec, as errors name it.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}: {key}", self.file.display())
+    }
+}
+
+/// `dir/name` next to the last segment of `path`.
+fn sibling(path: &str, name: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((parent, _)) => format!("{parent}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+fn kafka_options(read: &mut Options<'_>) -> Result<KafkaSourceOptions> {
+    let bootstrap_servers = read.required("kafka.bootstrap.servers")?;
+    let bootstrap_servers =
+        crate::kafka::parse_bootstrap(&bootstrap_servers, &read.key("kafka.bootstrap.servers"))?;
+    let topics = match (read.string("subscribe")?, read.string("subscribePattern")?) {
+        (Some(list), None) => {
+            let topics: Vec<String> = list
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
+            if topics.is_empty() {
+                return Err(read.bad("subscribe", "names no topic"));
+            }
+            TopicSelection::Subscribe(topics)
+        }
+        (None, Some(pattern)) => TopicSelection::Pattern(
+            regex::Regex::new(&pattern).map_err(|e| read.bad("subscribePattern", e.to_string()))?,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(read.bad(
+                "subscribePattern",
+                "give either subscribe or subscribePattern, not both",
+            ));
+        }
+        (None, None) => return Err(read.bad("subscribe", "is required (or subscribePattern)")),
+    };
+    for unsupported in ["assign", "endingOffsets"] {
+        if read.map.contains_key(unsupported) {
+            return Err(read.bad(
+                unsupported,
+                "is not supported by streaming jobs (use subscribe)",
+            ));
+        }
+    }
+    let starting_offsets = match read.string("startingOffsets")? {
+        None => StartingOffsets::Latest,
+        Some(s) => match s.trim() {
+            "earliest" => StartingOffsets::Earliest,
+            "latest" => StartingOffsets::Latest,
+            json if json.starts_with('{') => StartingOffsets::Specific(
+                parse_partition_offsets(json).map_err(|e| read.bad("startingOffsets", e))?,
+            ),
+            other => {
+                return Err(read.bad(
+                    "startingOffsets",
+                    format!("`{other}` is not earliest, latest or Spark's per-partition JSON"),
+                ));
+            }
+        },
+    };
+    if let StartingOffsets::Specific(map) = &starting_offsets {
+        for topic in map.keys() {
+            if !topics.matches(topic) {
+                return Err(read.bad(
+                    "startingOffsets",
+                    format!("topic `{topic}` is not subscribed"),
+                ));
+            }
+        }
+    }
+    let max_offsets_per_trigger = read.positive("maxOffsetsPerTrigger")?;
+    let fail_on_data_loss = read.bool("failOnDataLoss", true)?;
+    let poll_timeout = Duration::from_millis(
+        read.positive("kafkaConsumer.pollTimeoutMs")?
+            .unwrap_or(120_000),
+    );
+    // Spark passes every `kafka.`-prefixed option to the consumer; so do we, except the ones the
+    // engine owns.
+    let mut kafka_options = Vec::new();
+    let keys: Vec<String> = read
+        .map
+        .keys()
+        .filter(|k| k.starts_with("kafka."))
+        .cloned()
+        .collect();
+    for key in keys {
+        let name = &key["kafka.".len()..];
+        if matches!(
+            name,
+            "enable.auto.commit" | "auto.offset.reset" | "group.id" | "enable.partition.eof"
+        ) {
+            return Err(read.bad(
+                &key,
+                "is set by the engine: offsets are owned by the checkpoint",
+            ));
+        }
+        let value = read.required(&key)?;
+        kafka_options.push((name.to_string(), value));
+    }
+    Ok(KafkaSourceOptions {
+        bootstrap_servers,
+        topics,
+        starting_offsets,
+        max_offsets_per_trigger,
+        fail_on_data_loss,
+        poll_timeout,
+        kafka_options,
+    })
+}
+
+fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
+    let at = |key: &str| format!("{}: query.{key}", file.display());
+    let schema = match raw.schema {
+        None => None,
+        Some(name) => Some(DeclaredSchema::parse(&name).ok_or_else(|| {
+            JobError::config(
+                at("schema"),
+                format!(
+                    "`{name}` is not a declared schema (one of {})",
+                    DeclaredSchema::NAMES.join(", ")
+                ),
+            )
+        })?),
+    };
+    let view = raw.view.unwrap_or_else(|| match schema {
+        Some(s) => s.name().to_string(),
+        None => "kafka".to_string(),
+    });
+    if view.is_empty() || !view.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(JobError::config(
+            at("view"),
+            format!("`{view}` is not a plain SQL name"),
+        ));
+    }
+    let sql = match raw.file {
+        None => None,
+        Some(path) => {
+            let sql = std::fs::read_to_string(&path).map_err(|e| {
+                JobError::config(at("file"), format!("cannot read {}: {e}", path.display()))
+            })?;
+            Some(SqlFile { path, sql })
+        }
+    };
+    let on_error = match raw.on_error.as_deref() {
+        None | Some("deadLetter") => OnError::DeadLetter,
+        Some("fail") => OnError::Fail,
+        Some(other) => {
+            return Err(JobError::config(
+                at("onError"),
+                format!("`{other}` is not deadLetter or fail"),
+            ));
+        }
+    };
+    Ok(QuerySpec {
+        schema,
+        view,
+        sql,
+        on_error,
+    })
+}
+
+fn trigger(file: &Path, raw: Option<BTreeMap<String, toml::Value>>) -> Result<Trigger> {
+    let key = format!("{}: writeStream.trigger", file.display());
+    let Some(raw) = raw else {
+        return Ok(Trigger::Continuous);
+    };
+    let mut entries = raw.into_iter();
+    let (Some((kind, value)), None) = (entries.next(), entries.next()) else {
+        return Err(JobError::config(
+            key,
+            "give exactly one of processingTime, availableNow, once",
+        ));
+    };
+    let key = format!("{key}.{kind}");
+    let flag = |value: &toml::Value| match value {
+        toml::Value::Boolean(true) => Ok(()),
+        _ => Err(JobError::config(&key, "must be true")),
+    };
+    match kind.as_str() {
+        "processingTime" => {
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                other => {
+                    return Err(JobError::config(
+                        &key,
+                        format!(
+                            "expected an interval such as \"5 seconds\", found {}",
+                            other.type_str()
+                        ),
+                    ));
+                }
+            };
+            let interval = parse_interval(&text).ok_or_else(|| {
+                JobError::config(
+                    &key,
+                    format!("`{text}` is not an interval such as \"5 seconds\""),
+                )
+            })?;
+            Ok(if interval.is_zero() {
+                Trigger::Continuous
+            } else {
+                Trigger::ProcessingTime(interval)
+            })
+        }
+        "availableNow" => flag(&value).map(|()| Trigger::AvailableNow),
+        "once" => flag(&value).map(|()| Trigger::Once),
+        other => Err(JobError::config(
+            &key,
+            format!("`{other}` is not processingTime, availableNow or once"),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "score-transactions"
+
+[readStream]
+format = "kafka"
+[readStream.options]
+"kafka.bootstrap.servers" = "127.0.0.1:9092"
+subscribe = "transactions"
+startingOffsets = '{"transactions":{"0":5,"1":-2}}'
+maxOffsetsPerTrigger = 1000
+failOnDataLoss = "false"
+"kafka.fetch.max.bytes" = 1048576
+
+[query]
+schema = "transactions"
+
+[writeStream]
+format = "delta"
+outputMode = "append"
+trigger = { processingTime = "5 seconds" }
+partitionBy = ["event_type"]
+[writeStream.options]
+path = "s3://lake/risk_scores"
+checkpointLocation = "/tmp/cp"
+mergeSchema = true
+batchIdColumn = "batch_id"
+"#;
+
+    fn parse(text: &str) -> Result<JobSpec> {
+        JobSpec::parse(Path::new("jobs/specs/x.toml"), text)
+    }
+
+    #[test]
+    fn a_spark_style_spec_parses() {
+        let spec = parse(GOOD).unwrap();
+        assert_eq!(spec.source.bootstrap_servers, "127.0.0.1:9092");
+        assert!(spec.source.topics.matches("transactions"));
+        assert!(!spec.source.topics.matches("transactions2"));
+        assert_eq!(spec.source.max_offsets_per_trigger, Some(1000));
+        assert!(!spec.source.fail_on_data_loss);
+        let StartingOffsets::Specific(map) = &spec.source.starting_offsets else {
+            unreachable!("{:?}", spec.source.starting_offsets)
+        };
+        assert_eq!(map["transactions"][&0], 5);
+        assert_eq!(map["transactions"][&1], -2);
+        assert_eq!(
+            spec.source.kafka_options,
+            vec![("fetch.max.bytes".to_string(), "1048576".to_string())]
+        );
+        assert_eq!(
+            spec.trigger,
+            Trigger::ProcessingTime(Duration::from_secs(5))
+        );
+        assert_eq!(spec.sink.dead_letter_path, "s3://lake/dead_letters");
+        assert!(spec.sink.merge_schema);
+        assert_eq!(spec.query.view, "transactions");
+        assert_eq!(spec.query.on_error, OnError::DeadLetter);
+    }
+
+    #[test]
+    fn mistakes_are_named_with_file_and_key() {
+        let cases = [
+            (
+                GOOD.replace("subscribe =", "subscrbe ="),
+                "readStream.options.subscrbe",
+            ),
+            (
+                GOOD.replace("maxOffsetsPerTrigger = 1000", "maxOffsetsPerTrigger = -3"),
+                "maxOffsetsPerTrigger",
+            ),
+            (
+                GOOD.replace("failOnDataLoss = \"false\"", "failOnDataLoss = \"maybe\""),
+                "failOnDataLoss",
+            ),
+            (
+                GOOD.replace("5 seconds", "five"),
+                "writeStream.trigger.processingTime",
+            ),
+            (
+                GOOD.replace("outputMode = \"append\"", "outputMode = \"upsert\""),
+                "outputMode",
+            ),
+            (
+                GOOD.replace("schema = \"transactions\"", "schema = \"trades\""),
+                "query.schema",
+            ),
+            (
+                GOOD.replace("127.0.0.1:9092", "localhost"),
+                "kafka.bootstrap.servers",
+            ),
+            (
+                GOOD.replace(
+                    "mergeSchema = true",
+                    "mergeSchema = true\nchekpointLocation = \"x\"",
+                ),
+                "chekpointLocation",
+            ),
+            (
+                GOOD.replace("path = \"s3://lake/risk_scores\"\n", ""),
+                "writeStream.options.path",
+            ),
+            (GOOD.replace("{\"0\":5", "{\"zero\":5"), "startingOffsets"),
+            (
+                GOOD.replace("'{\"transactions\"", "'{\"claims\""),
+                "startingOffsets",
+            ),
+            (
+                GOOD.replace("format = \"delta\"", "format = \"parquet\""),
+                "writeStream.format",
+            ),
+            (
+                GOOD.replace("[query]", "[query]\nfile = \"sql/none.sql\""),
+                "query.file",
+            ),
+            (
+                GOOD.replace("\"kafka.fetch.max.bytes\"", "\"kafka.group.id\""),
+                "kafka.group.id",
+            ),
+            (GOOD.replace("name = ", "nmae = "), "nmae"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("jobs/specs/x.toml") && err.contains(key),
+                "expected `{key}` in: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn triggers_and_intervals() {
+        assert_eq!(
+            parse_interval("interval 1 minute"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_interval("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_interval("2 seconds"), Some(Duration::from_secs(2)));
+        let t = |s: &str| {
+            parse(&GOOD.replace("{ processingTime = \"5 seconds\" }", s)).map(|spec| spec.trigger)
+        };
+        assert_eq!(t("{ availableNow = true }").unwrap(), Trigger::AvailableNow);
+        assert_eq!(t("{ once = true }").unwrap(), Trigger::Once);
+        assert!(t("{ once = true, availableNow = true }").is_err());
+        assert!(t("{ once = false }").is_err());
+        let spec =
+            parse(&GOOD.replace("trigger = { processingTime = \"5 seconds\" }\n", "")).unwrap();
+        assert_eq!(spec.trigger, Trigger::Continuous);
+    }
+
+    #[test]
+    fn patterns_match_whole_topic_names() {
+        let spec = parse(&GOOD.replace(
+            "subscribe = \"transactions\"",
+            "subscribePattern = \"trans.*|claims\"",
+        ))
+        .unwrap();
+        assert!(spec.source.topics.matches("transactions"));
+        assert!(spec.source.topics.matches("claims"));
+        assert!(!spec.source.topics.matches("old-claims"));
+    }
+}

@@ -263,7 +263,9 @@ impl Options<'_> {
     fn string(&mut self, key: &str) -> Result<Option<String>> {
         match self.map.remove(key) {
             None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(toml::Value::String(s)) => expand_env(&s, |name| std::env::var(name).ok())
+                .map(Some)
+                .map_err(|reason| self.bad(key, reason)),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
             Some(toml::Value::Boolean(b)) => Ok(Some(b.to_string())),
             Some(other) => Err(self.bad(
@@ -314,6 +316,41 @@ impl Options<'_> {
             }
         }
     }
+}
+
+/// Expands `${NAME}` and `${NAME:-default}` in an option's value from the environment, so that
+/// one spec serves a laptop, CI and the compose stack. A variable that is unset and has no default
+/// is an error.
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("`{text}` has an unclosed ${{"));
+        };
+        let inner = &after[..close];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (lookup(name).filter(|v| !v.is_empty()), default) {
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "the environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                ));
+            }
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Parses a Spark interval such as `5 seconds`, `interval 1 minute` or `500ms`.
@@ -856,6 +893,16 @@ batchIdColumn = "batch_id"
         let spec =
             parse(&GOOD.replace("trigger = { processingTime = \"5 seconds\" }\n", "")).unwrap();
         assert_eq!(spec.trigger, Trigger::Continuous);
+    }
+
+    #[test]
+    fn environment_variables_expand_in_option_values() {
+        let env = |name: &str| (name == "BROKER").then(|| "10.0.0.1:9092".to_string());
+        assert_eq!(expand_env("${BROKER}", env).unwrap(), "10.0.0.1:9092");
+        assert_eq!(expand_env("${PREFIX:-}transactions", env).unwrap(), "transactions");
+        assert_eq!(expand_env("${LAKE:-./lake-data}/x", env).unwrap(), "./lake-data/x");
+        let err = expand_env("${LAKE}/x", env).unwrap_err();
+        assert!(err.contains("LAKE"), "{err}");
     }
 
     #[test]

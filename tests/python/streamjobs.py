@@ -1,0 +1,119 @@
+"""Helpers for tests of `riskstream run`: topics of their own, the shipped specs pointed at them
+through the environment, and ground truth read back from Kafka by an independent client."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from deltalake import DeltaTable
+from kafka import KafkaConsumer, TopicPartition
+
+from conftest import ROOT, S3_CREDENTIALS
+
+SPECS = ROOT / "jobs" / "specs"
+TRANSACTIONS_TOPIC = "financial-transactions"
+
+
+class StreamJob:
+    """One job spec run against a test broker, lake and checkpoint folder."""
+
+    def __init__(self, binary: Path, bootstrap: str, lake: str, checkpoints: str, spec: str = "transactions",
+                 extra_env: dict | None = None):
+        self.binary = binary
+        self.bootstrap = bootstrap
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.lake = lake
+        self.checkpoints = checkpoints
+        self.spec = SPECS / f"{spec}.toml"
+        self.env = dict(os.environ)
+        self.env.update({
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "RISKSTREAM_TOPIC_PREFIX": self.prefix,
+            "RISKSTREAM_LAKE": lake,
+            "RISKSTREAM_CHECKPOINTS": checkpoints,
+        })
+        if extra_env:
+            self.env.update(extra_env)
+
+    def generate(self, *args: str, background: bool = False, summary: Path | None = None):
+        cmd = [str(self.binary), "generate", "--to", f"kafka://{self.bootstrap}", "--topic-prefix", self.prefix,
+               "--quiet", "--start-time", "2026-11-01T00:00:00Z", *args]
+        if summary:
+            cmd += ["--summary", str(summary)]
+        if background:
+            return subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def command(self, *args: str) -> list[str]:
+        return [str(self.binary), "run", str(self.spec), *args]
+
+    def start(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args), env=self.env, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.command(*args), env=self.env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=900)
+        if check:
+            assert proc.returncode == 0, f"{proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def table(self, name: str, storage_options: dict | None = None):
+        return DeltaTable(f"{self.lake}/{name}", storage_options=storage_options).to_pyarrow_table()
+
+
+def progress_lines(stderr: str) -> list[dict]:
+    """The StreamingQueryProgress JSON lines a run logged."""
+    out = []
+    for line in stderr.splitlines():
+        start = line.find('{"id"')
+        if start >= 0:
+            out.append(json.loads(line[start:]))
+    return out
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 180.0):
+    """Every record of `topic`, read from the beginning by kafka-python until `expected` arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
+                             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < expected and time.monotonic() < deadline:
+        for recs in consumer.poll(timeout_ms=1000, max_records=50000).values():
+            records.extend(recs)
+    consumer.close()
+    return records
+
+
+def split_valid(records) -> tuple[list[str], int]:
+    """Event ids of the records the declared schema accepts, and the number of the others, as the
+    generator's malformed messages are built to be rejected."""
+    ids, bad = [], 0
+    for r in records:
+        try:
+            event = json.loads(r.value)
+            if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
+                raise ValueError("no event id")
+            ids.append(event["event_id"])
+        except (ValueError, TypeError, UnicodeDecodeError):
+            bad += 1
+    return ids, bad
+
+
+def s3_env(endpoint: str) -> dict:
+    return dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true")
+
+
+def s3_storage_options(endpoint: str) -> dict:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "AWS_REGION": S3_CREDENTIALS["AWS_REGION"]}

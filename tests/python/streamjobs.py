@@ -70,10 +70,11 @@ class StreamJob:
 def progress_lines(stderr: str) -> list[dict]:
     """The StreamingQueryProgress JSON lines a run logged."""
     out = []
+    marker = "riskstream::progress: "
     for line in stderr.splitlines():
-        start = line.find('{"id"')
+        start = line.find(marker)
         if start >= 0:
-            out.append(json.loads(line[start:]))
+            out.append(json.loads(line[start + len(marker):]))
     return out
 
 
@@ -93,19 +94,30 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 180
     return records
 
 
-def split_valid(records) -> tuple[list[str], int]:
-    """Event ids of the records the declared schema accepts, and the number of the others, as the
-    generator's malformed messages are built to be rejected."""
-    ids, bad = [], 0
-    for r in records:
-        try:
-            event = json.loads(r.value)
-            if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
-                raise ValueError("no event id")
-            ids.append(event["event_id"])
-        except (ValueError, TypeError, UnicodeDecodeError):
-            bad += 1
-    return ids, bad
+def check_exactly_once(job: StreamJob, acknowledged: int, malformed: int, storage_options: dict | None = None):
+    """Every record the producer got acknowledged is in the lake exactly once: as a score when it
+    decodes, as a dead letter when it does not, and the scores' event ids are exactly those of the
+    records that are not dead letters."""
+    topic = job.prefix + TRANSACTIONS_TOPIC
+    scores = job.table("risk_scores", storage_options)
+    dead = job.table("dead_letters", storage_options)
+    dead = dead.filter(pc_equal(dead["topic"], topic))
+    score_ids = scores.column("event_id").to_pylist()
+    assert len(score_ids) == len(set(score_ids)), "an event was scored twice"
+    dead_keys = list(zip(dead.column("partition").to_pylist(), dead.column("offset").to_pylist()))
+    assert len(dead_keys) == len(set(dead_keys)), "a dead letter was written twice"
+    assert len(dead_keys) == malformed
+    assert len(score_ids) + len(dead_keys) == acknowledged
+    records = read_topic(job.bootstrap, topic, acknowledged)
+    assert len(records) == acknowledged
+    dead_set = set(dead_keys)
+    expected_ids = {json.loads(r.value)["event_id"] for r in records if (r.partition, r.offset) not in dead_set}
+    assert set(score_ids) == expected_ids
+
+
+def pc_equal(column, value):
+    import pyarrow.compute as pc
+    return pc.equal(column, value)
 
 
 def s3_env(endpoint: str) -> dict:

@@ -64,13 +64,23 @@ def test_available_now_reads_everything_in_bounded_batches_then_stops(riskstream
                        malformed + summary2["sources"][TRANSACTIONS_TOPIC]["malformed"])
 
 
-def crash_loop(job: StreamJob, tmp_path: Path, kills: int, storage_options: dict | None = None):
+def uncommitted_batches(checkpoint: Path) -> int:
+    names = lambda d: {p.name for p in (checkpoint / d).iterdir()} if (checkpoint / d).exists() else set()
+    return len(names("offsets") - names("commits"))
+
+
+def crash_loop(job: StreamJob, tmp_path: Path, kills: int, storage_options: dict | None = None,
+               checkpoint: Path | None = None) -> int:
     """Runs the job while the generator writes, kill -9ing it at random instants, then lets a last
-    bounded run finish, and checks that every acknowledged record landed exactly once."""
+    bounded run finish, and checks that every acknowledged record landed exactly once. Returns how
+    many kills left a batch planned but not committed (when the checkpoint is a local folder)."""
     rng = random.Random(20261122)
+    torn = 0
     summary_path, generator = transactions_only(job, tmp_path, 60000, "--rate", "3000", background=True)
     killed = 0
-    while killed < kills:
+    # At least `kills` kills; with a local checkpoint, go on (up to three times as many) until
+    # three of them landed inside a batch, so recovery from a torn batch is always exercised.
+    while killed < kills or (checkpoint is not None and torn < 3 and killed < 3 * kills):
         proc = job.start()
         time.sleep(rng.uniform(0.5, 3.0))
         if proc.poll() is not None:
@@ -79,18 +89,22 @@ def crash_loop(job: StreamJob, tmp_path: Path, kills: int, storage_options: dict
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed += 1
+        if checkpoint is not None:
+            torn += uncommitted_batches(checkpoint) > 0
     assert generator.wait(timeout=300) == 0, generator.stderr.read()
     summary = read_json(summary_path)
     final = job.run("--available-now")
     check_exactly_once(job, acknowledged(summary, job), summary["sources"][TRANSACTIONS_TOPIC]["malformed"],
                        storage_options)
-    return final
+    return torn
 
 
 def test_kill_9_at_random_instants_loses_and_duplicates_nothing_local(riskstream_bin, kafka_bootstrap, tmp_path):
     job = StreamJob(riskstream_bin, kafka_bootstrap, str(tmp_path / "lake"), str(tmp_path / "checkpoints"),
                     extra_env={"RISKSTREAM_MAX_OFFSETS_PER_TRIGGER": "4000"})
-    crash_loop(job, tmp_path, kills=20)
+    torn = crash_loop(job, tmp_path, kills=20, checkpoint=tmp_path / "checkpoints" / "score-transactions")
+    print(f"{torn} of 20 kills left a batch in flight")
+    assert torn >= 3, "too few kills landed inside a batch: the test did not test recovery"
 
 
 def test_kill_9_at_random_instants_loses_and_duplicates_nothing_s3(riskstream_bin, kafka_bootstrap, s3_endpoint,

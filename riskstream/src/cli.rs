@@ -43,8 +43,12 @@ pub struct RunArgs {
     /// job across processes. Each set of partitions keeps its own checkpoint under the spec's
     /// checkpointLocation.
     #[arg(long, value_parser = partition_list)]
-    pub partitions: Option<Vec<i32>>,
+    pub partitions: Option<PartitionList>,
 }
+
+/// Partition numbers given with `--partitions`, sorted and without repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionList(pub Vec<i32>);
 
 /// `--source` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -183,7 +187,7 @@ pub struct SqlArgs {
 }
 
 /// Parses `0-5`, `0,2,4` or a mix (`0-3,8`) into sorted partition numbers.
-fn partition_list(s: &str) -> Result<Vec<i32>, String> {
+fn partition_list(s: &str) -> Result<PartitionList, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let number = |t: &str| {
@@ -209,7 +213,7 @@ fn partition_list(s: &str) -> Result<Vec<i32>, String> {
     if out.is_empty() {
         return Err("names no partition".into());
     }
-    Ok(out)
+    Ok(PartitionList(out))
 }
 
 fn parse_f64(s: &str) -> Result<f64, String> {

@@ -135,7 +135,10 @@ impl KafkaSource {
             // Not used for commits; librdkafka wants one for a consumer.
             .set("group.id", "riskstream-unused")
             .set("fetch.wait.max.ms", "50")
-            .set("queued.min.messages", "200000");
+            .set("queued.min.messages", "200000")
+            // Kafka brokers return a record batch larger than the per-partition fetch size anyway
+            // (KIP-74); tansu 0.6 does not, so the default leaves room for large messages.
+            .set("fetch.message.max.bytes", "16777216");
         for (key, value) in &options.kafka_options {
             cfg.set(key, value);
         }

@@ -360,10 +360,7 @@ pub async fn run(
 ) -> Result<RunSummary> {
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
-    let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
-    let query_id = checkpoint.metadata().await?.id;
-    let run_id = uuid::Uuid::new_v4().to_string();
-    let source = KafkaSource::new(&spec.source, options.partitions.clone())?;
+    // The SQL is checked first: bad SQL fails before anything is created or connected.
     let decoder = spec.query.schema.map(|s| JsonDecoder::new(s.schema()));
     let input_schema = match spec.query.schema {
         Some(s) => s.schema(),
@@ -382,6 +379,10 @@ pub async fn run(
     )
     .await?;
     let mut sinks = Sinks::open(spec, query.output_schema()).await?;
+    let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
+    let query_id = checkpoint.metadata().await?.id;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let source = KafkaSource::new(&spec.source, options.partitions.clone())?;
     let mut state = resume(&checkpoint, &source, spec).await?;
     let mut summary = RunSummary {
         query_id: query_id.clone(),
@@ -449,6 +450,15 @@ pub async fn run(
                     spec.source.fail_on_data_loss,
                 )?;
                 durations.get_offsets = ms(batch_start.elapsed());
+                for loss in &plan.lost {
+                    tracing::warn!(
+                        topic = %loss.topic,
+                        partition = loss.partition,
+                        lost = loss.records,
+                        "data loss: {}; going on (failOnDataLoss = false)",
+                        loss.reason
+                    );
+                }
                 if plan.ranges.is_empty() {
                     if target.is_some() {
                         break;

@@ -899,8 +899,14 @@ batchIdColumn = "batch_id"
     fn environment_variables_expand_in_option_values() {
         let env = |name: &str| (name == "BROKER").then(|| "10.0.0.1:9092".to_string());
         assert_eq!(expand_env("${BROKER}", env).unwrap(), "10.0.0.1:9092");
-        assert_eq!(expand_env("${PREFIX:-}transactions", env).unwrap(), "transactions");
-        assert_eq!(expand_env("${LAKE:-./lake-data}/x", env).unwrap(), "./lake-data/x");
+        assert_eq!(
+            expand_env("${PREFIX:-}transactions", env).unwrap(),
+            "transactions"
+        );
+        assert_eq!(
+            expand_env("${LAKE:-./lake-data}/x", env).unwrap(),
+            "./lake-data/x"
+        );
         let err = expand_env("${LAKE}/x", env).unwrap_err();
         assert!(err.contains("LAKE"), "{err}");
     }

@@ -17,7 +17,7 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     if let Some(partitions) = &args.partitions {
         // Each process of a scaled-out job owns its partitions' offsets, so it needs a checkpoint
         // (and a query id, the Delta txn appId) of its own.
-        let names: Vec<String> = partitions.iter().map(i32::to_string).collect();
+        let names: Vec<String> = partitions.0.iter().map(i32::to_string).collect();
         spec.checkpoint_location = format!(
             "{}/partitions-{}",
             spec.checkpoint_location.trim_end_matches('/'),
@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     let options = RunOptions {
         spec,
         trigger,
-        partitions: args.partitions,
+        partitions: args.partitions.map(|p| p.0),
         stop,
     };
     let summary = runner::run(options, |p| {

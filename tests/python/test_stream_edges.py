@@ -224,3 +224,43 @@ def test_bad_specs_fail_naming_file_and_key(riskstream_bin, kafka_bootstrap, tmp
 
     proc = run(riskstream_bin, str(tmp_path / "missing.toml"), check=False)
     assert proc.returncode != 0 and "missing.toml" in proc.stderr
+
+
+TRANSACTIONS_DDL = (
+    "event_id STRING, event_type STRING, event_time TIMESTAMP, user_id STRING, card_id STRING, "
+    "merchant_id STRING, merchant_name STRING, mcc STRING, merchant_category STRING, amount DOUBLE, "
+    "currency STRING, channel STRING, payment_method STRING, card_type STRING, device_id STRING, "
+    "ip_address STRING, latitude DOUBLE, longitude DOUBLE, city STRING, country STRING, card_country STRING, "
+    "account_age_days BIGINT, email_domain STRING"
+)
+
+
+def test_spark_style_query_over_raw_kafka_columns_matches_the_fast_path(riskstream_bin, kafka_bootstrap, tmp_path):
+    """The shipped scoring SQL over a view built with from_json(CAST(value AS STRING), ...) from
+    Spark's raw Kafka columns gives the same rows as the declared-schema fast path."""
+    job = StreamJob(riskstream_bin, kafka_bootstrap, str(tmp_path / "fast"), str(tmp_path / "checkpoints"))
+    job.generate("--source", "transactions", "--count", "5000", "--seed", "9", "--malformed", "0")
+    job.run("--available-now")
+    fast = job.table("risk_scores").sort_by("event_id")
+
+    columns = ", ".join(f"e.{c.split()[0]} AS {c.split()[0]}" for c in TRANSACTIONS_DDL.split(", "))
+    shipped = (ROOT / "sql" / "scoring" / "transactions.sql").read_text()
+    body = shipped[shipped.index("WITH signals AS"):]
+    sql = tmp_path / "raw.sql"
+    sql.write_text(
+        "WITH transactions AS (\n"
+        f"    SELECT {columns}\n"
+        f"    FROM (SELECT from_json(CAST(value AS STRING), '{TRANSACTIONS_DDL}') AS e FROM kafka)\n"
+        "    WHERE e IS NOT NULL\n),\n" + body[len("WITH "):])
+    topic = job.prefix + "financial-transactions"
+    spec = write_spec(tmp_path, topic, kafka_bootstrap, name="raw", startingOffsets="earliest")
+    text = open(spec).read().replace('schema = "transactions"\n', "").replace(
+        f"{ROOT}/sql/scoring/transactions.sql", str(sql))
+    open(spec, "w").write(text)
+    run(riskstream_bin, spec, "--available-now")
+    raw = table(tmp_path, "risk_scores").sort_by("event_id")
+
+    assert raw.num_rows == fast.num_rows == 5000
+    for column in ["event_id", "event_type", "entity_id", "event_time", "risk_score", "severity", "reasons",
+                   "model_version"]:
+        assert raw.column(column).to_pylist() == fast.column(column).to_pylist(), column

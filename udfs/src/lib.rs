@@ -1,22 +1,29 @@
 //! Scalar functions that Riskstream's SQL calls: the risk rule sets (a score in [0, 1] with the
-//! reason codes that fired), severity tiers, and Spark's function library from `datafusion-spark`.
+//! reason codes that fired), severity tiers, Spark's `from_json`, and Spark's function library from
+//! `datafusion-spark`.
 //!
 //! This crate depends on arrow and DataFusion only, so the same functions serve streaming jobs,
 //! ad hoc SQL and the Flight SQL server.
 
+mod ddl;
+mod from_json;
 mod rules;
 mod severity;
 
+pub use ddl::parse_ddl_schema;
+pub use from_json::FromJsonUdf;
 pub use rules::{Rule, RuleSet, RuleSetUdf};
 pub use severity::{SeverityTiers, SeverityUdf};
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 
-/// Registers Spark's functions (where `datafusion-spark` has them), the severity function and the
+/// Registers Spark's functions (where `datafusion-spark` has them, and `from_json`), the severity
+/// function and the
 /// default rule sets of every source into `ctx`.
 pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
     datafusion_spark::register_all(ctx)?;
+    ctx.register_udf(ScalarUDF::new_from_impl(FromJsonUdf::default()));
     register_scoring(ctx, &RuleSet::defaults(), &SeverityTiers::default());
     Ok(())
 }

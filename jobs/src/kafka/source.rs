@@ -230,14 +230,15 @@ impl KafkaSource {
         let mut remaining = readers.iter().filter(|r| !r.done()).count();
         let mut last_progress = Instant::now();
         while remaining > 0 {
+            // Checked on every pass: records of other partitions must not hide a stall.
+            if last_progress.elapsed() > self.options.poll_timeout {
+                self.stalled(&mut readers)?;
+                remaining = readers.iter().filter(|r| !r.done()).count();
+                last_progress = Instant::now();
+                continue;
+            }
             match self.consumer.poll(Duration::from_millis(100)) {
-                None => {
-                    if last_progress.elapsed() > self.options.poll_timeout {
-                        self.stalled(&mut readers)?;
-                        remaining = readers.iter().filter(|r| !r.done()).count();
-                        last_progress = Instant::now();
-                    }
-                }
+                None => {}
                 Some(Ok(msg)) => {
                     let Some(t) = topics.iter().position(|t| t == msg.topic()) else {
                         continue;
@@ -254,6 +255,7 @@ impl KafkaSource {
                         // A gap (compaction, transaction markers) ran past the end.
                         reader.next = reader.range.end;
                         remaining -= 1;
+                        self.pause(&reader.range);
                         continue;
                     }
                     reader.keys.append_option(msg.key());
@@ -269,6 +271,7 @@ impl KafkaSource {
                     reader.next = offset + 1;
                     if reader.done() {
                         remaining -= 1;
+                        self.pause(&reader.range);
                     }
                     last_progress = Instant::now();
                 }
@@ -294,6 +297,16 @@ impl KafkaSource {
         readers.into_iter().map(RangeReader::finish).collect()
     }
 
+    /// Stops fetching a partition whose range is read, so its later records are not fetched for
+    /// nothing while the others finish.
+    fn pause(&self, range: &OffsetRange) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&range.topic, range.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(topic = %range.topic, partition = range.partition, "pause failed: {e}");
+        }
+    }
+
     fn assign(&self, readers: &[RangeReader]) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for r in readers.iter().filter(|r| !r.done()) {
@@ -302,7 +315,11 @@ impl KafkaSource {
         }
         self.consumer
             .assign(&tpl)
-            .map_err(self.kafka_err("assigning partitions"))
+            .map_err(self.kafka_err("assigning partitions"))?;
+        // A partition paused when an earlier range finished stays paused through re-assignment.
+        self.consumer
+            .resume(&tpl)
+            .map_err(self.kafka_err("resuming partitions"))
     }
 
     /// Offsets we were reading went out of range: find which, and fail or skip ahead.

@@ -113,7 +113,9 @@ impl Checkpoint {
         }
     }
 
-    /// Writes `text` to `path` only if nothing is there yet; `Ok(false)` when something is.
+    /// Writes `text` to `path` only if nothing is there yet; `Ok(false)` when something else is.
+    /// Finding exactly `text` there counts as written: a put that succeeded but whose answer was
+    /// lost is retried by the store and then finds its own file.
     async fn create(&self, path: &Path, text: String) -> Result<bool> {
         let options = PutOptions {
             mode: PutMode::Create,
@@ -121,11 +123,13 @@ impl Checkpoint {
         };
         match self
             .store
-            .put_opts(path, PutPayload::from(text.into_bytes()), options)
+            .put_opts(path, PutPayload::from(text.clone().into_bytes()), options)
             .await
         {
             Ok(_) => Ok(true),
-            Err(riskstream_lake::object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(riskstream_lake::object_store::Error::AlreadyExists { .. }) => {
+                Ok(self.read(path).await?.as_deref() == Some(text.as_str()))
+            }
             Err(e) => Err(self.error(path, e)),
         }
     }
@@ -326,7 +330,11 @@ mod tests {
             end,
         };
         cp.write_offsets(0, &entry).await.unwrap();
-        let err = cp.write_offsets(0, &entry).await.unwrap_err().to_string();
+        // The same entry again is a retried put finding its own file; another entry is a clash.
+        cp.write_offsets(0, &entry).await.unwrap();
+        let mut other = entry.clone();
+        other.metadata.batch_timestamp_ms += 1;
+        let err = cp.write_offsets(0, &other).await.unwrap_err().to_string();
         assert!(
             err.contains("offsets/0") && err.contains("another process"),
             "{err}"

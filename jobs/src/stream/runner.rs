@@ -21,7 +21,9 @@ use crate::lake_sink::table_spec;
 use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
 use crate::scoring::session;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
-use crate::stream::offsets::{BatchPlan, latest, plan_batch, resolve_starting};
+use crate::stream::offsets::{
+    BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
+};
 use crate::stream::progress::{Durations, QueryProgress, SinkProgress, SourceProgress, ms};
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::spec::{JobSpec, OnError, Trigger};
@@ -220,16 +222,27 @@ async fn resume(checkpoint: &Checkpoint, source: &KafkaSource, spec: &JobSpec) -
     }
 }
 
-/// The ranges between two offset maps.
-fn ranges_between(start: &PartitionOffsets, end: &PartitionOffsets) -> Vec<OffsetRange> {
+/// The ranges a replayed batch reads: from the last batch's end to its logged end. A partition
+/// the batch's plan started afresh (new since the last batch, or reset after its topic was
+/// recreated) starts where the plan started it, at the partition's earliest offset.
+fn replay_ranges(
+    start: &PartitionOffsets,
+    end: &PartitionOffsets,
+    marks: &PartitionWatermarks,
+) -> Vec<OffsetRange> {
     let mut ranges = Vec::new();
     for (topic, partitions) in end {
         for (&partition, &stop) in partitions {
-            let begin = start
-                .get(topic)
-                .and_then(|ps| ps.get(&partition))
-                .copied()
-                .unwrap_or(stop);
+            let earliest = || {
+                marks
+                    .get(topic)
+                    .and_then(|ps| ps.get(&partition))
+                    .map_or(0, |w| w.low)
+            };
+            let begin = match start.get(topic).and_then(|ps| ps.get(&partition)) {
+                Some(&b) if b <= stop => b,
+                _ => earliest(),
+            };
             if stop > begin {
                 ranges.push(OffsetRange {
                     topic: topic.clone(),
@@ -432,8 +445,10 @@ pub async fn run(
         let replayed = state.replay.is_some();
         let (plan, metadata, latest_offsets) = match state.replay.take() {
             Some(entry) => {
+                let marks =
+                    tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
                 let plan = BatchPlan {
-                    ranges: ranges_between(&state.start, &entry.end),
+                    ranges: replay_ranges(&state.start, &entry.end, &marks),
                     end: entry.end.clone(),
                     lost: Vec::new(),
                 };
@@ -632,5 +647,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bucket"), "{err}");
+    }
+
+    #[test]
+    fn a_replay_reads_new_and_reset_partitions_from_their_start() {
+        use crate::kafka::Watermarks;
+        let offsets = |entries: &[(i32, i64)]| {
+            let mut m = PartitionOffsets::new();
+            m.insert("t".to_string(), entries.iter().copied().collect());
+            m
+        };
+        let mut marks = PartitionWatermarks::new();
+        marks.insert(
+            "t".to_string(),
+            [
+                (0, Watermarks { low: 0, high: 90 }),
+                (1, Watermarks { low: 3, high: 9 }),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        // Partition 0 went on from 50; partition 1 appeared after the last batch.
+        let ranges = replay_ranges(&offsets(&[(0, 50)]), &offsets(&[(0, 80), (1, 9)]), &marks);
+        let spans: Vec<(i32, i64, i64)> = ranges
+            .iter()
+            .map(|r| (r.partition, r.start, r.end))
+            .collect();
+        assert_eq!(spans, vec![(0, 50, 80), (1, 3, 9)]);
+        // The topic was recreated: the logged end is below the last start.
+        let ranges = replay_ranges(&offsets(&[(0, 500)]), &offsets(&[(0, 80)]), &marks);
+        assert_eq!((ranges[0].start, ranges[0].end), (0, 80));
     }
 }

@@ -5,6 +5,7 @@ testing less."""
 import json
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -75,3 +76,22 @@ def run_riskstream(binary: Path, *args: str, env: dict | None = None, check: boo
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0):
+    """Reads every record of `topic` from the beginning until `expected` have arrived."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=5000)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    records = []
+    deadline = time.monotonic() + timeout_s
+    while len(records) < expected and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=1000, max_records=50000)
+        for recs in batch.values():
+            records.extend(recs)
+    consumer.close()
+    return records, len(partitions)

@@ -4,14 +4,12 @@ through the environment, and ground truth read back from Kafka by an independent
 import json
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 from deltalake import DeltaTable
-from kafka import KafkaConsumer, TopicPartition
 
-from conftest import ROOT, S3_CREDENTIALS
+from conftest import ROOT, S3_CREDENTIALS, consume_all
 
 SPECS = ROOT / "jobs" / "specs"
 TRANSACTIONS_TOPIC = "financial-transactions"
@@ -78,22 +76,6 @@ def progress_lines(stderr: str) -> list[dict]:
     return out
 
 
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 180.0):
-    """Every record of `topic`, read from the beginning by kafka-python until `expected` arrived."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000,
-                             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records = []
-    deadline = time.monotonic() + timeout_s
-    while len(records) < expected and time.monotonic() < deadline:
-        for recs in consumer.poll(timeout_ms=1000, max_records=50000).values():
-            records.extend(recs)
-    consumer.close()
-    return records
-
-
 def check_exactly_once(job: StreamJob, acknowledged: int, malformed: int, storage_options: dict | None = None):
     """Every record the producer got acknowledged is in the lake exactly once: as a score when it
     decodes, as a dead letter when it does not, and the scores' event ids are exactly those of the
@@ -108,7 +90,7 @@ def check_exactly_once(job: StreamJob, acknowledged: int, malformed: int, storag
     assert len(dead_keys) == len(set(dead_keys)), "a dead letter was written twice"
     assert len(dead_keys) == malformed
     assert len(score_ids) + len(dead_keys) == acknowledged
-    records = read_topic(job.bootstrap, topic, acknowledged)
+    records, _ = consume_all(job.bootstrap, topic, acknowledged)
     assert len(records) == acknowledged
     dead_set = set(dead_keys)
     expected_ids = {json.loads(r.value)["event_id"] for r in records if (r.partition, r.offset) not in dead_set}

@@ -2,34 +2,15 @@
 
 import json
 from datetime import datetime
-import time
 import uuid
 from collections import defaultdict
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from conftest import read_json, run_riskstream
+from conftest import consume_all, read_json, run_riskstream
 
 EVENT_TOPICS = {"financial-transactions": 12, "insurance-claims": 12, "iot-telemetry": 8}
 LABELS_TOPIC = "fraud-labels"
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0):
-    """Reads every record of `topic` from the beginning until `expected` have arrived."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=5000)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    records = []
-    deadline = time.monotonic() + timeout_s
-    while len(records) < expected and time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=1000, max_records=50000)
-        for recs in batch.values():
-            records.extend(recs)
-    consumer.close()
-    return records, len(partitions)
 
 
 def test_generate_100k_events_read_back_by_kafka_python(riskstream_bin, kafka_bootstrap, tmp_path):

@@ -306,6 +306,19 @@ pub fn decode_records(
     })
 }
 
+/// Waits for decoding threads, in order; a thread that panicked is an internal error.
+pub fn join_decoders<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+) -> Vec<Result<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(JobError::internal("a decoding thread panicked".into())))
+        })
+        .collect()
+}
+
 /// The `value` column of a Kafka records batch.
 fn values_of(records: &RecordBatch) -> Result<&BinaryArray> {
     records

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use riskstream_lake::LakeLocation;
 
-use crate::decode::{DecodedRecords, JsonDecoder, decode_records};
+use crate::decode::{DecodedRecords, JsonDecoder, decode_records, join_decoders};
 use crate::error::{JobError, Result};
 use crate::generator::{
     Generator, GeneratorConfig, GeneratorStats, LABELS_PARTITIONS, LABELS_TOPIC, Message, Source,
@@ -244,14 +244,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(JobError::internal("a decoding thread panicked".into()))
-                        })
-                    })
-                    .collect()
+                join_decoders(handles)
             })
         });
         let mut output = BatchOutput::default();

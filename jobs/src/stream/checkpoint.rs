@@ -186,7 +186,8 @@ impl Checkpoint {
             .ok_or_else(|| self.corrupt(&path, "vanished after being created"))
     }
 
-    async fn latest_batch(&self, folder: &str) -> Result<Option<i64>> {
+    /// The batch entries of a log folder: batch id and object path.
+    async fn entries(&self, folder: &str) -> Result<Vec<(i64, Path)>> {
         let prefix = Path::from(folder);
         let listing = self
             .store
@@ -195,8 +196,17 @@ impl Checkpoint {
             .map_err(|e| self.error(&prefix, e))?;
         Ok(listing
             .objects
-            .iter()
-            .filter_map(|o| o.location.filename()?.parse::<i64>().ok())
+            .into_iter()
+            .filter_map(|o| Some((o.location.filename()?.parse::<i64>().ok()?, o.location)))
+            .collect())
+    }
+
+    async fn latest_batch(&self, folder: &str) -> Result<Option<i64>> {
+        Ok(self
+            .entries(folder)
+            .await?
+            .into_iter()
+            .map(|(b, _)| b)
             .max())
     }
 
@@ -282,23 +292,12 @@ impl Checkpoint {
             return Ok(());
         }
         for folder in ["offsets", "commits", "progress"] {
-            let prefix = Path::from(folder);
-            let listing = self
-                .store
-                .list_with_delimiter(Some(&prefix))
-                .await
-                .map_err(|e| self.error(&prefix, e))?;
-            for object in listing.objects {
-                let old = object
-                    .location
-                    .filename()
-                    .and_then(|f| f.parse::<i64>().ok())
-                    .is_some_and(|b| b < oldest_kept);
-                if old {
+            for (batch, path) in self.entries(folder).await? {
+                if batch < oldest_kept {
                     self.store
-                        .delete(&object.location)
+                        .delete(&path)
                         .await
-                        .map_err(|e| self.error(&object.location, e))?;
+                        .map_err(|e| self.error(&path, e))?;
                 }
             }
         }

@@ -14,7 +14,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation};
 
-use crate::decode::{JsonDecoder, decode_records};
+use crate::decode::{JsonDecoder, decode_records, join_decoders};
 use crate::error::{JobError, Result};
 use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
 use crate::lake_sink::table_spec;
@@ -293,14 +293,7 @@ fn decode_all(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(JobError::internal("a decoding thread panicked".into()))
-                })
-            })
-            .collect()
+        join_decoders(handles)
     });
     let mut out = DecodedBatch {
         rows: Vec::new(),

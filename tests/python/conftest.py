@@ -78,8 +78,9 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0):
-    """Reads every record of `topic` from the beginning until `expected` have arrived."""
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 120.0, drain: bool = False):
+    """Reads every record of `topic` from the beginning until `expected` have arrived; with
+    `drain`, goes on until a poll finds nothing more (for topics that may hold repeats)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
@@ -91,6 +92,12 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 12
     deadline = time.monotonic() + timeout_s
     while len(records) < expected and time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=1000, max_records=50000)
+        for recs in batch.values():
+            records.extend(recs)
+    while drain and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=2000, max_records=50000)
+        if not batch:
+            break
         for recs in batch.values():
             records.extend(recs)
     consumer.close()

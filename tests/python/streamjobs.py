@@ -97,6 +97,43 @@ def check_exactly_once(job: StreamJob, acknowledged: int, malformed: int, storag
     assert set(score_ids) == expected_ids
 
 
+ALERTS_TOPIC = "risk-alerts"
+ALERT_SEVERITIES = ("high", "critical")
+
+
+def check_alerts(job: StreamJob, storage_options: dict | None = None, replays: bool = False) -> int:
+    """Every high or critical score is on the alerts topic as JSON equal to its row in the table.
+    Without `replays`, each exactly once; with them (after crashes), at least once, and an alert
+    seen twice was published twice by one batch: its replay. Returns how many alerts there are."""
+    import pyarrow.compute as pc
+
+    scores = job.table("risk_scores", storage_options)
+    scores = scores.filter(pc.is_in(scores["severity"], value_set=pa_array(ALERT_SEVERITIES)))
+    expected = {row["event_id"]: row for row in scores.to_pylist()}
+    assert expected, "no high or critical scores: the test would not test alerts"
+    records, _ = consume_all(job.bootstrap, job.prefix + ALERTS_TOPIC, len(expected), drain=True)
+    seen: dict[str, set[str]] = {}
+    for record in records:
+        alert = json.loads(record.value)
+        headers = dict(record.headers)
+        batch = headers["riskstream.batchId"].decode()
+        row = expected.get(alert["event_id"])
+        assert row is not None, f"an alert for a score that is not high or critical: {alert}"
+        assert record.key.decode() == row["entity_id"]
+        assert alert["severity"] == row["severity"] and alert["risk_score"] == row["risk_score"]
+        assert int(batch) == row["batch_id"], "an alert names the batch that scored it"
+        seen.setdefault(alert["event_id"], set()).add(batch)
+    assert set(seen) == set(expected), f"{len(set(expected) - set(seen))} high or critical scores have no alert"
+    if not replays:
+        assert len(records) == len(expected), "an alert was published twice without a replay"
+    return len(records)
+
+
+def pa_array(values):
+    import pyarrow as pa
+    return pa.array(values)
+
+
 def pc_equal(column, value):
     import pyarrow.compute as pc
     return pc.equal(column, value)

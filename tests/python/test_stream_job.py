@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import read_json
-from streamjobs import (TRANSACTIONS_TOPIC, StreamJob, check_exactly_once, progress_lines, s3_env,
+from streamjobs import (TRANSACTIONS_TOPIC, StreamJob, check_alerts, check_exactly_once, progress_lines, s3_env,
                         s3_storage_options)
 
 
@@ -43,6 +43,9 @@ def test_available_now_reads_everything_in_bounded_batches_then_stops(riskstream
         assert {"getOffsets", "decode", "query", "commit", "triggerExecution"} <= set(r["durationMs"])
         assert r["sources"][0]["endOffset"] and r["sources"][0]["startOffset"] is not None
     check_exactly_once(job, acked, malformed)
+    alerts = check_alerts(job)
+    assert sum(r["alerts"]["numOutputRows"] for r in reports) == alerts
+    assert reports[0]["alerts"]["description"] == f"KafkaSink[{job.prefix}risk-alerts]"
 
     # Spark's checkpoint layout.
     checkpoint = tmp_path / "checkpoints" / "score-transactions"
@@ -62,6 +65,7 @@ def test_available_now_reads_everything_in_bounded_batches_then_stops(riskstream
     job.run("--available-now")
     check_exactly_once(job, acked + acknowledged(summary2, job),
                        malformed + summary2["sources"][TRANSACTIONS_TOPIC]["malformed"])
+    check_alerts(job)
 
 
 def uncommitted_batches(checkpoint: Path) -> int:
@@ -96,6 +100,7 @@ def crash_loop(job: StreamJob, tmp_path: Path, kills: int, storage_options: dict
     final = job.run("--available-now")
     check_exactly_once(job, acknowledged(summary, job), summary["sources"][TRANSACTIONS_TOPIC]["malformed"],
                        storage_options)
+    check_alerts(job, storage_options, replays=True)
     return torn
 
 

@@ -1,6 +1,7 @@
 //! Streaming jobs: the job spec (`riskstream run JOB.toml`), offset planning, the checkpoint
 //! (Spark's layout), the micro-batch runner and its progress reports.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod offsets;
 pub mod progress;

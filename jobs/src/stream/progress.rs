@@ -75,6 +75,16 @@ pub struct SinkProgress {
     pub table_versions: BTreeMap<String, u64>,
 }
 
+/// The alert sink's part of a report (Riskstream's addition).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertProgress {
+    /// Such as `KafkaSink[risk-alerts]`.
+    pub description: String,
+    /// Alerts published and acknowledged by this batch (a replay publishes its alerts again).
+    pub num_output_rows: u64,
+}
+
 /// One batch's report: Spark's `StreamingQueryProgress` fields.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,6 +115,9 @@ pub struct QueryProgress {
     pub sources: Vec<SourceProgress>,
     /// The sink.
     pub sink: SinkProgress,
+    /// The alert sink, when the job has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertProgress>,
     /// Riskstream's addition: the batch was replayed after a restart.
     pub replayed: bool,
 }

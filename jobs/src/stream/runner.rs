@@ -20,11 +20,14 @@ use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
 use crate::lake_sink::table_spec;
 use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
 use crate::scoring::session;
+use crate::stream::alerts::AlertSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
 use crate::stream::offsets::{
     BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
 };
-use crate::stream::progress::{Durations, QueryProgress, SinkProgress, SourceProgress, ms};
+use crate::stream::progress::{
+    AlertProgress, Durations, QueryProgress, SinkProgress, SourceProgress, ms,
+};
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::spec::{JobSpec, OnError, Trigger};
 
@@ -59,6 +62,8 @@ pub struct RunSummary {
     pub output_rows: u64,
     /// Rows appended to the dead-letter table.
     pub dead_letter_rows: u64,
+    /// Alerts published (replays publish theirs again).
+    pub alerts: u64,
 }
 
 /// The sink tables of a job.
@@ -385,6 +390,15 @@ pub async fn run(
     )
     .await?;
     let mut sinks = Sinks::open(spec, query.output_schema()).await?;
+    let alerts = match &spec.alerts {
+        None => None,
+        Some(options) => Some(
+            AlertSink::open(options, &sinks.schema, &session()?, |k| {
+                spec.key(&format!("alerts.{k}"))
+            })
+            .await?,
+        ),
+    };
     let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
     let query_id = checkpoint.metadata().await?.id;
     let run_id = uuid::Uuid::new_v4().to_string();
@@ -533,6 +547,8 @@ pub async fn run(
             .collect::<Result<_>>()?;
         durations.query = ms(query_start.elapsed());
 
+        let selected_alerts = alerts.as_ref().map(|a| a.select(&output)).transpose()?;
+
         let commit_start = Instant::now();
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
@@ -541,6 +557,15 @@ pub async fn run(
             .dead_letters
             .append(decoded.dead_letters, &query_id, batch_id)
             .await?;
+        // Alerts go out after the tables hold the batch and before its commit record: a crash in
+        // between replays the batch and publishes them again (at least once).
+        let alerts_published = match (&alerts, &selected_alerts) {
+            (Some(sink), Some(selected)) => {
+                tokio::task::block_in_place(|| sink.publish(selected, &query_id, batch_id))?;
+                selected.len() as u64
+            }
+            _ => 0,
+        };
         durations.commit = ms(commit_start.elapsed());
         let offsets_start = Instant::now();
         checkpoint.write_commit(batch_id, 0).await?;
@@ -591,6 +616,10 @@ pub async fn run(
                 num_dead_letter_rows: written(dead_outcome, dead_letter_rows),
                 table_versions,
             },
+            alerts: alerts.as_ref().map(|sink| AlertProgress {
+                description: sink.description(),
+                num_output_rows: alerts_published,
+            }),
             replayed,
         };
         let json = progress.to_json();
@@ -604,6 +633,7 @@ pub async fn run(
         summary.input_rows += input_rows;
         summary.output_rows += progress.sink.num_output_rows;
         summary.dead_letter_rows += progress.sink.num_dead_letter_rows;
+        summary.alerts += alerts_published;
         state.start = plan.end;
         state.next_batch = batch_id + 1;
         if options.trigger == Trigger::Once && !replayed {

@@ -27,6 +27,8 @@ pub struct JobSpec {
     pub query: QuerySpec,
     /// The Delta sink.
     pub sink: DeltaSinkOptions,
+    /// The Kafka alert sink (`[alerts]`), if any.
+    pub alerts: Option<AlertSinkOptions>,
     /// When micro-batches start.
     pub trigger: Trigger,
     /// Where the offset and commit logs live (`checkpointLocation`): a local folder or `s3://`.
@@ -190,6 +192,23 @@ pub struct DeltaSinkOptions {
     pub processing_time_column: Option<String>,
 }
 
+/// The Kafka alert sink's options (`[alerts]`): the output rows matching `where`, as JSON
+/// messages on a topic.
+#[derive(Debug, Clone)]
+pub struct AlertSinkOptions {
+    /// `where`: a SQL predicate over the sink's columns, such as
+    /// `severity IN ('high', 'critical')`.
+    pub filter: String,
+    /// `kafka.bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `topic`.
+    pub topic: String,
+    /// `keyColumn`: the column whose value (as text) keys each message; none gives null keys.
+    pub key_column: Option<String>,
+    /// Every other `kafka.*` option, passed to the producer without the prefix.
+    pub kafka_options: Vec<(String, String)>,
+}
+
 /// When micro-batches run (`trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -211,6 +230,17 @@ struct RawSpec {
     #[serde(default)]
     query: RawQuery,
     write_stream: RawWriteStream,
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    format: String,
+    #[serde(rename = "where")]
+    filter: String,
+    #[serde(default)]
+    options: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -300,6 +330,31 @@ impl Options<'_> {
                 _ => Err(self.bad(key, format!("`{s}` is not a positive whole number"))),
             },
         }
+    }
+
+    /// Takes every `kafka.*` option left, without the prefix, for the client; one the engine
+    /// sets itself (`engine_owned`, without the prefix) fails, saying `why`.
+    fn kafka_passthrough(
+        &mut self,
+        engine_owned: &[&str],
+        why: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let keys: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| k.starts_with("kafka."))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let name = &key["kafka.".len()..];
+            if engine_owned.contains(&name) {
+                return Err(self.bad(&key, format!("is set by the engine: {why}")));
+            }
+            let value = self.required(&key)?;
+            out.push((name.to_string(), value));
+        }
+        Ok(out)
     }
 
     /// Fails naming the first key that is neither in `known` nor starts with `prefix`, before
@@ -503,11 +558,14 @@ impl JobSpec {
             ));
         }
 
+        let alerts = raw.alerts.map(|a| alert_options(file, a)).transpose()?;
+
         Ok(Self {
             file: file.to_path_buf(),
             name: raw.name,
             source,
             query,
+            alerts,
             sink: DeltaSinkOptions {
                 path,
                 dead_letter_path,
@@ -606,27 +664,15 @@ fn kafka_options(read: &mut Options<'_>) -> Result<KafkaSourceOptions> {
     );
     // Spark passes every `kafka.`-prefixed option to the consumer; so do we, except the ones the
     // engine owns.
-    let mut kafka_options = Vec::new();
-    let keys: Vec<String> = read
-        .map
-        .keys()
-        .filter(|k| k.starts_with("kafka."))
-        .cloned()
-        .collect();
-    for key in keys {
-        let name = &key["kafka.".len()..];
-        if matches!(
-            name,
-            "enable.auto.commit" | "auto.offset.reset" | "group.id" | "enable.partition.eof"
-        ) {
-            return Err(read.bad(
-                &key,
-                "is set by the engine: offsets are owned by the checkpoint",
-            ));
-        }
-        let value = read.required(&key)?;
-        kafka_options.push((name.to_string(), value));
-    }
+    let kafka_options = read.kafka_passthrough(
+        &[
+            "enable.auto.commit",
+            "auto.offset.reset",
+            "group.id",
+            "enable.partition.eof",
+        ],
+        "offsets are owned by the checkpoint",
+    )?;
     Ok(KafkaSourceOptions {
         bootstrap_servers,
         topics,
@@ -634,6 +680,52 @@ fn kafka_options(read: &mut Options<'_>) -> Result<KafkaSourceOptions> {
         max_offsets_per_trigger,
         fail_on_data_loss,
         poll_timeout,
+        kafka_options,
+    })
+}
+
+fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
+    if raw.format != "kafka" {
+        return Err(JobError::config(
+            format!("{}: alerts.format", file.display()),
+            format!(
+                "`{}` is not a supported alert sink (use \"kafka\")",
+                raw.format
+            ),
+        ));
+    }
+    if raw.filter.trim().is_empty() {
+        return Err(JobError::config(
+            format!("{}: alerts.where", file.display()),
+            "is empty (a SQL predicate such as severity IN ('high', 'critical'))",
+        ));
+    }
+    let mut options = Options {
+        file,
+        section: "alerts.options",
+        map: raw.options,
+    };
+    options.check_known(&["topic", "keyColumn"], Some("kafka."))?;
+    let bootstrap_servers = options.required("kafka.bootstrap.servers")?;
+    let bootstrap_servers =
+        crate::kafka::parse_bootstrap(&bootstrap_servers, &options.key("kafka.bootstrap.servers"))?;
+    let topic = options.required("topic")?;
+    let key_column = options.string("keyColumn")?;
+    // The delivery guarantee rests on the producer's settings.
+    let kafka_options = options.kafka_passthrough(
+        &[
+            "enable.idempotence",
+            "acks",
+            "transactional.id",
+            "max.in.flight.requests.per.connection",
+        ],
+        "alerts use an idempotent producer",
+    )?;
+    Ok(AlertSinkOptions {
+        filter: raw.filter,
+        bootstrap_servers,
+        topic,
+        key_column,
         kafka_options,
     })
 }
@@ -868,6 +960,53 @@ batchIdColumn = "batch_id"
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("jobs/specs/x.toml") && err.contains(key),
+                "expected `{key}` in: {err}"
+            );
+        }
+    }
+
+    const ALERTS: &str = r#"
+[alerts]
+format = "kafka"
+where = "severity IN ('high', 'critical')"
+[alerts.options]
+"kafka.bootstrap.servers" = "127.0.0.1:9092"
+topic = "risk-alerts"
+keyColumn = "entity_id"
+"kafka.linger.ms" = 20
+"#;
+
+    #[test]
+    fn an_alert_sink_parses_and_its_mistakes_are_named() {
+        let spec = parse(&format!("{GOOD}{ALERTS}")).unwrap();
+        let alerts = spec.alerts.unwrap();
+        assert_eq!(alerts.topic, "risk-alerts");
+        assert_eq!(alerts.filter, "severity IN ('high', 'critical')");
+        assert_eq!(alerts.key_column.as_deref(), Some("entity_id"));
+        assert_eq!(
+            alerts.kafka_options,
+            vec![("linger.ms".to_string(), "20".to_string())]
+        );
+        assert!(parse(GOOD).unwrap().alerts.is_none());
+        let cases = [
+            (ALERTS.replace("\"kafka\"", "\"redis\""), "alerts.format"),
+            (ALERTS.replace("topic =", "topc ="), "alerts.options.topc"),
+            (
+                ALERTS.replace("\"kafka.linger.ms\" = 20", "\"kafka.acks\" = 1"),
+                "alerts.options.kafka.acks",
+            ),
+            (
+                ALERTS.replace(
+                    "where = \"severity IN ('high', 'critical')\"",
+                    "where = \" \"",
+                ),
+                "alerts.where",
+            ),
+        ];
+        for (alerts, key) in cases {
+            let err = parse(&format!("{GOOD}{alerts}")).unwrap_err().to_string();
             assert!(
                 err.contains("jobs/specs/x.toml") && err.contains(key),
                 "expected `{key}` in: {err}"

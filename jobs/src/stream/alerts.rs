@@ -1,0 +1,314 @@
+//! The Kafka alert sink: the rows of a batch's output that match the spec's `where` predicate,
+//! published as JSON objects to a topic (`risk-alerts`) by an idempotent producer.
+//!
+//! Delivery is at least once. The runner publishes a batch's alerts after its Delta commit and
+//! before `commits/<batchId>`, and waits for every acknowledgement; the idempotent producer keeps
+//! its own retries from duplicating or reordering. A crash after some alerts of a batch were
+//! acknowledged but before the batch's commit record replays the batch, and publishes its alerts
+//! again. Every alert carries the query id and batch id as headers, and the row's own columns
+//! (the event id) so a consumer can drop those repeats.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use crate::error::{JobError, Result};
+use crate::kafka::{client_config, ensure_topics};
+use crate::stream::spec::AlertSinkOptions;
+
+/// Partitions of an alert topic the job creates because it is missing.
+const NEW_TOPIC_PARTITIONS: i32 = 6;
+
+/// How long a batch waits for its alerts' acknowledgements before the job fails.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The Kafka header holding the query id of the job that published an alert.
+pub const QUERY_ID_HEADER: &str = "riskstream.queryId";
+/// The Kafka header holding the micro-batch id an alert came from.
+pub const BATCH_ID_HEADER: &str = "riskstream.batchId";
+
+/// Remembers the first failed delivery; the producer's thread reports deliveries here.
+#[derive(Default)]
+struct DeliveryContext {
+    first_failure: Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((err, _)) = result
+            && let Ok(mut first) = self.first_failure.lock()
+        {
+            first.get_or_insert_with(|| err.clone());
+        }
+    }
+}
+
+/// Alerts selected from one batch's output, ready to publish.
+pub struct SelectedAlerts {
+    batches: Vec<RecordBatch>,
+}
+
+impl SelectedAlerts {
+    /// How many alerts.
+    pub fn len(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A job's alert sink.
+pub struct AlertSink {
+    brokers: String,
+    topic: String,
+    predicate: Arc<dyn PhysicalExpr>,
+    key_column: Option<usize>,
+    producer: BaseProducer<DeliveryContext>,
+}
+
+impl AlertSink {
+    /// Checks the predicate and key column against the sink's `schema`, creates the topic when
+    /// it is missing and connects the producer. `key` names the spec's section in errors.
+    pub async fn open(
+        options: &AlertSinkOptions,
+        schema: &SchemaRef,
+        ctx: &SessionContext,
+        key: impl Fn(&str) -> String,
+    ) -> Result<Self> {
+        let df_schema = DFSchema::try_from(Arc::clone(schema))
+            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
+        let expr = ctx
+            .parse_sql_expr(&options.filter, &df_schema)
+            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
+        let predicate = ctx
+            .create_physical_expr(expr, &df_schema)
+            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
+        let returns = predicate
+            .data_type(schema)
+            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
+        if returns != DataType::Boolean {
+            return Err(JobError::config(
+                key("where"),
+                format!("`{}` is {returns}, not a boolean", options.filter),
+            ));
+        }
+        let key_column = match &options.key_column {
+            None => None,
+            Some(name) => Some(schema.index_of(name).map_err(|_| {
+                JobError::config(
+                    key("options.keyColumn"),
+                    format!("the query has no column `{name}`"),
+                )
+            })?),
+        };
+        ensure_topics(
+            &options.bootstrap_servers,
+            &[(options.topic.as_str(), NEW_TOPIC_PARTITIONS)],
+        )
+        .await?;
+        let mut config = client_config(&options.bootstrap_servers);
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000");
+        for (name, value) in &options.kafka_options {
+            config.set(name, value);
+        }
+        let producer = config
+            .create_with_context(DeliveryContext::default())
+            .map_err(|e| {
+                JobError::kafka(&options.bootstrap_servers, "creating the alert producer", e)
+            })?;
+        Ok(Self {
+            brokers: options.bootstrap_servers.clone(),
+            topic: options.topic.clone(),
+            predicate,
+            key_column,
+            producer,
+        })
+    }
+
+    /// Spark-style description for progress reports.
+    pub fn description(&self) -> String {
+        format!("KafkaSink[{}]", self.topic)
+    }
+
+    /// The rows of `output` that match the predicate.
+    pub fn select(&self, output: &[RecordBatch]) -> Result<SelectedAlerts> {
+        let arrow_err = |context: &'static str| {
+            move |source| JobError::Arrow {
+                context: context.to_string(),
+                source,
+            }
+        };
+        let mut batches = Vec::new();
+        for batch in output {
+            let mask = self
+                .predicate
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(|source| JobError::sql("alerts.where", source))?;
+            let selected = filter_record_batch(batch, mask.as_boolean())
+                .map_err(arrow_err("selecting alerts"))?;
+            if selected.num_rows() > 0 {
+                batches.push(selected);
+            }
+        }
+        Ok(SelectedAlerts { batches })
+    }
+
+    /// Publishes `alerts` and waits until the broker acknowledged every one.
+    pub fn publish(&self, alerts: &SelectedAlerts, query_id: &str, batch_id: i64) -> Result<()> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let batch_text = batch_id.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: QUERY_ID_HEADER,
+                value: Some(query_id),
+            })
+            .insert(Header {
+                key: BATCH_ID_HEADER,
+                value: Some(&batch_text),
+            });
+        for batch in &alerts.batches {
+            let values = json_rows(batch)?;
+            let keys = match self.key_column {
+                None => None,
+                Some(i) => Some(cast(batch.column(i), &DataType::Utf8).map_err(|source| {
+                    JobError::Arrow {
+                        context: "alert keys".to_string(),
+                        source,
+                    }
+                })?),
+            };
+            let keys = keys.as_ref().map(|k| k.as_string::<i32>());
+            for (row, value) in values.iter().enumerate() {
+                let key = keys.and_then(|k| (!k.is_null(row)).then(|| k.value(row)));
+                let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&self.topic)
+                    .payload(value.as_slice())
+                    .headers(headers.clone());
+                if let Some(key) = key {
+                    record = record.key(key);
+                }
+                self.send(record)?;
+            }
+        }
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|e| JobError::kafka(&self.brokers, self.context("acknowledging"), e))?;
+        let failure = self
+            .producer
+            .context()
+            .first_failure
+            .lock()
+            .map(|mut f| f.take())
+            .unwrap_or(None);
+        match failure {
+            None => Ok(()),
+            Some(e) => Err(JobError::kafka(
+                &self.brokers,
+                self.context("delivering"),
+                e,
+            )),
+        }
+    }
+
+    fn context(&self, what: &str) -> String {
+        format!("{what} alerts on `{}`", self.topic)
+    }
+
+    /// Queues one record, waiting for room when the producer's queue is full.
+    fn send<'a>(&self, mut record: BaseRecord<'a, str, [u8]>) -> Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => {
+                    return Err(JobError::kafka(&self.brokers, self.context("queueing"), e));
+                }
+            }
+        }
+    }
+}
+
+/// Each row of `batch` as a JSON object, with every column present (null as null).
+fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    use datafusion::arrow::json::writer::{LineDelimited, WriterBuilder};
+    let mut buffer = Vec::with_capacity(batch.num_rows() * 256);
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, LineDelimited>(&mut buffer);
+    writer
+        .write(batch)
+        .and_then(|()| writer.finish())
+        .map_err(|source| JobError::Arrow {
+            context: "alerts as JSON".to_string(),
+            source,
+        })?;
+    drop(writer);
+    Ok(buffer
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn rows_become_one_json_object_each_with_nulls_kept() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, true),
+            Field::new("risk_score", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+                Arc::new(Float64Array::from(vec![0.5, 0.9])),
+            ],
+        )
+        .unwrap();
+        let rows = json_rows(&batch).unwrap();
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::from_slice(r).unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                serde_json::json!({"event_id": "a", "risk_score": 0.5}),
+                serde_json::json!({"event_id": null, "risk_score": 0.9}),
+            ]
+        );
+    }
+}

@@ -36,6 +36,16 @@ class StreamJob:
         if extra_env:
             self.env.update(extra_env)
 
+    def without_trigger(self, folder: Path) -> "StreamJob":
+        """Runs a copy of the spec with no trigger: each batch starts as soon as the last ends."""
+        text = self.spec.read_text()
+        lines = [line for line in text.splitlines() if not line.startswith("trigger = ")]
+        assert len(lines) == len(text.splitlines()) - 1, "the spec has one trigger line"
+        copy = folder / f"{self.spec.stem}-no-trigger.toml"
+        copy.write_text("\n".join(lines) + "\n")
+        self.spec = copy
+        return self
+
     def generate(self, *args: str, background: bool = False, summary: Path | None = None):
         cmd = [str(self.binary), "generate", "--to", f"kafka://{self.bootstrap}", "--topic-prefix", self.prefix,
                "--quiet", "--start-time", "2026-11-01T00:00:00Z", *args]

@@ -105,10 +105,12 @@ def crash_loop(job: StreamJob, tmp_path: Path, kills: int, storage_options: dict
 
 
 def test_kill_9_at_random_instants_loses_and_duplicates_nothing_local(riskstream_bin, kafka_bootstrap, tmp_path):
+    # No trigger: batches run back to back (and the next one is read while the last commits), so
+    # kills often land inside one.
     job = StreamJob(riskstream_bin, kafka_bootstrap, str(tmp_path / "lake"), str(tmp_path / "checkpoints"),
-                    extra_env={"RISKSTREAM_MAX_OFFSETS_PER_TRIGGER": "4000"})
+                    extra_env={"RISKSTREAM_MAX_OFFSETS_PER_TRIGGER": "4000"}).without_trigger(tmp_path)
     torn = crash_loop(job, tmp_path, kills=20, checkpoint=tmp_path / "checkpoints" / "score-transactions")
-    print(f"{torn} of 20 kills left a batch in flight")
+    print(f"{torn} kills left a batch in flight")
     assert torn >= 3, "too few kills landed inside a batch: the test did not test recovery"
 
 

@@ -261,6 +261,120 @@ fn replay_ranges(
     ranges
 }
 
+/// A batch planned and read, ready to run.
+struct ReadBatch {
+    /// When its planning started.
+    started: Instant,
+    /// The same instant on the clock, for the progress report.
+    timestamp: chrono::DateTime<chrono::Utc>,
+    plan: BatchPlan,
+    metadata: OffsetSeqMetadata,
+    /// The log ends seen when planning.
+    latest: PartitionOffsets,
+    records: Vec<PartitionRecords>,
+    /// A replay of a batch the checkpoint logged but did not commit.
+    replayed: bool,
+    get_offsets: u64,
+    get_batch: u64,
+}
+
+/// What planning the next batch found.
+enum Planned {
+    Batch(ReadBatch),
+    /// Nothing to read. `end` is where the partitions stand, past records lost (with
+    /// `failOnDataLoss = false`) when `lost`.
+    Nothing {
+        end: PartitionOffsets,
+        lost: bool,
+    },
+}
+
+/// Plans batches and reads them. Cloned onto a blocking thread to read the next batch while the
+/// runner finishes the current one.
+#[derive(Clone)]
+struct Planner {
+    source: Arc<KafkaSource>,
+    /// `maxOffsetsPerTrigger`.
+    limit: Option<u64>,
+    /// Where availableNow and once stop.
+    target: Option<PartitionOffsets>,
+    fail_on_data_loss: bool,
+}
+
+impl Planner {
+    /// Plans the batch that starts at `start` from the log ends now, and reads it. Blocking.
+    fn plan_and_read(&self, start: &PartitionOffsets) -> Result<Planned> {
+        let started = Instant::now();
+        let timestamp = chrono::Utc::now();
+        let marks = self.source.watermarks(&self.source.partitions()?)?;
+        let plan = plan_batch(
+            start,
+            &marks,
+            self.limit,
+            self.target.as_ref(),
+            self.fail_on_data_loss,
+        )?;
+        let get_offsets = ms(started.elapsed());
+        for loss in &plan.lost {
+            tracing::warn!(
+                topic = %loss.topic,
+                partition = loss.partition,
+                lost = loss.records,
+                "data loss: {}; going on (failOnDataLoss = false)",
+                loss.reason
+            );
+        }
+        if plan.ranges.is_empty() {
+            return Ok(Planned::Nothing {
+                lost: !plan.lost.is_empty(),
+                end: plan.end,
+            });
+        }
+        let read_start = Instant::now();
+        let records = self.source.read(&plan.ranges)?;
+        Ok(Planned::Batch(ReadBatch {
+            started,
+            timestamp,
+            metadata: OffsetSeqMetadata {
+                batch_watermark_ms: 0,
+                batch_timestamp_ms: timestamp.timestamp_millis(),
+            },
+            latest: latest(&marks),
+            plan,
+            records,
+            replayed: false,
+            get_offsets,
+            get_batch: ms(read_start.elapsed()),
+        }))
+    }
+
+    /// Reads the uncommitted batch `entry` again, from `start` to its logged end. Blocking.
+    fn replay(&self, start: &PartitionOffsets, entry: OffsetLogEntry) -> Result<ReadBatch> {
+        let started = Instant::now();
+        let timestamp = chrono::Utc::now();
+        let marks = self.source.watermarks(&self.source.partitions()?)?;
+        let plan = BatchPlan {
+            ranges: replay_ranges(start, &entry.end, &marks),
+            end: entry.end.clone(),
+            lost: Vec::new(),
+        };
+        let get_offsets = ms(started.elapsed());
+        let read_start = Instant::now();
+        let records = self.source.read(&plan.ranges)?;
+        Ok(ReadBatch {
+            started,
+            timestamp,
+            plan,
+            metadata: entry.metadata,
+            latest: entry.end,
+            records,
+            replayed: true,
+            get_offsets,
+            get_batch: ms(read_start.elapsed()),
+        })
+    }
+}
+
 /// Decoded records of a batch.
 struct DecodedBatch {
     rows: Vec<RecordBatch>,
@@ -402,7 +516,7 @@ pub async fn run(
     let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
     let query_id = checkpoint.metadata().await?.id;
     let run_id = uuid::Uuid::new_v4().to_string();
-    let source = KafkaSource::new(&spec.source, options.partitions.clone())?;
+    let source = Arc::new(KafkaSource::new(&spec.source, options.partitions.clone())?);
     let mut state = resume(&checkpoint, &source, spec).await?;
     let mut summary = RunSummary {
         query_id: query_id.clone(),
@@ -424,97 +538,103 @@ pub async fn run(
         })?),
         Trigger::Continuous | Trigger::ProcessingTime(_) => None,
     };
-    let limit = match options.trigger {
-        Trigger::Once => None,
-        _ => spec.source.max_offsets_per_trigger,
+    let planner = Planner {
+        source: Arc::clone(&source),
+        limit: match options.trigger {
+            Trigger::Once => None,
+            _ => spec.source.max_offsets_per_trigger,
+        },
+        target,
+        fail_on_data_loss: spec.source.fail_on_data_loss,
     };
     let source_description = format!("KafkaV2[{}]", spec.source.topics.describe());
     let mut last_batch_start: Option<Instant> = None;
     let mut next_tick = Instant::now();
+    // The next batch, planned and being read while this one decodes, runs its SQL and commits.
+    let mut prefetch: Option<tokio::task::JoinHandle<Result<Planned>>> = None;
 
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        if let Trigger::ProcessingTime(interval) = options.trigger
-            && state.replay.is_none()
-        {
-            if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
+        let planned = if let Some(entry) = state.replay.take() {
+            Planned::Batch(tokio::task::block_in_place(|| {
+                planner.replay(&state.start, entry)
+            })?)
+        } else if let Some(handle) = prefetch.take() {
+            handle
+                .await
+                .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))??
+        } else {
+            if let Trigger::ProcessingTime(_) = options.trigger
+                && !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await
+            {
                 break;
             }
-            next_tick = Instant::now().max(next_tick) + interval;
-        }
-        let batch_start = Instant::now();
-        let timestamp = chrono::Utc::now();
-        let batch_id = state.next_batch;
-        let mut durations = Durations::default();
-
-        let replayed = state.replay.is_some();
-        let (plan, metadata, latest_offsets) = match state.replay.take() {
-            Some(entry) => {
-                let marks =
-                    tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
-                let plan = BatchPlan {
-                    ranges: replay_ranges(&state.start, &entry.end, &marks),
-                    end: entry.end.clone(),
-                    lost: Vec::new(),
-                };
-                (plan, entry.metadata, entry.end)
-            }
-            None => {
-                let marks =
-                    tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
-                let plan = plan_batch(
-                    &state.start,
-                    &marks,
-                    limit,
-                    target.as_ref(),
-                    spec.source.fail_on_data_loss,
-                )?;
-                durations.get_offsets = ms(batch_start.elapsed());
-                for loss in &plan.lost {
-                    tracing::warn!(
-                        topic = %loss.topic,
-                        partition = loss.partition,
-                        lost = loss.records,
-                        "data loss: {}; going on (failOnDataLoss = false)",
-                        loss.reason
-                    );
+            tokio::task::block_in_place(|| planner.plan_and_read(&state.start))?
+        };
+        let batch = match planned {
+            Planned::Batch(batch) => batch,
+            Planned::Nothing { end, lost } => {
+                if planner.target.is_some() {
+                    break;
                 }
-                if plan.ranges.is_empty() {
-                    if target.is_some() {
-                        break;
-                    }
-                    if !plan.lost.is_empty() {
-                        state.start = plan.end;
-                    }
-                    if !wait(IDLE_POLL, &stop).await {
-                        break;
-                    }
-                    continue;
+                if lost {
+                    state.start = end;
                 }
-                let metadata = OffsetSeqMetadata {
-                    batch_watermark_ms: 0,
-                    batch_timestamp_ms: timestamp.timestamp_millis(),
-                };
-                let wal = Instant::now();
-                checkpoint
-                    .write_offsets(
-                        batch_id,
-                        &OffsetLogEntry {
-                            metadata,
-                            end: plan.end.clone(),
-                        },
-                    )
-                    .await?;
-                durations.wal_commit = ms(wal.elapsed());
-                (plan, metadata, latest(&marks))
+                if !wait(IDLE_POLL, &stop).await {
+                    break;
+                }
+                continue;
             }
         };
+        if let Trigger::ProcessingTime(interval) = options.trigger {
+            next_tick = batch.started.max(next_tick) + interval;
+        }
+        let ReadBatch {
+            started: batch_start,
+            timestamp,
+            plan,
+            metadata,
+            latest: latest_offsets,
+            records,
+            replayed,
+            get_offsets,
+            get_batch,
+        } = batch;
+        let batch_id = state.next_batch;
+        let mut durations = Durations {
+            get_offsets,
+            get_batch,
+            ..Durations::default()
+        };
+        if !replayed {
+            let wal = Instant::now();
+            checkpoint
+                .write_offsets(
+                    batch_id,
+                    &OffsetLogEntry {
+                        metadata,
+                        end: plan.end.clone(),
+                    },
+                )
+                .await?;
+            durations.wal_commit = ms(wal.elapsed());
+        }
+        // Start reading the next batch now when it would start as soon as this one ends.
+        let next_due = match options.trigger {
+            Trigger::Continuous | Trigger::AvailableNow => true,
+            Trigger::ProcessingTime(_) => next_tick <= Instant::now(),
+            Trigger::Once => false,
+        };
+        if next_due {
+            let planner = planner.clone();
+            let start = plan.end.clone();
+            prefetch = Some(tokio::task::spawn_blocking(move || {
+                planner.plan_and_read(&start)
+            }));
+        }
 
-        let read_start = Instant::now();
-        let records = tokio::task::block_in_place(|| source.read(&plan.ranges))?;
-        durations.get_batch = ms(read_start.elapsed());
         let input_rows: u64 = records.iter().map(|r| r.records.num_rows() as u64).sum();
         let lost: u64 = records.iter().map(|r| r.lost).sum::<u64>()
             + plan.lost.iter().map(|l| l.records).sum::<u64>();
@@ -639,6 +759,11 @@ pub async fn run(
         if options.trigger == Trigger::Once && !replayed {
             break;
         }
+    }
+    // A read of the next batch may be under way: let it finish (it writes nothing) before the
+    // consumer goes away.
+    if let Some(handle) = prefetch {
+        drop(handle.await);
     }
     tracing::info!(
         query_id = %query_id,

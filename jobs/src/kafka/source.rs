@@ -57,10 +57,15 @@ pub struct PartitionRecords {
     pub lost: u64,
 }
 
+/// Records of a range handed over at a time: the reading thread decodes them while the
+/// consumer's own thread goes on fetching.
+const CHUNK_ROWS: usize = 16_384;
+
 /// Reads planned offset ranges from Kafka.
 pub struct KafkaSource {
     options: KafkaSourceOptions,
-    consumer: BaseConsumer,
+    /// One consumer per reading thread; the first also answers metadata and offset requests.
+    consumers: Vec<BaseConsumer>,
     partition_filter: Option<Vec<i32>>,
 }
 
@@ -102,8 +107,10 @@ impl RangeReader {
         self.next >= self.range.end
     }
 
-    fn finish(mut self) -> Result<PartitionRecords> {
-        let n = self.timestamp_types.len();
+    /// The records read, leaving the reader empty.
+    fn take(&mut self) -> Result<PartitionRecords> {
+        let timestamp_types = std::mem::take(&mut self.timestamp_types);
+        let n = timestamp_types.len();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.keys.finish()),
             Arc::new(self.values.finish()),
@@ -111,14 +118,14 @@ impl RangeReader {
             Arc::new(Int32Array::from(vec![self.range.partition; n])),
             Arc::new(self.offsets.finish()),
             Arc::new(self.timestamps.finish().with_timezone("UTC")),
-            Arc::new(Int32Array::from(self.timestamp_types)),
+            Arc::new(Int32Array::from(timestamp_types)),
         ];
         let records = RecordBatch::try_new(kafka_records_schema(), columns)
             .map_err(JobError::arrow("Kafka records"))?;
         Ok(PartitionRecords {
-            range: self.range,
+            range: self.range.clone(),
             records,
-            lost: self.lost,
+            lost: std::mem::take(&mut self.lost),
         })
     }
 }
@@ -139,25 +146,41 @@ impl KafkaSource {
             // the whole wait even when records are there: 50 ms read at 280K records/s, 1 ms at
             // 770K.
             .set("fetch.wait.max.ms", "1")
-            .set("queued.min.messages", "200000")
+            // Records kept fetched ahead per partition: enough to keep a reading thread busy, and
+            // bounded because what is fetched past a range's end is dropped at the next assign.
+            .set("queued.min.messages", "30000")
+            // A partition whose fetched queue is over that size waits this long before it is
+            // fetched again (librdkafka's default is a whole second); a queue fills up while its
+            // thread decodes an earlier range.
+            .set("fetch.queue.backoff.ms", "5")
             // Kafka brokers return a record batch larger than the per-partition fetch size anyway
             // (KIP-74); tansu 0.6 does not, so the default leaves room for large messages.
             .set("fetch.message.max.bytes", "16777216");
         for (key, value) in &options.kafka_options {
             cfg.set(key, value);
         }
-        let consumer: BaseConsumer = cfg.create().map_err(|e| {
-            JobError::kafka(
-                brokers,
-                "creating the consumer (check the kafka.* options)",
-                e,
-            )
-        })?;
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let consumers = (0..readers)
+            .map(|_| {
+                cfg.create().map_err(|e| {
+                    JobError::kafka(
+                        brokers,
+                        "creating the consumer (check the kafka.* options)",
+                        e,
+                    )
+                })
+            })
+            .collect::<Result<Vec<BaseConsumer>>>()?;
         Ok(Self {
             options: options.clone(),
-            consumer,
+            consumers,
             partition_filter,
         })
+    }
+
+    /// The consumer that answers metadata and offset requests.
+    fn control(&self) -> &BaseConsumer {
+        &self.consumers[0]
     }
 
     fn kafka_err(&self, context: impl Into<String>) -> impl FnOnce(KafkaError) -> JobError {
@@ -169,7 +192,7 @@ impl KafkaSource {
     /// The subscribed topics' partitions (restricted to the partition filter), sorted.
     pub fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
         let metadata = self
-            .consumer
+            .control()
             .fetch_metadata(None, CONNECT_TIMEOUT)
             .map_err(self.kafka_err("cannot reach the broker (fetching metadata)"))?;
         let mut out = BTreeMap::new();
@@ -210,7 +233,7 @@ impl KafkaSource {
                 return Ok(BTreeMap::new());
             }
             let answer = self
-                .consumer
+                .control()
                 .offsets_for_times(tpl, CONNECT_TIMEOUT)
                 .map_err(self.kafka_err(context))?;
             let mut out = BTreeMap::new();
@@ -243,11 +266,68 @@ impl KafkaSource {
         Ok(out)
     }
 
-    /// Reads every range, returning one batch of records per range. Ranges whose offsets are gone
-    /// fail with [`JobError::DataLoss`], or with `failOnDataLoss = false` give what is left and
-    /// count the rest as lost.
-    pub fn read(&self, ranges: &[OffsetRange]) -> Result<Vec<PartitionRecords>> {
+    /// Reads every range, on as many threads as there are consumers (one per core), each reading
+    /// its share of the ranges with its own consumer. Records go to `finish` on that thread in
+    /// chunks (the runner decodes them there) while the consumer keeps fetching in the
+    /// background. Returns what `finish` made, in the order of `ranges` and, within a range, of
+    /// offsets. Ranges whose offsets are gone fail with [`JobError::DataLoss`], or with
+    /// `failOnDataLoss = false` give what is left and count the rest as lost.
+    pub fn read<T: Send>(
+        &self,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<T>> {
+        // Largest ranges first, each to the least loaded consumer.
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].end - ranges[i].start));
+        let mut shares: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); self.consumers.len()];
+        for i in order {
+            if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+                share.0 += ranges[i].end - ranges[i].start;
+                share.1.push(i);
+            }
+        }
+        let shares: Vec<(&BaseConsumer, Vec<usize>)> = self
+            .consumers
+            .iter()
+            .zip(shares)
+            .filter(|(_, (_, share))| !share.is_empty())
+            .map(|(consumer, (_, share))| (consumer, share))
+            .collect();
+        // Per thread: (index in `ranges`, what `finish` made of it) for each of its ranges.
+        type Made<T> = Vec<(usize, Vec<T>)>;
+        let results: Vec<Result<Made<T>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|(consumer, share)| {
+                    scope.spawn(move || {
+                        let mine: Vec<OffsetRange> =
+                            share.iter().map(|&i| ranges[i].clone()).collect();
+                        let made = self.read_on(consumer, &mine, finish)?;
+                        Ok(share.into_iter().zip(made).collect())
+                    })
+                })
+                .collect();
+            crate::decode::join_decoders(handles)
+        });
+        let mut all: Vec<(usize, Vec<T>)> = Vec::with_capacity(ranges.len());
+        for result in results {
+            all.extend(result?);
+        }
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all.into_iter().flat_map(|(_, t)| t).collect())
+    }
+
+    /// Reads `ranges` with one consumer, handing their records to `finish` every
+    /// [`CHUNK_ROWS`] records and at the end of each range; results per range, in order.
+    fn read_on<T>(
+        &self,
+        consumer: &BaseConsumer,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<Vec<T>>> {
         let mut readers: Vec<RangeReader> = ranges.iter().cloned().map(RangeReader::new).collect();
+        let mut made: Vec<Vec<T>> = readers.iter().map(|_| Vec::new()).collect();
         // Messages name their topic and partition: find the reader by topic, then partition.
         let mut topics: Vec<String> = Vec::new();
         let mut index: Vec<BTreeMap<i32, usize>> = Vec::new();
@@ -262,7 +342,7 @@ impl KafkaSource {
             };
             index[t].insert(r.range.partition, i);
         }
-        self.assign(&readers)?;
+        self.assign(consumer, &readers)?;
         let mut remaining = readers.iter().filter(|r| !r.done()).count();
         let mut last_progress = Instant::now();
         // Records taken since the stall clock was last looked at: reading the clock for every
@@ -284,7 +364,7 @@ impl KafkaSource {
                     continue;
                 }
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
+            match consumer.poll(Duration::from_millis(100)) {
                 None => {
                     // An idle poll took up to 100 ms: look at the clock now.
                     polls = 1024;
@@ -310,31 +390,34 @@ impl KafkaSource {
                     if offset >= reader.range.end {
                         // A gap (compaction, transaction markers) ran past the end.
                         reader.next = reader.range.end;
-                        remaining -= 1;
-                        self.pause(&reader.range);
-                        continue;
+                    } else {
+                        reader.keys.append_option(msg.key());
+                        reader.values.append_option(msg.payload());
+                        reader.offsets.append_value(offset);
+                        let (ts, kind) = match msg.timestamp() {
+                            Timestamp::CreateTime(ms) => (Some(ms), 0),
+                            Timestamp::LogAppendTime(ms) => (Some(ms), 1),
+                            Timestamp::NotAvailable => (None, -1),
+                        };
+                        reader.timestamps.append_option(ts.map(|ms| ms * 1000));
+                        reader.timestamp_types.push(kind);
+                        reader.next = offset + 1;
+                        taken += 1;
                     }
-                    reader.keys.append_option(msg.key());
-                    reader.values.append_option(msg.payload());
-                    reader.offsets.append_value(offset);
-                    let (ts, kind) = match msg.timestamp() {
-                        Timestamp::CreateTime(ms) => (Some(ms), 0),
-                        Timestamp::LogAppendTime(ms) => (Some(ms), 1),
-                        Timestamp::NotAvailable => (None, -1),
-                    };
-                    reader.timestamps.append_option(ts.map(|ms| ms * 1000));
-                    reader.timestamp_types.push(kind);
-                    reader.next = offset + 1;
                     if reader.done() {
                         remaining -= 1;
-                        self.pause(&reader.range);
+                        self.pause(consumer, &reader.range);
+                        drop(msg);
+                        made[i].push(finish(readers[i].take()?)?);
+                    } else if reader.timestamp_types.len() >= CHUNK_ROWS {
+                        drop(msg);
+                        made[i].push(finish(readers[i].take()?)?);
                     }
-                    taken += 1;
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)))
                 | Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                    self.offsets_moved(&mut readers)?;
-                    self.assign(&readers)?;
+                    self.offsets_moved(consumer, &mut readers)?;
+                    self.assign(consumer, &readers)?;
                     remaining = readers.iter().filter(|r| !r.done()).count();
                     last_progress = Instant::now();
                 }
@@ -347,42 +430,49 @@ impl KafkaSource {
                 }
             }
         }
-        self.consumer
+        consumer
             .unassign()
             .map_err(self.kafka_err("unassigning partitions"))?;
-        readers.into_iter().map(RangeReader::finish).collect()
+        // Ranges with nothing to read, or ended by data loss, still hold their last records.
+        let mut out = Vec::with_capacity(made.len());
+        for (reader, mut made) in readers.iter_mut().zip(made) {
+            if made.is_empty() || !reader.timestamp_types.is_empty() || reader.lost > 0 {
+                made.push(finish(reader.take()?)?);
+            }
+            out.push(made);
+        }
+        Ok(out)
     }
 
     /// Stops fetching a partition whose range is read, so its later records are not fetched for
     /// nothing while the others finish.
-    fn pause(&self, range: &OffsetRange) {
+    fn pause(&self, consumer: &BaseConsumer, range: &OffsetRange) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&range.topic, range.partition);
-        if let Err(e) = self.consumer.pause(&tpl) {
+        if let Err(e) = consumer.pause(&tpl) {
             tracing::debug!(topic = %range.topic, partition = range.partition, "pause failed: {e}");
         }
     }
 
-    fn assign(&self, readers: &[RangeReader]) -> Result<()> {
+    fn assign(&self, consumer: &BaseConsumer, readers: &[RangeReader]) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for r in readers.iter().filter(|r| !r.done()) {
             tpl.add_partition_offset(&r.range.topic, r.range.partition, Offset::Offset(r.next))
                 .map_err(self.kafka_err("assigning partitions"))?;
         }
-        self.consumer
+        consumer
             .assign(&tpl)
             .map_err(self.kafka_err("assigning partitions"))?;
         // A partition paused when an earlier range finished stays paused through re-assignment.
-        self.consumer
+        consumer
             .resume(&tpl)
             .map_err(self.kafka_err("resuming partitions"))
     }
 
     /// Offsets we were reading went out of range: find which, and fail or skip ahead.
-    fn offsets_moved(&self, readers: &mut [RangeReader]) -> Result<()> {
+    fn offsets_moved(&self, consumer: &BaseConsumer, readers: &mut [RangeReader]) -> Result<()> {
         for r in readers.iter_mut().filter(|r| !r.done()) {
-            let (low, high) = self
-                .consumer
+            let (low, high) = consumer
                 .fetch_watermarks(&r.range.topic, r.range.partition, CONNECT_TIMEOUT)
                 .map_err(self.kafka_err(format!(
                     "listing offsets of {} partition {}",

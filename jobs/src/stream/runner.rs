@@ -14,7 +14,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation};
 
-use crate::decode::{JsonDecoder, decode_records, join_decoders};
+use crate::decode::{JsonDecoder, decode_records};
 use crate::error::{JobError, Result};
 use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
 use crate::lake_sink::table_spec;
@@ -271,7 +271,8 @@ struct ReadBatch {
     metadata: OffsetSeqMetadata,
     /// The log ends seen when planning.
     latest: PartitionOffsets,
-    records: Vec<PartitionRecords>,
+    /// The records, decoded.
+    decoded: DecodedBatch,
     /// A replay of a batch the checkpoint logged but did not commit.
     replayed: bool,
     get_offsets: u64,
@@ -280,7 +281,7 @@ struct ReadBatch {
 
 /// What planning the next batch found.
 enum Planned {
-    Batch(ReadBatch),
+    Batch(Box<ReadBatch>),
     /// Nothing to read. `end` is where the partitions stand, past records lost (with
     /// `failOnDataLoss = false`) when `lost`.
     Nothing {
@@ -294,6 +295,8 @@ enum Planned {
 #[derive(Clone)]
 struct Planner {
     source: Arc<KafkaSource>,
+    /// The declared schema's decoder; `None` hands the raw Kafka columns to the query.
+    decoder: Option<Arc<JsonDecoder>>,
     /// `maxOffsetsPerTrigger`.
     limit: Option<u64>,
     /// Where availableNow and once stop.
@@ -303,7 +306,7 @@ struct Planner {
 
 impl Planner {
     /// Plans the batch that starts at `start` from the log ends now, and reads it. Blocking.
-    fn plan_and_read(&self, start: &PartitionOffsets) -> Result<Planned> {
+    fn plan_and_read(&self, start: &PartitionOffsets, batch_id: i64) -> Result<Planned> {
         let started = Instant::now();
         let timestamp = chrono::Utc::now();
         let marks = self.source.watermarks(&self.source.partitions()?)?;
@@ -330,26 +333,32 @@ impl Planner {
                 end: plan.end,
             });
         }
+        let metadata = OffsetSeqMetadata {
+            batch_watermark_ms: 0,
+            batch_timestamp_ms: timestamp.timestamp_millis(),
+        };
         let read_start = Instant::now();
-        let records = self.source.read(&plan.ranges)?;
-        Ok(Planned::Batch(ReadBatch {
+        let decoded = self.read(&plan, batch_id, &metadata)?;
+        Ok(Planned::Batch(Box::new(ReadBatch {
             started,
             timestamp,
-            metadata: OffsetSeqMetadata {
-                batch_watermark_ms: 0,
-                batch_timestamp_ms: timestamp.timestamp_millis(),
-            },
+            metadata,
             latest: latest(&marks),
             plan,
-            records,
+            decoded,
             replayed: false,
             get_offsets,
             get_batch: ms(read_start.elapsed()),
-        }))
+        })))
     }
 
     /// Reads the uncommitted batch `entry` again, from `start` to its logged end. Blocking.
-    fn replay(&self, start: &PartitionOffsets, entry: OffsetLogEntry) -> Result<ReadBatch> {
+    fn replay(
+        &self,
+        start: &PartitionOffsets,
+        entry: OffsetLogEntry,
+        batch_id: i64,
+    ) -> Result<ReadBatch> {
         let started = Instant::now();
         let timestamp = chrono::Utc::now();
         let marks = self.source.watermarks(&self.source.partitions()?)?;
@@ -360,14 +369,14 @@ impl Planner {
         };
         let get_offsets = ms(started.elapsed());
         let read_start = Instant::now();
-        let records = self.source.read(&plan.ranges)?;
+        let decoded = self.read(&plan, batch_id, &entry.metadata)?;
         Ok(ReadBatch {
             started,
             timestamp,
             plan,
             metadata: entry.metadata,
             latest: entry.end,
-            records,
+            decoded,
             replayed: true,
             get_offsets,
             get_batch: ms(read_start.elapsed()),
@@ -376,57 +385,64 @@ impl Planner {
 }
 
 /// Decoded records of a batch.
+#[derive(Default)]
 struct DecodedBatch {
     rows: Vec<RecordBatch>,
     dead_letters: Vec<RecordBatch>,
+    input_rows: u64,
+    /// Offsets lost while reading (`failOnDataLoss = false`).
+    lost: u64,
+    /// Time spent decoding, summed over the reading threads.
+    decode_ms: u64,
 }
 
-/// Decodes the partitions' records on every core, each thread taking whole partitions.
-fn decode_all(
-    decoder: Option<&JsonDecoder>,
-    records: &[PartitionRecords],
-    batch_id: i64,
-    recorded_at_micros: i64,
-) -> Result<DecodedBatch> {
-    let Some(decoder) = decoder else {
-        // No declared schema: the query sees Spark's raw Kafka columns.
-        return Ok(DecodedBatch {
-            rows: records.iter().map(|r| r.records.clone()).collect(),
-            dead_letters: Vec::new(),
-        });
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(records.len().max(1));
-    let results: Vec<Result<Vec<crate::decode::DecodedRecords>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    records
-                        .iter()
-                        .skip(t)
-                        .step_by(threads)
-                        .map(|r| decode_records(decoder, &r.records, batch_id, recorded_at_micros))
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        join_decoders(handles)
-    });
-    let mut out = DecodedBatch {
-        rows: Vec::new(),
-        dead_letters: Vec::new(),
-    };
-    for result in results {
-        for decoded in result? {
-            out.rows.extend(decoded.rows);
-            if decoded.dead_letters.num_rows() > 0 {
-                out.dead_letters.push(decoded.dead_letters);
+impl Planner {
+    /// Reads the plan's ranges on every core, each thread decoding a range as soon as it has
+    /// read it (messages that do not decode become dead letters of `batch_id`).
+    fn read(
+        &self,
+        plan: &BatchPlan,
+        batch_id: i64,
+        metadata: &OffsetSeqMetadata,
+    ) -> Result<DecodedBatch> {
+        let recorded_at_micros = metadata.batch_timestamp_ms * 1000;
+        let decoder = self.decoder.as_deref();
+        let decode = |records: PartitionRecords| -> Result<DecodedBatch> {
+            let start = Instant::now();
+            let input_rows = records.records.num_rows() as u64;
+            let mut out = DecodedBatch {
+                input_rows,
+                lost: records.lost,
+                ..DecodedBatch::default()
+            };
+            match decoder {
+                // No declared schema: the query sees Spark's raw Kafka columns.
+                None => out.rows.push(records.records),
+                Some(decoder) => {
+                    let decoded =
+                        decode_records(decoder, &records.records, batch_id, recorded_at_micros)?;
+                    out.rows = decoded.rows;
+                    if decoded.dead_letters.num_rows() > 0 {
+                        out.dead_letters.push(decoded.dead_letters);
+                    }
+                }
             }
+            out.decode_ms = ms(start.elapsed());
+            Ok(out)
+        };
+        let mut batch = DecodedBatch {
+            lost: plan.lost.iter().map(|l| l.records).sum(),
+            ..DecodedBatch::default()
+        };
+        for part in self.source.read(&plan.ranges, &decode)? {
+            batch.rows.extend(part.rows);
+            batch.dead_letters.extend(part.dead_letters);
+            batch.input_rows += part.input_rows;
+            batch.lost += part.lost;
+            batch.decode_ms += part.decode_ms;
         }
+        Ok(batch)
     }
-    Ok(out)
 }
 
 /// The first dead letter of a batch as an error, for `onError = "fail"`.
@@ -486,7 +502,6 @@ pub async fn run(
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
     // The SQL is checked first: bad SQL fails before anything is created or connected.
-    let decoder = spec.query.schema.map(|s| JsonDecoder::new(s.schema()));
     let input_schema = match spec.query.schema {
         Some(s) => s.schema(),
         None => kafka_records_schema(),
@@ -540,6 +555,10 @@ pub async fn run(
     };
     let planner = Planner {
         source: Arc::clone(&source),
+        decoder: spec
+            .query
+            .schema
+            .map(|s| Arc::new(JsonDecoder::new(s.schema()))),
         limit: match options.trigger {
             Trigger::Once => None,
             _ => spec.source.max_offsets_per_trigger,
@@ -558,9 +577,9 @@ pub async fn run(
             break;
         }
         let planned = if let Some(entry) = state.replay.take() {
-            Planned::Batch(tokio::task::block_in_place(|| {
-                planner.replay(&state.start, entry)
-            })?)
+            Planned::Batch(Box::new(tokio::task::block_in_place(|| {
+                planner.replay(&state.start, entry, state.next_batch)
+            })?))
         } else if let Some(handle) = prefetch.take() {
             handle
                 .await
@@ -571,10 +590,10 @@ pub async fn run(
             {
                 break;
             }
-            tokio::task::block_in_place(|| planner.plan_and_read(&state.start))?
+            tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))?
         };
         let batch = match planned {
-            Planned::Batch(batch) => batch,
+            Planned::Batch(batch) => *batch,
             Planned::Nothing { end, lost } => {
                 if planner.target.is_some() {
                     break;
@@ -597,7 +616,7 @@ pub async fn run(
             plan,
             metadata,
             latest: latest_offsets,
-            records,
+            decoded,
             replayed,
             get_offsets,
             get_batch,
@@ -606,6 +625,7 @@ pub async fn run(
         let mut durations = Durations {
             get_offsets,
             get_batch,
+            decode: decoded.decode_ms,
             ..Durations::default()
         };
         if !replayed {
@@ -631,21 +651,13 @@ pub async fn run(
             let planner = planner.clone();
             let start = plan.end.clone();
             prefetch = Some(tokio::task::spawn_blocking(move || {
-                planner.plan_and_read(&start)
+                planner.plan_and_read(&start, batch_id + 1)
             }));
         }
 
-        let input_rows: u64 = records.iter().map(|r| r.records.num_rows() as u64).sum();
-        let lost: u64 = records.iter().map(|r| r.lost).sum::<u64>()
-            + plan.lost.iter().map(|l| l.records).sum::<u64>();
-
+        let input_rows = decoded.input_rows;
+        let lost = decoded.lost;
         let processing_micros = metadata.batch_timestamp_ms * 1000;
-        let decode_start = Instant::now();
-        let decoded = tokio::task::block_in_place(|| {
-            decode_all(decoder.as_ref(), &records, batch_id, processing_micros)
-        })?;
-        drop(records);
-        durations.decode = ms(decode_start.elapsed());
         if spec.query.on_error == OnError::Fail
             && let Some(err) = first_bad_record(&decoded.dead_letters)
         {

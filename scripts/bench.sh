@@ -37,6 +37,10 @@ DEMO_EVENTS=2000000
 "$BIN" demo --events "$DEMO_EVENTS" --seed 1 --lake "$WORK/lake" --summary "$WORK/demo.json" >/dev/null 2>&1
 echo "demo end to end (generate -> decode -> score SQL -> Delta, local): $(field "$WORK/demo.json" events_per_second) events/s ($DEMO_EVENTS events)"
 
+# The engine without a broker: the transactions job's decoding, SQL and Delta sinks over events
+# generated into an in-process log beforehand.
+"$BIN" bench engine jobs/specs/transactions.toml --events 2000000 --seed 1 --out "$WORK/engine" 2>/dev/null
+
 # Streaming jobs (`riskstream run`), against the same memory-storage broker. tansu's memory storage
 # answers ListOffsets "latest" short of the log end (DESIGN.md), so availableNow may stop a little
 # early: rates are computed from the records actually read, as the progress reports count them.
@@ -59,7 +63,7 @@ print("  time per phase (ms, all batches): " + ", ".join(f"{k} {v}" for k, v in 
 PYEOF
 }
 
-STREAM_EVENTS=1000000
+STREAM_EVENTS=2000000
 stream_env bench1. "$WORK/stream-lake" "$WORK/stream-cp"
 "$BIN" generate --to "kafka://$RISKSTREAM_TEST_KAFKA" --topic-prefix bench1. --source transactions \
   --count "$STREAM_EVENTS" --seed 2 --quiet 2>/dev/null

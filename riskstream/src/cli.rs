@@ -28,6 +28,44 @@ pub enum Command {
     Run(RunArgs),
     /// Run SQL over every Delta table under a lake root.
     Sql(SqlArgs),
+    /// Measure the engine (see BENCHMARKS.md and scripts/bench.sh).
+    Bench(BenchArgs),
+}
+
+/// `riskstream bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// A job's engine without a broker: generates events into an in-process log first (not
+    /// timed), then runs the spec's decoding, SQL and Delta sinks over them (availableNow) and
+    /// reports events/s. The spec's alerts are left out (they need a broker).
+    Engine(EngineBenchArgs),
+}
+
+/// `riskstream bench engine`.
+#[derive(Debug, Args)]
+pub struct EngineBenchArgs {
+    /// The job spec, such as jobs/specs/transactions.toml; its query.schema names the events.
+    pub spec: PathBuf,
+    /// Events to generate and run.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A new folder for the run's tables and checkpoint (instead of the spec's paths).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 /// `riskstream run`.

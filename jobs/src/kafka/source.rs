@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::error::{JobError, Result};
 use crate::kafka::{CONNECT_TIMEOUT, client_config};
 use crate::schemas::kafka_records_schema;
+use crate::stream::source::{CHUNK_ROWS, read_in_parallel};
 use crate::stream::spec::KafkaSourceOptions;
 
 /// The offsets `[start, end)` of one partition that a batch reads.
@@ -56,10 +57,6 @@ pub struct PartitionRecords {
     /// Offsets in the range that no longer exist (only with `failOnDataLoss = false`).
     pub lost: u64,
 }
-
-/// Records of a range handed over at a time: the reading thread decodes them while the
-/// consumer's own thread goes on fetching.
-const CHUNK_ROWS: usize = 16_384;
 
 /// Reads planned offset ranges from Kafka.
 pub struct KafkaSource {
@@ -178,6 +175,11 @@ impl KafkaSource {
         })
     }
 
+    /// Spark's description, such as `KafkaV2[Subscribe[transactions]]`.
+    pub fn description(&self) -> String {
+        format!("KafkaV2[{}]", self.options.topics.describe())
+    }
+
     /// The consumer that answers metadata and offset requests.
     fn control(&self) -> &BaseConsumer {
         &self.consumers[0]
@@ -277,45 +279,9 @@ impl KafkaSource {
         ranges: &[OffsetRange],
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
     ) -> Result<Vec<T>> {
-        // Largest ranges first, each to the least loaded consumer.
-        let mut order: Vec<usize> = (0..ranges.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].end - ranges[i].start));
-        let mut shares: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); self.consumers.len()];
-        for i in order {
-            if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
-                share.0 += ranges[i].end - ranges[i].start;
-                share.1.push(i);
-            }
-        }
-        let shares: Vec<(&BaseConsumer, Vec<usize>)> = self
-            .consumers
-            .iter()
-            .zip(shares)
-            .filter(|(_, (_, share))| !share.is_empty())
-            .map(|(consumer, (_, share))| (consumer, share))
-            .collect();
-        // Per thread: (index in `ranges`, what `finish` made of it) for each of its ranges.
-        type Made<T> = Vec<(usize, Vec<T>)>;
-        let results: Vec<Result<Made<T>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = shares
-                .into_iter()
-                .map(|(consumer, share)| {
-                    scope.spawn(move || {
-                        let mine: Vec<OffsetRange> =
-                            share.iter().map(|&i| ranges[i].clone()).collect();
-                        let made = self.read_on(consumer, &mine, finish)?;
-                        Ok(share.into_iter().zip(made).collect())
-                    })
-                })
-                .collect();
-            crate::decode::join_decoders(handles)
-        });
-        let mut all: Vec<(usize, Vec<T>)> = Vec::with_capacity(ranges.len());
-        for result in results {
-            all.extend(result?);
-        }
-        all.sort_by_key(|(i, _)| *i);
-        Ok(all.into_iter().flat_map(|(_, t)| t).collect())
+        read_in_parallel(&self.consumers, ranges, |consumer, share| {
+            self.read_on(consumer, share, finish)
+        })
     }
 
     /// Reads `ranges` with one consumer, handing their records to `finish` every
@@ -406,7 +372,6 @@ impl KafkaSource {
                     }
                     if reader.done() {
                         remaining -= 1;
-                        self.pause(consumer, &reader.range);
                         drop(msg);
                         made[i].push(finish(readers[i].take()?)?);
                     } else if reader.timestamp_types.len() >= CHUNK_ROWS {
@@ -444,29 +409,18 @@ impl KafkaSource {
         Ok(out)
     }
 
-    /// Stops fetching a partition whose range is read, so its later records are not fetched for
-    /// nothing while the others finish.
-    fn pause(&self, consumer: &BaseConsumer, range: &OffsetRange) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&range.topic, range.partition);
-        if let Err(e) = consumer.pause(&tpl) {
-            tracing::debug!(topic = %range.topic, partition = range.partition, "pause failed: {e}");
-        }
-    }
-
     fn assign(&self, consumer: &BaseConsumer, readers: &[RangeReader]) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for r in readers.iter().filter(|r| !r.done()) {
             tpl.add_partition_offset(&r.range.topic, r.range.partition, Offset::Offset(r.next))
                 .map_err(self.kafka_err("assigning partitions"))?;
         }
+        // Finished partitions are not paused: with librdkafka, a partition paused and assigned
+        // again waits about a second before its first fetch. What they fetch past their range
+        // meanwhile is bounded by queued.min.messages and dropped at the next assign.
         consumer
             .assign(&tpl)
-            .map_err(self.kafka_err("assigning partitions"))?;
-        // A partition paused when an earlier range finished stays paused through re-assignment.
-        consumer
-            .resume(&tpl)
-            .map_err(self.kafka_err("resuming partitions"))
+            .map_err(self.kafka_err("assigning partitions"))
     }
 
     /// Offsets we were reading went out of range: find which, and fail or skip ahead.

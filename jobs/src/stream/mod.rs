@@ -7,4 +7,5 @@ pub mod offsets;
 pub mod progress;
 pub mod query;
 pub mod runner;
+pub mod source;
 pub mod spec;

@@ -26,6 +26,8 @@ pub struct Durations {
     pub query: u64,
     /// Appending to the Delta tables (Spark's `addBatch` is decode + query + commit).
     pub commit: u64,
+    /// Riskstream's addition: publishing the batch's alerts and waiting for their acks.
+    pub alerts: u64,
     /// Writing `commits/<batchId>` (Spark's `commitOffsets`).
     #[serde(rename = "commitOffsets")]
     pub commit_offsets: u64,

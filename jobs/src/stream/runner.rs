@@ -29,6 +29,7 @@ use crate::stream::progress::{
     AlertProgress, Durations, QueryProgress, SinkProgress, SourceProgress, ms,
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
+use crate::stream::source::RecordSource;
 use crate::stream::spec::{JobSpec, OnError, Trigger};
 
 /// How long an idle query waits before looking for new records again.
@@ -157,7 +158,11 @@ struct Resume {
     replay: Option<OffsetLogEntry>,
 }
 
-async fn resume(checkpoint: &Checkpoint, source: &KafkaSource, spec: &JobSpec) -> Result<Resume> {
+async fn resume(
+    checkpoint: &Checkpoint,
+    source: &impl RecordSource,
+    spec: &JobSpec,
+) -> Result<Resume> {
     let latest_offsets = checkpoint.latest_offsets_batch().await?;
     let latest_commit = checkpoint.latest_commit().await?;
     let start_of = |batch: i64| async move {
@@ -292,9 +297,8 @@ enum Planned {
 
 /// Plans batches and reads them. Cloned onto a blocking thread to read the next batch while the
 /// runner finishes the current one.
-#[derive(Clone)]
-struct Planner {
-    source: Arc<KafkaSource>,
+struct Planner<S> {
+    source: Arc<S>,
     /// The declared schema's decoder; `None` hands the raw Kafka columns to the query.
     decoder: Option<Arc<JsonDecoder>>,
     /// `maxOffsetsPerTrigger`.
@@ -304,7 +308,20 @@ struct Planner {
     fail_on_data_loss: bool,
 }
 
-impl Planner {
+// Not derived: a derive would ask for `S: Clone`, and the source is shared, not cloned.
+impl<S> Clone for Planner<S> {
+    fn clone(&self) -> Self {
+        Self {
+            source: Arc::clone(&self.source),
+            decoder: self.decoder.clone(),
+            limit: self.limit,
+            target: self.target.clone(),
+            fail_on_data_loss: self.fail_on_data_loss,
+        }
+    }
+}
+
+impl<S: RecordSource> Planner<S> {
     /// Plans the batch that starts at `start` from the log ends now, and reads it. Blocking.
     fn plan_and_read(&self, start: &PartitionOffsets, batch_id: i64) -> Result<Planned> {
         let started = Instant::now();
@@ -396,7 +413,7 @@ struct DecodedBatch {
     decode_ms: u64,
 }
 
-impl Planner {
+impl<S: RecordSource> Planner<S> {
     /// Reads the plan's ranges on every core, each thread decoding a range as soon as it has
     /// read it (messages that do not decode become dead letters of `batch_id`).
     fn read(
@@ -493,10 +510,21 @@ async fn wait(d: Duration, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Runs the job until its trigger says stop (availableNow, once) or `stop` is set, calling
-/// `on_progress` after every batch.
+/// Runs the job from Kafka until its trigger says stop (availableNow, once) or `stop` is set,
+/// calling `on_progress` after every batch.
 pub async fn run(
     options: RunOptions,
+    on_progress: impl FnMut(&QueryProgress),
+) -> Result<RunSummary> {
+    let source = KafkaSource::new(&options.spec.source, options.partitions.clone())?;
+    run_with(options, source, on_progress).await
+}
+
+/// Runs the job from `source` (the spec's `readStream` gives its options, such as
+/// `maxOffsetsPerTrigger`, but not where records come from).
+pub async fn run_with<S: RecordSource>(
+    options: RunOptions,
+    source: S,
     mut on_progress: impl FnMut(&QueryProgress),
 ) -> Result<RunSummary> {
     let spec = &options.spec;
@@ -531,8 +559,8 @@ pub async fn run(
     let checkpoint = Checkpoint::open(&spec.checkpoint_location)?;
     let query_id = checkpoint.metadata().await?.id;
     let run_id = uuid::Uuid::new_v4().to_string();
-    let source = Arc::new(KafkaSource::new(&spec.source, options.partitions.clone())?);
-    let mut state = resume(&checkpoint, &source, spec).await?;
+    let source = Arc::new(source);
+    let mut state = resume(&checkpoint, source.as_ref(), spec).await?;
     let mut summary = RunSummary {
         query_id: query_id.clone(),
         ..RunSummary::default()
@@ -566,7 +594,7 @@ pub async fn run(
         target,
         fail_on_data_loss: spec.source.fail_on_data_loss,
     };
-    let source_description = format!("KafkaV2[{}]", spec.source.topics.describe());
+    let source_description = source.description();
     let mut last_batch_start: Option<Instant> = None;
     let mut next_tick = Instant::now();
     // The next batch, planned and being read while this one decodes, runs its SQL and commits.
@@ -641,13 +669,17 @@ pub async fn run(
                 .await?;
             durations.wal_commit = ms(wal.elapsed());
         }
-        // Start reading the next batch now when it would start as soon as this one ends.
+        // Start reading the next batch now when there is a backlog (this batch stopped short of
+        // the log ends it saw) and the next batch would start as soon as this one ends. Without
+        // a backlog, waiting keeps latency low: the next batch then takes everything that
+        // arrived meanwhile.
+        let backlog = plan.end != latest_offsets;
         let next_due = match options.trigger {
             Trigger::Continuous | Trigger::AvailableNow => true,
             Trigger::ProcessingTime(_) => next_tick <= Instant::now(),
             Trigger::Once => false,
         };
-        if next_due {
+        if backlog && next_due {
             let planner = planner.clone();
             let start = plan.end.clone();
             prefetch = Some(tokio::task::spawn_blocking(move || {
@@ -689,8 +721,10 @@ pub async fn run(
             .dead_letters
             .append(decoded.dead_letters, &query_id, batch_id)
             .await?;
+        durations.commit = ms(commit_start.elapsed());
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
+        let alerts_start = Instant::now();
         let alerts_published = match (&alerts, &selected_alerts) {
             (Some(sink), Some(selected)) => {
                 tokio::task::block_in_place(|| sink.publish(selected, &query_id, batch_id))?;
@@ -698,7 +732,7 @@ pub async fn run(
             }
             _ => 0,
         };
-        durations.commit = ms(commit_start.elapsed());
+        durations.alerts = ms(alerts_start.elapsed());
         let offsets_start = Instant::now();
         checkpoint.write_commit(batch_id, 0).await?;
         durations.commit_offsets = ms(offsets_start.elapsed());

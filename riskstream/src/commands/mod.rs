@@ -1,5 +1,6 @@
 //! The subcommands' bodies.
 
+mod bench;
 mod demo;
 mod generate;
 mod run;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Sql(args) => sql::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

@@ -1,0 +1,328 @@
+//! What the runner reads from: partitioned, offset logs. Kafka in production; an in-process log
+//! of generated events to measure the engine without a broker.
+
+use std::collections::BTreeMap;
+#[cfg(test)]
+use std::path::Path;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::Int32Type;
+
+use crate::error::{JobError, Result};
+use crate::generator::{Generator, GeneratorConfig, Message, Stream};
+use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords, Watermarks};
+use crate::records::InProcessTopic;
+use crate::stream::offsets::PartitionWatermarks;
+
+/// A source of records in partitioned, offset logs, as the runner sees it.
+pub trait RecordSource: Send + Sync + 'static {
+    /// Spark-style description for progress reports.
+    fn description(&self) -> String;
+
+    /// The subscribed topics' partitions, sorted.
+    fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>>;
+
+    /// The earliest and end offsets of every given partition.
+    fn watermarks(&self, partitions: &BTreeMap<String, Vec<i32>>) -> Result<PartitionWatermarks>;
+
+    /// Reads every range on every core, handing records to `finish` (on the reading thread) in
+    /// chunks; returns what `finish` made in the order of `ranges`, and of offsets within one.
+    fn read<T: Send>(
+        &self,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<T>>;
+}
+
+/// Records of a range handed to `finish` at a time, so decoding starts while the rest is read.
+pub const CHUNK_ROWS: usize = 32_768;
+
+/// Splits `ranges` across `workers` (largest first, each to the least loaded), runs `read_share`
+/// on one thread per worker, and returns its results in the order of `ranges`. `read_share`
+/// returns, per range of its share, what it made of it.
+pub fn read_in_parallel<W: Sync, T: Send>(
+    workers: &[W],
+    ranges: &[OffsetRange],
+    read_share: impl Fn(&W, &[OffsetRange]) -> Result<Vec<Vec<T>>> + Sync,
+) -> Result<Vec<T>> {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ranges[i].end - ranges[i].start));
+    let mut shares: Vec<(i64, Vec<usize>)> = vec![(0, Vec::new()); workers.len()];
+    for i in order {
+        if let Some(share) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+            share.0 += ranges[i].end - ranges[i].start;
+            share.1.push(i);
+        }
+    }
+    // Per thread: (index in `ranges`, what was made of it) for each of its ranges.
+    type Made<T> = Vec<(usize, Vec<T>)>;
+    let read_share = &read_share;
+    let results: Vec<Result<Made<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter()
+            .zip(shares)
+            .filter(|(_, (_, share))| !share.is_empty())
+            .map(|(worker, (_, share))| {
+                scope.spawn(move || {
+                    let mine: Vec<OffsetRange> = share.iter().map(|&i| ranges[i].clone()).collect();
+                    let made = read_share(worker, &mine)?;
+                    Ok(share.into_iter().zip(made).collect())
+                })
+            })
+            .collect();
+        crate::decode::join_decoders(handles)
+    });
+    let mut all: Made<T> = Vec::with_capacity(ranges.len());
+    for result in results {
+        all.extend(result?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().flat_map(|(_, t)| t).collect())
+}
+
+impl RecordSource for KafkaSource {
+    fn description(&self) -> String {
+        KafkaSource::description(self)
+    }
+
+    fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+        KafkaSource::partitions(self)
+    }
+
+    fn watermarks(&self, partitions: &BTreeMap<String, Vec<i32>>) -> Result<PartitionWatermarks> {
+        KafkaSource::watermarks(self, partitions)
+    }
+
+    fn read<T: Send>(
+        &self,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<T>> {
+        KafkaSource::read(self, ranges, finish)
+    }
+}
+
+/// An in-process topic of generated events, fully written before the job starts: the engine
+/// benchmark's source, so that decoding, SQL and Delta are measured without a broker.
+pub struct MemorySource {
+    topic: String,
+    /// Each partition's records, with Spark's Kafka columns, offsets from 0.
+    partitions: Vec<RecordBatch>,
+    threads: usize,
+}
+
+impl MemorySource {
+    /// `events` events of `config` (labels left out) in topic `topic`, partitioned by key as
+    /// Kafka's default partitioner would.
+    pub fn generate(
+        topic: &str,
+        partitions: i32,
+        config: GeneratorConfig,
+        events: u64,
+    ) -> Result<Self> {
+        let mut generator =
+            Generator::new(config).map_err(|reason| JobError::config("generator", reason))?;
+        let mut log = InProcessTopic::new(topic, partitions);
+        let mut msg = Message::default();
+        let mut made = 0;
+        while made < events {
+            generator.next_message(&mut msg);
+            if let Some(Stream::Events(_)) = msg.stream {
+                // The record timestamp is the append time, as a broker's CreateTime would be.
+                log.append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
+                made += 1;
+            }
+        }
+        let all = log.take_batch()?;
+        let partition_of = all
+            .column_by_name("partition")
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .ok_or_else(|| JobError::internal("records without a partition column".into()))?;
+        let split = (0..partitions.max(1))
+            .map(|p| {
+                let mask = partition_of.iter().map(|v| Some(v == Some(p))).collect();
+                filter_record_batch(&all, &mask).map_err(JobError::arrow("partitioning records"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            topic: topic.to_string(),
+            partitions: split,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        })
+    }
+
+    /// Records in the log.
+    pub fn len(&self) -> usize {
+        self.partitions.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RecordSource for MemorySource {
+    fn description(&self) -> String {
+        format!("MemoryStream[{}]", self.topic)
+    }
+
+    fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+        let ids = (0..self.partitions.len() as i32).collect();
+        Ok(BTreeMap::from([(self.topic.clone(), ids)]))
+    }
+
+    fn watermarks(&self, partitions: &BTreeMap<String, Vec<i32>>) -> Result<PartitionWatermarks> {
+        let mut out = PartitionWatermarks::new();
+        for (topic, ids) in partitions {
+            for &p in ids {
+                let high = self
+                    .partitions
+                    .get(p as usize)
+                    .filter(|_| *topic == self.topic)
+                    .map_or(0, |b| b.num_rows() as i64);
+                out.entry(topic.clone())
+                    .or_default()
+                    .insert(p, Watermarks { low: 0, high });
+            }
+        }
+        Ok(out)
+    }
+
+    fn read<T: Send>(
+        &self,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<T>> {
+        let workers = vec![(); self.threads];
+        read_in_parallel(&workers, ranges, |(), share| {
+            share
+                .iter()
+                .map(|range| {
+                    let log = self
+                        .partitions
+                        .get(range.partition as usize)
+                        .filter(|_| range.topic == self.topic)
+                        .ok_or_else(|| {
+                            JobError::internal(format!(
+                                "{} partition {} is not in the in-process log",
+                                range.topic, range.partition
+                            ))
+                        })?;
+                    let end = (range.end as usize).min(log.num_rows());
+                    let mut made = Vec::new();
+                    let mut at = range.start as usize;
+                    while at < end {
+                        let n = CHUNK_ROWS.min(end - at);
+                        made.push(finish(PartitionRecords {
+                            range: range.clone(),
+                            records: log.slice(at, n),
+                            lost: 0,
+                        })?);
+                        at += n;
+                    }
+                    Ok(made)
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::generator::Source;
+    use crate::stream::runner::{RunOptions, run_with};
+    use crate::stream::spec::{JobSpec, Trigger};
+    use datafusion::arrow::datatypes::Int64Type;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    const START_MS: i64 = 1_767_225_600_000;
+
+    fn log(events: u64) -> MemorySource {
+        let config = GeneratorConfig::new(7, START_MS).with_sources(&[Source::Transactions]);
+        MemorySource::generate("financial-transactions", 12, config, events).unwrap()
+    }
+
+    #[test]
+    fn reads_come_back_in_range_and_offset_order_whatever_thread_read_them() {
+        let source = log(100_000);
+        let partitions = source.partitions().unwrap();
+        let marks = source.watermarks(&partitions).unwrap();
+        let ranges: Vec<OffsetRange> = marks["financial-transactions"]
+            .iter()
+            .map(|(&p, w)| OffsetRange {
+                topic: "financial-transactions".into(),
+                partition: p,
+                start: 3,
+                end: w.high,
+            })
+            .collect();
+        let firsts = source
+            .read(&ranges, &|records: PartitionRecords| {
+                let offsets = records.records.column_by_name("offset").unwrap();
+                let offsets = offsets.as_primitive::<Int64Type>();
+                Ok((records.range.partition, offsets.value(0), offsets.len()))
+            })
+            .unwrap();
+        let mut expected = Vec::new();
+        for range in &ranges {
+            let mut at = range.start;
+            while at < range.end {
+                let n = (CHUNK_ROWS as i64).min(range.end - at);
+                expected.push((range.partition, at, n as usize));
+                at += n;
+            }
+        }
+        assert_eq!(firsts, expected);
+        assert_eq!(source.len(), 100_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_engine_writes_every_record_of_an_in_process_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sql = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sql/scoring/transactions.sql"
+        );
+        let text = format!(
+            r#"
+name = "engine-test"
+[readStream]
+format = "kafka"
+[readStream.options]
+"kafka.bootstrap.servers" = "127.0.0.1:9"
+subscribe = "financial-transactions"
+startingOffsets = "earliest"
+maxOffsetsPerTrigger = 3000
+[query]
+schema = "transactions"
+file = "{sql}"
+[writeStream]
+format = "delta"
+[writeStream.options]
+path = "{lake}/risk_scores"
+checkpointLocation = "{lake}/checkpoints"
+"#,
+            lake = dir.path().display()
+        );
+        let spec = JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap();
+        let options = || RunOptions {
+            spec: spec.clone(),
+            trigger: Trigger::AvailableNow,
+            partitions: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let first = run_with(options(), log(10_000), |_| {}).await.unwrap();
+        assert_eq!(first.input_rows, 10_000);
+        assert!(first.batches >= 4, "maxOffsetsPerTrigger bounds batches");
+        assert!(first.dead_letter_rows > 0, "the generator corrupts 0.5%");
+        assert_eq!(first.output_rows + first.dead_letter_rows, 10_000);
+        // The same log again: the checkpoint says everything was read, so nothing is written.
+        let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
+        assert_eq!((again.batches, again.output_rows), (0, 0));
+    }
+}

@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::error::{JobError, Result};
 use crate::kafka::{CONNECT_TIMEOUT, client_config};
 use crate::schemas::kafka_records_schema;
-use crate::stream::source::{CHUNK_ROWS, read_in_parallel};
+use crate::stream::source::{CHUNK_ROWS, RecordSource, read_in_parallel};
 use crate::stream::spec::KafkaSourceOptions;
 
 /// The offsets `[start, end)` of one partition that a batch reads.
@@ -127,6 +127,98 @@ impl RangeReader {
     }
 }
 
+impl RecordSource for KafkaSource {
+    fn description(&self) -> String {
+        format!("KafkaV2[{}]", self.options.topics.describe())
+    }
+
+    fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+        // Only the partitions of this process (`--partitions`) are the job's.
+        let metadata = self
+            .control()
+            .fetch_metadata(None, CONNECT_TIMEOUT)
+            .map_err(self.kafka_err("cannot reach the broker (fetching metadata)"))?;
+        let mut out = BTreeMap::new();
+        for topic in metadata.topics() {
+            if !self.options.topics.matches(topic.name()) {
+                continue;
+            }
+            let mut partitions: Vec<i32> = topic
+                .partitions()
+                .iter()
+                .map(|p| p.id())
+                .filter(|p| self.partition_filter.as_ref().is_none_or(|f| f.contains(p)))
+                .collect();
+            partitions.sort_unstable();
+            if !partitions.is_empty() {
+                out.insert(topic.name().to_string(), partitions);
+            }
+        }
+        Ok(out)
+    }
+
+    fn watermarks(
+        &self,
+        partitions: &BTreeMap<String, Vec<i32>>,
+    ) -> Result<BTreeMap<String, BTreeMap<i32, Watermarks>>> {
+        // Two ListOffsets requests for all partitions (earliest, latest), not two per partition.
+        let ends = |which: Offset, context: &str| -> Result<BTreeMap<(String, i32), i64>> {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, ids) in partitions {
+                for &p in ids {
+                    // ListOffsets takes -2 (earliest) and -1 (latest) in place of a timestamp.
+                    tpl.add_partition_offset(topic, p, which)
+                        .map_err(self.kafka_err(context))?;
+                }
+            }
+            if tpl.count() == 0 {
+                return Ok(BTreeMap::new());
+            }
+            let answer = self
+                .control()
+                .offsets_for_times(tpl, CONNECT_TIMEOUT)
+                .map_err(self.kafka_err(context))?;
+            let mut out = BTreeMap::new();
+            for elem in answer.elements() {
+                elem.error().map_err(self.kafka_err(format!(
+                    "{context}: {} partition {}",
+                    elem.topic(),
+                    elem.partition()
+                )))?;
+                let Offset::Offset(offset) = elem.offset() else {
+                    return Err(JobError::kafka(
+                        &self.options.bootstrap_servers,
+                        format!("{context}: {} partition {}", elem.topic(), elem.partition()),
+                        KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidPartitions),
+                    ));
+                };
+                out.insert((elem.topic().to_string(), elem.partition()), offset);
+            }
+            Ok(out)
+        };
+        let lows = ends(Offset::Beginning, "listing earliest offsets")?;
+        let highs = ends(Offset::End, "listing latest offsets")?;
+        let mut out: BTreeMap<String, BTreeMap<i32, Watermarks>> = BTreeMap::new();
+        for ((topic, p), high) in highs {
+            let low = lows.get(&(topic.clone(), p)).copied().unwrap_or(high);
+            out.entry(topic)
+                .or_default()
+                .insert(p, Watermarks { low, high });
+        }
+        Ok(out)
+    }
+
+    fn read<T: Send>(
+        &self,
+        ranges: &[OffsetRange],
+        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+    ) -> Result<Vec<T>> {
+        read_in_parallel(&self.consumers, ranges, |consumer, share| {
+            self.read_on(consumer, share, finish)
+        })
+    }
+}
+
 impl KafkaSource {
     /// A source for `options`; `partition_filter` restricts it to those partition numbers (static
     /// scale-out: each process of a job reads its own partitions).
@@ -175,11 +267,6 @@ impl KafkaSource {
         })
     }
 
-    /// Spark's description, such as `KafkaV2[Subscribe[transactions]]`.
-    pub fn description(&self) -> String {
-        format!("KafkaV2[{}]", self.options.topics.describe())
-    }
-
     /// The consumer that answers metadata and offset requests.
     fn control(&self) -> &BaseConsumer {
         &self.consumers[0]
@@ -189,99 +276,6 @@ impl KafkaSource {
         let brokers = self.options.bootstrap_servers.clone();
         let context = context.into();
         move |e| JobError::kafka(&brokers, context, e)
-    }
-
-    /// The subscribed topics' partitions (restricted to the partition filter), sorted.
-    pub fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
-        let metadata = self
-            .control()
-            .fetch_metadata(None, CONNECT_TIMEOUT)
-            .map_err(self.kafka_err("cannot reach the broker (fetching metadata)"))?;
-        let mut out = BTreeMap::new();
-        for topic in metadata.topics() {
-            if !self.options.topics.matches(topic.name()) {
-                continue;
-            }
-            let mut partitions: Vec<i32> = topic
-                .partitions()
-                .iter()
-                .map(|p| p.id())
-                .filter(|p| self.partition_filter.as_ref().is_none_or(|f| f.contains(p)))
-                .collect();
-            partitions.sort_unstable();
-            if !partitions.is_empty() {
-                out.insert(topic.name().to_string(), partitions);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The watermarks of every given partition, in two `ListOffsets` requests (earliest and
-    /// latest for all partitions at once) rather than two round trips per partition.
-    pub fn watermarks(
-        &self,
-        partitions: &BTreeMap<String, Vec<i32>>,
-    ) -> Result<BTreeMap<String, BTreeMap<i32, Watermarks>>> {
-        let ends = |which: Offset, context: &str| -> Result<BTreeMap<(String, i32), i64>> {
-            let mut tpl = TopicPartitionList::new();
-            for (topic, ids) in partitions {
-                for &p in ids {
-                    // ListOffsets takes -2 (earliest) and -1 (latest) in place of a timestamp.
-                    tpl.add_partition_offset(topic, p, which)
-                        .map_err(self.kafka_err(context))?;
-                }
-            }
-            if tpl.count() == 0 {
-                return Ok(BTreeMap::new());
-            }
-            let answer = self
-                .control()
-                .offsets_for_times(tpl, CONNECT_TIMEOUT)
-                .map_err(self.kafka_err(context))?;
-            let mut out = BTreeMap::new();
-            for elem in answer.elements() {
-                elem.error().map_err(self.kafka_err(format!(
-                    "{context}: {} partition {}",
-                    elem.topic(),
-                    elem.partition()
-                )))?;
-                let Offset::Offset(offset) = elem.offset() else {
-                    return Err(JobError::kafka(
-                        &self.options.bootstrap_servers,
-                        format!("{context}: {} partition {}", elem.topic(), elem.partition()),
-                        KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidPartitions),
-                    ));
-                };
-                out.insert((elem.topic().to_string(), elem.partition()), offset);
-            }
-            Ok(out)
-        };
-        let lows = ends(Offset::Beginning, "listing earliest offsets")?;
-        let highs = ends(Offset::End, "listing latest offsets")?;
-        let mut out: BTreeMap<String, BTreeMap<i32, Watermarks>> = BTreeMap::new();
-        for ((topic, p), high) in highs {
-            let low = lows.get(&(topic.clone(), p)).copied().unwrap_or(high);
-            out.entry(topic)
-                .or_default()
-                .insert(p, Watermarks { low, high });
-        }
-        Ok(out)
-    }
-
-    /// Reads every range, on as many threads as there are consumers (one per core), each reading
-    /// its share of the ranges with its own consumer. Records go to `finish` on that thread in
-    /// chunks (the runner decodes them there) while the consumer keeps fetching in the
-    /// background. Returns what `finish` made, in the order of `ranges` and, within a range, of
-    /// offsets. Ranges whose offsets are gone fail with [`JobError::DataLoss`], or with
-    /// `failOnDataLoss = false` give what is left and count the rest as lost.
-    pub fn read<T: Send>(
-        &self,
-        ranges: &[OffsetRange],
-        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
-    ) -> Result<Vec<T>> {
-        read_in_parallel(&self.consumers, ranges, |consumer, share| {
-            self.read_on(consumer, share, finish)
-        })
     }
 
     /// Reads `ranges` with one consumer, handing their records to `finish` every

@@ -190,8 +190,7 @@ async fn resume(
             let start = match checkpoint.initial_offsets().await? {
                 Some(o) => o,
                 None => {
-                    let marks =
-                        tokio::task::block_in_place(|| source.watermarks(&source.partitions()?))?;
+                    let marks = tokio::task::block_in_place(|| source.log_ends())?;
                     let start =
                         resolve_starting(&spec.source.starting_offsets, &marks).map_err(|e| {
                             JobError::config(spec.key("readStream.options.startingOffsets"), e)
@@ -295,6 +294,33 @@ enum Planned {
     },
 }
 
+/// Decoded records of a batch.
+#[derive(Default)]
+struct DecodedBatch {
+    rows: Vec<RecordBatch>,
+    dead_letters: Vec<RecordBatch>,
+    input_rows: u64,
+    /// Offsets lost while reading (`failOnDataLoss = false`).
+    lost: u64,
+    /// Time spent decoding, summed over the reading threads.
+    decode_ms: u64,
+}
+
+/// When planning a batch began, on both clocks.
+struct PlanningClock {
+    started: Instant,
+    timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+impl PlanningClock {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            timestamp: chrono::Utc::now(),
+        }
+    }
+}
+
 /// Plans batches and reads them. Cloned onto a blocking thread to read the next batch while the
 /// runner finishes the current one.
 struct Planner<S> {
@@ -324,9 +350,8 @@ impl<S> Clone for Planner<S> {
 impl<S: RecordSource> Planner<S> {
     /// Plans the batch that starts at `start` from the log ends now, and reads it. Blocking.
     fn plan_and_read(&self, start: &PartitionOffsets, batch_id: i64) -> Result<Planned> {
-        let started = Instant::now();
-        let timestamp = chrono::Utc::now();
-        let marks = self.source.watermarks(&self.source.partitions()?)?;
+        let clock = PlanningClock::start();
+        let marks = self.source.log_ends()?;
         let plan = plan_batch(
             start,
             &marks,
@@ -334,7 +359,6 @@ impl<S: RecordSource> Planner<S> {
             self.target.as_ref(),
             self.fail_on_data_loss,
         )?;
-        let get_offsets = ms(started.elapsed());
         for loss in &plan.lost {
             tracing::warn!(
                 topic = %loss.topic,
@@ -352,21 +376,10 @@ impl<S: RecordSource> Planner<S> {
         }
         let metadata = OffsetSeqMetadata {
             batch_watermark_ms: 0,
-            batch_timestamp_ms: timestamp.timestamp_millis(),
+            batch_timestamp_ms: clock.timestamp.timestamp_millis(),
         };
-        let read_start = Instant::now();
-        let decoded = self.read(&plan, batch_id, &metadata)?;
-        Ok(Planned::Batch(Box::new(ReadBatch {
-            started,
-            timestamp,
-            metadata,
-            latest: latest(&marks),
-            plan,
-            decoded,
-            replayed: false,
-            get_offsets,
-            get_batch: ms(read_start.elapsed()),
-        })))
+        let batch = self.read_planned(clock, plan, metadata, latest(&marks), batch_id, false)?;
+        Ok(Planned::Batch(Box::new(batch)))
     }
 
     /// Reads the uncommitted batch `entry` again, from `start` to its logged end. Blocking.
@@ -376,44 +389,42 @@ impl<S: RecordSource> Planner<S> {
         entry: OffsetLogEntry,
         batch_id: i64,
     ) -> Result<ReadBatch> {
-        let started = Instant::now();
-        let timestamp = chrono::Utc::now();
-        let marks = self.source.watermarks(&self.source.partitions()?)?;
+        let clock = PlanningClock::start();
+        let marks = self.source.log_ends()?;
         let plan = BatchPlan {
             ranges: replay_ranges(start, &entry.end, &marks),
             end: entry.end.clone(),
             lost: Vec::new(),
         };
-        let get_offsets = ms(started.elapsed());
+        self.read_planned(clock, plan, entry.metadata, entry.end, batch_id, true)
+    }
+
+    /// Reads and decodes a planned batch; planning took from `clock` until now.
+    fn read_planned(
+        &self,
+        clock: PlanningClock,
+        plan: BatchPlan,
+        metadata: OffsetSeqMetadata,
+        latest: PartitionOffsets,
+        batch_id: i64,
+        replayed: bool,
+    ) -> Result<ReadBatch> {
+        let get_offsets = ms(clock.started.elapsed());
         let read_start = Instant::now();
-        let decoded = self.read(&plan, batch_id, &entry.metadata)?;
+        let decoded = self.read(&plan, batch_id, &metadata)?;
         Ok(ReadBatch {
-            started,
-            timestamp,
+            started: clock.started,
+            timestamp: clock.timestamp,
             plan,
-            metadata: entry.metadata,
-            latest: entry.end,
+            metadata,
+            latest,
             decoded,
-            replayed: true,
+            replayed,
             get_offsets,
             get_batch: ms(read_start.elapsed()),
         })
     }
-}
 
-/// Decoded records of a batch.
-#[derive(Default)]
-struct DecodedBatch {
-    rows: Vec<RecordBatch>,
-    dead_letters: Vec<RecordBatch>,
-    input_rows: u64,
-    /// Offsets lost while reading (`failOnDataLoss = false`).
-    lost: u64,
-    /// Time spent decoding, summed over the reading threads.
-    decode_ms: u64,
-}
-
-impl<S: RecordSource> Planner<S> {
     /// Reads the plan's ranges on every core, each thread decoding a range as soon as it has
     /// read it (messages that do not decode become dead letters of `batch_id`).
     fn read(
@@ -577,7 +588,7 @@ pub async fn run_with<S: RecordSource>(
     // availableNow and once read up to the log ends seen now, then stop.
     let target = match options.trigger {
         Trigger::AvailableNow | Trigger::Once => Some(tokio::task::block_in_place(|| {
-            source.watermarks(&source.partitions()?).map(|m| latest(&m))
+            source.log_ends().map(|m| latest(&m))
         })?),
         Trigger::Continuous | Trigger::ProcessingTime(_) => None,
     };
@@ -604,19 +615,23 @@ pub async fn run_with<S: RecordSource>(
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        let mut prefetched = false;
         let planned = if let Some(entry) = state.replay.take() {
             Planned::Batch(Box::new(tokio::task::block_in_place(|| {
                 planner.replay(&state.start, entry, state.next_batch)
             })?))
         } else if let Some(handle) = prefetch.take() {
+            prefetched = true;
             handle
                 .await
                 .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))??
         } else {
-            if let Trigger::ProcessingTime(_) = options.trigger
-                && !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await
-            {
-                break;
+            if let Trigger::ProcessingTime(interval) = options.trigger {
+                if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
+                    break;
+                }
+                // A trigger is used up whether or not it finds records, as in Spark.
+                next_tick = Instant::now().max(next_tick) + interval;
             }
             tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))?
         };
@@ -635,7 +650,9 @@ pub async fn run_with<S: RecordSource>(
                 continue;
             }
         };
-        if let Trigger::ProcessingTime(interval) = options.trigger {
+        if let Trigger::ProcessingTime(interval) = options.trigger
+            && prefetched
+        {
             next_tick = batch.started.max(next_tick) + interval;
         }
         let ReadBatch {

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::Int32Type;
 
 use crate::error::{JobError, Result};
 use crate::generator::{Generator, GeneratorConfig, Message, Stream};
-use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords, Watermarks};
+use crate::kafka::{OffsetRange, PartitionRecords, Watermarks};
 use crate::records::InProcessTopic;
 use crate::stream::offsets::PartitionWatermarks;
 
@@ -25,6 +25,11 @@ pub trait RecordSource: Send + Sync + 'static {
 
     /// The earliest and end offsets of every given partition.
     fn watermarks(&self, partitions: &BTreeMap<String, Vec<i32>>) -> Result<PartitionWatermarks>;
+
+    /// The earliest and end offsets of every subscribed partition now.
+    fn log_ends(&self) -> Result<PartitionWatermarks> {
+        self.watermarks(&self.partitions()?)
+    }
 
     /// Reads every range on every core, handing records to `finish` (on the reading thread) in
     /// chunks; returns what `finish` made in the order of `ranges`, and of offsets within one.
@@ -79,28 +84,6 @@ pub fn read_in_parallel<W: Sync, T: Send>(
     }
     all.sort_by_key(|(i, _)| *i);
     Ok(all.into_iter().flat_map(|(_, t)| t).collect())
-}
-
-impl RecordSource for KafkaSource {
-    fn description(&self) -> String {
-        KafkaSource::description(self)
-    }
-
-    fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
-        KafkaSource::partitions(self)
-    }
-
-    fn watermarks(&self, partitions: &BTreeMap<String, Vec<i32>>) -> Result<PartitionWatermarks> {
-        KafkaSource::watermarks(self, partitions)
-    }
-
-    fn read<T: Send>(
-        &self,
-        ranges: &[OffsetRange],
-        finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
-    ) -> Result<Vec<T>> {
-        KafkaSource::read(self, ranges, finish)
-    }
 }
 
 /// An in-process topic of generated events, fully written before the job starts: the engine
@@ -238,7 +221,7 @@ mod tests {
     use crate::stream::spec::{JobSpec, Trigger};
     use datafusion::arrow::datatypes::Int64Type;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     const START_MS: i64 = 1_767_225_600_000;
 
@@ -281,9 +264,37 @@ mod tests {
         assert_eq!(source.len(), 100_000);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_engine_writes_every_record_of_an_in_process_log_once() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Counts how often the runner looks at the log ends.
+    struct Counting {
+        inner: MemorySource,
+        looks: Arc<AtomicUsize>,
+    }
+
+    impl RecordSource for Counting {
+        fn description(&self) -> String {
+            self.inner.description()
+        }
+        fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+            self.inner.partitions()
+        }
+        fn watermarks(
+            &self,
+            partitions: &BTreeMap<String, Vec<i32>>,
+        ) -> Result<PartitionWatermarks> {
+            self.looks.fetch_add(1, Ordering::SeqCst);
+            self.inner.watermarks(partitions)
+        }
+        fn read<T: Send>(
+            &self,
+            ranges: &[OffsetRange],
+            finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+        ) -> Result<Vec<T>> {
+            self.inner.read(ranges, finish)
+        }
+    }
+
+    /// The transactions scoring job over `dir`, with `trigger` (a TOML line) if given.
+    fn spec(dir: &Path, trigger: &str) -> JobSpec {
         let sql = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../sql/scoring/transactions.sql"
@@ -303,13 +314,52 @@ schema = "transactions"
 file = "{sql}"
 [writeStream]
 format = "delta"
+{trigger}
 [writeStream.options]
 path = "{lake}/risk_scores"
 checkpointLocation = "{lake}/checkpoints"
 "#,
-            lake = dir.path().display()
+            lake = dir.display()
         );
-        let spec = JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap();
+        JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_processing_time_query_looks_for_records_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), r#"trigger = { processingTime = "250ms" }"#);
+        let stop = Arc::new(AtomicBool::new(false));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let source = Counting {
+            inner: log(1_000),
+            looks: Arc::clone(&looks),
+        };
+        let stopper = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let options = RunOptions {
+            trigger: spec.trigger,
+            spec,
+            partitions: None,
+            stop,
+        };
+        let summary = run_with(options, source, |_| {}).await.unwrap();
+        stopper.await.unwrap();
+        assert_eq!(summary.input_rows, 1_000);
+        // About 1.5 s / 250 ms triggers, each looking once, plus the look at start; looking for
+        // records every 50 ms while idle would look about 30 times.
+        let looks = looks.load(Ordering::SeqCst);
+        assert!(looks <= 9, "looked {looks} times in 1.5 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_engine_writes_every_record_of_an_in_process_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "");
         let options = || RunOptions {
             spec: spec.clone(),
             trigger: Trigger::AvailableNow,

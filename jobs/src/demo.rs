@@ -193,7 +193,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
     let app_id = app_id(options);
     let stage = ScoringStage::new().await?;
     let mut tables = ScoringTables::open(&options.lake).await?;
-    let labels = JsonDecoder::new(labels_schema());
+    let labels = JsonDecoder::new(labels_schema())?;
 
     // Two batches in flight: the generator fills the next while this one is scored and written.
     let (tx, rx): (SyncSender<Result<Produced>>, Receiver<Result<Produced>>) = sync_channel(2);

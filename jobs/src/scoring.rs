@@ -85,7 +85,11 @@ impl ScoringStage {
         }
         Ok(Self {
             queries,
-            decoders: Source::ALL.map(|s| JsonDecoder::new(source_schema(s))),
+            decoders: [
+                JsonDecoder::new(source_schema(Source::Transactions))?,
+                JsonDecoder::new(source_schema(Source::Claims))?,
+                JsonDecoder::new(source_schema(Source::Telemetry))?,
+            ],
         })
     }
 

@@ -62,6 +62,7 @@ fn every_valid_event_decodes_with_its_declared_schema_and_every_malformed_one_is
         let msgs = &streams[&Stream::Events(source)];
         let values = BinaryArray::from_iter_values(msgs.iter().map(|m| m.value.as_slice()));
         let decoded = JsonDecoder::new(source_schema(source))
+            .unwrap()
             .decode(&values)
             .unwrap();
         let rejected: HashSet<u32> = decoded.rejected.iter().map(|r| r.index).collect();
@@ -91,7 +92,10 @@ fn every_valid_event_decodes_with_its_declared_schema_and_every_malformed_one_is
     }
     let labels = &streams[&Stream::Labels];
     let values = BinaryArray::from_iter_values(labels.iter().map(|m| m.value.as_slice()));
-    let decoded = JsonDecoder::new(labels_schema()).decode(&values).unwrap();
+    let decoded = JsonDecoder::new(labels_schema())
+        .unwrap()
+        .decode(&values)
+        .unwrap();
     assert!(decoded.rejected.is_empty());
     assert_eq!(decoded.num_rows() as u64, stats.labels);
 }

@@ -597,7 +597,8 @@ pub async fn run_with<S: RecordSource>(
         decoder: spec
             .query
             .schema
-            .map(|s| Arc::new(JsonDecoder::new(s.schema()))),
+            .map(|s| JsonDecoder::new(s.schema()).map(Arc::new))
+            .transpose()?,
         limit: match options.trigger {
             Trigger::Once => None,
             _ => spec.source.max_offsets_per_trigger,

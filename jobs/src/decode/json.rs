@@ -1,0 +1,551 @@
+//! A JSON scanner over one message: whitespace, strings with their escapes, numbers, literals,
+//! and skipping whole values. It checks the syntax of everything it passes over, so a message is
+//! either read whole or turned away with the reason before anything reaches a column.
+//!
+//! The message has been checked to be UTF-8 before scanning starts; string contents are copied
+//! between ASCII delimiters (`"` and `\`), so every span the scanner hands out is UTF-8 too.
+
+use memchr::memchr2;
+
+/// Why a message was turned away, in words.
+pub type Reason = String;
+
+/// The message stops before its JSON does.
+pub const TRUNCATED: &str = "truncated JSON: the message ends inside a value";
+
+/// Objects and arrays nested deeper than this in a field we skip are refused rather than risk
+/// the stack on a hostile message.
+const MAX_DEPTH: usize = 64;
+
+/// Where a string's text is: a span of the message (no escapes), or of the scratch buffer its
+/// escapes were resolved into.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Text {
+    /// `message[start..end]`.
+    Message(u32, u32),
+    /// `scratch[start..end]`.
+    Scratch(u32, u32),
+}
+
+/// A number as written: its span, and what a fast conversion needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Number {
+    pub start: usize,
+    pub end: usize,
+    /// No fraction and no exponent.
+    pub integer: bool,
+    negative: bool,
+    /// The significant digits, when there are at most 19 of them.
+    mantissa: Option<u64>,
+    /// Digits after the decimal point.
+    fraction_digits: u32,
+    exponent: bool,
+}
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+impl Number {
+    /// The nearest f64 (or an error for a number beyond f64's range).
+    pub fn to_f64(self, message: &[u8]) -> Result<f64, Reason> {
+        // Clinger's fast path: an integer below 2^53 divided by an exact power of ten is
+        // correctly rounded by one IEEE division. Prices and coordinates almost always fit.
+        if let Some(m) = self.mantissa
+            && !self.exponent
+            && m < (1 << 53)
+            && (self.fraction_digits as usize) < POW10.len()
+        {
+            let v = m as f64 / POW10[self.fraction_digits as usize];
+            return Ok(if self.negative { -v } else { v });
+        }
+        let text =
+            std::str::from_utf8(&message[self.start..self.end]).map_err(|e| e.to_string())?;
+        let v: f64 = text
+            .parse()
+            .map_err(|e| format!("{text} is not a number: {e}"))?;
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(format!("{text} is out of range for a double"))
+        }
+    }
+
+    /// The value as an i64, for an integer that fits (more than 19 significant digits never
+    /// does).
+    pub fn to_i64(self) -> Option<i64> {
+        match self.mantissa {
+            Some(m) if self.integer && self.negative => 0i64.checked_sub_unsigned(m),
+            Some(m) if self.integer => i64::try_from(m).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A cursor over one message.
+pub struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    pub fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Steps over `byte`, which must come next (after whitespace).
+    pub fn expect(&mut self, byte: u8, context: &str) -> Result<(), Reason> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b) => Err(format!(
+                "expected '{}' {context}, found {}",
+                byte as char,
+                shown(b)
+            )),
+            None => Err(TRUNCATED.into()),
+        }
+    }
+
+    /// Steps over the literal `word` (`true`, `false`, `null`).
+    pub fn literal(&mut self, word: &[u8]) -> Result<(), Reason> {
+        let rest = &self.bytes[self.pos..];
+        if rest.starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else if word.starts_with(rest) {
+            Err(TRUNCATED.into())
+        } else {
+            Err(format!("invalid literal at byte {}", self.pos))
+        }
+    }
+
+    /// Reads a string whose opening quote is next, resolving escapes into `scratch` when it has
+    /// any.
+    pub fn string(&mut self, scratch: &mut Vec<u8>) -> Result<Text, Reason> {
+        self.pos += 1; // the opening quote
+        let start = self.pos;
+        let Some(i) = memchr2(b'"', b'\\', &self.bytes[start..]) else {
+            return Err(TRUNCATED.into());
+        };
+        if self.bytes[start + i] == b'"' {
+            self.pos = start + i + 1;
+            return Ok(Text::Message(start as u32, (start + i) as u32));
+        }
+        let from = scratch.len();
+        scratch.extend_from_slice(&self.bytes[start..start + i]);
+        self.pos = start + i;
+        loop {
+            // At a backslash.
+            self.escape(scratch)?;
+            let rest = &self.bytes[self.pos..];
+            let Some(i) = memchr2(b'"', b'\\', rest) else {
+                return Err(TRUNCATED.into());
+            };
+            scratch.extend_from_slice(&rest[..i]);
+            self.pos += i;
+            if rest[i] == b'"' {
+                self.pos += 1;
+                return Ok(Text::Scratch(from as u32, scratch.len() as u32));
+            }
+        }
+    }
+
+    fn escape(&mut self, scratch: &mut Vec<u8>) -> Result<(), Reason> {
+        let Some(&kind) = self.bytes.get(self.pos + 1) else {
+            return Err(TRUNCATED.into());
+        };
+        self.pos += 2;
+        let byte = match kind {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                let code = if (0xD800..0xDC00).contains(&unit) {
+                    // A high surrogate must be followed by an escaped low one.
+                    if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                        return Err(self.bad_unicode());
+                    }
+                    self.pos += 2;
+                    let low = self.hex4()?;
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return Err(self.bad_unicode());
+                    }
+                    0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                } else {
+                    unit
+                };
+                let c = char::from_u32(code).ok_or_else(|| self.bad_unicode())?;
+                let mut buf = [0u8; 4];
+                scratch.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                return Ok(());
+            }
+            other => {
+                return Err(format!(
+                    "invalid escape '\\{}' in a string",
+                    other.escape_ascii()
+                ));
+            }
+        };
+        scratch.push(byte);
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, Reason> {
+        let Some(digits) = self.bytes.get(self.pos..self.pos + 4) else {
+            return Err(TRUNCATED.into());
+        };
+        let mut v = 0;
+        for &d in digits {
+            let n = (d as char).to_digit(16).ok_or_else(|| self.bad_unicode())?;
+            v = v * 16 + n;
+        }
+        self.pos += 4;
+        Ok(v)
+    }
+
+    fn bad_unicode(&self) -> Reason {
+        format!("invalid \\u escape before byte {}", self.pos)
+    }
+
+    /// Reads a number, which must start next.
+    pub fn number(&mut self) -> Result<Number, Reason> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let mut mantissa: u64 = 0;
+        let mut significant = 0u32;
+        let digit = |d: u8, significant: &mut u32, mantissa: &mut u64| {
+            if *significant > 0 || d != b'0' {
+                *significant += 1;
+            }
+            *mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        };
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(d @ b'1'..=b'9') => {
+                digit(d, &mut significant, &mut mantissa);
+                self.pos += 1;
+                while let Some(d @ b'0'..=b'9') = self.peek() {
+                    digit(d, &mut significant, &mut mantissa);
+                    self.pos += 1;
+                }
+            }
+            None => return Err(TRUNCATED.into()),
+            Some(_) => return Err(self.bad_number(start)),
+        }
+        let mut fraction_digits = 0;
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.pos += 1;
+            let first = self.pos;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                digit(d, &mut significant, &mut mantissa);
+                fraction_digits += 1;
+                self.pos += 1;
+            }
+            if self.pos == first {
+                return Err(self.truncated_or_bad(start));
+            }
+        }
+        let mut exponent = false;
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            exponent = true;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            let first = self.pos;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+            if self.pos == first {
+                return Err(self.truncated_or_bad(start));
+            }
+        }
+        Ok(Number {
+            start,
+            end: self.pos,
+            integer,
+            negative,
+            // Leading zeros do not count; past 19 significant digits the u64 has wrapped.
+            mantissa: (significant <= 19).then_some(mantissa),
+            fraction_digits,
+            exponent,
+        })
+    }
+
+    fn truncated_or_bad(&self, start: usize) -> Reason {
+        if self.pos >= self.bytes.len() {
+            TRUNCATED.into()
+        } else {
+            self.bad_number(start)
+        }
+    }
+
+    fn bad_number(&self, start: usize) -> Reason {
+        format!("invalid number at byte {start}")
+    }
+
+    /// Steps over one whole value of any kind, checking its syntax.
+    pub fn skip_value(&mut self, scratch: &mut Vec<u8>) -> Result<(), Reason> {
+        self.skip_nested(scratch, 0)
+    }
+
+    fn skip_nested(&mut self, scratch: &mut Vec<u8>, depth: usize) -> Result<(), Reason> {
+        if depth > MAX_DEPTH {
+            return Err(format!("JSON nested deeper than {MAX_DEPTH} levels"));
+        }
+        match self.peek() {
+            None => Err(TRUNCATED.into()),
+            Some(b'"') => {
+                let mark = scratch.len();
+                self.string(scratch)?;
+                scratch.truncate(mark);
+                Ok(())
+            }
+            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'[') => {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_ws();
+                    self.skip_nested(scratch, depth + 1)?;
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b']') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        None => return Err(TRUNCATED.into()),
+                        Some(b) => {
+                            return Err(format!(
+                                "expected ',' or ']' in an array, found {}",
+                                shown(b)
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b'"') => {}
+                        None => return Err(TRUNCATED.into()),
+                        Some(b) => {
+                            return Err(format!("expected a field name, found {}", shown(b)));
+                        }
+                    }
+                    let mark = scratch.len();
+                    self.string(scratch)?;
+                    scratch.truncate(mark);
+                    self.expect(b':', "after a field name")?;
+                    self.skip_ws();
+                    self.skip_nested(scratch, depth + 1)?;
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(b'}') => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        None => return Err(TRUNCATED.into()),
+                        Some(b) => {
+                            return Err(format!(
+                                "expected ',' or '}}' in an object, found {}",
+                                shown(b)
+                            ));
+                        }
+                    }
+                }
+            }
+            Some(b) => Err(format!("expected a value, found {}", shown(b))),
+        }
+    }
+}
+
+/// What kind of value starts with `b`, for messages.
+pub fn kind_of(b: u8) -> &'static str {
+    match b {
+        b'"' => "a string",
+        b'{' => "an object",
+        b'[' => "an array",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => "something that is not JSON",
+    }
+}
+
+/// A byte as it reads in a message.
+fn shown(b: u8) -> String {
+    if b.is_ascii_graphic() {
+        format!("'{}'", b as char)
+    } else {
+        format!("byte 0x{b:02x}")
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn f64_of(text: &str) -> f64 {
+        let mut s = Scanner::new(text.as_bytes());
+        s.number().unwrap().to_f64(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn numbers_convert_exactly_as_the_standard_library_parses_them() {
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "58.80",
+            "-122.36519",
+            "0.1",
+            "0.30000000000000004",
+            "1e3",
+            "1E-3",
+            "-2.5e+10",
+            "123456789012345678",
+            "1234567890123456789012",
+            "9007199254740993",
+            "0.000001",
+            "3.141592653589793238",
+            "17976931348623157e292",
+            "4.9e-324",
+            "0.00000000000000000000000000001",
+        ] {
+            let std: f64 = text.parse().unwrap();
+            assert_eq!(f64_of(text).to_bits(), std.to_bits(), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_are_exact_and_bounded() {
+        let int = |text: &str| {
+            let mut s = Scanner::new(text.as_bytes());
+            s.number().unwrap().to_i64()
+        };
+        assert_eq!(int("0"), Some(0));
+        assert_eq!(int("-52"), Some(-52));
+        assert_eq!(int("9223372036854775807"), Some(i64::MAX));
+        assert_eq!(int("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(int("9223372036854775808"), None);
+        assert_eq!(int("123456789012345678901"), None);
+        assert_eq!(int("1.0"), None);
+        assert_eq!(int("1e2"), None);
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_and_cut_ones_called_truncated() {
+        for bad in ["-", "1.", "1e", "1e+", "-x", "+1", ".5"] {
+            let mut s = Scanner::new(bad.as_bytes());
+            let e = s.number();
+            assert!(e.is_err(), "{bad}");
+        }
+        let mut s = Scanner::new(b"1.");
+        assert_eq!(s.number().unwrap_err(), TRUNCATED);
+        let mut s = Scanner::new(b"1.x");
+        assert!(s.number().unwrap_err().contains("invalid number"));
+    }
+
+    #[test]
+    fn strings_resolve_every_escape() {
+        let text = br#""a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00 end" tail"#;
+        let mut s = Scanner::new(text);
+        let mut scratch = Vec::new();
+        let Text::Scratch(a, b) = s.string(&mut scratch).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            std::str::from_utf8(&scratch[a as usize..b as usize]).unwrap(),
+            "a\"b\\c/d\u{8}\u{c}\n\r\té😀 end"
+        );
+        assert_eq!(&text[s.pos()..], b" tail");
+        for bad in [
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\ud83d""#,
+            r#""\ud83dx""#,
+            r#""\ude00""#,
+        ] {
+            let mut s = Scanner::new(bad.as_bytes());
+            assert!(s.string(&mut Vec::new()).is_err(), "{bad}");
+        }
+        let mut s = Scanner::new(br#""abc\"#);
+        assert_eq!(s.string(&mut Vec::new()).unwrap_err(), TRUNCATED);
+    }
+
+    #[test]
+    fn skipping_checks_syntax_and_depth() {
+        let ok = br#"{"a":[1,2,{"b":null,"c":[true,false,"x\"y"]}],"d":{}} ,"#;
+        let mut s = Scanner::new(ok);
+        s.skip_value(&mut Vec::new()).unwrap();
+        assert_eq!(&ok[s.pos()..], b" ,");
+        for bad in [
+            &br#"{"a" 1}"#[..],
+            br#"[1 2]"#,
+            br#"{"a":tru}"#,
+            br#"{1:2}"#,
+        ] {
+            let mut s = Scanner::new(bad);
+            assert!(s.skip_value(&mut Vec::new()).is_err());
+        }
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let mut s = Scanner::new(deep.as_bytes());
+        assert!(
+            s.skip_value(&mut Vec::new())
+                .unwrap_err()
+                .contains("nested")
+        );
+        let mut s = Scanner::new(br#"{"a":[1,"#);
+        assert_eq!(s.skip_value(&mut Vec::new()).unwrap_err(), TRUNCATED);
+    }
+}

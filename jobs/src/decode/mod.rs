@@ -1,0 +1,794 @@
+//! Decoding Kafka record values (JSON) into typed Arrow columns of a declared schema, and setting
+//! aside every message that does not decode.
+//!
+//! The decoder is written for this job rather than borrowed: a message is scanned once, each
+//! field it names is converted straight to its column's type as it is read, and only when the
+//! whole message has been read and found good is its row appended, so a bad message costs
+//! nothing but its own scan and never disturbs its neighbours. (arrow-json's tape decoder, used
+//! before, fails a whole flush for one bad value and looks every field up by a hashed name; at
+//! about 630 bytes per transaction it capped two cores near 650,000 events/s: BENCHMARKS.md.)
+//!
+//! What a field accepts follows Spark's `from_json`: a string column takes any value (a number or
+//! object as its JSON text); numbers take JSON numbers (and, for doubles, the strings `NaN` and
+//! `Infinity`); integer columns refuse fractions; booleans take `true` and `false`; dates and
+//! timestamps take strings (a timestamp also a whole number of seconds since the epoch). Unknown
+//! fields are skipped, a field named twice keeps its last value, and a required field that is
+//! missing or null rejects the message.
+
+mod columns;
+mod json;
+mod temporal;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, RecordBatchOptions,
+    StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::{JobError, Result};
+use crate::schemas::dead_letters_schema;
+
+use columns::{Column, Kind, Slot};
+use json::{Reason, Scanner, TRUNCATED, Text, kind_of};
+
+/// Text a batch may hold before the decoder starts another: string columns have 32-bit offsets,
+/// and a row's text is never longer than its message.
+const MAX_BATCH_TEXT: usize = 1 << 30;
+
+/// A message that did not decode: its index in the input and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Row of the input records batch.
+    pub index: u32,
+    /// What was wrong, in words.
+    pub error: String,
+}
+
+/// The outcome of decoding one records batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Decoded rows, in batches of the declared schema.
+    pub batches: Vec<RecordBatch>,
+    /// For each decoded row, in order across `batches`, the input row it came from.
+    pub origins: Vec<u32>,
+    /// The messages that did not decode.
+    pub rejected: Vec<Rejected>,
+}
+
+impl Decoded {
+    /// Rows decoded.
+    pub fn num_rows(&self) -> usize {
+        self.origins.len()
+    }
+}
+
+/// A field of the declared schema, as the reader looks for it.
+#[derive(Debug)]
+struct FieldPlan {
+    name: Box<[u8]>,
+    kind: Kind,
+    nullable: bool,
+}
+
+impl FieldPlan {
+    fn name(&self) -> &str {
+        std::str::from_utf8(&self.name).unwrap_or("?")
+    }
+}
+
+/// Decodes JSON values into a declared schema.
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    fields: Arc<[FieldPlan]>,
+    by_name: Arc<HashMap<Box<[u8]>, usize>>,
+}
+
+/// The row being read: each column's value, and the buffers escaped strings are resolved into.
+struct Row {
+    slots: Vec<Slot>,
+    scratch: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl JsonDecoder {
+    /// A decoder for `schema`, whose fields must be flat columns of text, numbers, booleans,
+    /// dates or UTC timestamps.
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        if schema.fields().is_empty() {
+            return Err(JobError::internal("a declared schema has no fields".into()));
+        }
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let kind = Kind::of(f.data_type()).ok_or_else(|| {
+                    JobError::internal(format!(
+                        "declared schema field `{}` is a {}, which the JSON decoder does not read",
+                        f.name(),
+                        f.data_type()
+                    ))
+                })?;
+                Ok(FieldPlan {
+                    name: f.name().as_bytes().into(),
+                    kind,
+                    nullable: f.is_nullable(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let by_name = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Ok(Self {
+            schema,
+            fields: fields.into(),
+            by_name: Arc::new(by_name),
+        })
+    }
+
+    /// The declared schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes every value of `values`; a null value is rejected like an empty one.
+    pub fn decode(&self, values: &BinaryArray) -> Result<Decoded> {
+        let n = values.len();
+        let mut out = Decoded {
+            batches: Vec::new(),
+            origins: Vec::with_capacity(n),
+            rejected: Vec::new(),
+        };
+        let mut columns: Vec<Column> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(self.fields.iter())
+            .map(|(field, plan)| Column::new(Arc::clone(field), plan.kind, n))
+            .collect();
+        let mut row = Row {
+            slots: vec![Slot::Missing; self.fields.len()],
+            scratch: Vec::new(),
+            key: Vec::new(),
+        };
+        let mut text = 0;
+        for i in 0..n {
+            let message = if values.is_null(i) {
+                &[][..]
+            } else {
+                values.value(i)
+            };
+            if let Err(error) = self.read(message, &mut row) {
+                out.rejected.push(Rejected {
+                    index: i as u32,
+                    error,
+                });
+                continue;
+            }
+            if text + message.len() > MAX_BATCH_TEXT {
+                out.batches.push(self.finish(&mut columns)?);
+                text = 0;
+            }
+            text += message.len();
+            for (column, slot) in columns.iter_mut().zip(&row.slots) {
+                column.append(*slot, message, &row.scratch);
+            }
+            out.origins.push(i as u32);
+        }
+        if columns[0].len() > 0 {
+            out.batches.push(self.finish(&mut columns)?);
+        }
+        Ok(out)
+    }
+
+    fn finish(&self, columns: &mut [Column]) -> Result<RecordBatch> {
+        let rows = columns[0].len();
+        let arrays = columns
+            .iter_mut()
+            .map(Column::finish)
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(JobError::arrow("building decoded rows"))
+    }
+
+    /// Reads one message into `row.slots`, or says why it cannot be a row.
+    fn read(&self, message: &[u8], row: &mut Row) -> std::result::Result<(), Reason> {
+        // Most broken messages are empty, cut off or not JSON at all: say so plainly.
+        match message.trim_ascii_start().first() {
+            None => return Err("empty message".into()),
+            Some(b'{') => {}
+            Some(_) => return Err("not a JSON object".into()),
+        }
+        if let Err(e) = std::str::from_utf8(message) {
+            return Err(format!(
+                "not UTF-8 text: invalid byte at {}",
+                e.valid_up_to()
+            ));
+        }
+        let Row {
+            slots,
+            scratch,
+            key,
+        } = row;
+        slots.fill(Slot::Missing);
+        scratch.clear();
+        let mut s = Scanner::new(message);
+        s.expect(b'{', "")?;
+        s.skip_ws();
+        // Producers write fields in the same order every time: try the one after the last
+        // match before looking the name up.
+        let mut hint = 0;
+        if s.peek() == Some(b'}') {
+            s.expect(b'}', "")?;
+        } else {
+            loop {
+                s.skip_ws();
+                match s.peek() {
+                    Some(b'"') => {}
+                    None => return Err(TRUNCATED.into()),
+                    Some(b) => {
+                        return Err(format!("expected a field name, found {}", kind_of(b)));
+                    }
+                }
+                key.clear();
+                let name = match s.string(key)? {
+                    Text::Message(a, b) => &message[a as usize..b as usize],
+                    Text::Scratch(a, b) => &key[a as usize..b as usize],
+                };
+                let column = match self.fields.get(hint) {
+                    Some(f) if *f.name == *name => Some(hint),
+                    _ => self.by_name.get(name).copied(),
+                };
+                s.expect(b':', "after a field name")?;
+                s.skip_ws();
+                match column {
+                    Some(c) => {
+                        slots[c] = self.value(&mut s, c, message, scratch)?;
+                        hint = c + 1;
+                    }
+                    None => s.skip_value(scratch)?,
+                }
+                s.skip_ws();
+                match s.peek() {
+                    Some(b',') => s.expect(b',', "")?,
+                    Some(b'}') => {
+                        s.expect(b'}', "")?;
+                        break;
+                    }
+                    None => return Err(TRUNCATED.into()),
+                    Some(b) => {
+                        return Err(format!(
+                            "expected ',' or '}}' after a field, found {}",
+                            kind_of(b)
+                        ));
+                    }
+                }
+            }
+        }
+        s.skip_ws();
+        match s.peek() {
+            None => {}
+            Some(b'{' | b'[') => return Err("more than one JSON value".into()),
+            Some(_) => return Err("unexpected text after the JSON object".into()),
+        }
+        for (plan, slot) in self.fields.iter().zip(slots.iter()) {
+            match slot {
+                Slot::Missing if !plan.nullable => {
+                    return Err(format!("missing required field `{}`", plan.name()));
+                }
+                Slot::Null if !plan.nullable => {
+                    return Err(format!("required field `{}` is null", plan.name()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the value of column `c`, converted to the column's type.
+    fn value(
+        &self,
+        s: &mut Scanner<'_>,
+        c: usize,
+        message: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> std::result::Result<Slot, Reason> {
+        let plan = &self.fields[c];
+        let Some(b) = s.peek() else {
+            return Err(TRUNCATED.into());
+        };
+        if b == b'n' {
+            s.literal(b"null")?;
+            return Ok(Slot::Null);
+        }
+        let field = || plan.name();
+        let mismatch = |wanted: &str| {
+            format!(
+                "field `{}`: expected {wanted}, found {}",
+                field(),
+                kind_of(b)
+            )
+        };
+        Ok(match (plan.kind, b) {
+            (Kind::Utf8, b'"') => Slot::Text(s.string(scratch)?),
+            // Spark's from_json reads any other value into a string column as its JSON text.
+            (Kind::Utf8, _) => {
+                let start = s.pos();
+                s.skip_value(scratch)?;
+                Slot::Text(Text::Message(start as u32, s.pos() as u32))
+            }
+            (Kind::Float64, b'-' | b'0'..=b'9') => Slot::F64(
+                s.number()?
+                    .to_f64(message)
+                    .map_err(|e| format!("field `{}`: {e}", field()))?,
+            ),
+            (Kind::Float64, b'"') => {
+                let text = s.string(scratch)?;
+                Slot::F64(match text_of(text, message, scratch) {
+                    "NaN" => f64::NAN,
+                    "Infinity" | "+Infinity" | "INF" | "+INF" => f64::INFINITY,
+                    "-Infinity" | "-INF" => f64::NEG_INFINITY,
+                    other => {
+                        return Err(format!(
+                            "field `{}`: expected a number, found the string {}",
+                            field(),
+                            quoted(other)
+                        ));
+                    }
+                })
+            }
+            (Kind::Float64, _) => return Err(mismatch("a number")),
+            (Kind::Int64 | Kind::Int32, b'-' | b'0'..=b'9') => {
+                let n = s.number()?;
+                let text = text_of(
+                    Text::Message(n.start as u32, n.end as u32),
+                    message,
+                    scratch,
+                );
+                let wrong = |what: &str| format!("field `{}`: {text} is {what}", field());
+                let v = match n.to_i64() {
+                    Some(v) => v,
+                    None if n.integer => return Err(wrong("out of range")),
+                    None => return Err(wrong("not an integer")),
+                };
+                if plan.kind == Kind::Int32 {
+                    Slot::I32(i32::try_from(v).map_err(|_| wrong("out of range for an int"))?)
+                } else {
+                    Slot::I64(v)
+                }
+            }
+            (Kind::Int64 | Kind::Int32, _) => return Err(mismatch("an integer")),
+            (Kind::Boolean, b't') => {
+                s.literal(b"true")?;
+                Slot::Bool(true)
+            }
+            (Kind::Boolean, b'f') => {
+                s.literal(b"false")?;
+                Slot::Bool(false)
+            }
+            (Kind::Boolean, _) => return Err(mismatch("true or false")),
+            (Kind::Date32, b'"') => {
+                let text = text_of(s.string(scratch)?, message, scratch);
+                Slot::I32(temporal::date_days(text).ok_or_else(|| {
+                    format!("field `{}`: {} is not a date", field(), quoted(text))
+                })?)
+            }
+            (Kind::Date32, _) => return Err(mismatch("a date string")),
+            (Kind::Timestamp, b'"') => {
+                let text = text_of(s.string(scratch)?, message, scratch);
+                Slot::I64(temporal::timestamp_micros(text).ok_or_else(|| {
+                    format!("field `{}`: {} is not a timestamp", field(), quoted(text))
+                })?)
+            }
+            // As in Spark, a number is whole seconds since the epoch.
+            (Kind::Timestamp, b'-' | b'0'..=b'9') => {
+                let n = s.number()?;
+                let micros = n.to_i64().and_then(|v| v.checked_mul(1_000_000));
+                Slot::I64(micros.ok_or_else(|| {
+                    let text = text_of(
+                        Text::Message(n.start as u32, n.end as u32),
+                        message,
+                        scratch,
+                    );
+                    format!(
+                        "field `{}`: {text} is not a whole number of seconds in range",
+                        field()
+                    )
+                })?)
+            }
+            (Kind::Timestamp, _) => return Err(mismatch("a timestamp string")),
+        })
+    }
+}
+
+/// A string's text. The message is UTF-8 and spans end at ASCII delimiters, so this never fails.
+fn text_of<'a>(text: Text, message: &'a [u8], scratch: &'a [u8]) -> &'a str {
+    let bytes = match text {
+        Text::Message(a, b) => &message[a as usize..b as usize],
+        Text::Scratch(a, b) => &scratch[a as usize..b as usize],
+    };
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// A value quoted for an error message, cut short if long.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("\"{}...\"", &text[..cut]),
+        None => format!("\"{text}\""),
+    }
+}
+
+/// Builds `dead_letters` rows for the rejected messages of a Kafka records batch (Spark's Kafka
+/// columns), stamped with the micro-batch id and the time they were recorded.
+fn dead_letter_rows(
+    records: &RecordBatch,
+    rejected: &[Rejected],
+    batch_id: i64,
+    recorded_at_micros: i64,
+) -> Result<RecordBatch> {
+    let schema = dead_letters_schema();
+    let indices = UInt32Array::from_iter_values(rejected.iter().map(|r| r.index));
+    let pick = |name: &str| -> Result<ArrayRef> {
+        let column = records
+            .column_by_name(name)
+            .ok_or_else(|| JobError::internal(format!("records batch has no `{name}` column")))?;
+        take(column.as_ref(), &indices, None).map_err(JobError::arrow("dead letters"))
+    };
+    let n = rejected.len();
+    let errors = StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()));
+    let timestamp = pick("timestamp")?;
+    let recorded_at = Arc::new(
+        datafusion::arrow::array::TimestampMicrosecondArray::from(vec![recorded_at_micros; n])
+            .with_timezone("UTC"),
+    );
+    let columns: Vec<ArrayRef> = vec![
+        pick("topic")?,
+        pick("partition")?,
+        pick("offset")?,
+        timestamp,
+        pick("key")?,
+        pick("value")?,
+        Arc::new(errors),
+        Arc::new(Int64Array::from(vec![batch_id; n])),
+        recorded_at,
+    ];
+    RecordBatch::try_new(schema, columns).map_err(JobError::arrow("dead letters"))
+}
+
+/// A records batch decoded: the rows, and `dead_letters` rows for the messages that did not decode.
+#[derive(Debug)]
+pub struct DecodedRecords {
+    /// Rows of the declared schema.
+    pub rows: Vec<RecordBatch>,
+    /// `dead_letters` rows.
+    pub dead_letters: RecordBatch,
+}
+
+/// Decodes the values of a Kafka records batch with `decoder`, turning rejected messages into
+/// `dead_letters` rows stamped with `batch_id` and `recorded_at_micros`.
+pub fn decode_records(
+    decoder: &JsonDecoder,
+    records: &RecordBatch,
+    batch_id: i64,
+    recorded_at_micros: i64,
+) -> Result<DecodedRecords> {
+    let decoded = decoder.decode(values_of(records)?)?;
+    let dead_letters = dead_letter_rows(records, &decoded.rejected, batch_id, recorded_at_micros)?;
+    Ok(DecodedRecords {
+        rows: decoded.batches,
+        dead_letters,
+    })
+}
+
+/// Waits for decoding threads, in order; a thread that panicked is an internal error.
+pub fn join_decoders<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>,
+) -> Vec<Result<T>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(JobError::internal("a decoding thread panicked".into())))
+        })
+        .collect()
+}
+
+/// The `value` column of a Kafka records batch.
+fn values_of(records: &RecordBatch) -> Result<&BinaryArray> {
+    records
+        .column_by_name("value")
+        .and_then(|c| c.as_binary_opt::<i32>())
+        .ok_or_else(|| JobError::internal("records batch has no binary `value` column".into()))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::collections::HashMap;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new("note", DataType::Utf8, true),
+        ]))
+    }
+
+    fn decode(messages: &[&[u8]]) -> Decoded {
+        let values = BinaryArray::from_iter_values(messages.iter().copied());
+        JsonDecoder::new(schema()).unwrap().decode(&values).unwrap()
+    }
+
+    #[test]
+    fn every_message_is_one_row_or_one_rejection() {
+        let messages: Vec<&[u8]> = vec![
+            br#"{"id":"a","amount":1.5}"#,
+            br#"{"id":"b","amount":"#,                        // truncated
+            b"",                                              // empty
+            br#"{"id":"c","amount":"lots"}"#,                 // wrong type: found at flush
+            br#"{"id":"d","amount":2,"extra":true}"#,         // unknown field: fine
+            br#"{"amount":3}"#,                               // missing required field
+            br#"{"id":"e","amount":4}{"id":"f","amount":5}"#, // two values
+            b"\xff\x00garbage",                               // not JSON
+            br#"{"id":"g","amount":6,"note":"ok"}"#,
+            br#" {"id":"h}\"{[","amount":7} "#, // braces and quotes inside a string
+        ];
+        let out = decode(&messages);
+        assert_eq!(out.num_rows() + out.rejected.len(), messages.len());
+        let mut good = out.origins.clone();
+        good.sort();
+        assert_eq!(good, vec![0, 4, 8, 9]);
+        let mut bad: Vec<u32> = out.rejected.iter().map(|r| r.index).collect();
+        bad.sort();
+        assert_eq!(bad, vec![1, 2, 3, 5, 6, 7]);
+        let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 4);
+        let wrong_type = out.rejected.iter().find(|r| r.index == 3).unwrap();
+        assert!(wrong_type.error.contains("amount"), "{}", wrong_type.error);
+    }
+
+    /// The decoder against arrow-json's (the reference it replaced) on every source's generated
+    /// events: the same rows, value for value.
+    #[test]
+    fn generated_events_decode_exactly_as_arrow_json_decodes_them() {
+        use crate::generator::{Generator, GeneratorConfig, Message, Source, Stream};
+        use crate::schemas::{labels_schema, source_schema};
+        use datafusion::arrow::json::ReaderBuilder;
+
+        let mut config = GeneratorConfig::new(5, 1_793_491_200_000);
+        config.malformed_rate = 0.0;
+        let mut generator = Generator::new(config).unwrap();
+        let mut by_stream: HashMap<Stream, Vec<Vec<u8>>> = HashMap::new();
+        let mut msg = Message::default();
+        for i in 0..40_000 {
+            if i < 30_000 {
+                generator.next_message(&mut msg);
+            } else if !generator.drain_labels(&mut msg) {
+                break;
+            }
+            by_stream
+                .entry(msg.stream.unwrap())
+                .or_default()
+                .push(msg.value.clone());
+        }
+        let mut streams: Vec<(Stream, SchemaRef)> = Source::ALL
+            .iter()
+            .map(|s| (Stream::Events(*s), source_schema(*s)))
+            .collect();
+        streams.push((Stream::Labels, labels_schema()));
+        for (stream, schema) in streams {
+            let messages = &by_stream[&stream];
+            assert!(messages.len() > 100, "{stream:?}");
+            let values = BinaryArray::from_iter_values(messages.iter().map(Vec::as_slice));
+            let ours = JsonDecoder::new(Arc::clone(&schema))
+                .unwrap()
+                .decode(&values)
+                .unwrap();
+            assert!(ours.rejected.is_empty(), "{:?}", ours.rejected.first());
+            let mut reference = ReaderBuilder::new(Arc::clone(&schema))
+                .with_batch_size(messages.len())
+                .build_decoder()
+                .unwrap();
+            for m in messages {
+                reference.decode(m).unwrap();
+            }
+            let expected = reference.flush().unwrap().unwrap();
+            assert_eq!(ours.batches, vec![expected], "{stream:?}");
+        }
+    }
+
+    fn one(message: &str) -> std::result::Result<RecordBatch, String> {
+        let out = decode(&[message.as_bytes()]);
+        match out.rejected.first() {
+            Some(r) => Err(r.error.clone()),
+            None => Ok(out.batches[0].clone()),
+        }
+    }
+
+    #[test]
+    fn fields_read_as_sparks_from_json_reads_them() {
+        let row = one(
+            r#" { "note" : {"a": [1, "}"]} , "zzz": [[{}]], "amount": -1.5e2, "id": "x\u00e9\n" } "#,
+        )
+        .unwrap();
+        assert_eq!(row.column(0).as_string::<i32>().value(0), "xé\n");
+        assert_eq!(
+            row.column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0),
+            -150.0
+        );
+        // A string column takes any value as its JSON text.
+        assert_eq!(
+            row.column(2).as_string::<i32>().value(0),
+            r#"{"a": [1, "}"]}"#
+        );
+        let row = one(r#"{"id":"a","amount":1,"note":12.50,"id":"b"}"#).unwrap();
+        assert_eq!(
+            row.column(0).as_string::<i32>().value(0),
+            "b",
+            "last one wins"
+        );
+        assert_eq!(row.column(2).as_string::<i32>().value(0), "12.50");
+        let row = one(r#"{"id":"a","amount":"NaN","note":null}"#).unwrap();
+        assert!(row.column(2).is_null(0));
+        assert!(
+            row.column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0)
+                .is_nan()
+        );
+        for (message, reason) in [
+            (
+                r#"{"id":"a","amount":"1.5"}"#,
+                "field `amount`: expected a number",
+            ),
+            (
+                r#"{"id":"a","amount":true}"#,
+                "field `amount`: expected a number",
+            ),
+            (r#"{"id":"a","amount":1e999}"#, "out of range"),
+            (r#"{"id":null,"amount":1}"#, "required field `id` is null"),
+            (r#"{"amount":1}"#, "missing required field `id`"),
+            (r#"{"id":"a","amount":1} x"#, "unexpected text"),
+            (r#"{"id":"a","amount":1}[]"#, "more than one JSON value"),
+            (r#"{"id":"a" "amount":1}"#, "expected ',' or '}'"),
+            (r#"{"id":"a","amount":01}"#, "expected ',' or '}'"),
+            (r#"{"id":"a","amount":1,}"#, "expected a field name"),
+            (r#"{"id":"a","amount":1"#, "truncated"),
+            (r#"{"id":"a","amount":1,"note":"\q"}"#, "invalid escape"),
+            (r#"{"id":"a","amount":1,"x":[1,}"#, "expected a value"),
+            ("[1]", "not a JSON object"),
+            ("  \n", "empty message"),
+        ] {
+            let error = one(message).unwrap_err();
+            assert!(error.contains(reason), "{message}: {error}");
+        }
+        let invalid_utf8 = decode(&[b"{\"id\":\"\xc3\x28\",\"amount\":1}"]);
+        assert!(invalid_utf8.rejected[0].error.contains("UTF-8"));
+    }
+
+    #[test]
+    fn integers_dates_and_timestamps_follow_spark() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("small", DataType::Int32, true),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("day", DataType::Date32, true),
+            Field::new("at", crate::schemas::timestamp_type(), true),
+        ]));
+        let decoder = JsonDecoder::new(schema).unwrap();
+        let run = |m: &str| {
+            let out = decoder
+                .decode(&BinaryArray::from_iter_values([m.as_bytes()]))
+                .unwrap();
+            match out.rejected.first() {
+                Some(r) => Err(r.error.clone()),
+                None => Ok(out.batches[0].clone()),
+            }
+        };
+        use datafusion::arrow::datatypes::{
+            Date32Type, Int32Type, Int64Type, TimestampMicrosecondType,
+        };
+        let row = run(
+            r#"{"n":-9223372036854775808,"small":7,"flag":false,"day":"1970-01-11","at":"1970-01-01T00:00:01.5+01:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(row.column(0).as_primitive::<Int64Type>().value(0), i64::MIN);
+        assert_eq!(row.column(1).as_primitive::<Int32Type>().value(0), 7);
+        assert!(!row.column(2).as_boolean().value(0));
+        assert!(!row.column(2).is_null(0));
+        assert_eq!(row.column(3).as_primitive::<Date32Type>().value(0), 10);
+        assert_eq!(
+            row.column(4)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_500_000 - 3_600_000_000
+        );
+        assert_eq!(row.column(4).data_type(), &crate::schemas::timestamp_type());
+        // A number is whole seconds since the epoch, as in Spark.
+        let row = run(r#"{"at":60}"#).unwrap();
+        assert_eq!(
+            row.column(4)
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            60_000_000
+        );
+        assert!(row.column(0).is_null(0) && row.column(2).is_null(0));
+        for (message, reason) in [
+            (r#"{"n":1.5}"#, "field `n`: 1.5 is not an integer"),
+            (r#"{"n":1e2}"#, "not an integer"),
+            (r#"{"n":9223372036854775808}"#, "out of range"),
+            (r#"{"small":2147483648}"#, "out of range for an int"),
+            (r#"{"n":"5"}"#, "expected an integer, found a string"),
+            (r#"{"flag":"true"}"#, "expected true or false"),
+            (r#"{"flag":tru}"#, "invalid literal"),
+            (
+                r#"{"day":"2026-02-30"}"#,
+                "field `day`: \"2026-02-30\" is not a date",
+            ),
+            (
+                r#"{"at":"last tuesday"}"#,
+                "field `at`: \"last tuesday\" is not a timestamp",
+            ),
+            (r#"{"at":1.5}"#, "not a whole number of seconds"),
+            (r#"{"at":true}"#, "expected a timestamp string"),
+        ] {
+            let error = run(message).unwrap_err();
+            assert!(error.contains(reason), "{message}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_schema_with_a_type_the_decoder_cannot_fill_is_refused_up_front() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            true,
+        )]));
+        let error = JsonDecoder::new(schema).unwrap_err().to_string();
+        assert!(error.contains("`tags`"), "{error}");
+    }
+
+    #[test]
+    fn rows_keep_their_origins_among_rejected_messages() {
+        let mut owned: Vec<Vec<u8>> = Vec::new();
+        for i in 0..10_000 {
+            if i % 997 == 0 {
+                owned.push(format!(r#"{{"id":"x{i}","amount":"bad"}}"#).into_bytes());
+            } else if i % 1999 == 0 {
+                owned.push(format!(r#"{{"id":"x{i}","#).into_bytes());
+            } else {
+                owned.push(format!(r#"{{"id":"x{i}","amount":{i}}}"#).into_bytes());
+            }
+        }
+        let refs: Vec<&[u8]> = owned.iter().map(|v| v.as_slice()).collect();
+        let out = decode(&refs);
+        assert_eq!(out.num_rows() + out.rejected.len(), refs.len());
+        // Every decoded row's id names the message it came from.
+        let mut row = 0;
+        for batch in &out.batches {
+            let ids = batch.column(0).as_string::<i32>();
+            for k in 0..batch.num_rows() {
+                assert_eq!(ids.value(k), format!("x{}", out.origins[row]));
+                row += 1;
+            }
+        }
+        let expected_bad = (0..10_000)
+            .filter(|i| i % 997 == 0 || i % 1999 == 0)
+            .count();
+        assert_eq!(out.rejected.len(), expected_bad);
+    }
+}

@@ -66,6 +66,9 @@ pub enum JobError {
         #[source]
         source: datafusion::arrow::error::ArrowError,
     },
+    /// A read was given up because the query is stopping; nothing of it was logged.
+    #[error("the read was cancelled: the query is stopping")]
+    Cancelled,
     /// The checkpoint cannot be read or written, or another process owns it.
     #[error("checkpoint `{location}`: {reason}")]
     Checkpoint {
@@ -161,7 +164,8 @@ impl JobError {
             | Self::Io { .. }
             | Self::Checkpoint { .. }
             | Self::DataLoss { .. }
-            | Self::BadRecord { .. } => Fault::External,
+            | Self::BadRecord { .. }
+            | Self::Cancelled => Fault::External,
             Self::Arrow { .. } | Self::Internal(_) => Fault::Internal,
         }
     }

@@ -212,9 +212,10 @@ impl RecordSource for KafkaSource {
         &self,
         ranges: &[OffsetRange],
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+        cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<T>> {
         read_in_parallel(&self.consumers, ranges, |consumer, share| {
-            self.read_on(consumer, share, finish)
+            self.read_on(consumer, share, finish, cancelled)
         })
     }
 }
@@ -285,6 +286,7 @@ impl KafkaSource {
         consumer: &BaseConsumer,
         ranges: &[OffsetRange],
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+        cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<Vec<T>>> {
         let mut readers: Vec<RangeReader> = ranges.iter().cloned().map(RangeReader::new).collect();
         let mut made: Vec<Vec<T>> = readers.iter().map(|_| Vec::new()).collect();
@@ -313,6 +315,10 @@ impl KafkaSource {
             polls += 1;
             if polls >= 1024 {
                 polls = 0;
+                // The next read assigns its own partitions, so nothing needs undoing.
+                if cancelled() {
+                    return Err(JobError::Cancelled);
+                }
                 if taken > 0 {
                     taken = 0;
                     last_progress = Instant::now();

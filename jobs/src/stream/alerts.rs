@@ -29,8 +29,10 @@ use crate::stream::spec::AlertSinkOptions;
 /// Partitions of an alert topic the job creates because it is missing.
 const NEW_TOPIC_PARTITIONS: i32 = 6;
 
-/// How long a batch waits for its alerts' acknowledgements before the job fails.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much longer than the producer's message timeout a batch waits for its acknowledgements:
+/// librdkafka reports every message, delivered or failed, within the timeout, so this is only a
+/// backstop.
+const ACK_GRACE: Duration = Duration::from_secs(10);
 
 /// The Kafka header holding the query id of the job that published an alert.
 pub const QUERY_ID_HEADER: &str = "riskstream.queryId";
@@ -81,6 +83,8 @@ pub struct AlertSink {
     predicate: Arc<dyn PhysicalExpr>,
     key_column: Option<usize>,
     producer: BaseProducer<DeliveryContext>,
+    /// How long a batch waits for its alerts' reports; `None` when messages never time out.
+    ack_timeout: Option<Duration>,
 }
 
 impl AlertSink {
@@ -130,7 +134,10 @@ impl AlertSink {
             // A batch's alerts are sent together and awaited at once: a short linger suffices.
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000");
+            .set(
+                "message.timeout.ms",
+                options.message_timeout.as_millis().to_string(),
+            );
         for (name, value) in &options.kafka_options {
             config.set(name, value);
         }
@@ -145,6 +152,9 @@ impl AlertSink {
             predicate,
             key_column,
             producer,
+            // Zero: messages never time out, and neither does the wait.
+            ack_timeout: (!options.message_timeout.is_zero())
+                .then(|| options.message_timeout + ACK_GRACE),
         })
     }
 
@@ -217,9 +227,9 @@ impl AlertSink {
         }
         // Served here rather than with `flush`, which waits in steps of 100 ms: a batch with
         // alerts would take that much longer.
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        let deadline = self.ack_timeout.map(|t| Instant::now() + t);
         while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
+            if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(JobError::kafka(
                     &self.brokers,
                     self.context("acknowledging"),

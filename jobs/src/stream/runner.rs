@@ -44,7 +44,8 @@ pub struct RunOptions {
     pub trigger: Trigger,
     /// Static partition assignment for scale-out: read only these partition numbers.
     pub partitions: Option<Vec<i32>>,
-    /// Set to stop after the batch in flight commits.
+    /// Set to stop: a batch already read still commits; a read under way gives up (a restart
+    /// reads that batch again).
     pub stop: Arc<AtomicBool>,
 }
 
@@ -332,6 +333,10 @@ struct Planner<S> {
     /// Where availableNow and once stop.
     target: Option<PartitionOffsets>,
     fail_on_data_loss: bool,
+    /// Set when the query is asked to stop: reads under way give up.
+    stop: Arc<AtomicBool>,
+    /// Set when the runner leaves (done, or on an error): a read of the next batch gives up.
+    abandoned: Arc<AtomicBool>,
 }
 
 // Not derived: a derive would ask for `S: Clone`, and the source is shared, not cloned.
@@ -343,7 +348,18 @@ impl<S> Clone for Planner<S> {
             limit: self.limit,
             target: self.target.clone(),
             fail_on_data_loss: self.fail_on_data_loss,
+            stop: Arc::clone(&self.stop),
+            abandoned: Arc::clone(&self.abandoned),
         }
+    }
+}
+
+/// Tells a read of the next batch to give up when the runner leaves, however it leaves.
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -462,7 +478,9 @@ impl<S: RecordSource> Planner<S> {
             lost: plan.lost.iter().map(|l| l.records).sum(),
             ..DecodedBatch::default()
         };
-        for part in self.source.read(&plan.ranges, &decode)? {
+        let cancelled =
+            || self.stop.load(Ordering::SeqCst) || self.abandoned.load(Ordering::SeqCst);
+        for part in self.source.read(&plan.ranges, &decode, &cancelled)? {
             batch.rows.extend(part.rows);
             batch.dead_letters.extend(part.dead_letters);
             batch.input_rows += part.input_rows;
@@ -605,7 +623,10 @@ pub async fn run_with<S: RecordSource>(
         },
         target,
         fail_on_data_loss: spec.source.fail_on_data_loss,
+        stop: Arc::clone(&stop),
+        abandoned: Arc::new(AtomicBool::new(false)),
     };
+    let _abandon = AbandonOnDrop(Arc::clone(&planner.abandoned));
     let source_description = source.description();
     let mut last_batch_start: Option<Instant> = None;
     let mut next_tick = Instant::now();
@@ -618,14 +639,13 @@ pub async fn run_with<S: RecordSource>(
         }
         let mut prefetched = false;
         let planned = if let Some(entry) = state.replay.take() {
-            Planned::Batch(Box::new(tokio::task::block_in_place(|| {
-                planner.replay(&state.start, entry, state.next_batch)
-            })?))
+            tokio::task::block_in_place(|| planner.replay(&state.start, entry, state.next_batch))
+                .map(|batch| Planned::Batch(Box::new(batch)))
         } else if let Some(handle) = prefetch.take() {
             prefetched = true;
             handle
                 .await
-                .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))??
+                .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))?
         } else {
             if let Trigger::ProcessingTime(interval) = options.trigger {
                 if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
@@ -634,9 +654,15 @@ pub async fn run_with<S: RecordSource>(
                 // A trigger is used up whether or not it finds records, as in Spark.
                 next_tick = Instant::now().max(next_tick) + interval;
             }
-            tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))?
+            tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))
         };
         let batch = match planned {
+            // Stopping: the batch was not logged, so nothing of it needs finishing.
+            Err(JobError::Cancelled) => break,
+            Err(e) => return Err(e),
+            Ok(planned) => planned,
+        };
+        let batch = match batch {
             Planned::Batch(batch) => *batch,
             Planned::Nothing { end, lost } => {
                 if planner.target.is_some() {
@@ -824,9 +850,10 @@ pub async fn run_with<S: RecordSource>(
             break;
         }
     }
-    // A read of the next batch may be under way: let it finish (it writes nothing) before the
-    // consumer goes away.
+    // A read of the next batch may be under way: it gives up at once (it has written nothing),
+    // and is waited for so that the consumers are free when the runner returns.
     if let Some(handle) = prefetch {
+        planner.abandoned.store(true, Ordering::SeqCst);
         drop(handle.await);
     }
     tracing::info!(

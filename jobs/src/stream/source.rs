@@ -33,10 +33,13 @@ pub trait RecordSource: Send + Sync + 'static {
 
     /// Reads every range on every core, handing records to `finish` (on the reading thread) in
     /// chunks; returns what `finish` made in the order of `ranges`, and of offsets within one.
+    /// Gives up with [`JobError::Cancelled`] soon after `cancelled` turns true, even while it
+    /// waits for records that do not come.
     fn read<T: Send>(
         &self,
         ranges: &[OffsetRange],
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+        cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<T>>;
 }
 
@@ -177,6 +180,7 @@ impl RecordSource for MemorySource {
         &self,
         ranges: &[OffsetRange],
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+        cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<T>> {
         let workers = vec![(); self.threads];
         read_in_parallel(&workers, ranges, |(), share| {
@@ -197,6 +201,9 @@ impl RecordSource for MemorySource {
                     let mut made = Vec::new();
                     let mut at = range.start as usize;
                     while at < end {
+                        if cancelled() {
+                            return Err(JobError::Cancelled);
+                        }
                         let n = CHUNK_ROWS.min(end - at);
                         made.push(finish(PartitionRecords {
                             range: range.clone(),
@@ -245,11 +252,15 @@ mod tests {
             })
             .collect();
         let firsts = source
-            .read(&ranges, &|records: PartitionRecords| {
-                let offsets = records.records.column_by_name("offset").unwrap();
-                let offsets = offsets.as_primitive::<Int64Type>();
-                Ok((records.range.partition, offsets.value(0), offsets.len()))
-            })
+            .read(
+                &ranges,
+                &|records: PartitionRecords| {
+                    let offsets = records.records.column_by_name("offset").unwrap();
+                    let offsets = offsets.as_primitive::<Int64Type>();
+                    Ok((records.range.partition, offsets.value(0), offsets.len()))
+                },
+                &|| false,
+            )
             .unwrap();
         let mut expected = Vec::new();
         for range in &ranges {
@@ -288,8 +299,9 @@ mod tests {
             &self,
             ranges: &[OffsetRange],
             finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+            cancelled: &(dyn Fn() -> bool + Sync),
         ) -> Result<Vec<T>> {
-            self.inner.read(ranges, finish)
+            self.inner.read(ranges, finish, cancelled)
         }
     }
 
@@ -374,5 +386,69 @@ checkpointLocation = "{lake}/checkpoints"
         // The same log again: the checkpoint says everything was read, so nothing is written.
         let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
         assert_eq!((again.batches, again.output_rows), (0, 0));
+    }
+
+    /// Advertises records and never delivers them, until the read is cancelled.
+    struct Stalled {
+        inner: MemorySource,
+        reading: Arc<AtomicBool>,
+    }
+
+    impl RecordSource for Stalled {
+        fn description(&self) -> String {
+            self.inner.description()
+        }
+        fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
+            self.inner.partitions()
+        }
+        fn watermarks(
+            &self,
+            partitions: &BTreeMap<String, Vec<i32>>,
+        ) -> Result<PartitionWatermarks> {
+            self.inner.watermarks(partitions)
+        }
+        fn read<T: Send>(
+            &self,
+            _: &[OffsetRange],
+            _: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+            cancelled: &(dyn Fn() -> bool + Sync),
+        ) -> Result<Vec<T>> {
+            self.reading.store(true, Ordering::SeqCst);
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(60) {
+                if cancelled() {
+                    return Err(JobError::Cancelled);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(JobError::internal("the read was never cancelled".into()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_gives_up_a_read_that_waits_for_records_and_logs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "");
+        let reading = Arc::new(AtomicBool::new(false));
+        let source = Stalled {
+            inner: log(1_000),
+            reading: Arc::clone(&reading),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let options = RunOptions {
+            trigger: spec.trigger,
+            spec,
+            partitions: None,
+            stop: Arc::clone(&stop),
+        };
+        let run = tokio::spawn(run_with(options, source, |_| {}));
+        while !reading.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let summary = run.await.unwrap().unwrap();
+        assert_eq!(summary.batches, 0);
+        // The batch was never logged, so a restart plans it afresh.
+        assert!(!dir.path().join("checkpoints/offsets/0").exists());
     }
 }

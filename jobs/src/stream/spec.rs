@@ -207,6 +207,9 @@ pub struct AlertSinkOptions {
     pub key_column: Option<String>,
     /// Every other `kafka.*` option, passed to the producer without the prefix.
     pub kafka_options: Vec<(String, String)>,
+    /// `kafka.message.timeout.ms` (or its other name `kafka.delivery.timeout.ms`): how long the
+    /// producer tries to deliver an alert, 30 s unless set; zero means for ever.
+    pub message_timeout: Duration,
 }
 
 /// When micro-batches run (`trigger`).
@@ -721,12 +724,28 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
         ],
         "alerts use an idempotent producer",
     )?;
+    let mut message_timeout = Duration::from_secs(30);
+    let mut kept = Vec::with_capacity(kafka_options.len());
+    for (name, value) in kafka_options {
+        if name == "message.timeout.ms" || name == "delivery.timeout.ms" {
+            let ms: u64 = value.trim().parse().map_err(|_| {
+                JobError::config(
+                    options.key(&format!("kafka.{name}")),
+                    format!("`{value}` is not a whole number of milliseconds"),
+                )
+            })?;
+            message_timeout = Duration::from_millis(ms);
+        } else {
+            kept.push((name, value));
+        }
+    }
     Ok(AlertSinkOptions {
         filter: raw.filter,
         bootstrap_servers,
         topic,
         key_column,
-        kafka_options,
+        kafka_options: kept,
+        message_timeout,
     })
 }
 
@@ -989,9 +1008,25 @@ keyColumn = "entity_id"
             alerts.kafka_options,
             vec![("linger.ms".to_string(), "20".to_string())]
         );
+        assert_eq!(alerts.message_timeout, Duration::from_secs(30));
+        // The producer's message timeout, by either name, also bounds the wait for acks.
+        let longer = ALERTS.replace(
+            "\"kafka.linger.ms\" = 20",
+            "\"kafka.delivery.timeout.ms\" = 120000",
+        );
+        let alerts = parse(&format!("{GOOD}{longer}")).unwrap().alerts.unwrap();
+        assert_eq!(alerts.message_timeout, Duration::from_secs(120));
+        assert!(alerts.kafka_options.is_empty());
         assert!(parse(GOOD).unwrap().alerts.is_none());
         let cases = [
             (ALERTS.replace("\"kafka\"", "\"redis\""), "alerts.format"),
+            (
+                ALERTS.replace(
+                    "\"kafka.linger.ms\" = 20",
+                    "\"kafka.message.timeout.ms\" = \"soon\"",
+                ),
+                "alerts.options.kafka.message.timeout.ms",
+            ),
             (ALERTS.replace("topic =", "topc ="), "alerts.options.topc"),
             (
                 ALERTS.replace("\"kafka.linger.ms\" = 20", "\"kafka.acks\" = 1"),

@@ -334,6 +334,10 @@ impl KafkaSource {
                 None => {
                     // An idle poll took up to 100 ms: look at the clock now.
                     polls = 1024;
+                    for i in self.skip_undelivered(consumer, &mut readers)? {
+                        remaining -= 1;
+                        made[i].push(finish(readers[i].take()?)?);
+                    }
                 }
                 Some(Ok(msg)) => {
                     // One topic (the usual case) needs no lookup by name.
@@ -421,6 +425,36 @@ impl KafkaSource {
         consumer
             .assign(&tpl)
             .map_err(self.kafka_err("assigning partitions"))
+    }
+
+    /// Transaction markers (and, with `isolation.level = read_committed`, aborted records) take
+    /// offsets but are never delivered; librdkafka moves the consumer's position past them as it
+    /// polls. A range whose last offsets are such would otherwise wait for records that never
+    /// come: end each range its consumer's position has reached, and return them.
+    fn skip_undelivered(
+        &self,
+        consumer: &BaseConsumer,
+        readers: &mut [RangeReader],
+    ) -> Result<Vec<usize>> {
+        let positions = consumer
+            .position()
+            .map_err(self.kafka_err("reading the consumer's positions"))?;
+        let mut ended = Vec::new();
+        for (i, r) in readers.iter_mut().enumerate().filter(|(_, r)| !r.done()) {
+            let position = positions
+                .find_partition(&r.range.topic, r.range.partition)
+                .map(|e| e.offset());
+            // Only a range's tail needs this: a gap inside it ends when the next record comes.
+            // librdkafka resets the position when a partition is (re)assigned, so a position
+            // left from an earlier read cannot skip records.
+            if let Some(Offset::Offset(p)) = position
+                && p >= r.range.end
+            {
+                r.next = r.range.end;
+                ended.push(i);
+            }
+        }
+        Ok(ended)
     }
 
     /// Offsets we were reading went out of range: find which, and fail or skip ahead.

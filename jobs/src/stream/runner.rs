@@ -44,8 +44,7 @@ pub struct RunOptions {
     pub trigger: Trigger,
     /// Static partition assignment for scale-out: read only these partition numbers.
     pub partitions: Option<Vec<i32>>,
-    /// Set to stop: a batch already read still commits; a read under way gives up (a restart
-    /// reads that batch again).
+    /// Set to stop after the batch in flight commits (a read of the next one is given up).
     pub stop: Arc<AtomicBool>,
 }
 
@@ -333,9 +332,8 @@ struct Planner<S> {
     /// Where availableNow and once stop.
     target: Option<PartitionOffsets>,
     fail_on_data_loss: bool,
-    /// Set when the query is asked to stop: reads under way give up.
-    stop: Arc<AtomicBool>,
-    /// Set when the runner leaves (done, or on an error): a read of the next batch gives up.
+    /// Set when the runner leaves (stopped, done, or on an error): a read of the next batch
+    /// gives up. The batch in flight is never given up: a stop lets it commit.
     abandoned: Arc<AtomicBool>,
 }
 
@@ -348,7 +346,6 @@ impl<S> Clone for Planner<S> {
             limit: self.limit,
             target: self.target.clone(),
             fail_on_data_loss: self.fail_on_data_loss,
-            stop: Arc::clone(&self.stop),
             abandoned: Arc::clone(&self.abandoned),
         }
     }
@@ -478,8 +475,7 @@ impl<S: RecordSource> Planner<S> {
             lost: plan.lost.iter().map(|l| l.records).sum(),
             ..DecodedBatch::default()
         };
-        let cancelled =
-            || self.stop.load(Ordering::SeqCst) || self.abandoned.load(Ordering::SeqCst);
+        let cancelled = || self.abandoned.load(Ordering::SeqCst);
         for part in self.source.read(&plan.ranges, &decode, &cancelled)? {
             batch.rows.extend(part.rows);
             batch.dead_letters.extend(part.dead_letters);
@@ -623,7 +619,6 @@ pub async fn run_with<S: RecordSource>(
         },
         target,
         fail_on_data_loss: spec.source.fail_on_data_loss,
-        stop: Arc::clone(&stop),
         abandoned: Arc::new(AtomicBool::new(false)),
     };
     let _abandon = AbandonOnDrop(Arc::clone(&planner.abandoned));
@@ -656,13 +651,7 @@ pub async fn run_with<S: RecordSource>(
             }
             tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))
         };
-        let batch = match planned {
-            // Stopping: the batch was not logged, so nothing of it needs finishing.
-            Err(JobError::Cancelled) => break,
-            Err(e) => return Err(e),
-            Ok(planned) => planned,
-        };
-        let batch = match batch {
+        let batch = match planned? {
             Planned::Batch(batch) => *batch,
             Planned::Nothing { end, lost } => {
                 if planner.target.is_some() {

@@ -388,13 +388,15 @@ checkpointLocation = "{lake}/checkpoints"
         assert_eq!((again.batches, again.output_rows), (0, 0));
     }
 
-    /// Advertises records and never delivers them, until the read is cancelled.
-    struct Stalled {
+    /// Delivers its first read from the log; every later read waits for records that never
+    /// come, until it is cancelled.
+    struct StallsAfterFirstRead {
         inner: MemorySource,
-        reading: Arc<AtomicBool>,
+        reads: AtomicUsize,
+        saw_cancel: Arc<AtomicBool>,
     }
 
-    impl RecordSource for Stalled {
+    impl RecordSource for StallsAfterFirstRead {
         fn description(&self) -> String {
             self.inner.description()
         }
@@ -409,14 +411,17 @@ checkpointLocation = "{lake}/checkpoints"
         }
         fn read<T: Send>(
             &self,
-            _: &[OffsetRange],
-            _: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
+            ranges: &[OffsetRange],
+            finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
             cancelled: &(dyn Fn() -> bool + Sync),
         ) -> Result<Vec<T>> {
-            self.reading.store(true, Ordering::SeqCst);
+            if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                return self.inner.read(ranges, finish, cancelled);
+            }
             let start = std::time::Instant::now();
             while start.elapsed() < std::time::Duration::from_secs(60) {
                 if cancelled() {
+                    self.saw_cancel.store(true, Ordering::SeqCst);
                     return Err(JobError::Cancelled);
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -426,13 +431,16 @@ checkpointLocation = "{lake}/checkpoints"
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stopping_gives_up_a_read_that_waits_for_records_and_logs_nothing() {
+    async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
         let dir = tempfile::tempdir().unwrap();
+        // No trigger, and a backlog (3,000 records per batch of 10,000): the next batch is read
+        // while the first commits.
         let spec = spec(dir.path(), "");
-        let reading = Arc::new(AtomicBool::new(false));
-        let source = Stalled {
-            inner: log(1_000),
-            reading: Arc::clone(&reading),
+        let saw_cancel = Arc::new(AtomicBool::new(false));
+        let source = StallsAfterFirstRead {
+            inner: log(10_000),
+            reads: AtomicUsize::new(0),
+            saw_cancel: Arc::clone(&saw_cancel),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let options = RunOptions {
@@ -441,14 +449,14 @@ checkpointLocation = "{lake}/checkpoints"
             partitions: None,
             stop: Arc::clone(&stop),
         };
-        let run = tokio::spawn(run_with(options, source, |_| {}));
-        while !reading.load(Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        stop.store(true, Ordering::SeqCst);
-        let summary = run.await.unwrap().unwrap();
-        assert_eq!(summary.batches, 0);
-        // The batch was never logged, so a restart plans it afresh.
-        assert!(!dir.path().join("checkpoints/offsets/0").exists());
+        let summary = run_with(options, source, |_| stop.store(true, Ordering::SeqCst))
+            .await
+            .unwrap();
+        assert_eq!(summary.batches, 1);
+        assert!(summary.input_rows > 0 && summary.input_rows <= 3_000);
+        assert!(dir.path().join("checkpoints/commits/0").exists());
+        // The next batch's read gave up when the runner left, rather than holding it up.
+        assert!(saw_cancel.load(Ordering::SeqCst));
+        assert!(!dir.path().join("checkpoints/offsets/1").exists());
     }
 }

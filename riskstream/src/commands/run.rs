@@ -1,6 +1,5 @@
 //! `riskstream run JOB.toml`: a streaming job until its trigger ends it or a signal stops it.
-//! SIGINT or SIGTERM lets a batch already read commit and gives up one still being read, then
-//! exits 0; a second one exits at once.
+//! SIGINT or SIGTERM lets the batch in flight commit, then exits 0; a second one exits at once.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -79,8 +78,7 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// The first SIGINT/SIGTERM asks the runner to stop (a batch already read still commits); the
-/// second exits.
+/// The first SIGINT/SIGTERM asks the runner to stop after the batch in flight; the second exits.
 fn watch_signals(stop: Arc<AtomicBool>) -> Result<(), CommandError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

@@ -113,6 +113,23 @@ impl Checkpoint {
         }
     }
 
+    /// A file of a version line and one JSON value, when it exists.
+    async fn read_versioned<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &Path,
+    ) -> Result<Option<T>> {
+        let Some(text) = self.read(path).await? else {
+            return Ok(None);
+        };
+        let json = text
+            .strip_prefix(VERSION)
+            .map(str::trim)
+            .ok_or_else(|| self.corrupt(path, "no v1 version line"))?;
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| self.corrupt(path, e))
+    }
+
     /// Writes `text` to `path` only if nothing is there yet; `Ok(false)` when something else is.
     /// Finding exactly `text` there counts as written: a put that succeeded but whose answer was
     /// lost is retried by the store and then finds its own file.
@@ -157,17 +174,7 @@ impl Checkpoint {
 
     /// The offsets batch 0 starts from, once resolved.
     pub async fn initial_offsets(&self) -> Result<Option<PartitionOffsets>> {
-        let path = Path::from("sources/0/0");
-        let Some(text) = self.read(&path).await? else {
-            return Ok(None);
-        };
-        let json = text
-            .strip_prefix(VERSION)
-            .map(str::trim)
-            .ok_or_else(|| self.corrupt(&path, "no version line"))?;
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| self.corrupt(&path, e))
+        self.read_versioned(&Path::from("sources/0/0")).await
     }
 
     /// Records the offsets batch 0 starts from; if another process got there first, theirs win
@@ -272,6 +279,14 @@ impl Checkpoint {
         } else {
             Err(self.concurrent(&path))
         }
+    }
+
+    /// The watermark the batch after `batch_id` runs with, as its commit recorded it.
+    pub async fn next_watermark(&self, batch_id: i64) -> Result<Option<i64>> {
+        let body: Option<serde_json::Value> = self
+            .read_versioned(&Path::from(format!("commits/{batch_id}")))
+            .await?;
+        Ok(body.and_then(|b| b.get("nextBatchWatermarkMs").and_then(|v| v.as_i64())))
     }
 
     /// Stores a batch's progress report.

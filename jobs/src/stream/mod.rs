@@ -1,5 +1,5 @@
 //! Streaming jobs: the job spec (`riskstream run JOB.toml`), offset planning, the checkpoint
-//! (Spark's layout), the micro-batch runner and its progress reports.
+//! (Spark's layout), the micro-batch runner, event-time watermarks and progress reports.
 
 pub mod alerts;
 pub mod checkpoint;
@@ -9,3 +9,7 @@ pub mod query;
 pub mod runner;
 pub mod source;
 pub mod spec;
+pub mod watermark;
+
+#[cfg(test)]
+mod engine_tests;

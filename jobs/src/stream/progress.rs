@@ -73,8 +73,28 @@ pub struct SinkProgress {
     pub num_output_rows: u64,
     /// Riskstream's addition: rows appended to the dead-letter table.
     pub num_dead_letter_rows: u64,
+    /// Riskstream's addition: rows appended to the late-events table (jobs with a watermark).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_late_rows: Option<u64>,
     /// Riskstream's addition: the table versions this batch created.
     pub table_versions: BTreeMap<String, u64>,
+}
+
+/// A stateful operator's part of a report (Spark's `StateOperatorProgress`). The watermark is
+/// reported as one: it is what decides which rows are dropped.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateOperatorProgress {
+    /// Such as `watermark`.
+    pub operator_name: String,
+    /// Rows held in state after the batch.
+    pub num_rows_total: u64,
+    /// Rows of state the batch added or changed.
+    pub num_rows_updated: u64,
+    /// Bytes of state held in memory.
+    pub memory_used_bytes: u64,
+    /// Input rows at or before the watermark (Spark drops them; here they go to `late_events`).
+    pub num_rows_dropped_by_watermark: u64,
 }
 
 /// The alert sink's part of a report (Riskstream's addition).
@@ -111,8 +131,10 @@ pub struct QueryProgress {
     pub processed_rows_per_second: f64,
     /// Time per phase.
     pub duration_ms: Durations,
-    /// Event-time figures (the watermark, once there is one).
+    /// Event-time figures: `min`, `max`, `avg` and `watermark` for jobs with a watermark.
     pub event_time: BTreeMap<String, String>,
+    /// Stateful operators (the watermark, for jobs with one).
+    pub state_operators: Vec<StateOperatorProgress>,
     /// The sources.
     pub sources: Vec<SourceProgress>,
     /// The sink.

@@ -26,11 +26,13 @@ use crate::stream::offsets::{
     BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
 };
 use crate::stream::progress::{
-    AlertProgress, Durations, QueryProgress, SinkProgress, SourceProgress, ms,
+    AlertProgress, Durations, QueryProgress, SinkProgress, SourceProgress, StateOperatorProgress,
+    ms,
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{JobSpec, OnError, Trigger};
+use crate::stream::watermark::EventTime;
 
 /// How long an idle query waits before looking for new records again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -72,6 +74,8 @@ struct Sinks {
     table: DeltaAppender,
     table_path: String,
     dead_letters: DeltaAppender,
+    /// Rows behind the watermark, for jobs with one.
+    late_events: Option<DeltaAppender>,
     schema: SchemaRef,
     batch_id_column: bool,
     processing_time_column: bool,
@@ -96,7 +100,11 @@ fn table_location(path: &str, key: &str) -> Result<(LakeLocation, String)> {
 }
 
 impl Sinks {
-    async fn open(spec: &JobSpec, output: &SchemaRef) -> Result<Self> {
+    async fn open(
+        spec: &JobSpec,
+        output: &SchemaRef,
+        event_time: Option<&EventTime>,
+    ) -> Result<Self> {
         let sink = &spec.sink;
         let mut fields: Vec<Field> = output.fields().iter().map(|f| f.as_ref().clone()).collect();
         for name in [&sink.batch_id_column, &sink.processing_time_column]
@@ -139,10 +147,23 @@ impl Sinks {
         let mut dl_spec = table_spec(&dl_name, dead_letters_schema(), Vec::new());
         dl_spec.checkpoint_interval = Some(sink.checkpoint_interval);
         let dead_letters = DeltaAppender::open_or_create(&dl_lake, dl_spec).await?;
+        let late_events = match event_time {
+            None => None,
+            Some(et) => {
+                let (lake, name) = table_location(
+                    &sink.late_events_path,
+                    &spec.key("writeStream.options.lateEventsPath"),
+                )?;
+                let mut late_spec = table_spec(&name, Arc::clone(et.late_schema()), Vec::new());
+                late_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+                Some(DeltaAppender::open_or_create(&lake, late_spec).await?)
+            }
+        };
         Ok(Self {
             table,
             table_path: sink.path.clone(),
             dead_letters,
+            late_events,
             schema,
             batch_id_column: sink.batch_id_column.is_some(),
             processing_time_column: sink.processing_time_column.is_some(),
@@ -156,6 +177,8 @@ struct Resume {
     start: PartitionOffsets,
     /// An uncommitted batch to run again with its logged offsets.
     replay: Option<OffsetLogEntry>,
+    /// The watermark the next new batch runs with (ms since the epoch).
+    watermark_ms: i64,
 }
 
 async fn resume(
@@ -202,18 +225,30 @@ async fn resume(
                 next_batch: 0,
                 start,
                 replay: None,
+                watermark_ms: 0,
             })
         }
-        Some(n) if latest_commit.is_some_and(|c| c >= n) => Ok(Resume {
-            next_batch: n + 1,
-            start: checkpoint.offsets(n).await?.map(|e| e.end).ok_or_else(|| {
-                JobError::Checkpoint {
+        Some(n) if latest_commit.is_some_and(|c| c >= n) => {
+            let entry = checkpoint
+                .offsets(n)
+                .await?
+                .ok_or_else(|| JobError::Checkpoint {
                     location: format!("{}/offsets/{n}", checkpoint.location()),
                     reason: "vanished while reading the checkpoint".into(),
-                }
-            })?,
-            replay: None,
-        }),
+                })?;
+            // The commit records the watermark after the batch; a commit written before
+            // watermarks were recorded falls back to the one the batch ran with.
+            let watermark_ms = checkpoint
+                .next_watermark(n)
+                .await?
+                .unwrap_or(entry.metadata.batch_watermark_ms);
+            Ok(Resume {
+                next_batch: n + 1,
+                start: entry.end,
+                replay: None,
+                watermark_ms,
+            })
+        }
         Some(n) => {
             let entry = checkpoint
                 .offsets(n)
@@ -225,6 +260,7 @@ async fn resume(
             Ok(Resume {
                 next_batch: n,
                 start: start_of(n).await?,
+                watermark_ms: entry.metadata.batch_watermark_ms,
                 replay: Some(entry),
             })
         }
@@ -362,7 +398,12 @@ impl Drop for AbandonOnDrop {
 
 impl<S: RecordSource> Planner<S> {
     /// Plans the batch that starts at `start` from the log ends now, and reads it. Blocking.
-    fn plan_and_read(&self, start: &PartitionOffsets, batch_id: i64) -> Result<Planned> {
+    fn plan_and_read(
+        &self,
+        start: &PartitionOffsets,
+        batch_id: i64,
+        watermark_ms: i64,
+    ) -> Result<Planned> {
         let clock = PlanningClock::start();
         let marks = self.source.log_ends()?;
         let plan = plan_batch(
@@ -388,7 +429,7 @@ impl<S: RecordSource> Planner<S> {
             });
         }
         let metadata = OffsetSeqMetadata {
-            batch_watermark_ms: 0,
+            batch_watermark_ms: watermark_ms,
             batch_timestamp_ms: clock.timestamp.timestamp_millis(),
         };
         let batch = self.read_planned(clock, plan, metadata, latest(&marks), batch_id, false)?;
@@ -563,6 +604,12 @@ pub async fn run_with<S: RecordSource>(
         || spec.file.display().to_string(),
         |f| f.path.display().to_string(),
     );
+    let event_time = spec
+        .query
+        .watermark
+        .as_ref()
+        .map(|w| EventTime::resolve(w, &input_schema, &spec.key("query.watermark")))
+        .transpose()?;
     let query = BatchQuery::new(
         session()?,
         &spec.query.view,
@@ -571,7 +618,7 @@ pub async fn run_with<S: RecordSource>(
         spec.query.sql.as_ref().map(|f| f.sql.clone()),
     )
     .await?;
-    let mut sinks = Sinks::open(spec, query.output_schema()).await?;
+    let mut sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
     let alerts = match &spec.alerts {
         None => None,
         Some(options) => Some(
@@ -649,7 +696,9 @@ pub async fn run_with<S: RecordSource>(
                 // A trigger is used up whether or not it finds records, as in Spark.
                 next_tick = Instant::now().max(next_tick) + interval;
             }
-            tokio::task::block_in_place(|| planner.plan_and_read(&state.start, state.next_batch))
+            tokio::task::block_in_place(|| {
+                planner.plan_and_read(&state.start, state.next_batch, state.watermark_ms)
+            })
         };
         let batch = match planned? {
             Planned::Batch(batch) => *batch,
@@ -689,6 +738,20 @@ pub async fn run_with<S: RecordSource>(
             decode: decoded.decode_ms,
             ..Durations::default()
         };
+        // Rows behind the watermark this batch runs with go to late_events; the batch's event
+        // times move the watermark for the next one (read ahead below, so decided now).
+        let watermark_ms = metadata.batch_watermark_ms;
+        let (rows_in, late) = match &event_time {
+            None => (decoded.rows, None),
+            Some(et) => {
+                let split = et.split(decoded.rows, watermark_ms, batch_id)?;
+                state.watermark_ms = et.next_watermark(watermark_ms, &split.stats);
+                (
+                    split.on_time,
+                    Some((split.late, split.late_rows, split.stats)),
+                )
+            }
+        };
         if !replayed {
             let wal = Instant::now();
             checkpoint
@@ -715,8 +778,9 @@ pub async fn run_with<S: RecordSource>(
         if backlog && next_due {
             let planner = planner.clone();
             let start = plan.end.clone();
+            let watermark_ms = state.watermark_ms;
             prefetch = Some(tokio::task::spawn_blocking(move || {
-                planner.plan_and_read(&start, batch_id + 1)
+                planner.plan_and_read(&start, batch_id + 1, watermark_ms)
             }));
         }
 
@@ -730,7 +794,7 @@ pub async fn run_with<S: RecordSource>(
         }
 
         let query_start = Instant::now();
-        let output = query.run(decoded.rows).await?;
+        let output = query.run(rows_in).await?;
         let output: Vec<RecordBatch> = output
             .iter()
             .map(|b| {
@@ -754,6 +818,14 @@ pub async fn run_with<S: RecordSource>(
             .dead_letters
             .append(decoded.dead_letters, &query_id, batch_id)
             .await?;
+        let (late_rows, late_outcome, event_stats) = match (late, &mut sinks.late_events) {
+            (Some((rows, n, stats)), Some(table)) => (
+                n,
+                Some(table.append(rows, &query_id, batch_id).await?),
+                Some(stats),
+            ),
+            _ => (0, None, None),
+        };
         durations.commit = ms(commit_start.elapsed());
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
@@ -767,7 +839,9 @@ pub async fn run_with<S: RecordSource>(
         };
         durations.alerts = ms(alerts_start.elapsed());
         let offsets_start = Instant::now();
-        checkpoint.write_commit(batch_id, 0).await?;
+        checkpoint
+            .write_commit(batch_id, state.watermark_ms)
+            .await?;
         durations.commit_offsets = ms(offsets_start.elapsed());
         durations.trigger_execution = ms(batch_start.elapsed());
 
@@ -776,8 +850,12 @@ pub async fn run_with<S: RecordSource>(
             AppendOutcome::AlreadyCommitted | AppendOutcome::Empty => 0,
         };
         let mut table_versions = std::collections::BTreeMap::new();
-        for (name, outcome) in [("table", table_outcome), ("deadLetters", dead_outcome)] {
-            if let AppendOutcome::Committed { table_version } = outcome {
+        for (name, outcome) in [
+            ("table", Some(table_outcome)),
+            ("deadLetters", Some(dead_outcome)),
+            ("lateEvents", late_outcome),
+        ] {
+            if let Some(AppendOutcome::Committed { table_version }) = outcome {
                 table_versions.insert(name.to_string(), table_version);
             }
         }
@@ -798,7 +876,20 @@ pub async fn run_with<S: RecordSource>(
             input_rows_per_second: input_rows as f64 / since_last,
             processed_rows_per_second: input_rows as f64 / elapsed,
             duration_ms: durations,
-            event_time: std::collections::BTreeMap::new(),
+            event_time: event_stats
+                .map(|s| s.progress(watermark_ms))
+                .unwrap_or_default(),
+            state_operators: event_time
+                .as_ref()
+                .map(|_| StateOperatorProgress {
+                    operator_name: "watermark".into(),
+                    num_rows_total: 0,
+                    num_rows_updated: 0,
+                    memory_used_bytes: 0,
+                    num_rows_dropped_by_watermark: late_rows,
+                })
+                .into_iter()
+                .collect(),
             sources: vec![SourceProgress {
                 description: source_description.clone(),
                 start_offset: state.start.clone(),
@@ -813,6 +904,7 @@ pub async fn run_with<S: RecordSource>(
                 description: format!("DeltaSink[{}]", sinks.table_path),
                 num_output_rows: written(table_outcome, output_rows),
                 num_dead_letter_rows: written(dead_outcome, dead_letter_rows),
+                num_late_rows: late_outcome.map(|o| written(o, late_rows)),
                 table_versions,
             },
             alerts: alerts.as_ref().map(|sink| AlertProgress {

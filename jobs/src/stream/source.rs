@@ -2,8 +2,6 @@
 //! of generated events to measure the engine without a broker.
 
 use std::collections::BTreeMap;
-#[cfg(test)]
-use std::path::Path;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
@@ -221,18 +219,14 @@ impl RecordSource for MemorySource {
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::generator::Source;
-    use crate::stream::runner::{RunOptions, run_with};
-    use crate::stream::spec::{JobSpec, Trigger};
     use datafusion::arrow::datatypes::Int64Type;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     const START_MS: i64 = 1_767_225_600_000;
 
-    fn log(events: u64) -> MemorySource {
+    pub(crate) fn log(events: u64) -> MemorySource {
         let config = GeneratorConfig::new(7, START_MS).with_sources(&[Source::Transactions]);
         MemorySource::generate("financial-transactions", 12, config, events).unwrap()
     }
@@ -273,190 +267,5 @@ mod tests {
         }
         assert_eq!(firsts, expected);
         assert_eq!(source.len(), 100_000);
-    }
-
-    /// Counts how often the runner looks at the log ends.
-    struct Counting {
-        inner: MemorySource,
-        looks: Arc<AtomicUsize>,
-    }
-
-    impl RecordSource for Counting {
-        fn description(&self) -> String {
-            self.inner.description()
-        }
-        fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
-            self.inner.partitions()
-        }
-        fn watermarks(
-            &self,
-            partitions: &BTreeMap<String, Vec<i32>>,
-        ) -> Result<PartitionWatermarks> {
-            self.looks.fetch_add(1, Ordering::SeqCst);
-            self.inner.watermarks(partitions)
-        }
-        fn read<T: Send>(
-            &self,
-            ranges: &[OffsetRange],
-            finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
-            cancelled: &(dyn Fn() -> bool + Sync),
-        ) -> Result<Vec<T>> {
-            self.inner.read(ranges, finish, cancelled)
-        }
-    }
-
-    /// The transactions scoring job over `dir`, with `trigger` (a TOML line) if given.
-    fn spec(dir: &Path, trigger: &str) -> JobSpec {
-        let sql = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../sql/scoring/transactions.sql"
-        );
-        let text = format!(
-            r#"
-name = "engine-test"
-[readStream]
-format = "kafka"
-[readStream.options]
-"kafka.bootstrap.servers" = "127.0.0.1:9"
-subscribe = "financial-transactions"
-startingOffsets = "earliest"
-maxOffsetsPerTrigger = 3000
-[query]
-schema = "transactions"
-file = "{sql}"
-[writeStream]
-format = "delta"
-{trigger}
-[writeStream.options]
-path = "{lake}/risk_scores"
-checkpointLocation = "{lake}/checkpoints"
-"#,
-            lake = dir.display()
-        );
-        JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_idle_processing_time_query_looks_for_records_once_per_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), r#"trigger = { processingTime = "250ms" }"#);
-        let stop = Arc::new(AtomicBool::new(false));
-        let looks = Arc::new(AtomicUsize::new(0));
-        let source = Counting {
-            inner: log(1_000),
-            looks: Arc::clone(&looks),
-        };
-        let stopper = {
-            let stop = Arc::clone(&stop);
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-                stop.store(true, Ordering::SeqCst);
-            })
-        };
-        let options = RunOptions {
-            trigger: spec.trigger,
-            spec,
-            partitions: None,
-            stop,
-        };
-        let summary = run_with(options, source, |_| {}).await.unwrap();
-        stopper.await.unwrap();
-        assert_eq!(summary.input_rows, 1_000);
-        // About 1.5 s / 250 ms triggers, each looking once, plus the look at start; looking for
-        // records every 50 ms while idle would look about 30 times.
-        let looks = looks.load(Ordering::SeqCst);
-        assert!(looks <= 9, "looked {looks} times in 1.5 s");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_engine_writes_every_record_of_an_in_process_log_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path(), "");
-        let options = || RunOptions {
-            spec: spec.clone(),
-            trigger: Trigger::AvailableNow,
-            partitions: None,
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let first = run_with(options(), log(10_000), |_| {}).await.unwrap();
-        assert_eq!(first.input_rows, 10_000);
-        assert!(first.batches >= 4, "maxOffsetsPerTrigger bounds batches");
-        assert!(first.dead_letter_rows > 0, "the generator corrupts 0.5%");
-        assert_eq!(first.output_rows + first.dead_letter_rows, 10_000);
-        // The same log again: the checkpoint says everything was read, so nothing is written.
-        let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
-        assert_eq!((again.batches, again.output_rows), (0, 0));
-    }
-
-    /// Delivers its first read from the log; every later read waits for records that never
-    /// come, until it is cancelled.
-    struct StallsAfterFirstRead {
-        inner: MemorySource,
-        reads: AtomicUsize,
-        saw_cancel: Arc<AtomicBool>,
-    }
-
-    impl RecordSource for StallsAfterFirstRead {
-        fn description(&self) -> String {
-            self.inner.description()
-        }
-        fn partitions(&self) -> Result<BTreeMap<String, Vec<i32>>> {
-            self.inner.partitions()
-        }
-        fn watermarks(
-            &self,
-            partitions: &BTreeMap<String, Vec<i32>>,
-        ) -> Result<PartitionWatermarks> {
-            self.inner.watermarks(partitions)
-        }
-        fn read<T: Send>(
-            &self,
-            ranges: &[OffsetRange],
-            finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
-            cancelled: &(dyn Fn() -> bool + Sync),
-        ) -> Result<Vec<T>> {
-            if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
-                return self.inner.read(ranges, finish, cancelled);
-            }
-            let start = std::time::Instant::now();
-            while start.elapsed() < std::time::Duration::from_secs(60) {
-                if cancelled() {
-                    self.saw_cancel.store(true, Ordering::SeqCst);
-                    return Err(JobError::Cancelled);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(JobError::internal("the read was never cancelled".into()))
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
-        let dir = tempfile::tempdir().unwrap();
-        // No trigger, and a backlog (3,000 records per batch of 10,000): the next batch is read
-        // while the first commits.
-        let spec = spec(dir.path(), "");
-        let saw_cancel = Arc::new(AtomicBool::new(false));
-        let source = StallsAfterFirstRead {
-            inner: log(10_000),
-            reads: AtomicUsize::new(0),
-            saw_cancel: Arc::clone(&saw_cancel),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let options = RunOptions {
-            trigger: spec.trigger,
-            spec,
-            partitions: None,
-            stop: Arc::clone(&stop),
-        };
-        let summary = run_with(options, source, |_| stop.store(true, Ordering::SeqCst))
-            .await
-            .unwrap();
-        assert_eq!(summary.batches, 1);
-        assert!(summary.input_rows > 0 && summary.input_rows <= 3_000);
-        assert!(dir.path().join("checkpoints/commits/0").exists());
-        // The next batch's read gave up when the runner left, rather than holding it up.
-        assert!(saw_cancel.load(Ordering::SeqCst));
-        assert!(!dir.path().join("checkpoints/offsets/1").exists());
     }
 }

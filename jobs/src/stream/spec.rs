@@ -118,6 +118,18 @@ pub struct QuerySpec {
     pub sql: Option<SqlFile>,
     /// What to do with messages that do not decode.
     pub on_error: OnError,
+    /// The event-time watermark (Spark's `withWatermark`), if any.
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// `watermark = { column, delay }`: the watermark is the latest event time seen minus `delay`;
+/// rows at or before it are late.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// A timestamp column of the query's input view.
+    pub column: String,
+    /// How far behind the latest event time the watermark trails.
+    pub delay: Duration,
 }
 
 /// A SQL file and its text.
@@ -179,6 +191,9 @@ pub struct DeltaSinkOptions {
     /// `deadLetterPath`: where messages that do not decode go (default: `dead_letters` next to
     /// `path`).
     pub dead_letter_path: String,
+    /// `lateEventsPath`: where rows behind the watermark go (default: `late_events` next to
+    /// `path`); used only with a watermark.
+    pub late_events_path: String,
     /// `partitionBy`.
     pub partition_by: Vec<String>,
     /// `mergeSchema`: let new nullable columns in the query's output widen the table's schema.
@@ -261,6 +276,14 @@ struct RawQuery {
     view: Option<String>,
     file: Option<PathBuf>,
     on_error: Option<String>,
+    watermark: Option<RawWatermark>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatermark {
+    column: String,
+    delay: String,
 }
 
 #[derive(Deserialize)]
@@ -530,6 +553,7 @@ impl JobSpec {
                 "path",
                 "checkpointLocation",
                 "deadLetterPath",
+                "lateEventsPath",
                 "mergeSchema",
                 "checkpointInterval",
                 "batchIdColumn",
@@ -543,14 +567,25 @@ impl JobSpec {
             Some(p) => p,
             None => sibling(&path, "dead_letters"),
         };
+        let late_events_path = match write.string("lateEventsPath")? {
+            Some(p) => p,
+            None => sibling(&path, "late_events"),
+        };
         let merge_schema = write.bool("mergeSchema", false)?;
         let checkpoint_interval = write.positive("checkpointInterval")?.unwrap_or(100);
         let batch_id_column = write.string("batchIdColumn")?;
         let processing_time_column = write.string("processingTimeColumn")?;
-        if dead_letter_path.trim_end_matches('/') == path.trim_end_matches('/') {
+        let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+        if same(&dead_letter_path, &path) {
             return Err(JobError::config(
                 at("writeStream.options.deadLetterPath"),
                 "must differ from path",
+            ));
+        }
+        if same(&late_events_path, &path) || same(&late_events_path, &dead_letter_path) {
+            return Err(JobError::config(
+                at("writeStream.options.lateEventsPath"),
+                "must differ from path and deadLetterPath",
             ));
         }
         let partition_by = raw.write_stream.partition_by;
@@ -572,6 +607,7 @@ impl JobSpec {
             sink: DeltaSinkOptions {
                 path,
                 dead_letter_path,
+                late_events_path,
                 partition_by,
                 merge_schema,
                 checkpoint_interval,
@@ -792,11 +828,33 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
             ));
         }
     };
+    let watermark = match raw.watermark {
+        None => None,
+        Some(w) => {
+            if w.column.trim().is_empty() {
+                return Err(JobError::config(
+                    at("watermark.column"),
+                    "is empty (a timestamp column such as event_time)",
+                ));
+            }
+            let delay = parse_interval(&w.delay).ok_or_else(|| {
+                JobError::config(
+                    at("watermark.delay"),
+                    format!("`{}` is not a duration such as \"10 minutes\"", w.delay),
+                )
+            })?;
+            Some(WatermarkSpec {
+                column: w.column,
+                delay,
+            })
+        }
+    };
     Ok(QuerySpec {
         schema,
         view,
         sql,
         on_error,
+        watermark,
     })
 }
 
@@ -872,6 +930,7 @@ failOnDataLoss = "false"
 
 [query]
 schema = "transactions"
+watermark = { column = "event_time", delay = "10 minutes" }
 
 [writeStream]
 format = "delta"
@@ -911,6 +970,14 @@ batchIdColumn = "batch_id"
             Trigger::ProcessingTime(Duration::from_secs(5))
         );
         assert_eq!(spec.sink.dead_letter_path, "s3://lake/dead_letters");
+        assert_eq!(spec.sink.late_events_path, "s3://lake/late_events");
+        assert_eq!(
+            spec.query.watermark,
+            Some(WatermarkSpec {
+                column: "event_time".into(),
+                delay: Duration::from_secs(600),
+            })
+        );
         assert!(spec.sink.merge_schema);
         assert_eq!(spec.query.view, "transactions");
         assert_eq!(spec.query.on_error, OnError::DeadLetter);
@@ -942,6 +1009,21 @@ batchIdColumn = "batch_id"
             (
                 GOOD.replace("schema = \"transactions\"", "schema = \"trades\""),
                 "query.schema",
+            ),
+            (
+                GOOD.replace("delay = \"10 minutes\"", "delay = \"a while\""),
+                "query.watermark.delay",
+            ),
+            (
+                GOOD.replace("column = \"event_time\"", "column = \"\""),
+                "query.watermark.column",
+            ),
+            (
+                GOOD.replace(
+                    "batchIdColumn",
+                    "lateEventsPath = \"s3://lake/risk_scores\"\nbatchIdColumn",
+                ),
+                "writeStream.options.lateEventsPath",
             ),
             (
                 GOOD.replace("127.0.0.1:9092", "localhost"),

@@ -23,6 +23,14 @@ use datafusion::prelude::SessionContext;
 /// default rule sets of every source into `ctx`.
 pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
     datafusion_spark::register_all(ctx)?;
+    // datafusion-spark replaces `avg` with one that cannot retract rows, so it fails in a
+    // sliding window frame (`AVG(x) OVER (... RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING ...)`),
+    // which rolling features need. DataFusion's own gives the same results and retracts.
+    ctx.register_udaf(
+        datafusion::functions_aggregate::average::avg_udaf()
+            .as_ref()
+            .clone(),
+    );
     ctx.register_udf(ScalarUDF::new_from_impl(FromJsonUdf::default()));
     register_scoring(ctx, &RuleSet::defaults(), &SeverityTiers::default());
     Ok(())

@@ -7,6 +7,8 @@
 //! - `offsets/<batchId>`: the offsets a batch ends at, written *before* the batch runs.
 //! - `commits/<batchId>`: written *after* every sink committed the batch.
 //! - `progress/<batchId>`: the batch's progress report (Spark keeps these in memory only).
+//! - `state/<batchId>.arrow`: for queries with window functions, the rows they keep after the
+//!   batch (Arrow IPC), written before `commits/<batchId>`; the last two are kept.
 //!
 //! Offset and commit files are created with a conditional put: two processes running the same
 //! query cannot both write batch N, the second fails instead of silently diverging.
@@ -289,6 +291,39 @@ impl Checkpoint {
         Ok(body.and_then(|b| b.get("nextBatchWatermarkMs").and_then(|v| v.as_i64())))
     }
 
+    /// Stores the query's state after `batch_id` (an Arrow IPC file), and drops the snapshot two
+    /// batches back: a restart needs the last committed batch's, a replay the one before.
+    pub async fn write_state(&self, batch_id: i64, bytes: Vec<u8>) -> Result<()> {
+        let path = state_path(batch_id);
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.error(&path, e))?;
+        if batch_id >= 2 {
+            let old = state_path(batch_id - 2);
+            match self.store.delete(&old).await {
+                Ok(()) | Err(riskstream_lake::object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(&old, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The query's state after `batch_id`, when stored.
+    pub async fn state(&self, batch_id: i64) -> Result<Option<Vec<u8>>> {
+        let path = state_path(batch_id);
+        match self.store.get(&path).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| self.error(&path, e))?
+                    .to_vec(),
+            )),
+            Err(riskstream_lake::object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&path, e)),
+        }
+    }
+
     /// Stores a batch's progress report.
     pub async fn write_progress(&self, batch_id: i64, report: &serde_json::Value) -> Result<()> {
         let path = Path::from(format!("progress/{batch_id}"));
@@ -318,6 +353,10 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+fn state_path(batch_id: i64) -> Path {
+    Path::from(format!("state/{batch_id}.arrow"))
 }
 
 #[cfg(test)]

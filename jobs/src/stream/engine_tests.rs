@@ -76,12 +76,21 @@ fn spec(dir: &Path, trigger: &str) -> JobSpec {
     spec_with(dir, trigger, "")
 }
 
+/// The scoring SQL shipped for transactions.
+const SCORING_SQL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../sql/scoring/transactions.sql"
+);
+
 /// The same job with `query` lines added to its `[query]` section.
 fn spec_with(dir: &Path, trigger: &str, query: &str) -> JobSpec {
-    let sql = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../sql/scoring/transactions.sql"
-    );
+    spec_for(dir, trigger, query, Path::new(SCORING_SQL), 3000)
+}
+
+/// A transactions job over `dir` running `sql`, with `query` lines added to its `[query]`
+/// section and `max` records per batch.
+fn spec_for(dir: &Path, trigger: &str, query: &str, sql: &Path, max: u64) -> JobSpec {
+    let sql = sql.display();
     let text = format!(
         r#"
 name = "engine-test"
@@ -91,7 +100,7 @@ format = "kafka"
 "kafka.bootstrap.servers" = "127.0.0.1:9"
 subscribe = "financial-transactions"
 startingOffsets = "earliest"
-maxOffsetsPerTrigger = 3000
+maxOffsetsPerTrigger = {max}
 [query]
 schema = "transactions"
 file = "{sql}"
@@ -185,16 +194,22 @@ async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
     assert!(!dir.path().join("checkpoints/offsets/1").exists());
 }
 
-/// `(batch_id, event_time)` of every row of a table, by running `sql` over the lake in `dir`.
-async fn batch_times(dir: &Path, sql: &str) -> Vec<(i64, i64, Option<i64>)> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+/// A session with every table of the lake in `dir`.
+async fn lake_session(dir: &Path) -> datafusion::prelude::SessionContext {
     let ctx = crate::scoring::session().unwrap();
     let lake = riskstream_lake::LakeLocation::parse(dir.to_str().unwrap()).unwrap();
     riskstream_lake::Catalog::new(lake)
         .register_all(&ctx)
         .await
         .unwrap();
+    ctx
+}
+
+/// `(batch_id, event_time)` of every row of a table, by running `sql` over the lake in `dir`.
+async fn batch_times(dir: &Path, sql: &str) -> Vec<(i64, i64, Option<i64>)> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+    let ctx = lake_session(dir).await;
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     let mut out = Vec::new();
     for b in batches {
@@ -294,4 +309,243 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
         assert_eq!(r["eventTime"]["watermark"], expected.as_str());
     }
     assert_eq!(counted as usize, late.len());
+}
+
+/// Rolling features of transactions: per user and per card, over frames of different lengths.
+const ROLLING_SQL: &str = "
+SELECT event_id, user_id, event_time, amount,
+  COUNT(*) OVER (PARTITION BY user_id ORDER BY event_time
+    RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW) AS user_txn_5m,
+  SUM(amount) OVER (PARTITION BY user_id ORDER BY event_time
+    RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS user_amount_1h,
+  AVG(amount) OVER (PARTITION BY user_id ORDER BY event_time
+    RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING AND CURRENT ROW) AS user_avg_10m,
+  MAX(amount) OVER (PARTITION BY card_id ORDER BY event_time
+    RANGE BETWEEN INTERVAL '2' MINUTE PRECEDING AND CURRENT ROW) AS card_max_2m
+FROM transactions
+";
+
+/// A dense stream: few users, 25 events per second of event time, so frames hold many events
+/// and 20,000 events span more than the longest frame.
+fn dense_config(out_of_order: bool) -> crate::generator::GeneratorConfig {
+    let mut config = crate::generator::GeneratorConfig::new(11, 1_767_225_600_000)
+        .with_sources(&[crate::generator::Source::Transactions]);
+    config.events_per_second = 25.0;
+    config.entities.users = 300;
+    if !out_of_order {
+        config.out_of_order_rate = 0.0;
+        config.late_rate = 0.0;
+    }
+    config
+}
+
+fn dense_log(events: u64, out_of_order: bool) -> MemorySource {
+    MemorySource::generate(
+        "financial-transactions",
+        12,
+        dense_config(out_of_order),
+        events,
+    )
+    .unwrap()
+}
+
+type Features = std::collections::HashMap<String, (i64, i64, f64, f64, f64)>;
+
+/// `event_id` -> (event time, then the features) of a table or query output.
+fn features(batches: &[datafusion::arrow::array::RecordBatch]) -> Features {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+    let mut out = Features::new();
+    for b in batches {
+        let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+        // Tables read back give text as Utf8View.
+        let ids = datafusion::arrow::compute::cast(
+            &col("event_id"),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let ids = ids.as_string::<i32>();
+        let times = col("event_time");
+        let times = times.as_primitive::<TimestampMicrosecondType>();
+        let (n, sum, avg, max) = (
+            col("user_txn_5m"),
+            col("user_amount_1h"),
+            col("user_avg_10m"),
+            col("card_max_2m"),
+        );
+        for i in 0..b.num_rows() {
+            out.insert(
+                ids.value(i).to_string(),
+                (
+                    times.value(i),
+                    n.as_primitive::<Int64Type>().value(i),
+                    sum.as_primitive::<Float64Type>().value(i),
+                    avg.as_primitive::<Float64Type>().value(i),
+                    max.as_primitive::<Float64Type>().value(i),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// The rolling SQL run once, as a batch, over every event of the log that decodes, except
+/// `late` ones.
+async fn batch_features(
+    events: u64,
+    out_of_order: bool,
+    late: &std::collections::HashSet<String>,
+) -> Features {
+    use crate::generator::{Generator, Message, Stream};
+    use datafusion::arrow::array::{AsArray, BinaryArray};
+    let mut generator = Generator::new(dense_config(out_of_order)).unwrap();
+    let mut values = Vec::new();
+    let mut msg = Message::default();
+    while (values.len() as u64) < events {
+        generator.next_message(&mut msg);
+        if let Some(Stream::Events(_)) = msg.stream {
+            values.push(msg.value.clone());
+        }
+    }
+    let decoder = crate::decode::JsonDecoder::new(crate::schemas::source_schema(
+        crate::generator::Source::Transactions,
+    ))
+    .unwrap();
+    let decoded = decoder
+        .decode(&BinaryArray::from_iter_values(
+            values.iter().map(Vec::as_slice),
+        ))
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in decoded.batches {
+        let ids = b.column(0).as_string::<i32>();
+        let keep: datafusion::arrow::array::BooleanArray = (0..b.num_rows())
+            .map(|i| Some(!late.contains(ids.value(i))))
+            .collect();
+        rows.push(datafusion::arrow::compute::filter_record_batch(&b, &keep).unwrap());
+    }
+    let ctx = crate::scoring::session().unwrap();
+    let table = datafusion::datasource::MemTable::try_new(rows[0].schema(), vec![rows]).unwrap();
+    ctx.register_table("transactions", Arc::new(table)).unwrap();
+    let out = ctx.sql(ROLLING_SQL).await.unwrap().collect().await.unwrap();
+    features(&out)
+}
+
+/// Runs the rolling job over `dir` in the given runs (each an in-process log, a prefix of the
+/// next), `max` records per batch; returns the emitted features, the late event ids and the
+/// watermark after the last batch.
+async fn stream_features(
+    dir: &Path,
+    runs: &[u64],
+    out_of_order: bool,
+    max: u64,
+) -> (Features, std::collections::HashSet<String>, i64) {
+    use datafusion::arrow::array::AsArray;
+    let sql = dir.join("rolling.sql");
+    std::fs::write(&sql, ROLLING_SQL).unwrap();
+    let spec = spec_for(
+        dir,
+        "",
+        r#"watermark = { column = "event_time", delay = "1 minute" }"#,
+        &sql,
+        max,
+    );
+    let mut batches = 0;
+    for &events in runs {
+        let options = RunOptions {
+            spec: spec.clone(),
+            trigger: Trigger::AvailableNow,
+            partitions: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        batches += run_with(options, dense_log(events, out_of_order), |_| {})
+            .await
+            .unwrap()
+            .batches;
+    }
+    let ctx = lake_session(dir).await;
+    let emitted = ctx
+        .sql("SELECT * FROM risk_scores")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut late = std::collections::HashSet::new();
+    if ctx.table_exist("late_events").unwrap() {
+        for b in ctx
+            .sql("SELECT event_id FROM late_events")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+        {
+            let ids = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            for id in ids.as_string::<i32>().iter().flatten() {
+                late.insert(id.to_string());
+            }
+        }
+    }
+    let checkpoint =
+        crate::stream::checkpoint::Checkpoint::open(dir.join("checkpoints").to_str().unwrap())
+            .unwrap();
+    let watermark = checkpoint
+        .next_watermark(batches as i64 - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    (features(&emitted), late, watermark)
+}
+
+/// The streamed features equal the batch ones, event for event; and the events streamed are
+/// exactly those the final watermark has passed.
+fn assert_same(streamed: &Features, batch: &Features, watermark_ms: i64) {
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let due: Vec<&String> = batch
+        .iter()
+        .filter(|(_, f)| f.0 <= watermark_ms * 1000)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(due.len() > 1000, "{} events due", due.len());
+    assert_eq!(
+        streamed.len(),
+        due.len(),
+        "emitted exactly the events behind the watermark"
+    );
+    for id in due {
+        let (s, b) = (&streamed[id], &batch[id]);
+        assert_eq!((s.0, s.1), (b.0, b.1), "{id}: count");
+        assert!(
+            close(s.2, b.2) && close(s.3, b.3) && close(s.4, b.4),
+            "{id}: {s:?} != {b:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_features_over_a_stream_equal_the_same_sql_over_the_whole_input() {
+    for (out_of_order, max) in [(false, 2_500), (true, 700), (true, 9_000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (streamed, late, watermark) =
+            stream_features(dir.path(), &[20_000], out_of_order, max).await;
+        assert_eq!(late.is_empty(), !out_of_order);
+        let batch = batch_features(20_000, out_of_order, &late).await;
+        assert_same(&streamed, &batch, watermark);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_features_after_a_restart_equal_those_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stop after 6,000 events, restart over the grown log: history and pending events come back
+    // from the state snapshot.
+    let (streamed, late, watermark) =
+        stream_features(dir.path(), &[6_000, 13_000, 20_000], true, 2_000).await;
+    let batch = batch_features(20_000, true, &late).await;
+    assert_same(&streamed, &batch, watermark);
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod offsets;
 pub mod progress;
 pub mod query;
+pub mod rolling;
 pub mod runner;
 pub mod source;
 pub mod spec;

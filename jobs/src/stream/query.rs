@@ -10,6 +10,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{JobError, Result};
+use crate::stream::rolling::{self, Windows};
 
 /// A query over one view, reused batch after batch.
 pub struct BatchQuery {
@@ -19,6 +20,9 @@ pub struct BatchQuery {
     file: String,
     sql: Option<String>,
     output: SchemaRef,
+    /// The query has window functions: its view carries the emit column, and only the rows it
+    /// marks come out (see `rolling.rs`).
+    windows: bool,
 }
 
 impl std::fmt::Debug for BatchQuery {
@@ -47,6 +51,7 @@ impl BatchQuery {
             input,
             file: file.to_string(),
             sql,
+            windows: false,
         };
         if query.sql.is_some() {
             let df = query.dataframe(Vec::new()).await?;
@@ -54,6 +59,31 @@ impl BatchQuery {
             query.release()?;
         }
         Ok(query)
+    }
+
+    /// The query's window functions, checked against the watermark column `time_column`;
+    /// `None` when it has none.
+    pub async fn windows(&self, time_column: Option<&str>) -> Result<Option<Windows>> {
+        if self.sql.is_none() {
+            return Ok(None);
+        }
+        let df = self.dataframe(Vec::new()).await?;
+        let windows = rolling::analyze(df.logical_plan(), time_column, &self.file);
+        self.release()?;
+        windows
+    }
+
+    /// The same query over a stream with window functions: its view gets the emit column, and
+    /// `run` returns only the rows it marks.
+    pub async fn with_windows(mut self) -> Result<Self> {
+        self.input = rolling::view_schema(&self.input);
+        self.windows = true;
+        let df = self.dataframe(Vec::new()).await?;
+        let mut fields = df.schema().as_arrow().fields().to_vec();
+        fields.retain(|f| f.name() != rolling::EMIT_COLUMN);
+        self.output = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        self.release()?;
+        Ok(self)
     }
 
     /// The schema of the rows the query produces.
@@ -79,7 +109,13 @@ impl BatchQuery {
             .register_table(&self.view, Arc::new(mem))
             .map_err(self.sql_err())?;
         let sql = self.sql.as_deref().unwrap_or_default();
-        self.ctx.sql(sql).await.map_err(self.sql_err())
+        let df = self.ctx.sql(sql).await.map_err(self.sql_err())?;
+        if !self.windows {
+            return Ok(df);
+        }
+        let (state, plan) = df.into_parts();
+        let plan = rolling::carry_emit_column(plan)?;
+        Ok(datafusion::dataframe::DataFrame::new(state, plan))
     }
 
     fn release(&self) -> Result<()> {
@@ -97,7 +133,12 @@ impl BatchQuery {
         let df = self.dataframe(rows).await?;
         let out = df.collect().await.map_err(self.sql_err());
         self.release()?;
-        Ok(out?.into_iter().filter(|b| b.num_rows() > 0).collect())
+        let out: Vec<RecordBatch> = out?.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if self.windows {
+            rolling::emitted(out)
+        } else {
+            Ok(out)
+        }
     }
 }
 

@@ -30,6 +30,7 @@ use crate::stream::progress::{
     ms,
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
+use crate::stream::rolling::RollingState;
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{JobSpec, OnError, Trigger};
 use crate::stream::watermark::EventTime;
@@ -613,11 +614,27 @@ pub async fn run_with<S: RecordSource>(
     let query = BatchQuery::new(
         session()?,
         &spec.query.view,
-        input_schema,
+        Arc::clone(&input_schema),
         &file,
         spec.query.sql.as_ref().map(|f| f.sql.clone()),
     )
     .await?;
+    // Window functions make the query stateful: it keeps rows between batches.
+    let windows = query
+        .windows(spec.query.watermark.as_ref().map(|w| w.column.as_str()))
+        .await?;
+    let (query, mut rolling) = match (&windows, &event_time) {
+        (Some(w), Some(et)) => {
+            for line in &w.explain {
+                tracing::info!(target: "riskstream::plan", "window {line}");
+            }
+            (
+                query.with_windows().await?,
+                Some(RollingState::new(input_schema, et.column_index(), w)),
+            )
+        }
+        _ => (query, None),
+    };
     let mut sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
     let alerts = match &spec.alerts {
         None => None,
@@ -633,6 +650,22 @@ pub async fn run_with<S: RecordSource>(
     let run_id = uuid::Uuid::new_v4().to_string();
     let source = Arc::new(source);
     let mut state = resume(&checkpoint, source.as_ref(), spec).await?;
+    if let Some(rolling) = &mut rolling
+        && state.next_batch > 0
+    {
+        // The state after the last committed batch (a replay reruns the batch after it).
+        let last = state.next_batch - 1;
+        let snapshot = checkpoint
+            .state(last)
+            .await?
+            .ok_or_else(|| JobError::Checkpoint {
+                location: format!("{}/state/{last}.arrow", checkpoint.location()),
+                reason: "missing: the checkpoint was written by a job without window functions; \
+                     give this one a new checkpointLocation"
+                    .into(),
+            })?;
+        rolling.restore(&snapshot)?;
+    }
     let mut summary = RunSummary {
         query_id: query_id.clone(),
         ..RunSummary::default()
@@ -794,6 +827,11 @@ pub async fn run_with<S: RecordSource>(
         }
 
         let query_start = Instant::now();
+        let on_time_rows = rows(&rows_in);
+        let rows_in = match &mut rolling {
+            Some(r) => r.stage(rows_in, state.watermark_ms)?,
+            None => rows_in,
+        };
         let output = query.run(rows_in).await?;
         let output: Vec<RecordBatch> = output
             .iter()
@@ -838,6 +876,9 @@ pub async fn run_with<S: RecordSource>(
             _ => 0,
         };
         durations.alerts = ms(alerts_start.elapsed());
+        if let Some(r) = &rolling {
+            checkpoint.write_state(batch_id, r.snapshot()?).await?;
+        }
         let offsets_start = Instant::now();
         checkpoint
             .write_commit(batch_id, state.watermark_ms)
@@ -882,10 +923,14 @@ pub async fn run_with<S: RecordSource>(
             state_operators: event_time
                 .as_ref()
                 .map(|_| StateOperatorProgress {
-                    operator_name: "watermark".into(),
-                    num_rows_total: 0,
-                    num_rows_updated: 0,
-                    memory_used_bytes: 0,
+                    operator_name: if rolling.is_some() {
+                        "windows".into()
+                    } else {
+                        "watermark".into()
+                    },
+                    num_rows_total: rolling.as_ref().map_or(0, |r| r.rows() as u64),
+                    num_rows_updated: rolling.as_ref().map_or(0, |_| on_time_rows),
+                    memory_used_bytes: rolling.as_ref().map_or(0, |r| r.bytes() as u64),
                     num_rows_dropped_by_watermark: late_rows,
                 })
                 .into_iter()

@@ -141,6 +141,11 @@ impl EventTime {
         })
     }
 
+    /// The index of the watermark column in the input.
+    pub fn column_index(&self) -> usize {
+        self.column
+    }
+
     /// The `late_events` table's schema: the input row, the watermark it missed and its batch.
     pub fn late_schema(&self) -> &SchemaRef {
         &self.late_schema

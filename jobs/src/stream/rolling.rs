@@ -1,0 +1,533 @@
+//! Per-event rolling features over a stream: SQL window functions such as
+//! `COUNT(*) OVER (PARTITION BY user_id ORDER BY event_time RANGE BETWEEN INTERVAL '5' MINUTE
+//! PRECEDING AND CURRENT ROW)`, where every event sees its key's history from earlier batches.
+//!
+//! The SQL is the specification: the result for an event is what the same SQL gives over the
+//! whole input run once as a batch. Two things make that hold over a stream:
+//!
+//! - An event is emitted only once the watermark has passed its event time. Until then an
+//!   out-of-order event could still arrive and belong in its frame; after it, any such event is
+//!   late and goes to `late_events` instead. Events wait in `pending` meanwhile.
+//! - Rows are kept as long as some event still to be emitted can have them in its frame: every
+//!   such event is after the watermark, so history older than the watermark minus the longest
+//!   lookback of the query's frames is dropped.
+//!
+//! This module evaluates the SQL with DataFusion's own window operator over the retained rows
+//! and the batch (the generic path), marking the rows to emit with a hidden column that the
+//! query is rewritten to carry through its projections. Frames that need unbounded history
+//! (`UNBOUNDED PRECEDING`, ranking functions, `LAG`) are refused at start, naming the function.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::kernels::cmp::{gt, gt_eq};
+use datafusion::arrow::compute::{and, filter_record_batch, not};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, Projection, WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
+};
+use datafusion::prelude::Column;
+
+use crate::error::{JobError, Result};
+
+/// The hidden column marking the rows a batch emits.
+pub const EMIT_COLUMN: &str = "__riskstream_emit";
+
+/// What a query's window functions need from the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Windows {
+    /// The longest lookback of the query's frames, in microseconds.
+    pub lookback_us: i64,
+    /// One line per window function: what it is and how it is evaluated.
+    pub explain: Vec<String>,
+}
+
+/// Finds the window functions of `plan` and checks that a stream can evaluate them: ordered by
+/// the watermark column `time_column`, over a RANGE frame reaching a fixed interval back.
+/// `None` when the query has none.
+/// Errors name the SQL `file`.
+pub fn analyze(
+    plan: &LogicalPlan,
+    time_column: Option<&str>,
+    file: &str,
+) -> Result<Option<Windows>> {
+    let mut found: Vec<std::result::Result<(i64, String), String>> = Vec::new();
+    let mut grouped = false;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Window(w) => {
+                for e in &w.window_expr {
+                    found.push(check(e, time_column));
+                }
+            }
+            LogicalPlan::Aggregate(_) => grouped = true,
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| JobError::internal(format!("walking the query plan: {e}")))?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    if grouped {
+        return Err(JobError::config(
+            file,
+            "a query with both GROUP BY and OVER windows cannot run over a stream yet",
+        ));
+    }
+    let mut windows = Windows {
+        lookback_us: 0,
+        explain: Vec::new(),
+    };
+    for f in found {
+        let (lookback, line) = f.map_err(|reason| JobError::config(file, reason))?;
+        windows.lookback_us = windows.lookback_us.max(lookback);
+        windows.explain.push(line);
+    }
+    Ok(Some(windows))
+}
+
+fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, String), String> {
+    let (name, wf) = match expr {
+        Expr::Alias(a) => match a.expr.as_ref() {
+            Expr::WindowFunction(wf) => (a.name.clone(), wf.as_ref()),
+            other => return Err(format!("unexpected window expression {other}")),
+        },
+        Expr::WindowFunction(wf) => (expr.schema_name().to_string(), wf.as_ref()),
+        other => return Err(format!("unexpected window expression {other}")),
+    };
+    let WindowFunction { fun, params } = wf;
+    let refuse = |why: String| format!("`{name}`: {why}");
+    if let WindowFunctionDefinition::WindowUDF(f) = fun {
+        return Err(refuse(format!(
+            "{}() needs every earlier row of its partition, which a stream cannot keep; use an \
+             aggregate over a RANGE frame with an INTERVAL",
+            f.name()
+        )));
+    }
+    let Some(time_column) = time_column else {
+        return Err(refuse(
+            "OVER windows over a stream need a watermark (query.watermark) on their ORDER BY column"
+                .into(),
+        ));
+    };
+    match params.order_by.as_slice() {
+        [sort] if sort.asc && matches!(&sort.expr, Expr::Column(c) if c.name == time_column) => {}
+        _ => {
+            return Err(refuse(format!(
+                "a window over a stream must be ORDER BY {time_column} (the watermark column), \
+                 ascending"
+            )));
+        }
+    }
+    let frame = &params.window_frame;
+    if frame.units != WindowFrameUnits::Range {
+        return Err(refuse(
+            "only RANGE frames (RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW) run over a \
+             stream"
+                .into(),
+        ));
+    }
+    let lookback = match &frame.start_bound {
+        WindowFrameBound::Preceding(v) if !v.is_null() => interval_us(v).ok_or_else(|| {
+            refuse(format!(
+                "the frame must reach back a fixed INTERVAL (days, hours, minutes, seconds), \
+                 not {v}"
+            ))
+        })?,
+        _ => {
+            return Err(refuse(
+                "the frame must start a fixed INTERVAL PRECEDING: an unbounded frame needs \
+                 every earlier row, which a stream cannot keep"
+                    .into(),
+            ));
+        }
+    };
+    if matches!(frame.end_bound, WindowFrameBound::Following(_)) {
+        return Err(refuse(
+            "the frame must end at CURRENT ROW or before: FOLLOWING rows have not arrived yet"
+                .into(),
+        ));
+    }
+    let line = format!(
+        "{name}: {}() over {} back, evaluated by DataFusion's window operator over retained \
+         history (generic)",
+        fun.name(),
+        humantime::format_duration(std::time::Duration::from_micros(lookback as u64))
+    );
+    Ok((lookback, line))
+}
+
+/// A fixed interval in microseconds; months have no fixed length.
+fn interval_us(v: &ScalarValue) -> Option<i64> {
+    const DAY_US: i64 = 86_400_000_000;
+    match v {
+        ScalarValue::IntervalDayTime(Some(d)) => {
+            Some(i64::from(d.days) * DAY_US + i64::from(d.milliseconds) * 1000)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(d)) if d.months == 0 => {
+            Some(i64::from(d.days) * DAY_US + d.nanoseconds / 1000)
+        }
+        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000_000),
+        ScalarValue::DurationMillisecond(Some(ms)) => Some(ms * 1000),
+        ScalarValue::DurationMicrosecond(Some(us)) => Some(*us),
+        ScalarValue::DurationNanosecond(Some(ns)) => Some(ns / 1000),
+        // Before type coercion, the planner keeps an INTERVAL bound as its text ("5 MINUTE").
+        ScalarValue::Utf8(Some(text)) => crate::stream::spec::parse_interval(text)
+            .and_then(|d| i64::try_from(d.as_micros()).ok()),
+        _ => None,
+    }
+}
+
+/// Makes every projection of `plan` carry [`EMIT_COLUMN`] up from the view, so the query's
+/// output says which rows this batch emits.
+pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Projection(p) = &node else {
+            // Nodes between projections keep their inputs' columns; their schemas follow.
+            return node.recompute_schema().map(Transformed::yes);
+        };
+        if p.schema.field_with_unqualified_name(EMIT_COLUMN).is_ok() {
+            return Ok(Transformed::no(node));
+        }
+        let Ok((qualifier, _)) = p
+            .input
+            .schema()
+            .qualified_field_with_unqualified_name(EMIT_COLUMN)
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let mut exprs = p.expr.clone();
+        exprs.push(Expr::Column(Column::new(qualifier.cloned(), EMIT_COLUMN)));
+        Projection::try_new(exprs, Arc::clone(&p.input))
+            .map(|p| Transformed::yes(LogicalPlan::Projection(p)))
+    })
+    .map(|t| t.data)
+    .map_err(|e| JobError::internal(format!("carrying the emit column through the query: {e}")))
+}
+
+/// The view schema of a query with windows: the input and the emit column.
+pub fn view_schema(input: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(EMIT_COLUMN, DataType::Boolean, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The emitted rows of a query's output, without the emit column.
+pub fn emitted(output: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(output.len());
+    for batch in output {
+        let index = batch
+            .schema()
+            .index_of(EMIT_COLUMN)
+            .map_err(|_| JobError::internal("the query's output lost the emit column".into()))?;
+        let emit = batch.column(index).as_boolean().clone();
+        let mut batch = filter_record_batch(&batch, &emit)
+            .map_err(JobError::arrow("selecting emitted rows"))?;
+        batch.remove_column(index);
+        if batch.num_rows() > 0 {
+            out.push(batch);
+        }
+    }
+    Ok(out)
+}
+
+/// The rows a query with windows keeps between batches.
+#[derive(Debug, Clone)]
+pub struct RollingState {
+    input: SchemaRef,
+    time_index: usize,
+    lookback_us: i64,
+    /// Emitted rows that events still to come may have in their frames.
+    history: Vec<RecordBatch>,
+    /// Rows after the watermark, not emitted yet.
+    pending: Vec<RecordBatch>,
+}
+
+impl RollingState {
+    /// Empty state for rows of `input`, ordered by its column `time_index`.
+    pub fn new(input: SchemaRef, time_index: usize, windows: &Windows) -> Self {
+        Self {
+            input,
+            time_index,
+            lookback_us: windows.lookback_us,
+            history: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.history
+            .iter()
+            .chain(&self.pending)
+            .map(RecordBatch::num_rows)
+            .sum()
+    }
+
+    /// Bytes held in memory.
+    pub fn bytes(&self) -> usize {
+        self.history
+            .iter()
+            .chain(&self.pending)
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
+    /// The view a batch's query runs over: history, pending rows and the batch's new rows, with
+    /// the emit column set on the rows whose event time the watermark after this batch
+    /// (`watermark_ms`) has reached. The state moves on to what the next batch needs.
+    pub fn stage(
+        &mut self,
+        new_rows: Vec<RecordBatch>,
+        watermark_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let limit_us = watermark_ms.saturating_mul(1000);
+        let keep_from_us = limit_us.saturating_sub(self.lookback_us);
+        let view = view_schema(&self.input);
+        let mut staged = Vec::new();
+        let mut history = Vec::new();
+        let mut pending = Vec::new();
+        for batch in std::mem::take(&mut self.history) {
+            staged.push(with_emit(
+                &view,
+                &batch,
+                &BooleanArray::from(vec![false; batch.num_rows()]),
+            )?);
+            let keep = self.time_at_least(&batch, keep_from_us)?;
+            push_filtered(&mut history, &batch, &keep)?;
+        }
+        for batch in std::mem::take(&mut self.pending)
+            .into_iter()
+            .chain(new_rows)
+        {
+            // Emitted now: at or before the watermark. A row without an event time has no frame
+            // to wait for.
+            let waiting = self.time_after(&batch, limit_us)?;
+            let emit = not(&waiting).map_err(JobError::arrow("marking emitted rows"))?;
+            staged.push(with_emit(&view, &batch, &emit)?);
+            push_filtered(&mut pending, &batch, &waiting)?;
+            let keep = and(&emit, &self.time_at_least(&batch, keep_from_us)?)
+                .map_err(JobError::arrow("keeping history"))?;
+            push_filtered(&mut history, &batch, &keep)?;
+        }
+        self.history = history;
+        self.pending = pending;
+        Ok(staged)
+    }
+
+    fn times<'a>(
+        &self,
+        batch: &'a RecordBatch,
+    ) -> Result<&'a datafusion::arrow::array::TimestampMicrosecondArray> {
+        batch
+            .column(self.time_index)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))
+    }
+
+    fn bound(
+        &self,
+        batch: &RecordBatch,
+        us: i64,
+    ) -> Result<datafusion::arrow::array::Scalar<ArrayRef>> {
+        let times = self.times(batch)?;
+        let array: ArrayRef = Arc::new(
+            datafusion::arrow::array::TimestampMicrosecondArray::from_value(us, 1)
+                .with_timezone_opt(times.timezone()),
+        );
+        Ok(datafusion::arrow::array::Scalar::new(array))
+    }
+
+    /// Rows whose event time is after `us` (a null time is not).
+    fn time_after(&self, batch: &RecordBatch, us: i64) -> Result<BooleanArray> {
+        let mask = gt(self.times(batch)?, &self.bound(batch, us)?)
+            .map_err(JobError::arrow("comparing event times"))?;
+        Ok(no_nulls(mask))
+    }
+
+    /// Rows whose event time is at least `us` (a null time is not kept as history).
+    fn time_at_least(&self, batch: &RecordBatch, us: i64) -> Result<BooleanArray> {
+        let mask = gt_eq(self.times(batch)?, &self.bound(batch, us)?)
+            .map_err(JobError::arrow("comparing event times"))?;
+        Ok(no_nulls(mask))
+    }
+
+    /// The state as one Arrow IPC file: the rows and whether each is pending.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let schema = snapshot_schema(&self.input);
+        let mut out = Vec::new();
+        {
+            let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, &schema)
+                .map_err(JobError::arrow("writing the state snapshot"))?;
+            for (batches, pending) in [(&self.history, false), (&self.pending, true)] {
+                for b in batches {
+                    let flag = BooleanArray::from(vec![pending; b.num_rows()]);
+                    writer
+                        .write(&with_emit(&schema, b, &flag)?)
+                        .map_err(JobError::arrow("writing the state snapshot"))?;
+                }
+            }
+            writer
+                .finish()
+                .map_err(JobError::arrow("writing the state snapshot"))?;
+        }
+        Ok(out)
+    }
+
+    /// Restores the state a snapshot holds.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let reader =
+            datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+                .map_err(JobError::arrow("reading the state snapshot"))?;
+        if reader.schema() != snapshot_schema(&self.input) {
+            return Err(JobError::internal(
+                "the state snapshot's rows do not match the query's input: the job's schema \
+                 changed; give it a new checkpointLocation"
+                    .into(),
+            ));
+        }
+        self.history.clear();
+        self.pending.clear();
+        for batch in reader {
+            let mut batch = batch.map_err(JobError::arrow("reading the state snapshot"))?;
+            let last = batch.num_columns() - 1;
+            let pending = batch.column(last).as_boolean().clone();
+            batch.remove_column(last);
+            let history = not(&pending).map_err(JobError::arrow("reading the state snapshot"))?;
+            push_filtered(&mut self.pending, &batch, &pending)?;
+            push_filtered(&mut self.history, &batch, &history)?;
+        }
+        Ok(())
+    }
+}
+
+fn snapshot_schema(input: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("__riskstream_pending", DataType::Boolean, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// A comparison's result with nulls (rows without an event time) as false.
+fn no_nulls(mask: BooleanArray) -> BooleanArray {
+    match mask.nulls() {
+        None => mask,
+        Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),
+    }
+}
+
+fn with_emit(schema: &SchemaRef, batch: &RecordBatch, emit: &BooleanArray) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(emit.clone()));
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(JobError::arrow("staging rows"))
+}
+
+fn push_filtered(
+    out: &mut Vec<RecordBatch>,
+    batch: &RecordBatch,
+    mask: &BooleanArray,
+) -> Result<()> {
+    let n = mask.true_count();
+    if n == batch.num_rows() {
+        out.push(batch.clone());
+    } else if n > 0 {
+        out.push(filter_record_batch(batch, mask).map_err(JobError::arrow("keeping rows"))?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::datasource::MemTable;
+
+    async fn analyzed(sql: &str, time_column: Option<&str>) -> Result<Option<Windows>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new(
+                "seen_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let ctx = crate::scoring::session().unwrap();
+        let table = MemTable::try_new(schema, vec![vec![]]).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let df = ctx.sql(sql).await.unwrap();
+        analyze(df.logical_plan(), time_column, "sql/features/t.sql")
+    }
+
+    const FRAME: &str = "PARTITION BY user_id ORDER BY event_time RANGE BETWEEN";
+
+    #[tokio::test]
+    async fn the_longest_lookback_of_the_frames_is_what_the_stream_keeps() {
+        let sql = format!(
+            "SELECT COUNT(*) OVER ({FRAME} INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW) a,
+                    AVG(amount) OVER ({FRAME} INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) b
+             FROM t"
+        );
+        let w = analyzed(&sql, Some("event_time")).await.unwrap().unwrap();
+        assert_eq!(w.lookback_us, 3_600_000_000);
+        assert_eq!(w.explain.len(), 2);
+        assert!(w.explain[0].contains("generic"), "{}", w.explain[0]);
+        assert_eq!(analyzed("SELECT * FROM t", None).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn what_a_stream_cannot_keep_is_refused_naming_the_file_and_the_function() {
+        for (sql, time_column, reason) in [
+            (
+                format!("SELECT COUNT(*) OVER ({FRAME} INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW) n FROM t"),
+                None,
+                "need a watermark",
+            ),
+            (
+                "SELECT COUNT(*) OVER (PARTITION BY user_id ORDER BY event_time) n FROM t".into(),
+                Some("event_time"),
+                "fixed INTERVAL PRECEDING",
+            ),
+            (
+                "SELECT LAG(amount) OVER (PARTITION BY user_id ORDER BY event_time) p FROM t".into(),
+                Some("event_time"),
+                "lag() needs every earlier row",
+            ),
+            (
+                "SELECT COUNT(*) OVER (PARTITION BY user_id ORDER BY seen_at RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) n FROM t".into(),
+                Some("event_time"),
+                "ORDER BY event_time",
+            ),
+            (
+                "SELECT SUM(amount) OVER (PARTITION BY user_id ORDER BY event_time ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) n FROM t".into(),
+                Some("event_time"),
+                "only RANGE frames",
+            ),
+            (
+                format!("SELECT COUNT(*) OVER ({FRAME} INTERVAL '1' MINUTE PRECEDING AND INTERVAL '1' MINUTE FOLLOWING) n FROM t"),
+                Some("event_time"),
+                "FOLLOWING",
+            ),
+            (
+                format!("SELECT user_id, MAX(c) FROM (SELECT user_id, COUNT(*) OVER ({FRAME} INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) c FROM t) GROUP BY user_id"),
+                Some("event_time"),
+                "GROUP BY",
+            ),
+        ] {
+            let err = analyzed(&sql, time_column).await.unwrap_err().to_string();
+            assert!(
+                err.contains("sql/features/t.sql") && err.contains(reason),
+                "{sql}: {err}"
+            );
+        }
+    }
+}

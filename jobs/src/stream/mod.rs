@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod checkpoint;
+pub mod incremental;
 pub mod offsets;
 pub mod progress;
 pub mod query;

@@ -10,6 +10,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{JobError, Result};
+use crate::stream::incremental::IncrementalPlan;
 use crate::stream::rolling::{self, Windows};
 
 /// A query over one view, reused batch after batch.
@@ -20,9 +21,19 @@ pub struct BatchQuery {
     file: String,
     sql: Option<String>,
     output: SchemaRef,
-    /// The query has window functions: its view carries the emit column, and only the rows it
-    /// marks come out (see `rolling.rs`).
-    windows: bool,
+    /// How the query's window functions (if any) are evaluated.
+    windows: WindowPath,
+}
+
+/// How a query's window functions are evaluated.
+#[derive(Debug, Clone)]
+enum WindowPath {
+    /// No window functions.
+    None,
+    /// DataFusion's operator over a view with the emit column (`rolling.rs`).
+    Generic,
+    /// The engine computes them; the window operators are replaced by a scan of the result.
+    Incremental(IncrementalPlan),
 }
 
 impl std::fmt::Debug for BatchQuery {
@@ -51,7 +62,7 @@ impl BatchQuery {
             input,
             file: file.to_string(),
             sql,
-            windows: false,
+            windows: WindowPath::None,
         };
         if query.sql.is_some() {
             let df = query.dataframe(Vec::new()).await?;
@@ -73,11 +84,27 @@ impl BatchQuery {
         windows
     }
 
+    /// The incremental plan of the query's window functions, ordered by input column
+    /// `time_index`, when they all have the shape it evaluates.
+    pub async fn incremental_plan(&self, time_index: usize) -> Result<Option<IncrementalPlan>> {
+        let df = self.dataframe(Vec::new()).await?;
+        let plan = IncrementalPlan::try_new(df.logical_plan(), &self.view, &self.input, time_index);
+        self.release()?;
+        Ok(plan)
+    }
+
+    /// The same query with its window functions computed by the engine: `run` takes the emitted
+    /// rows with their computed window columns.
+    pub fn with_incremental(mut self, plan: IncrementalPlan) -> Self {
+        self.windows = WindowPath::Incremental(plan);
+        self
+    }
+
     /// The same query over a stream with window functions: its view gets the emit column, and
     /// `run` returns only the rows it marks.
     pub async fn with_windows(mut self) -> Result<Self> {
         self.input = rolling::view_schema(&self.input);
-        self.windows = true;
+        self.windows = WindowPath::Generic;
         let df = self.dataframe(Vec::new()).await?;
         let mut fields = df.schema().as_arrow().fields().to_vec();
         fields.retain(|f| f.name() != rolling::EMIT_COLUMN);
@@ -110,7 +137,7 @@ impl BatchQuery {
             .map_err(self.sql_err())?;
         let sql = self.sql.as_deref().unwrap_or_default();
         let df = self.ctx.sql(sql).await.map_err(self.sql_err())?;
-        if !self.windows {
+        if !matches!(self.windows, WindowPath::Generic) {
             return Ok(df);
         }
         let (state, plan) = df.into_parts();
@@ -130,14 +157,21 @@ impl BatchQuery {
         if self.sql.is_none() {
             return Ok(rows);
         }
-        let df = self.dataframe(rows).await?;
+        let df = match &self.windows {
+            // The view is only there for planning: the window operators read `rows`.
+            WindowPath::Incremental(plan) => {
+                let (state, logical) = self.dataframe(Vec::new()).await?.into_parts();
+                let logical = plan.replace_windows(logical, rows)?;
+                datafusion::dataframe::DataFrame::new(state, logical)
+            }
+            _ => self.dataframe(rows).await?,
+        };
         let out = df.collect().await.map_err(self.sql_err());
         self.release()?;
         let out: Vec<RecordBatch> = out?.into_iter().filter(|b| b.num_rows() > 0).collect();
-        if self.windows {
-            rolling::emitted(out)
-        } else {
-            Ok(out)
+        match self.windows {
+            WindowPath::Generic => rolling::emitted(out),
+            _ => Ok(out),
         }
     }
 }

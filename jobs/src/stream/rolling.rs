@@ -162,7 +162,7 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
 }
 
 /// A fixed interval in microseconds; months have no fixed length.
-fn interval_us(v: &ScalarValue) -> Option<i64> {
+pub(crate) fn interval_us(v: &ScalarValue) -> Option<i64> {
     const DAY_US: i64 = 86_400_000_000;
     match v {
         ScalarValue::IntervalDayTime(Some(d)) => {
@@ -233,6 +233,57 @@ pub fn emitted(output: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         }
     }
     Ok(out)
+}
+
+/// The state of a query with window functions, on whichever path evaluates it.
+#[derive(Debug)]
+pub enum WindowState {
+    /// DataFusion's window operator over kept rows.
+    Generic(RollingState),
+    /// Per-key histories of the arguments (`incremental.rs`).
+    Incremental(crate::stream::incremental::IncrementalState),
+}
+
+impl WindowState {
+    /// The rows the query runs over this batch (see each path's `stage`).
+    pub fn stage(&mut self, rows: Vec<RecordBatch>, watermark_ms: i64) -> Result<Vec<RecordBatch>> {
+        match self {
+            Self::Generic(s) => s.stage(rows, watermark_ms),
+            Self::Incremental(s) => s.stage(rows, watermark_ms),
+        }
+    }
+
+    /// The state as bytes, for the checkpoint.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        match self {
+            Self::Generic(s) => s.snapshot(),
+            Self::Incremental(s) => s.snapshot(),
+        }
+    }
+
+    /// Restores a snapshot.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Self::Generic(s) => s.restore(bytes),
+            Self::Incremental(s) => s.restore(bytes),
+        }
+    }
+
+    /// Rows (or events) held.
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Generic(s) => s.rows(),
+            Self::Incremental(s) => s.rows(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Generic(s) => s.bytes(),
+            Self::Incremental(s) => s.bytes(),
+        }
+    }
 }
 
 /// The rows a query with windows keeps between batches.

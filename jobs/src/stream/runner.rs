@@ -22,6 +22,7 @@ use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
 use crate::scoring::session;
 use crate::stream::alerts::AlertSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
+use crate::stream::incremental::IncrementalState;
 use crate::stream::offsets::{
     BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
 };
@@ -30,7 +31,7 @@ use crate::stream::progress::{
     ms,
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
-use crate::stream::rolling::RollingState;
+use crate::stream::rolling::{RollingState, WindowState};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{JobSpec, OnError, Trigger};
 use crate::stream::watermark::EventTime;
@@ -624,15 +625,28 @@ pub async fn run_with<S: RecordSource>(
         .windows(spec.query.watermark.as_ref().map(|w| w.column.as_str()))
         .await?;
     let (query, mut rolling) = match (&windows, &event_time) {
-        (Some(w), Some(et)) => {
-            for line in &w.explain {
-                tracing::info!(target: "riskstream::plan", "window {line}");
+        (Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
+            Some(plan) => {
+                for line in plan.explain() {
+                    tracing::info!(target: "riskstream::plan", "window {line}");
+                }
+                let state = IncrementalState::new(plan.clone(), input_schema)?;
+                (
+                    query.with_incremental(plan),
+                    Some(WindowState::Incremental(state)),
+                )
             }
-            (
-                query.with_windows().await?,
-                Some(RollingState::new(input_schema, et.column_index(), w)),
-            )
-        }
+            None => {
+                for line in &w.explain {
+                    tracing::info!(target: "riskstream::plan", "window {line}");
+                }
+                let state = RollingState::new(input_schema, et.column_index(), w);
+                (
+                    query.with_windows().await?,
+                    Some(WindowState::Generic(state)),
+                )
+            }
+        },
         _ => (query, None),
     };
     let mut sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
@@ -923,10 +937,10 @@ pub async fn run_with<S: RecordSource>(
             state_operators: event_time
                 .as_ref()
                 .map(|_| StateOperatorProgress {
-                    operator_name: if rolling.is_some() {
-                        "windows".into()
-                    } else {
-                        "watermark".into()
+                    operator_name: match &rolling {
+                        Some(WindowState::Incremental(_)) => "incrementalWindows".into(),
+                        Some(WindowState::Generic(_)) => "windows".into(),
+                        None => "watermark".into(),
                     },
                     num_rows_total: rolling.as_ref().map_or(0, |r| r.rows() as u64),
                     num_rows_updated: rolling.as_ref().map_or(0, |_| on_time_rows),

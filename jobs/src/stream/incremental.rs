@@ -1,0 +1,945 @@
+//! Rolling features evaluated incrementally: for the common shape of feature SQL (COUNT, SUM,
+//! AVG, MIN and MAX of a column over `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` or
+//! `... AND INTERVAL ... PRECEDING`, partitioned by columns, straight over the job's view), the
+//! engine keeps per key only the event times and the argument columns within the lookback, and
+//! computes each emitted event's frame from them. The query's window operators are then replaced
+//! by a scan of the emitted rows with their computed columns, and the rest of the SQL runs as
+//! written. Any other window query runs on the generic path (`rolling.rs`).
+//!
+//! Emission follows the same rule as the generic path: an event is emitted once the watermark
+//! after its batch has passed it, so the frames it sees are complete, and emitted event times only
+//! grow from batch to batch; that keeps every key's history sorted by time as it is appended.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices, take_record_batch};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFrameUnits,
+    WindowFunctionDefinition,
+};
+use datafusion::prelude::Column;
+
+use crate::error::{JobError, Result};
+
+/// An aggregate the engine keeps incrementally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agg {
+    CountRows,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// How an argument column is kept: as doubles or as 64-bit integers (timestamps included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    F64,
+    I64,
+}
+
+/// One window function of the query.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// The output column's name, as the window operator names it.
+    name: String,
+    output: DataType,
+    agg: Agg,
+    /// Index into the group's kept argument columns.
+    arg: Option<usize>,
+    lookback_us: i64,
+    /// How far before the event the frame ends (0: at the event, its peers included).
+    end_us: i64,
+}
+
+/// Window functions partitioned by the same columns, sharing one keyed history.
+#[derive(Debug, Clone)]
+struct GroupPlan {
+    keys: Vec<usize>,
+    /// Input columns kept per key, and how.
+    args: Vec<(usize, Kind)>,
+    specs: Vec<Spec>,
+}
+
+/// What the incremental path evaluates for a query.
+#[derive(Debug, Clone)]
+pub struct IncrementalPlan {
+    view: String,
+    time_index: usize,
+    groups: Vec<GroupPlan>,
+    /// The window operators' output schema: the view's columns, then the computed ones.
+    output: SchemaRef,
+    lookback_us: i64,
+}
+
+impl IncrementalPlan {
+    /// The plan for `plan`'s window functions over the view `view` (rows of `input`), ordered by
+    /// the column `time_index`; `None` when some part needs the generic path.
+    pub fn try_new(
+        plan: &LogicalPlan,
+        view: &str,
+        input: &SchemaRef,
+        time_index: usize,
+    ) -> Option<Self> {
+        let mut chains = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::Window(_) = node {
+                chains.push(node.clone());
+                return Ok(TreeNodeRecursion::Jump);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let [top] = chains.as_slice() else {
+            return None;
+        };
+        let mut exprs = Vec::new();
+        let mut node = top;
+        while let LogicalPlan::Window(w) = node {
+            exprs.extend(w.window_expr.iter().cloned());
+            node = w.input.as_ref();
+        }
+        let scanned = match node {
+            LogicalPlan::TableScan(scan) => scan,
+            _ => return None,
+        };
+        if scanned.table_name.table() != view
+            || scanned
+                .projection
+                .as_ref()
+                .is_some_and(|p| p.len() != input.fields().len())
+            || !scanned.filters.is_empty()
+        {
+            return None;
+        }
+        let top_schema = top.schema();
+        let mut groups: Vec<GroupPlan> = Vec::new();
+        let mut lookback_us = 0;
+        for expr in &exprs {
+            let (name, wf) = match expr {
+                Expr::Alias(a) => match a.expr.as_ref() {
+                    Expr::WindowFunction(wf) => (a.name.clone(), wf.as_ref()),
+                    _ => return None,
+                },
+                Expr::WindowFunction(wf) => (expr.schema_name().to_string(), wf.as_ref()),
+                _ => return None,
+            };
+            let output = top_schema
+                .field_with_unqualified_name(&name)
+                .ok()?
+                .data_type()
+                .clone();
+            let (keys, arg, spec) = spec_of(name, output, wf, input)?;
+            lookback_us = lookback_us.max(spec.lookback_us);
+            let group = match groups.iter_mut().position(|g| g.keys == keys) {
+                Some(i) => &mut groups[i],
+                None => {
+                    groups.push(GroupPlan {
+                        keys,
+                        args: Vec::new(),
+                        specs: Vec::new(),
+                    });
+                    groups.last_mut()?
+                }
+            };
+            let arg = match arg {
+                None => None,
+                Some(column) => Some(match group.args.iter().position(|a| *a == column) {
+                    Some(i) => i,
+                    None => {
+                        group.args.push(column);
+                        group.args.len() - 1
+                    }
+                }),
+            };
+            group.specs.push(Spec { arg, ..spec });
+        }
+        // The window operators' output: the view's columns, then the computed ones in the order
+        // the top operator lists them.
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for (qualifier, field) in top_schema.iter() {
+            if qualifier.is_none() {
+                fields.push(field.as_ref().clone());
+            }
+        }
+        if fields.len() != top_schema.fields().len() {
+            return None;
+        }
+        Some(Self {
+            view: view.to_string(),
+            time_index,
+            groups,
+            output: Arc::new(Schema::new(fields)),
+            lookback_us,
+        })
+    }
+
+    /// One line per window function, for the job's plan output.
+    pub fn explain(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                g.specs.iter().map(move |s| {
+                    format!(
+                        "{}: {:?} over {} back, by {} key column(s), evaluated incrementally",
+                        s.name,
+                        s.agg,
+                        humantime::format_duration(std::time::Duration::from_micros(
+                            s.lookback_us as u64
+                        )),
+                        g.keys.len()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the window operators of `plan` (the query planned over its view) by a scan of
+    /// `rows`: emitted rows of the view with their computed window columns.
+    pub fn replace_windows(
+        &self,
+        plan: LogicalPlan,
+        rows: Vec<RecordBatch>,
+    ) -> Result<LogicalPlan> {
+        let table = MemTable::try_new(Arc::clone(&self.output), vec![rows])
+            .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
+        let source = provider_as_source(Arc::new(table));
+        let view = self.view.clone();
+        let input_columns =
+            self.output.fields().len() - self.groups.iter().map(|g| g.specs.len()).sum::<usize>();
+        plan.transform_down(|node| {
+            let LogicalPlan::Window(_) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let scan =
+                LogicalPlanBuilder::scan(view.as_str(), Arc::clone(&source), None)?.build()?;
+            // The view's columns keep the view's name; the computed ones are unqualified, as
+            // the window operator leaves them.
+            let exprs: Vec<Expr> = self
+                .output
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let column = Expr::Column(Column::new(Some(view.as_str()), f.name()));
+                    if i < input_columns {
+                        column
+                    } else {
+                        column.alias(f.name())
+                    }
+                })
+                .collect();
+            let replaced = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
+            Ok(Transformed::new(replaced, true, TreeNodeRecursion::Jump))
+        })
+        .and_then(|t| {
+            t.data
+                .transform_up(|n| n.recompute_schema().map(Transformed::yes))
+        })
+        .map(|t| t.data)
+        .map_err(|e| JobError::internal(format!("replacing the window operators: {e}")))
+    }
+}
+
+/// An input column a window function reads, and how it is kept.
+type ArgColumn = (usize, Kind);
+
+fn spec_of(
+    name: String,
+    output: DataType,
+    wf: &WindowFunction,
+    input: &SchemaRef,
+) -> Option<(Vec<usize>, Option<ArgColumn>, Spec)> {
+    let WindowFunction { fun, params } = wf;
+    let WindowFunctionDefinition::AggregateUDF(udaf) = fun else {
+        return None;
+    };
+    if params.distinct || params.filter.is_some() {
+        return None;
+    }
+    let column = |e: &Expr| match e {
+        Expr::Column(c) => input.index_of(&c.name).ok(),
+        _ => None,
+    };
+    let keys = params
+        .partition_by
+        .iter()
+        .map(column)
+        .collect::<Option<Vec<_>>>()?;
+    let agg = match (udaf.name(), params.args.as_slice()) {
+        ("count", [Expr::Literal(v, _)]) if !v.is_null() => Agg::CountRows,
+        ("count", [_]) => Agg::Count,
+        ("sum", [_]) => Agg::Sum,
+        ("avg", [_]) => Agg::Avg,
+        ("min", [_]) => Agg::Min,
+        ("max", [_]) => Agg::Max,
+        _ => return None,
+    };
+    let arg = match agg {
+        Agg::CountRows => None,
+        _ => {
+            let index = column(&params.args[0])?;
+            let kind = match input.field(index).data_type() {
+                DataType::Float64 => Kind::F64,
+                DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::I64,
+                _ => return None,
+            };
+            Some((index, kind))
+        }
+    };
+    // The output types these aggregates give in DataFusion; anything else is left to it.
+    let arg_type = arg.map(|(i, _)| input.field(i).data_type().clone());
+    let expected = match (agg, &arg_type) {
+        (Agg::CountRows | Agg::Count, _) => DataType::Int64,
+        (Agg::Avg, _) => DataType::Float64,
+        (Agg::Sum, Some(DataType::Float64)) => DataType::Float64,
+        (Agg::Sum, Some(DataType::Int64)) => DataType::Int64,
+        (Agg::Min | Agg::Max, Some(t)) => t.clone(),
+        _ => return None,
+    };
+    if output != expected {
+        return None;
+    }
+    let frame = &params.window_frame;
+    if frame.units != WindowFrameUnits::Range {
+        return None;
+    }
+    let lookback_us = match &frame.start_bound {
+        WindowFrameBound::Preceding(v) => interval_us(v)?,
+        _ => return None,
+    };
+    let end_us = match &frame.end_bound {
+        WindowFrameBound::CurrentRow => 0,
+        WindowFrameBound::Preceding(v) => interval_us(v)?,
+        WindowFrameBound::Following(_) => return None,
+    };
+    Some((
+        keys,
+        arg,
+        Spec {
+            name,
+            output,
+            agg,
+            arg: None,
+            lookback_us,
+            end_us,
+        },
+    ))
+}
+
+fn interval_us(v: &ScalarValue) -> Option<i64> {
+    if v.is_null() {
+        return None;
+    }
+    crate::stream::rolling::interval_us(v)
+}
+
+/// One key's kept events: times in order, and the group's argument columns.
+#[derive(Debug, Default, Clone)]
+struct History {
+    times: Vec<i64>,
+    f64s: Vec<Vec<Option<f64>>>,
+    i64s: Vec<Vec<Option<i64>>>,
+}
+
+/// A group's keyed histories: each key's history in an arena, found by its encoded key.
+struct GroupState {
+    plan: GroupPlan,
+    converter: RowConverter,
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
+    keys: Vec<Box<[u8]>>,
+    histories: Vec<History>,
+}
+
+impl GroupState {
+    fn empty_history(&self) -> History {
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        History {
+            times: Vec::new(),
+            f64s: vec![Vec::new(); f64_count],
+            i64s: vec![Vec::new(); self.plan.args.len() - f64_count],
+        }
+    }
+
+    /// The arena slot of `key`, made when new.
+    fn slot(&mut self, key: &[u8]) -> usize {
+        if let Some(&slot) = self.index.get(key) {
+            return slot;
+        }
+        let slot = self.histories.len();
+        self.histories.push(self.empty_history());
+        self.keys.push(key.into());
+        self.index.insert(key.into(), slot);
+        slot
+    }
+
+    /// Drops entries before `keep_from`, and keys left with none.
+    fn evict(&mut self, keep_from: i64) {
+        let mut slot = 0;
+        while slot < self.histories.len() {
+            let h = &mut self.histories[slot];
+            let cut = h.times.partition_point(|&t| t < keep_from);
+            if cut > 0 {
+                h.times.drain(..cut);
+                h.f64s.iter_mut().for_each(|c| drop(c.drain(..cut)));
+                h.i64s.iter_mut().for_each(|c| drop(c.drain(..cut)));
+            }
+            if !h.times.is_empty() {
+                slot += 1;
+                continue;
+            }
+            // Move the last key into the empty slot.
+            self.histories.swap_remove(slot);
+            let gone = self.keys.swap_remove(slot);
+            self.index.remove(&gone);
+            if let Some(moved) = self.keys.get(slot) {
+                self.index.insert(moved.clone(), slot);
+            }
+        }
+    }
+}
+
+/// The incremental path's state: per group of window functions, each key's history; and the
+/// rows waiting for the watermark.
+pub struct IncrementalState {
+    plan: IncrementalPlan,
+    input: SchemaRef,
+    groups: Vec<GroupState>,
+    pending: Vec<RecordBatch>,
+}
+
+impl std::fmt::Debug for IncrementalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncrementalState")
+            .field("rows", &self.rows())
+            .finish()
+    }
+}
+
+impl IncrementalState {
+    /// Empty state for `plan` over rows of `input`.
+    pub fn new(plan: IncrementalPlan, input: SchemaRef) -> Result<Self> {
+        let groups = plan
+            .groups
+            .iter()
+            .map(|g| {
+                let fields = g
+                    .keys
+                    .iter()
+                    .map(|&k| SortField::new(input.field(k).data_type().clone()))
+                    .collect();
+                Ok(GroupState {
+                    plan: g.clone(),
+                    converter: RowConverter::new(fields)
+                        .map_err(JobError::arrow("encoding window keys"))?,
+                    index: HashMap::default(),
+                    keys: Vec::new(),
+                    histories: Vec::new(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            plan,
+            input,
+            groups,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The plan it evaluates.
+    pub fn plan(&self) -> &IncrementalPlan {
+        &self.plan
+    }
+
+    /// Events held: kept history entries and pending rows.
+    pub fn rows(&self) -> usize {
+        let kept: usize = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.histories)
+            .map(|h| h.times.len())
+            .sum();
+        kept + self
+            .pending
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>()
+    }
+
+    /// Approximate bytes held.
+    pub fn bytes(&self) -> usize {
+        let kept: usize = self
+            .groups
+            .iter()
+            .map(|g| {
+                g.keys
+                    .iter()
+                    .zip(&g.histories)
+                    .map(|(k, h)| {
+                        2 * k.len()
+                            + 64
+                            + h.times.capacity() * 8
+                            + h.f64s.iter().map(|c| c.capacity() * 16).sum::<usize>()
+                            + h.i64s.iter().map(|c| c.capacity() * 16).sum::<usize>()
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
+        kept + self
+            .pending
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>()
+    }
+
+    /// Takes a batch's on-time rows; returns the rows the watermark after the batch
+    /// (`watermark_ms`) has reached, in event-time order, with the computed window columns,
+    /// and forgets history no event still to come can reach.
+    pub fn stage(
+        &mut self,
+        new_rows: Vec<RecordBatch>,
+        watermark_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let limit_us = watermark_ms.saturating_mul(1000);
+        let mut due = Vec::new();
+        let mut pending = Vec::new();
+        for batch in std::mem::take(&mut self.pending)
+            .into_iter()
+            .chain(new_rows)
+        {
+            let times = times_of(&batch, self.plan.time_index)?;
+            // A row without an event time has no frame to wait for.
+            let waiting: BooleanArray = times
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t > limit_us)))
+                .collect();
+            let now: BooleanArray = waiting.iter().map(|w| w.map(|w| !w)).collect();
+            if now.true_count() > 0 {
+                due.push(
+                    filter_record_batch(&batch, &now).map_err(JobError::arrow("emitting rows"))?,
+                );
+            }
+            if waiting.true_count() > 0 {
+                pending.push(
+                    filter_record_batch(&batch, &waiting)
+                        .map_err(JobError::arrow("emitting rows"))?,
+                );
+            }
+        }
+        self.pending = pending;
+        let mut out = Vec::new();
+        if !due.is_empty() {
+            let rows = datafusion::arrow::compute::concat_batches(&self.input, &due)
+                .map_err(JobError::arrow("emitting rows"))?;
+            // Event-time order keeps every key's history sorted as it grows.
+            let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
+                .map_err(JobError::arrow("ordering emitted rows"))?;
+            let rows = take_record_batch(&rows, &order)
+                .map_err(JobError::arrow("ordering emitted rows"))?;
+            let mut columns = rows.columns().to_vec();
+            for g in &mut self.groups {
+                columns.extend(g.evaluate(&rows, self.plan.time_index)?);
+            }
+            // Computed columns in the order the plan's output lists them.
+            let input_len = self.input.fields().len();
+            let mut ordered = columns[..input_len].to_vec();
+            for field in &self.plan.output.fields()[input_len..] {
+                let at = self
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.plan.specs.iter())
+                    .position(|s| s.name == *field.name())
+                    .ok_or_else(|| {
+                        JobError::internal(format!("no computed column `{}`", field.name()))
+                    })?;
+                ordered.push(Arc::clone(&columns[input_len + at]));
+            }
+            out.push(
+                RecordBatch::try_new(Arc::clone(&self.plan.output), ordered)
+                    .map_err(JobError::arrow("emitting computed windows"))?,
+            );
+        }
+        let keep_from = limit_us.saturating_sub(self.plan.lookback_us);
+        for g in &mut self.groups {
+            g.evict(keep_from);
+        }
+        Ok(out)
+    }
+
+    /// The state as bytes: each group's histories and the pending rows, as Arrow IPC files.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut out = b"RSINC1".to_vec();
+        let pending = if self.pending.is_empty() {
+            RecordBatch::new_empty(Arc::clone(&self.input))
+        } else {
+            datafusion::arrow::compute::concat_batches(&self.input, &self.pending)
+                .map_err(JobError::arrow("writing the state snapshot"))?
+        };
+        push_part(&mut out, &ipc(&pending)?);
+        for g in &self.groups {
+            push_part(&mut out, &ipc(&g.history_batch()?)?);
+        }
+        Ok(out)
+    }
+
+    /// Restores a snapshot's state.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let mismatch = || {
+            JobError::internal(
+                "the state snapshot does not match the query's window functions: the job \
+                 changed; give it a new checkpointLocation"
+                    .into(),
+            )
+        };
+        let mut cursor = Cursor::new(bytes);
+        let mut magic = [0u8; 6];
+        cursor.read_exact(&mut magic).map_err(|_| mismatch())?;
+        if &magic != b"RSINC1" {
+            return Err(mismatch());
+        }
+        let pending = read_part(&mut cursor).ok_or_else(mismatch)?;
+        if pending.schema() != self.input {
+            return Err(mismatch());
+        }
+        self.pending = if pending.num_rows() > 0 {
+            vec![pending]
+        } else {
+            Vec::new()
+        };
+        for g in &mut self.groups {
+            let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+            g.restore(&batch).map_err(|_| mismatch())?;
+        }
+        Ok(())
+    }
+}
+
+impl GroupState {
+    /// Appends `rows` (due, in time order) to their keys' histories and computes the group's
+    /// window columns for them.
+    fn evaluate(&mut self, rows: &RecordBatch, time_index: usize) -> Result<Vec<ArrayRef>> {
+        let n = rows.num_rows();
+        let key_columns: Vec<ArrayRef> = self
+            .plan
+            .keys
+            .iter()
+            .map(|&k| Arc::clone(rows.column(k)))
+            .collect();
+        let encoded = self
+            .converter
+            .convert_columns(&key_columns)
+            .map_err(JobError::arrow("encoding window keys"))?;
+        let times = times_of(rows, time_index)?;
+        let args: Vec<Arg> = self
+            .plan
+            .args
+            .iter()
+            .map(|&(i, kind)| Arg::of(rows.column(i), kind))
+            .collect::<Result<_>>()?;
+        // First every due row joins its key's history, so peers of an event (same time) are in
+        // its frame whichever comes first; then each row's frame is read from its key's history.
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(n);
+        for row in 0..n {
+            if times.is_null(row) {
+                slots.push(None);
+                continue;
+            }
+            let slot = self.slot(encoded.row(row).as_ref());
+            let h = &mut self.histories[slot];
+            h.times.push(times.value(row));
+            let (mut f, mut i) = (0, 0);
+            for a in &args {
+                match a {
+                    Arg::F64(v) => {
+                        h.f64s[f].push(v.is_valid(row).then(|| v.value(row)));
+                        f += 1;
+                    }
+                    Arg::I64(v) => {
+                        h.i64s[i].push(v.is_valid(row).then(|| v.value(row)));
+                        i += 1;
+                    }
+                }
+            }
+            slots.push(Some(slot));
+        }
+        // Where each argument column lives in a history: its index among the group's columns
+        // of its kind.
+        let positions: Vec<(Kind, usize)> = {
+            let (mut f, mut i) = (0, 0);
+            self.plan
+                .args
+                .iter()
+                .map(|a| match a.1 {
+                    Kind::F64 => {
+                        f += 1;
+                        (Kind::F64, f - 1)
+                    }
+                    Kind::I64 => {
+                        i += 1;
+                        (Kind::I64, i - 1)
+                    }
+                })
+                .collect()
+        };
+        let mut outputs = Vec::with_capacity(self.plan.specs.len());
+        for spec in &self.plan.specs {
+            let mut f64s: Vec<Option<f64>> = Vec::with_capacity(n);
+            let mut i64s: Vec<Option<i64>> = Vec::with_capacity(n);
+            for (row, slot) in slots.iter().enumerate() {
+                let frame = slot.map(|slot| {
+                    let h = &self.histories[slot];
+                    let t = times.value(row);
+                    let lo = h
+                        .times
+                        .partition_point(|&x| x < t.saturating_sub(spec.lookback_us));
+                    let hi = h
+                        .times
+                        .partition_point(|&x| x <= t.saturating_sub(spec.end_us));
+                    (h, lo, hi.max(lo))
+                });
+                let value = match frame {
+                    None => Value::Null,
+                    Some((h, lo, hi)) => aggregate(spec, h, lo, hi, &positions),
+                };
+                match value {
+                    Value::F64(v) => f64s.push(v),
+                    Value::I64(v) => i64s.push(v),
+                    Value::Null => match spec.output {
+                        DataType::Float64 => f64s.push(None),
+                        DataType::Int64 if matches!(spec.agg, Agg::Count | Agg::CountRows) => {
+                            i64s.push(Some(0))
+                        }
+                        _ => i64s.push(None),
+                    },
+                }
+            }
+            let array: ArrayRef = match &spec.output {
+                DataType::Float64 => Arc::new(Float64Array::from(f64s)),
+                DataType::Int64 => Arc::new(Int64Array::from(i64s)),
+                t @ DataType::Timestamp(..) => {
+                    Arc::new(TimestampMicrosecondArray::from(i64s).with_data_type(t.clone()))
+                }
+                other => {
+                    return Err(JobError::internal(format!(
+                        "unexpected window output type {other}"
+                    )));
+                }
+            };
+            outputs.push(array);
+        }
+        Ok(outputs)
+    }
+
+    fn history_batch(&self) -> Result<RecordBatch> {
+        let mut keys = Vec::new();
+        let mut times = Vec::new();
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let i64_count = self.plan.args.len() - f64_count;
+        let mut f64s: Vec<Vec<Option<f64>>> = vec![Vec::new(); f64_count];
+        let mut i64s: Vec<Vec<Option<i64>>> = vec![Vec::new(); i64_count];
+        for (key, h) in self.keys.iter().zip(&self.histories) {
+            for (j, t) in h.times.iter().enumerate() {
+                keys.push(key.as_ref());
+                times.push(*t);
+                for (c, col) in h.f64s.iter().enumerate() {
+                    f64s[c].push(col[j]);
+                }
+                for (c, col) in h.i64s.iter().enumerate() {
+                    i64s[c].push(col[j]);
+                }
+            }
+        }
+        let mut fields = vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("time", DataType::Int64, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from(keys)),
+            Arc::new(Int64Array::from(times)),
+        ];
+        for (c, v) in f64s.into_iter().enumerate() {
+            fields.push(Field::new(format!("f{c}"), DataType::Float64, true));
+            columns.push(Arc::new(Float64Array::from(v)));
+        }
+        for (c, v) in i64s.into_iter().enumerate() {
+            fields.push(Field::new(format!("i{c}"), DataType::Int64, true));
+            columns.push(Arc::new(Int64Array::from(v)));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(JobError::arrow("writing the state snapshot"))
+    }
+
+    fn restore(&mut self, batch: &RecordBatch) -> Result<()> {
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let i64_count = self.plan.args.len() - f64_count;
+        if batch.num_columns() != 2 + f64_count + i64_count {
+            return Err(JobError::internal("snapshot columns".into()));
+        }
+        let keys = batch
+            .column(0)
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| JobError::internal("keys".into()))?;
+        let times = batch
+            .column(1)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| JobError::internal("times".into()))?;
+        self.index.clear();
+        self.keys.clear();
+        self.histories.clear();
+        for row in 0..batch.num_rows() {
+            let slot = self.slot(keys.value(row));
+            let h = &mut self.histories[slot];
+            h.times.push(times.value(row));
+            for c in 0..f64_count {
+                let col = batch.column(2 + c).as_primitive::<Float64Type>();
+                h.f64s[c].push(col.is_valid(row).then(|| col.value(row)));
+            }
+            for c in 0..i64_count {
+                let col = batch.column(2 + f64_count + c).as_primitive::<Int64Type>();
+                h.i64s[c].push(col.is_valid(row).then(|| col.value(row)));
+            }
+        }
+        // Entries went out key by key in time order and come back the same way.
+        Ok(())
+    }
+}
+
+enum Arg {
+    F64(Float64Array),
+    I64(Int64Array),
+}
+
+impl Arg {
+    fn of(column: &ArrayRef, kind: Kind) -> Result<Self> {
+        Ok(match kind {
+            Kind::F64 => Arg::F64(column.as_primitive::<Float64Type>().clone()),
+            Kind::I64 => {
+                let as_i64 =
+                    cast(column, &DataType::Int64).map_err(JobError::arrow("window argument"))?;
+                Arg::I64(as_i64.as_primitive::<Int64Type>().clone())
+            }
+        })
+    }
+}
+
+enum Value {
+    F64(Option<f64>),
+    I64(Option<i64>),
+    Null,
+}
+
+/// The aggregate of `spec` over entries `lo..hi` of a history, with the semantics of SQL (and
+/// DataFusion): nulls are skipped, an empty frame gives 0 for counts and NULL otherwise.
+fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind, usize)]) -> Value {
+    if spec.agg == Agg::CountRows {
+        return Value::I64(Some((hi - lo) as i64));
+    }
+    let Some(arg) = spec.arg else {
+        return Value::Null;
+    };
+    match positions[arg] {
+        (Kind::F64, c) => {
+            let values = h.f64s[c][lo..hi].iter().flatten();
+            match spec.agg {
+                Agg::Count => Value::I64(Some(values.count() as i64)),
+                Agg::Sum => {
+                    let mut any = false;
+                    let s = values.inspect(|_| any = true).sum::<f64>();
+                    Value::F64(any.then_some(s))
+                }
+                Agg::Avg => {
+                    let (mut s, mut n) = (0.0, 0u64);
+                    for v in values {
+                        s += v;
+                        n += 1;
+                    }
+                    Value::F64((n > 0).then(|| s / n as f64))
+                }
+                Agg::Min => Value::F64(values.copied().reduce(f64::min)),
+                Agg::Max => Value::F64(values.copied().reduce(f64::max)),
+                Agg::CountRows => Value::Null,
+            }
+        }
+        (Kind::I64, c) => {
+            let values = h.i64s[c][lo..hi].iter().flatten();
+            match spec.agg {
+                Agg::Count => Value::I64(Some(values.count() as i64)),
+                Agg::Sum => {
+                    let mut any = false;
+                    let s = values
+                        .inspect(|_| any = true)
+                        .fold(0i64, |a, v| a.wrapping_add(*v));
+                    Value::I64(any.then_some(s))
+                }
+                Agg::Avg => {
+                    let (mut s, mut n) = (0.0, 0u64);
+                    for v in values {
+                        s += *v as f64;
+                        n += 1;
+                    }
+                    Value::F64((n > 0).then(|| s / n as f64))
+                }
+                Agg::Min => Value::I64(values.copied().min()),
+                Agg::Max => Value::I64(values.copied().max()),
+                Agg::CountRows => Value::Null,
+            }
+        }
+    }
+}
+
+fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArray> {
+    batch
+        .column(index)
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .cloned()
+        .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))
+}
+
+fn ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut writer =
+            datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
+                .map_err(JobError::arrow("writing the state snapshot"))?;
+        writer
+            .write(batch)
+            .map_err(JobError::arrow("writing the state snapshot"))?;
+        writer
+            .finish()
+            .map_err(JobError::arrow("writing the state snapshot"))?;
+    }
+    Ok(out)
+}
+
+fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+fn read_part(cursor: &mut Cursor<&[u8]>) -> Option<RecordBatch> {
+    let mut len = [0u8; 8];
+    cursor.read_exact(&mut len).ok()?;
+    let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
+    let start = usize::try_from(cursor.position()).ok()?;
+    let bytes = cursor.get_ref().get(start..start.checked_add(len)?)?;
+    cursor.set_position((start + len) as u64);
+    let reader =
+        datafusion::arrow::ipc::reader::FileReader::try_new(Cursor::new(bytes), None).ok()?;
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().ok()?;
+    datafusion::arrow::compute::concat_batches(&schema, &batches).ok()
+}

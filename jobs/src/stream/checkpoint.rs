@@ -7,8 +7,10 @@
 //! - `offsets/<batchId>`: the offsets a batch ends at, written *before* the batch runs.
 //! - `commits/<batchId>`: written *after* every sink committed the batch.
 //! - `progress/<batchId>`: the batch's progress report (Spark keeps these in memory only).
-//! - `state/<batchId>.arrow`: for queries with window functions, the rows they keep after the
-//!   batch (Arrow IPC), written before `commits/<batchId>`; the last two are kept.
+//! - `state/<batchId>.arrow`: for queries with window functions, what they keep after the batch
+//!   (Arrow IPC), written before `commits/<batchId>`: in full, or (incremental windows) what
+//!   changed since the batch before, with a full one every tenth batch. Snapshots a restart or a
+//!   replay could still need are kept.
 //!
 //! Offset and commit files are created with a conditional put: two processes running the same
 //! query cannot both write batch N, the second fails instead of silently diverging.
@@ -291,19 +293,39 @@ impl Checkpoint {
         Ok(body.and_then(|b| b.get("nextBatchWatermarkMs").and_then(|v| v.as_i64())))
     }
 
-    /// Stores the query's state after `batch_id` (an Arrow IPC file), and drops the snapshot two
-    /// batches back: a restart needs the last committed batch's, a replay the one before.
-    pub async fn write_state(&self, batch_id: i64, bytes: Vec<u8>) -> Result<()> {
+    /// Stores the query's state after `batch_id`, and deletes the snapshots of batches before
+    /// `drop_before` (which neither a restart nor a replay needs any more).
+    pub async fn write_state(
+        &self,
+        batch_id: i64,
+        bytes: Vec<u8>,
+        drop_before: Option<i64>,
+    ) -> Result<()> {
         let path = state_path(batch_id);
         self.store
             .put(&path, PutPayload::from(bytes))
             .await
             .map_err(|e| self.error(&path, e))?;
-        if batch_id >= 2 {
-            let old = state_path(batch_id - 2);
-            match self.store.delete(&old).await {
-                Ok(()) | Err(riskstream_lake::object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.error(&old, e)),
+        let Some(before) = drop_before else {
+            return Ok(());
+        };
+        let folder = Path::from("state");
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&folder))
+            .await
+            .map_err(|e| self.error(&folder, e))?;
+        for object in listing.objects {
+            let batch = object
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".arrow"))
+                .and_then(|id| id.parse::<i64>().ok());
+            if batch.is_some_and(|b| b < before) {
+                match self.store.delete(&object.location).await {
+                    Ok(()) | Err(riskstream_lake::object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.error(&object.location, e)),
+                }
             }
         }
         Ok(())
@@ -363,6 +385,26 @@ fn state_path(batch_id: i64) -> Path {
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn state_snapshots_before_the_one_still_needed_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::open(dir.path().to_str().unwrap()).unwrap();
+        for batch in 0..5 {
+            cp.write_state(batch, vec![batch as u8], None)
+                .await
+                .unwrap();
+        }
+        cp.write_state(5, vec![5], Some(3)).await.unwrap();
+        for batch in 0..6 {
+            assert_eq!(
+                cp.state(batch).await.unwrap().is_some(),
+                batch >= 3,
+                "{batch}"
+            );
+        }
+        assert_eq!(cp.state(4).await.unwrap(), Some(vec![4]));
+    }
 
     #[tokio::test]
     async fn logs_round_trip_in_sparks_layout() {

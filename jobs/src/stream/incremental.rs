@@ -10,15 +10,15 @@
 //! after its batch has passed it, so the frames it sees are complete, and emitted event times only
 //! grow from batch to batch; that keeps every key's history sorted by time as it is appended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
-    TimestampMicrosecondArray,
+    TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -350,10 +350,11 @@ fn interval_us(v: &ScalarValue) -> Option<i64> {
 
 /// One key's kept events: times in order, and the group's argument columns.
 #[derive(Debug, Default, Clone)]
+/// Ring buffers: history is cut at the front every batch, and a `Vec` would shift what is left.
 struct History {
-    times: Vec<i64>,
-    f64s: Vec<Vec<Option<f64>>>,
-    i64s: Vec<Vec<Option<i64>>>,
+    times: VecDeque<i64>,
+    f64s: Vec<VecDeque<Option<f64>>>,
+    i64s: Vec<VecDeque<Option<i64>>>,
 }
 
 /// A group's keyed histories: each key's history in an arena, found by its encoded key.
@@ -363,15 +364,17 @@ struct GroupState {
     index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     keys: Vec<Box<[u8]>>,
     histories: Vec<History>,
+    /// Entries added since the last snapshot, for the next delta.
+    appended: Vec<RecordBatch>,
 }
 
 impl GroupState {
     fn empty_history(&self) -> History {
         let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
         History {
-            times: Vec::new(),
-            f64s: vec![Vec::new(); f64_count],
-            i64s: vec![Vec::new(); self.plan.args.len() - f64_count],
+            times: VecDeque::new(),
+            f64s: vec![VecDeque::new(); f64_count],
+            i64s: vec![VecDeque::new(); self.plan.args.len() - f64_count],
         }
     }
 
@@ -420,6 +423,24 @@ pub struct IncrementalState {
     input: SchemaRef,
     groups: Vec<GroupState>,
     pending: Vec<RecordBatch>,
+    /// Where history was last cut: entries before it are gone.
+    keep_from: i64,
+    /// The batch of the full snapshot the last snapshot builds on, and how many deltas since.
+    base: Option<i64>,
+    deltas: usize,
+}
+
+/// A full snapshot every this many batches; deltas in between.
+const FULL_SNAPSHOT_EVERY: usize = 10;
+
+/// What a snapshot of the state is written as, and which older snapshots it makes unneeded.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The bytes of `state/<batchId>.arrow`.
+    pub bytes: Vec<u8>,
+    /// Snapshots of batches before this one are no longer needed, neither by a restart after
+    /// this batch commits nor by a replay of it.
+    pub drop_before: Option<i64>,
 }
 
 impl std::fmt::Debug for IncrementalState {
@@ -449,6 +470,7 @@ impl IncrementalState {
                     index: HashMap::default(),
                     keys: Vec::new(),
                     histories: Vec::new(),
+                    appended: Vec::new(),
                 })
             })
             .collect::<Result<_>>()?;
@@ -457,6 +479,9 @@ impl IncrementalState {
             input,
             groups,
             pending: Vec::new(),
+            keep_from: i64::MIN,
+            base: None,
+            deltas: 0,
         })
     }
 
@@ -545,14 +570,13 @@ impl IncrementalState {
         if !due.is_empty() {
             let rows = datafusion::arrow::compute::concat_batches(&self.input, &due)
                 .map_err(JobError::arrow("emitting rows"))?;
-            // Event-time order keeps every key's history sorted as it grows.
+            // Rows join their keys' histories in event-time order, which keeps every history
+            // sorted as it grows; the rows themselves stay where they are.
             let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
-                .map_err(JobError::arrow("ordering emitted rows"))?;
-            let rows = take_record_batch(&rows, &order)
                 .map_err(JobError::arrow("ordering emitted rows"))?;
             let mut columns = rows.columns().to_vec();
             for g in &mut self.groups {
-                columns.extend(g.evaluate(&rows, self.plan.time_index)?);
+                columns.extend(g.evaluate(&rows, self.plan.time_index, &order)?);
             }
             // Computed columns in the order the plan's output lists them.
             let input_len = self.input.fields().len();
@@ -574,15 +598,27 @@ impl IncrementalState {
             );
         }
         let keep_from = limit_us.saturating_sub(self.plan.lookback_us);
+        self.keep_from = keep_from;
         for g in &mut self.groups {
             g.evict(keep_from);
         }
         Ok(out)
     }
 
-    /// The state as bytes: each group's histories and the pending rows, as Arrow IPC files.
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
-        let mut out = b"RSINC1".to_vec();
+    /// The state after `batch_id` as bytes. Every tenth is full (each group's histories and
+    /// the pending rows, as Arrow IPC files); the others hold only what changed since the
+    /// snapshot before (entries added, where history was cut, and the pending rows), which is
+    /// what makes snapshots cheap when the lookback is long.
+    pub fn snapshot(&mut self, batch_id: i64) -> Result<Snapshot> {
+        let full = self.base.is_none() || self.deltas + 1 >= FULL_SNAPSHOT_EVERY;
+        let mut out = if full {
+            b"RSINC1".to_vec()
+        } else {
+            let mut out = b"RSDLT1".to_vec();
+            out.extend_from_slice(&(batch_id - 1).to_le_bytes());
+            out.extend_from_slice(&self.keep_from.to_le_bytes());
+            out
+        };
         let pending = if self.pending.is_empty() {
             RecordBatch::new_empty(Arc::clone(&self.input))
         } else {
@@ -590,14 +626,44 @@ impl IncrementalState {
                 .map_err(JobError::arrow("writing the state snapshot"))?
         };
         push_part(&mut out, &ipc(&pending)?);
-        for g in &self.groups {
-            push_part(&mut out, &ipc(&g.history_batch()?)?);
+        for g in &mut self.groups {
+            let part = if full {
+                g.history_batch()?
+            } else {
+                datafusion::arrow::compute::concat_batches(&g.history_schema(), &g.appended)
+                    .map_err(JobError::arrow("writing the state snapshot"))?
+            };
+            g.appended.clear();
+            push_part(&mut out, &ipc(&part)?);
         }
-        Ok(out)
+        let drop_before = if full {
+            // The previous chain is still needed until this batch commits.
+            let before = self.base.unwrap_or(batch_id);
+            self.base = Some(batch_id);
+            self.deltas = 0;
+            Some(before)
+        } else {
+            self.deltas += 1;
+            None
+        };
+        Ok(Snapshot {
+            bytes: out,
+            drop_before,
+        })
     }
 
-    /// Restores a snapshot's state.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+    /// The batch whose snapshot a delta snapshot builds on; `None` for a full one.
+    pub fn builds_on(bytes: &[u8]) -> Option<i64> {
+        (bytes.get(..6)? == b"RSDLT1").then(|| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(bytes.get(6..14)?);
+            Some(i64::from_le_bytes(id))
+        })?
+    }
+
+    /// Restores the state after `batch_id` from its chain of snapshots: a full one first, then
+    /// the deltas after it, in order.
+    pub fn restore(&mut self, batch_id: i64, chain: &[Vec<u8>]) -> Result<()> {
         let mismatch = || {
             JobError::internal(
                 "the state snapshot does not match the query's window functions: the job \
@@ -605,33 +671,67 @@ impl IncrementalState {
                     .into(),
             )
         };
-        let mut cursor = Cursor::new(bytes);
+        let Some((full, deltas)) = chain.split_first() else {
+            return Err(mismatch());
+        };
+        let mut cursor = Cursor::new(full.as_slice());
         let mut magic = [0u8; 6];
         cursor.read_exact(&mut magic).map_err(|_| mismatch())?;
         if &magic != b"RSINC1" {
             return Err(mismatch());
         }
-        let pending = read_part(&mut cursor).ok_or_else(mismatch)?;
+        self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        for g in &mut self.groups {
+            let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+            g.clear();
+            g.append_entries(&batch).map_err(|_| mismatch())?;
+        }
+        for delta in deltas {
+            let mut cursor = Cursor::new(delta.as_slice());
+            let mut head = [0u8; 22];
+            cursor.read_exact(&mut head).map_err(|_| mismatch())?;
+            if &head[..6] != b"RSDLT1" {
+                return Err(mismatch());
+            }
+            let mut keep_from = [0u8; 8];
+            keep_from.copy_from_slice(&head[14..22]);
+            let keep_from = i64::from_le_bytes(keep_from);
+            self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+            for g in &mut self.groups {
+                let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+                g.append_entries(&batch).map_err(|_| mismatch())?;
+                g.evict(keep_from);
+            }
+            self.keep_from = keep_from;
+        }
+        self.base = Some(batch_id - deltas.len() as i64);
+        self.deltas = deltas.len();
+        Ok(())
+    }
+
+    fn read_pending(&mut self, cursor: &mut Cursor<&[u8]>) -> Option<()> {
+        let pending = read_part(cursor)?;
         if pending.schema() != self.input {
-            return Err(mismatch());
+            return None;
         }
         self.pending = if pending.num_rows() > 0 {
             vec![pending]
         } else {
             Vec::new()
         };
-        for g in &mut self.groups {
-            let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
-            g.restore(&batch).map_err(|_| mismatch())?;
-        }
-        Ok(())
+        Some(())
     }
 }
 
 impl GroupState {
     /// Appends `rows` (due, in time order) to their keys' histories and computes the group's
     /// window columns for them.
-    fn evaluate(&mut self, rows: &RecordBatch, time_index: usize) -> Result<Vec<ArrayRef>> {
+    fn evaluate(
+        &mut self,
+        rows: &RecordBatch,
+        time_index: usize,
+        order: &UInt32Array,
+    ) -> Result<Vec<ArrayRef>> {
         let n = rows.num_rows();
         let key_columns: Vec<ArrayRef> = self
             .plan
@@ -652,30 +752,30 @@ impl GroupState {
             .collect::<Result<_>>()?;
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(n);
-        for row in 0..n {
+        let mut slots: Vec<Option<usize>> = vec![None; n];
+        for row in order.values().iter().map(|&r| r as usize) {
             if times.is_null(row) {
-                slots.push(None);
                 continue;
             }
             let slot = self.slot(encoded.row(row).as_ref());
             let h = &mut self.histories[slot];
-            h.times.push(times.value(row));
+            h.times.push_back(times.value(row));
             let (mut f, mut i) = (0, 0);
             for a in &args {
                 match a {
                     Arg::F64(v) => {
-                        h.f64s[f].push(v.is_valid(row).then(|| v.value(row)));
+                        h.f64s[f].push_back(v.is_valid(row).then(|| v.value(row)));
                         f += 1;
                     }
                     Arg::I64(v) => {
-                        h.i64s[i].push(v.is_valid(row).then(|| v.value(row)));
+                        h.i64s[i].push_back(v.is_valid(row).then(|| v.value(row)));
                         i += 1;
                     }
                 }
             }
-            slots.push(Some(slot));
+            slots[row] = Some(slot);
         }
+        self.record_appended(&encoded, &times, &args, order)?;
         // Where each argument column lives in a history: its index among the group's columns
         // of its kind.
         let positions: Vec<(Kind, usize)> = {
@@ -744,6 +844,68 @@ impl GroupState {
         Ok(outputs)
     }
 
+    /// The columns of history entries in snapshots: the encoded key, the time, then the
+    /// group's double and integer arguments.
+    fn history_schema(&self) -> SchemaRef {
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let mut fields = vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("time", DataType::Int64, false),
+        ];
+        for c in 0..f64_count {
+            fields.push(Field::new(format!("f{c}"), DataType::Float64, true));
+        }
+        for c in 0..self.plan.args.len() - f64_count {
+            fields.push(Field::new(format!("i{c}"), DataType::Int64, true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Keeps the entries a batch added (rows with an event time) for the next delta snapshot.
+    fn record_appended(
+        &mut self,
+        encoded: &datafusion::arrow::row::Rows,
+        times: &TimestampMicrosecondArray,
+        args: &[Arg],
+        order: &UInt32Array,
+    ) -> Result<()> {
+        // In the order they joined the histories, so a restore appends them the same way.
+        let rows: Vec<usize> = order
+            .values()
+            .iter()
+            .map(|&r| r as usize)
+            .filter(|&r| times.is_valid(r))
+            .collect();
+        let picked = UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32));
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(
+                rows.iter().map(|&r| encoded.row(r)),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|&r| times.value(r)),
+            )),
+        ];
+        let filtered = |a: &dyn Array| {
+            datafusion::arrow::compute::take(a, &picked, None)
+                .map_err(JobError::arrow("recording window entries"))
+        };
+        for a in args {
+            if let Arg::F64(v) = a {
+                columns.push(filtered(v)?);
+            }
+        }
+        for a in args {
+            if let Arg::I64(v) = a {
+                columns.push(filtered(v)?);
+            }
+        }
+        self.appended.push(
+            RecordBatch::try_new(self.history_schema(), columns)
+                .map_err(JobError::arrow("recording window entries"))?,
+        );
+        Ok(())
+    }
+
     fn history_batch(&self) -> Result<RecordBatch> {
         let mut keys = Vec::new();
         let mut times = Vec::new();
@@ -763,57 +925,49 @@ impl GroupState {
                 }
             }
         }
-        let mut fields = vec![
-            Field::new("key", DataType::Binary, false),
-            Field::new("time", DataType::Int64, false),
-        ];
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(BinaryArray::from(keys)),
             Arc::new(Int64Array::from(times)),
         ];
-        for (c, v) in f64s.into_iter().enumerate() {
-            fields.push(Field::new(format!("f{c}"), DataType::Float64, true));
+        for v in f64s {
             columns.push(Arc::new(Float64Array::from(v)));
         }
-        for (c, v) in i64s.into_iter().enumerate() {
-            fields.push(Field::new(format!("i{c}"), DataType::Int64, true));
+        for v in i64s {
             columns.push(Arc::new(Int64Array::from(v)));
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        RecordBatch::try_new(self.history_schema(), columns)
             .map_err(JobError::arrow("writing the state snapshot"))
     }
 
-    fn restore(&mut self, batch: &RecordBatch) -> Result<()> {
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        let i64_count = self.plan.args.len() - f64_count;
-        if batch.num_columns() != 2 + f64_count + i64_count {
-            return Err(JobError::internal("snapshot columns".into()));
-        }
-        let keys = batch
-            .column(0)
-            .as_binary_opt::<i32>()
-            .ok_or_else(|| JobError::internal("keys".into()))?;
-        let times = batch
-            .column(1)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| JobError::internal("times".into()))?;
+    fn clear(&mut self) {
         self.index.clear();
         self.keys.clear();
         self.histories.clear();
+        self.appended.clear();
+    }
+
+    /// Appends snapshot entries (in time order per key) to their keys' histories.
+    fn append_entries(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.schema() != self.history_schema() {
+            return Err(JobError::internal("snapshot columns".into()));
+        }
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let i64_count = self.plan.args.len() - f64_count;
+        let keys = batch.column(0).as_binary::<i32>();
+        let times = batch.column(1).as_primitive::<Int64Type>();
         for row in 0..batch.num_rows() {
             let slot = self.slot(keys.value(row));
             let h = &mut self.histories[slot];
-            h.times.push(times.value(row));
+            h.times.push_back(times.value(row));
             for c in 0..f64_count {
                 let col = batch.column(2 + c).as_primitive::<Float64Type>();
-                h.f64s[c].push(col.is_valid(row).then(|| col.value(row)));
+                h.f64s[c].push_back(col.is_valid(row).then(|| col.value(row)));
             }
             for c in 0..i64_count {
                 let col = batch.column(2 + f64_count + c).as_primitive::<Int64Type>();
-                h.i64s[c].push(col.is_valid(row).then(|| col.value(row)));
+                h.i64s[c].push_back(col.is_valid(row).then(|| col.value(row)));
             }
         }
-        // Entries went out key by key in time order and come back the same way.
         Ok(())
     }
 }
@@ -853,7 +1007,7 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
     };
     match positions[arg] {
         (Kind::F64, c) => {
-            let values = h.f64s[c][lo..hi].iter().flatten();
+            let values = h.f64s[c].range(lo..hi).flatten();
             match spec.agg {
                 Agg::Count => Value::I64(Some(values.count() as i64)),
                 Agg::Sum => {
@@ -875,7 +1029,7 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
             }
         }
         (Kind::I64, c) => {
-            let values = h.i64s[c][lo..hi].iter().flatten();
+            let values = h.i64s[c].range(lo..hi).flatten();
             match spec.agg {
                 Agg::Count => Value::I64(Some(values.count() as i64)),
                 Agg::Sum => {

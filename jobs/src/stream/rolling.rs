@@ -32,6 +32,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
+use crate::stream::checkpoint::Checkpoint;
+use crate::stream::incremental::{IncrementalState, Snapshot};
 
 /// The hidden column marking the rows a batch emits.
 pub const EMIT_COLUMN: &str = "__riskstream_emit";
@@ -241,7 +243,7 @@ pub enum WindowState {
     /// DataFusion's window operator over kept rows.
     Generic(RollingState),
     /// Per-key histories of the arguments (`incremental.rs`).
-    Incremental(crate::stream::incremental::IncrementalState),
+    Incremental(IncrementalState),
 }
 
 impl WindowState {
@@ -253,19 +255,42 @@ impl WindowState {
         }
     }
 
-    /// The state as bytes, for the checkpoint.
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
+    /// The state after `batch_id`, for the checkpoint.
+    pub fn snapshot(&mut self, batch_id: i64) -> Result<Snapshot> {
         match self {
-            Self::Generic(s) => s.snapshot(),
-            Self::Incremental(s) => s.snapshot(),
+            // Whole every time: a replay of this batch needs the one before.
+            Self::Generic(s) => Ok(Snapshot {
+                bytes: s.snapshot()?,
+                drop_before: Some(batch_id - 1),
+            }),
+            Self::Incremental(s) => s.snapshot(batch_id),
         }
     }
 
-    /// Restores a snapshot.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Restores the state after `batch_id` from the checkpoint's snapshots.
+    pub async fn restore(&mut self, checkpoint: &Checkpoint, batch_id: i64) -> Result<()> {
+        let read = |id: i64| async move {
+            checkpoint
+                .state(id)
+                .await?
+                .ok_or_else(|| JobError::Checkpoint {
+                    location: format!("{}/state/{id}.arrow", checkpoint.location()),
+                    reason: "missing: the checkpoint was written by a job without these window \
+                         functions; give this one a new checkpointLocation"
+                        .into(),
+                })
+        };
         match self {
-            Self::Generic(s) => s.restore(bytes),
-            Self::Incremental(s) => s.restore(bytes),
+            Self::Generic(s) => s.restore(&read(batch_id).await?),
+            Self::Incremental(s) => {
+                // Back to the full snapshot the chain starts from, then forward.
+                let mut chain = vec![read(batch_id).await?];
+                while let Some(before) = chain.last().and_then(|b| IncrementalState::builds_on(b)) {
+                    chain.push(read(before).await?);
+                }
+                chain.reverse();
+                s.restore(batch_id, &chain)
+            }
         }
     }
 

@@ -668,17 +668,7 @@ pub async fn run_with<S: RecordSource>(
         && state.next_batch > 0
     {
         // The state after the last committed batch (a replay reruns the batch after it).
-        let last = state.next_batch - 1;
-        let snapshot = checkpoint
-            .state(last)
-            .await?
-            .ok_or_else(|| JobError::Checkpoint {
-                location: format!("{}/state/{last}.arrow", checkpoint.location()),
-                reason: "missing: the checkpoint was written by a job without window functions; \
-                     give this one a new checkpointLocation"
-                    .into(),
-            })?;
-        rolling.restore(&snapshot)?;
+        rolling.restore(&checkpoint, state.next_batch - 1).await?;
     }
     let mut summary = RunSummary {
         query_id: query_id.clone(),
@@ -890,8 +880,11 @@ pub async fn run_with<S: RecordSource>(
             _ => 0,
         };
         durations.alerts = ms(alerts_start.elapsed());
-        if let Some(r) = &rolling {
-            checkpoint.write_state(batch_id, r.snapshot()?).await?;
+        if let Some(r) = &mut rolling {
+            let snapshot = r.snapshot(batch_id)?;
+            checkpoint
+                .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
+                .await?;
         }
         let offsets_start = Instant::now();
         checkpoint

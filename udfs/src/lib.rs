@@ -1,5 +1,5 @@
 //! Scalar functions that Riskstream's SQL calls: the risk rule sets (a score in [0, 1] with the
-//! reason codes that fired), severity tiers, Spark's `from_json`, and Spark's function library from
+//! reason codes that fired), severity tiers, great-circle distance (`haversine_km`), Spark's `from_json`, and Spark's function library from
 //! `datafusion-spark`.
 //!
 //! This crate depends on arrow and DataFusion only, so the same functions serve streaming jobs,
@@ -7,11 +7,13 @@
 
 mod ddl;
 mod from_json;
+mod geo;
 mod rules;
 mod severity;
 
 pub use ddl::parse_ddl_schema;
 pub use from_json::FromJsonUdf;
+pub use geo::{HaversineUdf, haversine_km};
 pub use rules::{Rule, RuleSet, RuleSetUdf};
 pub use severity::{SeverityTiers, SeverityUdf};
 
@@ -32,6 +34,7 @@ pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
             .clone(),
     );
     ctx.register_udf(ScalarUDF::new_from_impl(FromJsonUdf::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(HaversineUdf::default()));
     register_scoring(ctx, &RuleSet::defaults(), &SeverityTiers::default());
     Ok(())
 }

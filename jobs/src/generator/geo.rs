@@ -81,24 +81,3 @@ pub const CITIES: &[City] = &[
 pub fn home_weight(index: usize) -> f64 {
     if index < 22 { 4.0 } else { 1.0 }
 }
-
-/// Great-circle distance in kilometres.
-pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6371.0 * a.sqrt().asin()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn haversine_matches_known_distance() {
-        // London to New York is about 5,570 km.
-        let d = haversine_km(51.5074, -0.1278, 40.7128, -74.0060);
-        assert!((d - 5570.0).abs() < 30.0, "{d}");
-    }
-}

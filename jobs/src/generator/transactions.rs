@@ -319,7 +319,7 @@ impl TransactionModel {
         let home_idx = Self::city_index(c.home);
         let far_city = |rng: &mut Rng| loop {
             let i = rng.below(CITIES.len() as u64) as usize;
-            let d = super::geo::haversine_km(c.lat, c.lon, CITIES[i].lat, CITIES[i].lon);
+            let d = riskstream_udfs::haversine_km(c.lat, c.lon, CITIES[i].lat, CITIES[i].lon);
             if d > 3000.0 {
                 return i;
             }

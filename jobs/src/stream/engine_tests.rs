@@ -397,6 +397,17 @@ async fn batch_features(
     out_of_order: bool,
     late: &std::collections::HashSet<String>,
 ) -> Features {
+    features(&batch_rows(sql, events, out_of_order, late).await)
+}
+
+/// The output of `sql` run once, as a batch, over every event of the log that decodes, except
+/// `late` ones.
+async fn batch_rows(
+    sql: &str,
+    events: u64,
+    out_of_order: bool,
+    late: &std::collections::HashSet<String>,
+) -> Vec<datafusion::arrow::array::RecordBatch> {
     use crate::generator::{Generator, Message, Stream};
     use datafusion::arrow::array::{AsArray, BinaryArray};
     let mut generator = Generator::new(dense_config(out_of_order)).unwrap();
@@ -428,8 +439,7 @@ async fn batch_features(
     let ctx = crate::scoring::session().unwrap();
     let table = datafusion::datasource::MemTable::try_new(rows[0].schema(), vec![rows]).unwrap();
     ctx.register_table("transactions", Arc::new(table)).unwrap();
-    let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    features(&out)
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
 }
 
 /// Runs the rolling job over `dir` in the given runs (each an in-process log, a prefix of the
@@ -442,6 +452,23 @@ async fn stream_features(
     out_of_order: bool,
     max: u64,
 ) -> (Features, std::collections::HashSet<String>, i64, String) {
+    let (rows, late, watermark, operator) = stream_rows(dir, query, runs, out_of_order, max).await;
+    (features(&rows), late, watermark, operator)
+}
+
+/// The rows the job wrote, with the late event ids, the last watermark and the state operator.
+async fn stream_rows(
+    dir: &Path,
+    query: &str,
+    runs: &[u64],
+    out_of_order: bool,
+    max: u64,
+) -> (
+    Vec<datafusion::arrow::array::RecordBatch>,
+    std::collections::HashSet<String>,
+    i64,
+    String,
+) {
     use datafusion::arrow::array::AsArray;
     let sql = dir.join("rolling.sql");
     std::fs::write(&sql, query).unwrap();
@@ -506,7 +533,7 @@ async fn stream_features(
         .await
         .unwrap()
         .unwrap();
-    (features(&emitted), late, watermark, operator)
+    (emitted, late, watermark, operator)
 }
 
 /// The streamed features equal the batch ones, event for event; and the events streamed are
@@ -575,4 +602,140 @@ async fn rolling_features_after_a_restart_equal_those_without_one() {
         let batch = batch_features(&sql, 20_000, true, &late).await;
         assert_same(&streamed, &batch, watermark);
     }
+}
+
+/// The transaction features shipped in `sql/features/transactions.sql`.
+const FEATURES_SQL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../sql/features/transactions.sql"
+);
+
+/// Every output row by event id: its values, text as Utf8 (tables read back give Utf8View).
+fn rows_by_id(
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> std::collections::HashMap<String, Vec<datafusion::common::ScalarValue>> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    let mut out = std::collections::HashMap::new();
+    for b in batches {
+        // The job adds the batch id; the SQL alone does not.
+        let columns: Vec<_> = b
+            .columns()
+            .iter()
+            .zip(b.schema().fields())
+            .filter(|(_, f)| f.name() != "batch_id")
+            .map(|(c, _)| match c.data_type() {
+                DataType::Utf8View => datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap(),
+                _ => Arc::clone(c),
+            })
+            .collect();
+        let id_at = 0; // event_id, the file's first column
+        for row in 0..b.num_rows() {
+            let values: Vec<ScalarValue> = columns
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row).unwrap())
+                .collect();
+            let ScalarValue::Utf8(Some(id)) = &values[id_at] else {
+                unreachable!()
+            };
+            out.insert(id.clone(), values);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_transaction_features_stream_as_they_compute_in_one_batch() {
+    use datafusion::common::ScalarValue;
+    let sql = std::fs::read_to_string(FEATURES_SQL).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (streamed, late, watermark, operator) =
+        stream_rows(dir.path(), &sql, &[7_000, 20_000], true, 1_500).await;
+    assert_eq!(
+        operator, "incrementalWindows",
+        "every window of the file is incremental"
+    );
+    let batch = batch_rows(&sql, 20_000, true, &late).await;
+    let (streamed, batch) = (rows_by_id(&streamed), rows_by_id(&batch));
+    let time_at = 3; // event_time, the file's fourth column
+    let due: Vec<&String> = batch
+        .iter()
+        .filter(|(_, v)| matches!(v[time_at], ScalarValue::TimestampMicrosecond(Some(t), _) if t <= watermark * 1000))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(due.len() > 10_000, "{} due", due.len());
+    assert_eq!(streamed.len(), due.len());
+    let close = |a: f64, b: f64| {
+        (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    };
+    let mut compared = 0;
+    for id in due {
+        let (s, b) = (&streamed[id], &batch[id]);
+        assert_eq!(s.len(), b.len());
+        for (x, y) in s.iter().zip(b) {
+            let same = match (x, y) {
+                (ScalarValue::Float64(Some(x)), ScalarValue::Float64(Some(y))) => close(*x, *y),
+                _ => x == y,
+            };
+            assert!(same, "{id}: {x:?} != {y:?}\n{s:?}\n{b:?}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 300_000);
+}
+
+/// A shipped spec, its lake and checkpoints moved under `dir`.
+fn shipped_spec(name: &str, dir: &Path) -> JobSpec {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let text = std::fs::read_to_string(format!("{root}/jobs/specs/{name}"))
+        .unwrap()
+        .replace(
+            "${RISKSTREAM_LAKE:-./lake-data}",
+            &dir.join("lake").display().to_string(),
+        )
+        .replace(
+            "${RISKSTREAM_CHECKPOINTS:-./checkpoints}",
+            &dir.join("checkpoints").display().to_string(),
+        )
+        .replace("\"sql/", &format!("\"{root}/sql/"));
+    JobSpec::parse(Path::new(name), &text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_feature_job_writes_one_row_of_features_per_event_behind_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shipped_spec("transaction_features.toml", dir.path());
+    let options = RunOptions {
+        trigger: Trigger::AvailableNow,
+        spec,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let mut operator = String::new();
+    // 5,000 events over about 17 minutes of event time: most are behind the one-minute
+    // watermark by the end.
+    let summary = run_with(options, dense_log(5_000, true), |p| {
+        operator = p.state_operators[0].operator_name.clone();
+    })
+    .await
+    .unwrap();
+    assert_eq!(operator, "incrementalWindows");
+    assert!(summary.output_rows > 1_000, "{summary:?}");
+    let ctx = lake_session(&dir.path().join("lake")).await;
+    let counts = ctx
+        .sql(
+            "SELECT count(*), count(DISTINCT event_id), max(user_txn_24h), \
+             count(km_from_previous) FROM transaction_features",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let value = |i: usize| counts[0].column(i).as_primitive::<Int64Type>().value(0);
+    assert_eq!(value(0), value(1), "one row per event");
+    assert_eq!(value(0) as u64, summary.output_rows);
+    assert!(value(2) >= 1);
 }

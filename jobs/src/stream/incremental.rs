@@ -44,6 +44,14 @@ enum Agg {
     Avg,
     Min,
     Max,
+    /// The value of the first or last event of the frame (`first_value`, `last_value`).
+    First,
+    Last,
+    /// Sample and population standard deviation and variance.
+    StddevSamp,
+    StddevPop,
+    VarSamp,
+    VarPop,
 }
 
 /// How an argument column is kept: as doubles or as 64-bit integers (timestamps included).
@@ -246,10 +254,7 @@ impl IncrementalPlan {
             let replaced = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
             Ok(Transformed::new(replaced, true, TreeNodeRecursion::Jump))
         })
-        .and_then(|t| {
-            t.data
-                .transform_up(|n| n.recompute_schema().map(Transformed::yes))
-        })
+        // The scan's projection has the window operators' schema, so nothing above changes.
         .map(|t| t.data)
         .map_err(|e| JobError::internal(format!("replacing the window operators: {e}")))
     }
@@ -265,8 +270,9 @@ fn spec_of(
     input: &SchemaRef,
 ) -> Option<(Vec<usize>, Option<ArgColumn>, Spec)> {
     let WindowFunction { fun, params } = wf;
-    let WindowFunctionDefinition::AggregateUDF(udaf) = fun else {
-        return None;
+    let function = match fun {
+        WindowFunctionDefinition::AggregateUDF(f) => f.name(),
+        WindowFunctionDefinition::WindowUDF(f) => f.name(),
     };
     if params.distinct || params.filter.is_some() {
         return None;
@@ -280,13 +286,19 @@ fn spec_of(
         .iter()
         .map(column)
         .collect::<Option<Vec<_>>>()?;
-    let agg = match (udaf.name(), params.args.as_slice()) {
+    let agg = match (function, params.args.as_slice()) {
         ("count", [Expr::Literal(v, _)]) if !v.is_null() => Agg::CountRows,
         ("count", [_]) => Agg::Count,
         ("sum", [_]) => Agg::Sum,
         ("avg", [_]) => Agg::Avg,
         ("min", [_]) => Agg::Min,
         ("max", [_]) => Agg::Max,
+        ("first_value", [_]) if params.null_treatment.is_none() => Agg::First,
+        ("last_value", [_]) if params.null_treatment.is_none() => Agg::Last,
+        ("stddev", [_]) => Agg::StddevSamp,
+        ("stddev_pop", [_]) => Agg::StddevPop,
+        ("var", [_]) => Agg::VarSamp,
+        ("var_pop", [_]) => Agg::VarPop,
         _ => return None,
     };
     let arg = match agg {
@@ -305,7 +317,10 @@ fn spec_of(
     let arg_type = arg.map(|(i, _)| input.field(i).data_type().clone());
     let expected = match (agg, &arg_type) {
         (Agg::CountRows | Agg::Count, _) => DataType::Int64,
-        (Agg::Avg, _) => DataType::Float64,
+        (Agg::Avg | Agg::StddevSamp | Agg::StddevPop | Agg::VarSamp | Agg::VarPop, _) => {
+            DataType::Float64
+        }
+        (Agg::First | Agg::Last, Some(t)) => t.clone(),
         (Agg::Sum, Some(DataType::Float64)) => DataType::Float64,
         (Agg::Sum, Some(DataType::Int64)) => DataType::Int64,
         (Agg::Min | Agg::Max, Some(t)) => t.clone(),
@@ -1005,54 +1020,72 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
     let Some(arg) = spec.arg else {
         return Value::Null;
     };
+    // The frame's first and last events, nulls included (`RESPECT NULLS`).
+    let edge = |last: bool| (hi > lo).then(|| if last { hi - 1 } else { lo });
     match positions[arg] {
         (Kind::F64, c) => {
-            let values = h.f64s[c].range(lo..hi).flatten();
+            let column = &h.f64s[c];
             match spec.agg {
-                Agg::Count => Value::I64(Some(values.count() as i64)),
+                Agg::First | Agg::Last => {
+                    Value::F64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
+                }
+                Agg::Min => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::min)),
+                Agg::Max => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::max)),
                 Agg::Sum => {
-                    let mut any = false;
-                    let s = values.inspect(|_| any = true).sum::<f64>();
-                    Value::F64(any.then_some(s))
+                    let mut values = column.range(lo..hi).flatten().peekable();
+                    let any = values.peek().is_some();
+                    Value::F64(any.then(|| values.sum::<f64>()))
                 }
-                Agg::Avg => {
-                    let (mut s, mut n) = (0.0, 0u64);
-                    for v in values {
-                        s += v;
-                        n += 1;
-                    }
-                    Value::F64((n > 0).then(|| s / n as f64))
-                }
-                Agg::Min => Value::F64(values.copied().reduce(f64::min)),
-                Agg::Max => Value::F64(values.copied().reduce(f64::max)),
-                Agg::CountRows => Value::Null,
+                _ => moments(spec.agg, column.range(lo..hi).flatten().copied()),
             }
         }
         (Kind::I64, c) => {
-            let values = h.i64s[c].range(lo..hi).flatten();
+            let column = &h.i64s[c];
             match spec.agg {
-                Agg::Count => Value::I64(Some(values.count() as i64)),
+                Agg::First | Agg::Last => {
+                    Value::I64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
+                }
+                Agg::Min => Value::I64(column.range(lo..hi).flatten().copied().min()),
+                Agg::Max => Value::I64(column.range(lo..hi).flatten().copied().max()),
                 Agg::Sum => {
-                    let mut any = false;
-                    let s = values
-                        .inspect(|_| any = true)
-                        .fold(0i64, |a, v| a.wrapping_add(*v));
-                    Value::I64(any.then_some(s))
+                    let mut values = column.range(lo..hi).flatten().peekable();
+                    let any = values.peek().is_some();
+                    Value::I64(any.then(|| values.fold(0i64, |a, v| a.wrapping_add(*v))))
                 }
-                Agg::Avg => {
-                    let (mut s, mut n) = (0.0, 0u64);
-                    for v in values {
-                        s += *v as f64;
-                        n += 1;
-                    }
-                    Value::F64((n > 0).then(|| s / n as f64))
-                }
-                Agg::Min => Value::I64(values.copied().min()),
-                Agg::Max => Value::I64(values.copied().max()),
-                Agg::CountRows => Value::Null,
+                _ => moments(spec.agg, column.range(lo..hi).flatten().map(|v| *v as f64)),
             }
         }
     }
+}
+
+/// Count, mean, variance and standard deviation of a frame's non-null values (two passes, so a
+/// large mean does not eat the variance's precision).
+fn moments(agg: Agg, values: impl Iterator<Item = f64> + Clone) -> Value {
+    let (mut n, mut sum) = (0u64, 0.0);
+    for v in values.clone() {
+        n += 1;
+        sum += v;
+    }
+    if agg == Agg::Count {
+        return Value::I64(Some(n as i64));
+    }
+    if n == 0 {
+        return Value::F64(None);
+    }
+    let mean = sum / n as f64;
+    if agg == Agg::Avg {
+        return Value::F64(Some(mean));
+    }
+    let squares: f64 = values.map(|v| (v - mean) * (v - mean)).sum();
+    let variance = match agg {
+        Agg::VarPop | Agg::StddevPop => Some(squares / n as f64),
+        _ if n > 1 => Some(squares / (n - 1) as f64),
+        _ => None,
+    };
+    Value::F64(match agg {
+        Agg::StddevSamp | Agg::StddevPop => variance.map(f64::sqrt),
+        _ => variance,
+    })
 }
 
 fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArray> {

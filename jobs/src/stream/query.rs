@@ -87,10 +87,27 @@ impl BatchQuery {
     /// The incremental plan of the query's window functions, ordered by input column
     /// `time_index`, when they all have the shape it evaluates.
     pub async fn incremental_plan(&self, time_index: usize) -> Result<Option<IncrementalPlan>> {
-        let df = self.dataframe(Vec::new()).await?;
-        let plan = IncrementalPlan::try_new(df.logical_plan(), &self.view, &self.input, time_index);
+        let (_, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;
+        let plan = IncrementalPlan::try_new(&logical, &self.view, &self.input, time_index);
         self.release()?;
         Ok(plan)
+    }
+
+    /// The query's plan with types resolved, as the window rewrites need it: a plan rewritten
+    /// before type coercion would recompute some output types wrongly.
+    fn analyzed(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+    ) -> Result<(
+        datafusion::execution::SessionState,
+        datafusion::logical_expr::LogicalPlan,
+    )> {
+        let (state, plan) = df.into_parts();
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(self.sql_err())?;
+        Ok((state, plan))
     }
 
     /// The same query with its window functions computed by the engine: `run` takes the emitted
@@ -140,7 +157,7 @@ impl BatchQuery {
         if !matches!(self.windows, WindowPath::Generic) {
             return Ok(df);
         }
-        let (state, plan) = df.into_parts();
+        let (state, plan) = self.analyzed(df)?;
         let plan = rolling::carry_emit_column(plan)?;
         Ok(datafusion::dataframe::DataFrame::new(state, plan))
     }
@@ -160,7 +177,7 @@ impl BatchQuery {
         let df = match &self.windows {
             // The view is only there for planning: the window operators read `rows`.
             WindowPath::Incremental(plan) => {
-                let (state, logical) = self.dataframe(Vec::new()).await?.into_parts();
+                let (state, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;
                 let logical = plan.replace_windows(logical, rows)?;
                 datafusion::dataframe::DataFrame::new(state, logical)
             }

@@ -103,7 +103,11 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
     };
     let WindowFunction { fun, params } = wf;
     let refuse = |why: String| format!("`{name}`: {why}");
-    if let WindowFunctionDefinition::WindowUDF(f) = fun {
+    // Value functions read only their frame; ranking and offset functions (row_number, lag,
+    // ...) read the whole partition before the row.
+    if let WindowFunctionDefinition::WindowUDF(f) = fun
+        && !matches!(f.name(), "first_value" | "last_value" | "nth_value")
+    {
         return Err(refuse(format!(
             "{}() needs every earlier row of its partition, which a stream cannot keep; use an \
              aggregate over a RANGE frame with an INTERVAL",
@@ -178,24 +182,57 @@ pub(crate) fn interval_us(v: &ScalarValue) -> Option<i64> {
         ScalarValue::DurationMicrosecond(Some(us)) => Some(*us),
         ScalarValue::DurationNanosecond(Some(ns)) => Some(ns / 1000),
         // Before type coercion, the planner keeps an INTERVAL bound as its text ("5 MINUTE").
-        ScalarValue::Utf8(Some(text)) => crate::stream::spec::parse_interval(text)
-            .and_then(|d| i64::try_from(d.as_micros()).ok()),
+        ScalarValue::Utf8(Some(text)) => sql_interval_us(text),
         _ => None,
     }
+}
+
+/// A SQL interval's text (`5 MINUTE`, `1 millisecond`, `2 hours 30 minutes`) in microseconds;
+/// `None` for months and years, which have no fixed length.
+fn sql_interval_us(text: &str) -> Option<i64> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.is_empty() || !words.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut total = 0f64;
+    for pair in words.chunks(2) {
+        let n: f64 = pair[0].parse().ok()?;
+        let unit = pair[1].trim_end_matches('s');
+        let us = match unit {
+            "microsecond" | "u" => 1.0,
+            "millisecond" | "m" => 1e3,
+            "second" => 1e6,
+            "minute" => 60e6,
+            "hour" => 3_600e6,
+            "day" => 86_400e6,
+            "week" => 604_800e6,
+            _ => return None,
+        };
+        total += n * us;
+    }
+    (total.is_finite() && total >= 0.0).then(|| total.round() as i64)
 }
 
 /// Makes every projection of `plan` carry [`EMIT_COLUMN`] up from the view, so the query's
 /// output says which rows this batch emits.
 pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let has_emit = |n: &LogicalPlan| n.schema().field_with_unqualified_name(EMIT_COLUMN).is_ok();
     plan.transform_up(|node| {
         let LogicalPlan::Projection(p) = &node else {
-            // Nodes between projections keep their inputs' columns; their schemas follow.
-            return node.recompute_schema().map(Transformed::yes);
+            // A node whose input now carries the column takes its schema from it again; the
+            // others are left as planned, their output types untouched.
+            if !has_emit(&node) && node.inputs().iter().any(|i| has_emit(i)) {
+                return node.recompute_schema().map(Transformed::yes);
+            }
+            return Ok(Transformed::no(node));
         };
-        if p.schema.field_with_unqualified_name(EMIT_COLUMN).is_ok() {
+        if has_emit(&node) {
             return Ok(Transformed::no(node));
         }
-        let Ok((qualifier, _)) = p
+        let Ok((qualifier, field)) = p
             .input
             .schema()
             .qualified_field_with_unqualified_name(EMIT_COLUMN)
@@ -204,7 +241,17 @@ pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
         };
         let mut exprs = p.expr.clone();
         exprs.push(Expr::Column(Column::new(qualifier.cloned(), EMIT_COLUMN)));
-        Projection::try_new(exprs, Arc::clone(&p.input))
+        // The planned schema plus the column: deriving the schema again from the expressions
+        // could give some of them other types than the planner did.
+        let mut fields: Vec<_> = p
+            .schema
+            .iter()
+            .map(|(q, f)| (q.cloned(), Arc::clone(f)))
+            .collect();
+        fields.push((qualifier.cloned(), Arc::clone(field)));
+        let schema =
+            datafusion::common::DFSchema::new_with_metadata(fields, p.schema.metadata().clone())?;
+        Projection::try_new_with_schema(exprs, Arc::clone(&p.input), Arc::new(schema))
             .map(|p| Transformed::yes(LogicalPlan::Projection(p)))
     })
     .map(|t| t.data)
@@ -542,6 +589,16 @@ mod tests {
         ctx.register_table("t", Arc::new(table)).unwrap();
         let df = ctx.sql(sql).await.unwrap();
         analyze(df.logical_plan(), time_column, "sql/features/t.sql")
+    }
+
+    #[test]
+    fn sql_interval_texts_become_microseconds() {
+        assert_eq!(sql_interval_us("5 MINUTE"), Some(300_000_000));
+        assert_eq!(sql_interval_us("1 millisecond"), Some(1_000));
+        assert_eq!(sql_interval_us("2 hours 30 minutes"), Some(9_000_000_000));
+        assert_eq!(sql_interval_us("0.5 SECOND"), Some(500_000));
+        assert_eq!(sql_interval_us("1 MONTH"), None);
+        assert_eq!(sql_interval_us("soon"), None);
     }
 
     const FRAME: &str = "PARTITION BY user_id ORDER BY event_time RANGE BETWEEN";

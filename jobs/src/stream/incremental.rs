@@ -810,44 +810,71 @@ impl GroupState {
                 })
                 .collect()
         };
-        let mut outputs = Vec::with_capacity(self.plan.specs.len());
-        for spec in &self.plan.specs {
-            let mut f64s: Vec<Option<f64>> = Vec::with_capacity(n);
-            let mut i64s: Vec<Option<i64>> = Vec::with_capacity(n);
-            for (row, slot) in slots.iter().enumerate() {
-                let frame = slot.map(|slot| {
-                    let h = &self.histories[slot];
-                    let t = times.value(row);
+        // Functions with the same frame share its bounds; each row's history is visited once
+        // for all of them.
+        let specs = &self.plan.specs;
+        let mut frames: Vec<(i64, i64)> = Vec::new();
+        let frame_of: Vec<usize> = specs
+            .iter()
+            .map(|s| {
+                let f = (s.lookback_us, s.end_us);
+                frames.iter().position(|x| *x == f).unwrap_or_else(|| {
+                    frames.push(f);
+                    frames.len() - 1
+                })
+            })
+            .collect();
+        let mut f64s: Vec<Vec<Option<f64>>> = specs.iter().map(|_| Vec::new()).collect();
+        let mut i64s: Vec<Vec<Option<i64>>> = specs.iter().map(|_| Vec::new()).collect();
+        for (i, spec) in specs.iter().enumerate() {
+            match spec.output {
+                DataType::Float64 => f64s[i].reserve(n),
+                _ => i64s[i].reserve(n),
+            }
+        }
+        let mut bounds = vec![(0usize, 0usize); frames.len()];
+        for (row, slot) in slots.iter().enumerate() {
+            let h = slot.map(|slot| &self.histories[slot]);
+            if let Some(h) = h {
+                let t = times.value(row);
+                for (k, (lookback, end)) in frames.iter().enumerate() {
                     let lo = h
                         .times
-                        .partition_point(|&x| x < t.saturating_sub(spec.lookback_us));
-                    let hi = h
-                        .times
-                        .partition_point(|&x| x <= t.saturating_sub(spec.end_us));
-                    (h, lo, hi.max(lo))
-                });
-                let value = match frame {
+                        .partition_point(|&x| x < t.saturating_sub(*lookback));
+                    let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
+                    bounds[k] = (lo, hi.max(lo));
+                }
+            }
+            for (i, spec) in specs.iter().enumerate() {
+                let value = match h {
                     None => Value::Null,
-                    Some((h, lo, hi)) => aggregate(spec, h, lo, hi, &positions),
+                    Some(h) => {
+                        let (lo, hi) = bounds[frame_of[i]];
+                        aggregate(spec, h, lo, hi, &positions)
+                    }
                 };
                 match value {
-                    Value::F64(v) => f64s.push(v),
-                    Value::I64(v) => i64s.push(v),
+                    Value::F64(v) => f64s[i].push(v),
+                    Value::I64(v) => i64s[i].push(v),
                     Value::Null => match spec.output {
-                        DataType::Float64 => f64s.push(None),
+                        DataType::Float64 => f64s[i].push(None),
                         DataType::Int64 if matches!(spec.agg, Agg::Count | Agg::CountRows) => {
-                            i64s.push(Some(0))
+                            i64s[i].push(Some(0))
                         }
-                        _ => i64s.push(None),
+                        _ => i64s[i].push(None),
                     },
                 }
             }
+        }
+        let mut outputs = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
             let array: ArrayRef = match &spec.output {
-                DataType::Float64 => Arc::new(Float64Array::from(f64s)),
-                DataType::Int64 => Arc::new(Int64Array::from(i64s)),
-                t @ DataType::Timestamp(..) => {
-                    Arc::new(TimestampMicrosecondArray::from(i64s).with_data_type(t.clone()))
-                }
+                DataType::Float64 => Arc::new(Float64Array::from(std::mem::take(&mut f64s[i]))),
+                DataType::Int64 => Arc::new(Int64Array::from(std::mem::take(&mut i64s[i]))),
+                t @ DataType::Timestamp(..) => Arc::new(
+                    TimestampMicrosecondArray::from(std::mem::take(&mut i64s[i]))
+                        .with_data_type(t.clone()),
+                ),
                 other => {
                     return Err(JobError::internal(format!(
                         "unexpected window output type {other}"

@@ -534,8 +534,8 @@ fn snapshot_schema(input: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// A comparison's result with nulls (rows without an event time) as false.
-fn no_nulls(mask: BooleanArray) -> BooleanArray {
+/// A comparison's result with nulls (rows without an event time) as false, ready to filter with.
+pub(crate) fn no_nulls(mask: BooleanArray) -> BooleanArray {
     match mask.nulls() {
         None => mask,
         Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),

@@ -12,17 +12,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, Scalar,
-    TimestampMicrosecondArray,
+    ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, Scalar, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::kernels::cmp::lt_eq;
-use datafusion::arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
+use datafusion::arrow::compute::{filter_record_batch, not};
 use datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 
 use crate::error::{JobError, Result};
 use crate::schemas::timestamp_type;
+use crate::stream::rolling::no_nulls;
 use crate::stream::spec::WatermarkSpec;
 
 /// The columns `late_events` adds to the input row.
@@ -170,10 +170,7 @@ impl EventTime {
             );
             let late = lt_eq(times, &bound)
                 .map_err(JobError::arrow("comparing event times with the watermark"))?;
-            let late = match late.nulls() {
-                Some(_) => prep_null_mask_filter(&late),
-                None => late,
-            };
+            let late = no_nulls(late);
             let late_count = late.true_count();
             if late_count == 0 {
                 out.on_time.push(batch);

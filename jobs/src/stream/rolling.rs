@@ -152,6 +152,17 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
             ));
         }
     };
+    if let WindowFrameBound::Preceding(v) = &frame.end_bound
+        && !v.is_null()
+        && interval_us(v).is_none_or(|us| us < 0)
+    {
+        return Err(refuse(format!(
+            "the frame must end at CURRENT ROW or a fixed INTERVAL PRECEDING, not {v}"
+        )));
+    }
+    if lookback < 0 {
+        return Err(refuse("the frame cannot start after the row".into()));
+    }
     if matches!(frame.end_bound, WindowFrameBound::Following(_)) {
         return Err(refuse(
             "the frame must end at CURRENT ROW or before: FOLLOWING rows have not arrived yet"
@@ -200,15 +211,15 @@ fn sql_interval_us(text: &str) -> Option<i64> {
     let mut total = 0f64;
     for pair in words.chunks(2) {
         let n: f64 = pair[0].parse().ok()?;
-        let unit = pair[1].trim_end_matches('s');
-        let us = match unit {
-            "microsecond" | "u" => 1.0,
-            "millisecond" | "m" => 1e3,
-            "second" => 1e6,
-            "minute" => 60e6,
-            "hour" => 3_600e6,
-            "day" => 86_400e6,
-            "week" => 604_800e6,
+        // Units as SQL and arrow write them: `m` is a minute, `ms` a millisecond.
+        let us = match pair[1].as_str() {
+            "us" | "usec" | "usecs" | "microsecond" | "microseconds" => 1.0,
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1e3,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600e6,
+            "d" | "day" | "days" => 86_400e6,
+            "w" | "week" | "weeks" => 604_800e6,
             _ => return None,
         };
         total += n * us;
@@ -597,6 +608,9 @@ mod tests {
         assert_eq!(sql_interval_us("1 millisecond"), Some(1_000));
         assert_eq!(sql_interval_us("2 hours 30 minutes"), Some(9_000_000_000));
         assert_eq!(sql_interval_us("0.5 SECOND"), Some(500_000));
+        assert_eq!(sql_interval_us("10 m"), Some(600_000_000));
+        assert_eq!(sql_interval_us("10 ms"), Some(10_000));
+        assert_eq!(sql_interval_us("2 mins 3 secs"), Some(123_000_000));
         assert_eq!(sql_interval_us("1 MONTH"), None);
         assert_eq!(sql_interval_us("soon"), None);
     }

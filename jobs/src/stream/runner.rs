@@ -624,6 +624,15 @@ pub async fn run_with<S: RecordSource>(
     let windows = query
         .windows(spec.query.watermark.as_ref().map(|w| w.column.as_str()))
         .await?;
+    if let (Some(_), Some(et)) = (&windows, &event_time)
+        && input_schema.field(et.column_index()).is_nullable()
+    {
+        // A row without an event time has no place in an event-time frame.
+        return Err(JobError::config(
+            spec.key("query.watermark.column"),
+            "is nullable: window functions over a stream need an event time on every row",
+        ));
+    }
     let (query, mut rolling) = match (&windows, &event_time) {
         (Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
             Some(plan) => {

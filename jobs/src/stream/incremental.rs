@@ -516,11 +516,6 @@ impl IncrementalState {
         })
     }
 
-    /// The plan it evaluates.
-    pub fn plan(&self) -> &IncrementalPlan {
-        &self.plan
-    }
-
     /// Events held: kept history entries and pending rows.
     pub fn rows(&self) -> usize {
         let kept: usize = self

@@ -271,8 +271,13 @@ pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 /// The view schema of a query with windows: the input and the emit column.
 pub fn view_schema(input: &SchemaRef) -> SchemaRef {
+    with_flag(input, EMIT_COLUMN)
+}
+
+/// `input`'s fields and a non-null boolean column `name`.
+fn with_flag(input: &SchemaRef, name: &str) -> SchemaRef {
     let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(EMIT_COLUMN, DataType::Boolean, false));
+    fields.push(Field::new(name, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
 
@@ -540,9 +545,7 @@ impl RollingState {
 }
 
 fn snapshot_schema(input: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new("__riskstream_pending", DataType::Boolean, false));
-    Arc::new(Schema::new(fields))
+    with_flag(input, "__riskstream_pending")
 }
 
 /// A comparison's result with nulls (rows without an event time) as false, ready to filter with.

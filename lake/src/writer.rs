@@ -155,6 +155,30 @@ impl DeltaAppender {
         app_id: &str,
         version: i64,
     ) -> Result<AppendOutcome> {
+        self.commit(batches, app_id, version, SaveMode::Append)
+            .await
+    }
+
+    /// Replaces the table's rows with `batches` in one commit carrying `txn(app_id, version)`,
+    /// unless the table already holds that version for `app_id` (Spark's complete output mode).
+    /// The rows replaced stay readable by time travel until vacuumed.
+    pub async fn overwrite(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        version: i64,
+    ) -> Result<AppendOutcome> {
+        self.commit(batches, app_id, version, SaveMode::Overwrite)
+            .await
+    }
+
+    async fn commit(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        version: i64,
+        mode: SaveMode,
+    ) -> Result<AppendOutcome> {
         if let Some(done) = self.committed_version(app_id).await?
             && done >= version
         {
@@ -173,7 +197,7 @@ impl DeltaAppender {
             write = write.with_schema_mode(SchemaMode::Merge);
         }
         let result = write
-            .with_save_mode(SaveMode::Append)
+            .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_by.iter().cloned())
             .with_target_file_size(NonZeroU64::new(512 * 1024 * 1024))
             .with_writer_properties(self.writer_properties.clone())

@@ -1,6 +1,6 @@
 //! Scalar functions that Riskstream's SQL calls: the risk rule sets (a score in [0, 1] with the
-//! reason codes that fired), severity tiers, great-circle distance (`haversine_km`), Spark's `from_json`, and Spark's function library from
-//! `datafusion-spark`.
+//! reason codes that fired), severity tiers, great-circle distance (`haversine_km`), Spark's `from_json`, Spark's event-time windows
+//! (`window`, `session_window`), and Spark's function library from `datafusion-spark`.
 //!
 //! This crate depends on arrow and DataFusion only, so the same functions serve streaming jobs,
 //! ad hoc SQL and the Flight SQL server.
@@ -8,14 +8,23 @@
 mod ddl;
 mod from_json;
 mod geo;
+mod interval;
 mod rules;
 mod severity;
+mod spark_sql;
+mod time_window;
 
 pub use ddl::parse_ddl_schema;
 pub use from_json::FromJsonUdf;
 pub use geo::{HaversineUdf, haversine_km};
+pub use interval::{interval_text_us, interval_us};
 pub use rules::{Rule, RuleSet, RuleSetUdf};
 pub use severity::{SeverityTiers, SeverityUdf};
+pub use spark_sql::spark_sql;
+pub use time_window::{
+    SESSION_COLUMN, SESSION_WINDOW, SessionWindowUdf, TimeWindow, TimeWindowRule, WINDOW,
+    WINDOW_COLUMN, WindowUdf, merge_sessions,
+};
 
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
@@ -35,6 +44,9 @@ pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
     );
     ctx.register_udf(ScalarUDF::new_from_impl(FromJsonUdf::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(HaversineUdf::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(WindowUdf::default()));
+    ctx.register_udf(ScalarUDF::new_from_impl(SessionWindowUdf::default()));
+    ctx.add_analyzer_rule(std::sync::Arc::new(TimeWindowRule));
     register_scoring(ctx, &RuleSet::defaults(), &SeverityTiers::default());
     Ok(())
 }

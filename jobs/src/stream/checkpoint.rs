@@ -381,6 +381,43 @@ fn state_path(batch_id: i64) -> Path {
     Path::from(format!("state/{batch_id}.arrow"))
 }
 
+/// Rows of `schema` as one Arrow IPC file, as state snapshots hold them.
+pub(crate) fn ipc_file(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, schema)
+        .map_err(JobError::arrow("writing the state snapshot"))?;
+    for batch in batches {
+        writer
+            .write(batch)
+            .map_err(JobError::arrow("writing the state snapshot"))?;
+    }
+    writer
+        .finish()
+        .map_err(JobError::arrow("writing the state snapshot"))?;
+    drop(writer);
+    Ok(out)
+}
+
+/// The schema and rows of an Arrow IPC file written by [`ipc_file`].
+pub(crate) fn read_ipc_file(
+    bytes: &[u8],
+) -> Result<(
+    datafusion::arrow::datatypes::SchemaRef,
+    Vec<datafusion::arrow::array::RecordBatch>,
+)> {
+    let reader =
+        datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(JobError::arrow("reading the state snapshot"))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(JobError::arrow("reading the state snapshot"))?;
+    Ok((schema, batches))
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
 mod tests {

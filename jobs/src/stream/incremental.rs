@@ -23,7 +23,6 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::logical_expr::expr::WindowFunction;
@@ -350,12 +349,12 @@ fn spec_of(
         return None;
     }
     let lookback_us = match &frame.start_bound {
-        WindowFrameBound::Preceding(v) => interval_us(v)?,
+        WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v)?,
         _ => return None,
     };
     let end_us = match &frame.end_bound {
         WindowFrameBound::CurrentRow => 0,
-        WindowFrameBound::Preceding(v) => interval_us(v).filter(|us| *us >= 0)?,
+        WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v).filter(|us| *us >= 0)?,
         WindowFrameBound::Following(_) => return None,
     };
     Some((
@@ -370,13 +369,6 @@ fn spec_of(
             end_us,
         },
     ))
-}
-
-fn interval_us(v: &ScalarValue) -> Option<i64> {
-    if v.is_null() {
-        return None;
-    }
-    crate::stream::rolling::interval_us(v)
 }
 
 /// One key's kept events: times in order, and the group's argument columns.
@@ -1135,19 +1127,7 @@ fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArr
 }
 
 fn ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    {
-        let mut writer =
-            datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, &batch.schema())
-                .map_err(JobError::arrow("writing the state snapshot"))?;
-        writer
-            .write(batch)
-            .map_err(JobError::arrow("writing the state snapshot"))?;
-        writer
-            .finish()
-            .map_err(JobError::arrow("writing the state snapshot"))?;
-    }
-    Ok(out)
+    crate::stream::checkpoint::ipc_file(&batch.schema(), std::slice::from_ref(batch))
 }
 
 fn push_part(out: &mut Vec<u8>, part: &[u8]) {
@@ -1162,10 +1142,7 @@ fn read_part(cursor: &mut Cursor<&[u8]>) -> Option<RecordBatch> {
     let start = usize::try_from(cursor.position()).ok()?;
     let bytes = cursor.get_ref().get(start..start.checked_add(len)?)?;
     cursor.set_position((start + len) as u64);
-    let reader =
-        datafusion::arrow::ipc::reader::FileReader::try_new(Cursor::new(bytes), None).ok()?;
-    let schema = reader.schema();
-    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().ok()?;
+    let (schema, batches) = crate::stream::checkpoint::read_ipc_file(bytes).ok()?;
     datafusion::arrow::compute::concat_batches(&schema, &batches).ok()
 }
 

@@ -1,6 +1,8 @@
 //! Streaming jobs: the job spec (`riskstream run JOB.toml`), offset planning, the checkpoint
-//! (Spark's layout), the micro-batch runner, event-time watermarks and progress reports.
+//! (Spark's layout), the micro-batch runner, event-time watermarks, rolling windows, streaming
+//! aggregation and progress reports.
 
+pub mod aggregate;
 pub mod alerts;
 pub mod checkpoint;
 pub mod incremental;

@@ -10,8 +10,10 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{JobError, Result};
+use crate::stream::aggregate::{self, Aggregation};
 use crate::stream::incremental::IncrementalPlan;
 use crate::stream::rolling::{self, Windows};
+use crate::stream::spec::OutputMode;
 
 /// A query over one view, reused batch after batch.
 pub struct BatchQuery {
@@ -34,6 +36,8 @@ enum WindowPath {
     Generic,
     /// The engine computes them; the window operators are replaced by a scan of the result.
     Incremental(IncrementalPlan),
+    /// A streaming aggregation over a view with the new-row column (`aggregate.rs`).
+    Aggregate(OutputMode),
 }
 
 impl std::fmt::Debug for BatchQuery {
@@ -82,6 +86,40 @@ impl BatchQuery {
         let windows = rolling::analyze(df.logical_plan(), time_column, &self.file);
         self.release()?;
         windows
+    }
+
+    /// The query's streaming aggregation (its GROUP BY over the view), checked for `mode` and
+    /// the watermark column `time_column`; `None` when it does not aggregate.
+    pub async fn aggregation(
+        &self,
+        time_column: Option<&str>,
+        mode: OutputMode,
+    ) -> Result<Option<Aggregation>> {
+        if self.sql.is_none() {
+            return Ok(None);
+        }
+        let df = self.dataframe(Vec::new()).await?;
+        let found = aggregate::analyze(
+            df.logical_plan(),
+            &self.view,
+            &self.input,
+            time_column,
+            mode,
+            &self.file,
+        );
+        self.release()?;
+        found
+    }
+
+    /// The same query as a streaming aggregation: its view gets the new-row column, and
+    /// [`run_between`](Self::run_between) returns what the output mode writes.
+    pub async fn with_aggregation(mut self, aggregation: &Aggregation) -> Result<Self> {
+        self.input = crate::stream::rolling::with_flag(&self.input, aggregate::NEW_COLUMN);
+        self.windows = WindowPath::Aggregate(aggregation.mode);
+        let df = self.dataframe(Vec::new()).await?;
+        self.output = Arc::new(df.schema().as_arrow().clone());
+        self.release()?;
+        Ok(self)
     }
 
     /// The incremental plan of the query's window functions, ordered by input column
@@ -152,8 +190,8 @@ impl BatchQuery {
         self.ctx
             .register_table(&self.view, Arc::new(mem))
             .map_err(self.sql_err())?;
-        let sql = self.sql.as_deref().unwrap_or_default();
-        let df = self.ctx.sql(sql).await.map_err(self.sql_err())?;
+        let sql = riskstream_udfs::spark_sql(self.sql.as_deref().unwrap_or_default());
+        let df = self.ctx.sql(&sql).await.map_err(self.sql_err())?;
         if !matches!(self.windows, WindowPath::Generic) {
             return Ok(df);
         }
@@ -171,10 +209,26 @@ impl BatchQuery {
 
     /// Runs the query over `rows`.
     pub async fn run(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        self.run_between(rows, (i64::MIN, i64::MAX)).await
+    }
+
+    /// Runs the query over `rows` of a batch that runs with the watermark `watermarks.0` and
+    /// leaves `watermarks.1` for the next (ms): an aggregation in append mode writes the
+    /// windows that closed in between.
+    pub async fn run_between(
+        &self,
+        rows: Vec<RecordBatch>,
+        watermarks: (i64, i64),
+    ) -> Result<Vec<RecordBatch>> {
         if self.sql.is_none() {
             return Ok(rows);
         }
         let df = match &self.windows {
+            WindowPath::Aggregate(mode) => {
+                let (state, logical) = self.analyzed(self.dataframe(rows).await?)?;
+                let logical = aggregate::emitting(logical, *mode, watermarks)?;
+                datafusion::dataframe::DataFrame::new(state, logical)
+            }
             // The view is only there for planning: the window operators read `rows`.
             WindowPath::Incremental(plan) => {
                 let (state, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;

@@ -23,7 +23,6 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::kernels::cmp::{gt, gt_eq};
 use datafusion::arrow::compute::{and, filter_record_batch, not};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
-use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{
@@ -32,6 +31,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
+use crate::stream::aggregate::AggregateState;
 use crate::stream::checkpoint::Checkpoint;
 use crate::stream::incremental::{IncrementalState, Snapshot};
 
@@ -138,12 +138,13 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
         ));
     }
     let lookback = match &frame.start_bound {
-        WindowFrameBound::Preceding(v) if !v.is_null() => interval_us(v).ok_or_else(|| {
-            refuse(format!(
-                "the frame must reach back a fixed INTERVAL (days, hours, minutes, seconds), \
+        WindowFrameBound::Preceding(v) if !v.is_null() => riskstream_udfs::interval_us(v)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "the frame must reach back a fixed INTERVAL (days, hours, minutes, seconds), \
                  not {v}"
-            ))
-        })?,
+                ))
+            })?,
         _ => {
             return Err(refuse(
                 "the frame must start a fixed INTERVAL PRECEDING: an unbounded frame needs \
@@ -154,7 +155,7 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
     };
     if let WindowFrameBound::Preceding(v) = &frame.end_bound
         && !v.is_null()
-        && interval_us(v).is_none_or(|us| us < 0)
+        && riskstream_udfs::interval_us(v).is_none_or(|us| us < 0)
     {
         return Err(refuse(format!(
             "the frame must end at CURRENT ROW or a fixed INTERVAL PRECEDING, not {v}"
@@ -178,59 +179,16 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
     Ok((lookback, line))
 }
 
-/// A fixed interval in microseconds; months have no fixed length.
-pub(crate) fn interval_us(v: &ScalarValue) -> Option<i64> {
-    const DAY_US: i64 = 86_400_000_000;
-    match v {
-        ScalarValue::IntervalDayTime(Some(d)) => {
-            Some(i64::from(d.days) * DAY_US + i64::from(d.milliseconds) * 1000)
-        }
-        ScalarValue::IntervalMonthDayNano(Some(d)) if d.months == 0 => {
-            Some(i64::from(d.days) * DAY_US + d.nanoseconds / 1000)
-        }
-        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000_000),
-        ScalarValue::DurationMillisecond(Some(ms)) => Some(ms * 1000),
-        ScalarValue::DurationMicrosecond(Some(us)) => Some(*us),
-        ScalarValue::DurationNanosecond(Some(ns)) => Some(ns / 1000),
-        // Before type coercion, the planner keeps an INTERVAL bound as its text ("5 MINUTE").
-        ScalarValue::Utf8(Some(text)) => sql_interval_us(text),
-        _ => None,
-    }
-}
-
-/// A SQL interval's text (`5 MINUTE`, `1 millisecond`, `2 hours 30 minutes`) in microseconds;
-/// `None` for months and years, which have no fixed length.
-fn sql_interval_us(text: &str) -> Option<i64> {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    if words.is_empty() || !words.len().is_multiple_of(2) {
-        return None;
-    }
-    let mut total = 0f64;
-    for pair in words.chunks(2) {
-        let n: f64 = pair[0].parse().ok()?;
-        // Units as SQL and arrow write them: `m` is a minute, `ms` a millisecond.
-        let us = match pair[1].as_str() {
-            "us" | "usec" | "usecs" | "microsecond" | "microseconds" => 1.0,
-            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => 1e3,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1e6,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60e6,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600e6,
-            "d" | "day" | "days" => 86_400e6,
-            "w" | "week" | "weeks" => 604_800e6,
-            _ => return None,
-        };
-        total += n * us;
-    }
-    (total.is_finite() && total >= 0.0).then(|| total.round() as i64)
-}
-
 /// Makes every projection of `plan` carry [`EMIT_COLUMN`] up from the view, so the query's
 /// output says which rows this batch emits.
 pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
-    let has_emit = |n: &LogicalPlan| n.schema().field_with_unqualified_name(EMIT_COLUMN).is_ok();
+    carry_column(plan, EMIT_COLUMN)
+}
+
+/// Makes every projection of `plan` carry the view's column `name` up, as far as an operator
+/// that ends rows (an aggregation) lets it.
+pub(crate) fn carry_column(plan: LogicalPlan, name: &str) -> Result<LogicalPlan> {
+    let has_emit = |n: &LogicalPlan| n.schema().field_with_unqualified_name(name).is_ok();
     plan.transform_up(|node| {
         let LogicalPlan::Projection(p) = &node else {
             // A node whose input now carries the column takes its schema from it again; the
@@ -243,15 +201,12 @@ pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
         if has_emit(&node) {
             return Ok(Transformed::no(node));
         }
-        let Ok((qualifier, field)) = p
-            .input
-            .schema()
-            .qualified_field_with_unqualified_name(EMIT_COLUMN)
+        let Ok((qualifier, field)) = p.input.schema().qualified_field_with_unqualified_name(name)
         else {
             return Ok(Transformed::no(node));
         };
         let mut exprs = p.expr.clone();
-        exprs.push(Expr::Column(Column::new(qualifier.cloned(), EMIT_COLUMN)));
+        exprs.push(Expr::Column(Column::new(qualifier.cloned(), name)));
         // The planned schema plus the column: deriving the schema again from the expressions
         // could give some of them other types than the planner did.
         let mut fields: Vec<_> = p
@@ -266,7 +221,7 @@ pub fn carry_emit_column(plan: LogicalPlan) -> Result<LogicalPlan> {
             .map(|p| Transformed::yes(LogicalPlan::Projection(p)))
     })
     .map(|t| t.data)
-    .map_err(|e| JobError::internal(format!("carrying the emit column through the query: {e}")))
+    .map_err(|e| JobError::internal(format!("carrying {name} through the query: {e}")))
 }
 
 /// The view schema of a query with windows: the input and the emit column.
@@ -275,7 +230,7 @@ pub fn view_schema(input: &SchemaRef) -> SchemaRef {
 }
 
 /// `input`'s fields and a non-null boolean column `name`.
-fn with_flag(input: &SchemaRef, name: &str) -> SchemaRef {
+pub(crate) fn with_flag(input: &SchemaRef, name: &str) -> SchemaRef {
     let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(name, DataType::Boolean, false));
     Arc::new(Schema::new(fields))
@@ -307,6 +262,8 @@ pub enum WindowState {
     Generic(RollingState),
     /// Per-key histories of the arguments (`incremental.rs`).
     Incremental(IncrementalState),
+    /// The rows of a streaming aggregation's open groups (`aggregate.rs`).
+    Aggregate(AggregateState),
 }
 
 impl WindowState {
@@ -315,6 +272,7 @@ impl WindowState {
         match self {
             Self::Generic(s) => s.stage(rows, watermark_ms),
             Self::Incremental(s) => s.stage(rows, watermark_ms),
+            Self::Aggregate(s) => s.stage(rows, watermark_ms),
         }
     }
 
@@ -327,6 +285,10 @@ impl WindowState {
                 drop_before: Some(batch_id - 1),
             }),
             Self::Incremental(s) => s.snapshot(batch_id),
+            Self::Aggregate(s) => Ok(Snapshot {
+                bytes: s.snapshot()?,
+                drop_before: Some(batch_id - 1),
+            }),
         }
     }
 
@@ -345,6 +307,7 @@ impl WindowState {
         };
         match self {
             Self::Generic(s) => s.restore(&read(batch_id).await?),
+            Self::Aggregate(s) => s.restore(&read(batch_id).await?),
             Self::Incremental(s) => {
                 // Back to the full snapshot the chain starts from, then forward.
                 let mut chain = vec![read(batch_id).await?];
@@ -362,6 +325,7 @@ impl WindowState {
         match self {
             Self::Generic(s) => s.rows(),
             Self::Incremental(s) => s.rows(),
+            Self::Aggregate(s) => s.rows(),
         }
     }
 
@@ -370,6 +334,7 @@ impl WindowState {
         match self {
             Self::Generic(s) => s.bytes(),
             Self::Incremental(s) => s.bytes(),
+            Self::Aggregate(s) => s.bytes(),
         }
     }
 }
@@ -498,31 +463,20 @@ impl RollingState {
     /// The state as one Arrow IPC file: the rows and whether each is pending.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
         let schema = snapshot_schema(&self.input);
-        let mut out = Vec::new();
-        {
-            let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut out, &schema)
-                .map_err(JobError::arrow("writing the state snapshot"))?;
-            for (batches, pending) in [(&self.history, false), (&self.pending, true)] {
-                for b in batches {
-                    let flag = BooleanArray::from(vec![pending; b.num_rows()]);
-                    writer
-                        .write(&with_emit(&schema, b, &flag)?)
-                        .map_err(JobError::arrow("writing the state snapshot"))?;
-                }
+        let mut flagged = Vec::new();
+        for (batches, pending) in [(&self.history, false), (&self.pending, true)] {
+            for b in batches {
+                let flag = BooleanArray::from(vec![pending; b.num_rows()]);
+                flagged.push(with_emit(&schema, b, &flag)?);
             }
-            writer
-                .finish()
-                .map_err(JobError::arrow("writing the state snapshot"))?;
         }
-        Ok(out)
+        crate::stream::checkpoint::ipc_file(&schema, &flagged)
     }
 
     /// Restores the state a snapshot holds.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
-        let reader =
-            datafusion::arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-                .map_err(JobError::arrow("reading the state snapshot"))?;
-        if reader.schema() != snapshot_schema(&self.input) {
+        let (schema, batches) = crate::stream::checkpoint::read_ipc_file(bytes)?;
+        if schema != snapshot_schema(&self.input) {
             return Err(JobError::internal(
                 "the state snapshot's rows do not match the query's input: the job's schema \
                  changed; give it a new checkpointLocation"
@@ -531,8 +485,7 @@ impl RollingState {
         }
         self.history.clear();
         self.pending.clear();
-        for batch in reader {
-            let mut batch = batch.map_err(JobError::arrow("reading the state snapshot"))?;
+        for mut batch in batches {
             let last = batch.num_columns() - 1;
             let pending = batch.column(last).as_boolean().clone();
             batch.remove_column(last);
@@ -603,19 +556,6 @@ mod tests {
         ctx.register_table("t", Arc::new(table)).unwrap();
         let df = ctx.sql(sql).await.unwrap();
         analyze(df.logical_plan(), time_column, "sql/features/t.sql")
-    }
-
-    #[test]
-    fn sql_interval_texts_become_microseconds() {
-        assert_eq!(sql_interval_us("5 MINUTE"), Some(300_000_000));
-        assert_eq!(sql_interval_us("1 millisecond"), Some(1_000));
-        assert_eq!(sql_interval_us("2 hours 30 minutes"), Some(9_000_000_000));
-        assert_eq!(sql_interval_us("0.5 SECOND"), Some(500_000));
-        assert_eq!(sql_interval_us("10 m"), Some(600_000_000));
-        assert_eq!(sql_interval_us("10 ms"), Some(10_000));
-        assert_eq!(sql_interval_us("2 mins 3 secs"), Some(123_000_000));
-        assert_eq!(sql_interval_us("1 MONTH"), None);
-        assert_eq!(sql_interval_us("soon"), None);
     }
 
     const FRAME: &str = "PARTITION BY user_id ORDER BY event_time RANGE BETWEEN";

@@ -20,6 +20,7 @@ use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
 use crate::lake_sink::table_spec;
 use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
 use crate::scoring::session;
+use crate::stream::aggregate::AggregateState;
 use crate::stream::alerts::AlertSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
 use crate::stream::incremental::IncrementalState;
@@ -33,7 +34,7 @@ use crate::stream::progress::{
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState};
 use crate::stream::source::RecordSource;
-use crate::stream::spec::{JobSpec, OnError, Trigger};
+use crate::stream::spec::{JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::watermark::EventTime;
 
 /// How long an idle query waits before looking for new records again.
@@ -620,10 +621,27 @@ pub async fn run_with<S: RecordSource>(
         spec.query.sql.as_ref().map(|f| f.sql.clone()),
     )
     .await?;
-    // Window functions make the query stateful: it keeps rows between batches.
-    let windows = query
-        .windows(spec.query.watermark.as_ref().map(|w| w.column.as_str()))
-        .await?;
+    // Aggregations and window functions make the query stateful: it keeps rows between batches.
+    let time_column = spec.query.watermark.as_ref().map(|w| w.column.as_str());
+    let mode = spec.sink.output_mode;
+    let aggregation = query.aggregation(time_column, mode).await?;
+    let windows = query.windows(time_column).await?;
+    if aggregation.is_none() && mode != OutputMode::Append {
+        return Err(JobError::config(
+            spec.key("writeStream.outputMode"),
+            format!(
+                "`{}` needs a streaming aggregation (a GROUP BY in the query); a query without \
+                 one appends its rows",
+                mode.as_str()
+            ),
+        ));
+    }
+    if aggregation.is_some() && windows.is_some() {
+        return Err(JobError::config(
+            file.clone(),
+            "a streaming query may have a GROUP BY or window functions (OVER), not both",
+        ));
+    }
     if let (Some(_), Some(et)) = (&windows, &event_time)
         && input_schema.field(et.column_index()).is_nullable()
     {
@@ -633,8 +651,18 @@ pub async fn run_with<S: RecordSource>(
             "is nullable: window functions over a stream need an event time on every row",
         ));
     }
-    let (query, mut rolling) = match (&windows, &event_time) {
-        (Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
+    let (query, mut rolling) = match (aggregation, &windows, &event_time) {
+        (Some(aggregation), _, _) => {
+            for line in &aggregation.explain {
+                tracing::info!(target: "riskstream::plan", "{line}");
+            }
+            let state = AggregateState::new(Arc::clone(&input_schema), &aggregation);
+            (
+                query.with_aggregation(&aggregation).await?,
+                Some(WindowState::Aggregate(state)),
+            )
+        }
+        (None, Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
             Some(plan) => {
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
@@ -845,7 +873,9 @@ pub async fn run_with<S: RecordSource>(
             Some(r) => r.stage(rows_in, state.watermark_ms)?,
             None => rows_in,
         };
-        let output = query.run(rows_in).await?;
+        let output = query
+            .run_between(rows_in, (watermark_ms, state.watermark_ms))
+            .await?;
         let output: Vec<RecordBatch> = output
             .iter()
             .map(|b| {
@@ -864,7 +894,13 @@ pub async fn run_with<S: RecordSource>(
         let commit_start = Instant::now();
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
-        let table_outcome = sinks.table.append(output, &query_id, batch_id).await?;
+        let table_outcome = match mode {
+            // Every group, every batch: the table holds the latest result.
+            OutputMode::Complete if rolling.is_some() => {
+                sinks.table.overwrite(output, &query_id, batch_id).await?
+            }
+            _ => sinks.table.append(output, &query_id, batch_id).await?,
+        };
         let dead_outcome = sinks
             .dead_letters
             .append(decoded.dead_letters, &query_id, batch_id)
@@ -936,12 +972,13 @@ pub async fn run_with<S: RecordSource>(
             event_time: event_stats
                 .map(|s| s.progress(watermark_ms))
                 .unwrap_or_default(),
-            state_operators: event_time
-                .as_ref()
-                .map(|_| StateOperatorProgress {
+            state_operators: (event_time.is_some() || rolling.is_some())
+                .then(|| StateOperatorProgress {
                     operator_name: match &rolling {
                         Some(WindowState::Incremental(_)) => "incrementalWindows".into(),
                         Some(WindowState::Generic(_)) => "windows".into(),
+                        // Spark's name for the operator that keeps aggregation state.
+                        Some(WindowState::Aggregate(_)) => "stateStoreSave".into(),
                         None => "watermark".into(),
                     },
                     num_rows_total: rolling.as_ref().map_or(0, |r| r.rows() as u64),

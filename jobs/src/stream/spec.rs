@@ -205,6 +205,32 @@ pub struct DeltaSinkOptions {
     pub batch_id_column: Option<String>,
     /// `processingTimeColumn`: a column added to every row holding the batch's processing time.
     pub processing_time_column: Option<String>,
+    /// `outputMode`: which rows of a streaming aggregation each batch writes.
+    pub output_mode: OutputMode,
+}
+
+/// Spark's output modes: which rows of a streaming aggregation (GROUP BY over the stream) each
+/// micro-batch writes. A query without one appends its rows whatever the mode says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Each group once, final: a window when the watermark passes its end.
+    #[default]
+    Append,
+    /// The groups this batch changed, appended again each time they change.
+    Update,
+    /// Every group, replacing the table's rows each batch.
+    Complete,
+}
+
+impl OutputMode {
+    /// The mode as `outputMode` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Update => "update",
+            Self::Complete => "complete",
+        }
+    }
 }
 
 /// The Kafka alert sink's options (`[alerts]`): the output rows matching `where`, as JSON
@@ -525,23 +551,19 @@ impl JobSpec {
                 ),
             ));
         }
-        match raw.write_stream.output_mode.as_deref() {
-            None | Some("append") => {}
-            Some(mode @ ("update" | "complete")) => {
-                return Err(JobError::config(
-                    at("writeStream.outputMode"),
-                    format!(
-                        "`{mode}` needs a streaming aggregation; the Delta sink of a scoring job appends"
-                    ),
-                ));
-            }
+        // Whether the query has the aggregation update and complete need is known once its SQL
+        // is planned (the runner checks).
+        let output_mode = match raw.write_stream.output_mode.as_deref() {
+            None | Some("append") => OutputMode::Append,
+            Some("update") => OutputMode::Update,
+            Some("complete") => OutputMode::Complete,
             Some(other) => {
                 return Err(JobError::config(
                     at("writeStream.outputMode"),
                     format!("`{other}` is not append, update or complete"),
                 ));
             }
-        }
+        };
         let trigger = trigger(file, raw.write_stream.trigger)?;
         let mut write = Options {
             file,
@@ -613,6 +635,7 @@ impl JobSpec {
                 checkpoint_interval,
                 batch_id_column,
                 processing_time_column,
+                output_mode,
             },
             trigger,
             checkpoint_location,

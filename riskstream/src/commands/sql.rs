@@ -18,17 +18,20 @@ pub async fn run(args: SqlArgs) -> Result<(), CommandError> {
     let lake = LakeLocation::open_existing(&args.lake)?;
     let ctx = session()?;
     let tables = Catalog::new(lake.clone()).register_all(&ctx).await?;
-    let frame = ctx.sql(&query).await.map_err(|e| {
-        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        format!(
-            "{e}\n(tables under {lake}: {})",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        )
-    })?;
+    let frame = ctx
+        .sql(&riskstream_udfs::spark_sql(&query))
+        .await
+        .map_err(|e| {
+            let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            format!(
+                "{e}\n(tables under {lake}: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
     let batches = frame.collect().await?;
     let mut stdout = std::io::stdout().lock();
     output::write(&mut stdout, &batches, args.format)?;

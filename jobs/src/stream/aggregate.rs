@@ -1,0 +1,477 @@
+//! Streaming aggregation: a query that groups the stream (`GROUP BY`), with Spark's output
+//! modes. Each batch the query runs over the rows its open groups hold plus the batch's new
+//! rows, and writes:
+//!
+//! - **append**: each window once, final, in the batch whose watermark passes its end (the
+//!   groups must be `window()` or `session_window()` of the watermark column, as Spark asks);
+//! - **update**: the groups the batch's rows changed, again each time they change;
+//! - **complete**: every group, replacing the table's rows.
+//!
+//! The state is the rows of the groups still open: a row goes once the watermark has closed
+//! every window it is in (its last window's end, or its session's end). Complete mode and
+//! groups without event-time windows never close, as in Spark, so their state only grows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::{Aggregate, Expr, Filter, LogicalPlan, Projection, lit};
+use riskstream_udfs::{
+    SESSION_COLUMN, SESSION_WINDOW, TimeWindow, WINDOW, WINDOW_COLUMN, interval_us, merge_sessions,
+};
+
+use crate::error::{JobError, Result};
+use crate::stream::rolling::{carry_column, with_flag};
+use crate::stream::spec::OutputMode;
+
+/// The view column saying which rows are new in this batch (update mode writes the groups that
+/// have one).
+pub const NEW_COLUMN: &str = "__riskstream_new";
+const CHANGED_COLUMN: &str = "__riskstream_changed";
+
+/// How a streaming aggregation's groups close.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grouping {
+    /// `window()` of the view's column `time`: a row's windows are closed once the watermark
+    /// reaches the end of its last one.
+    Window {
+        /// The time column's index in the view.
+        time: usize,
+        /// The windows.
+        window: TimeWindow,
+    },
+    /// `session_window()` of the view's column `time` per the view's columns `keys`: a row's
+    /// session is closed once the watermark reaches its end.
+    Session {
+        /// The time column's index in the view.
+        time: usize,
+        /// The gap that closes a session.
+        gap_us: i64,
+        /// The indices in the view of the other grouping keys.
+        keys: Vec<usize>,
+    },
+    /// No event-time window over the watermark column: groups never close.
+    Open,
+}
+
+/// A query's streaming aggregation, as the engine runs it.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    /// How its groups close.
+    pub grouping: Grouping,
+    /// Which rows each batch writes.
+    pub mode: OutputMode,
+    /// How it runs, for the job's plan output.
+    pub explain: Vec<String>,
+}
+
+/// The streaming aggregation of `plan` (as planned, before analysis) over the view `view` of
+/// rows `input`, checked for what `mode` and the watermark column `time_column` need; `None`
+/// when the query does not aggregate.
+pub fn analyze(
+    plan: &LogicalPlan,
+    view: &str,
+    input: &SchemaRef,
+    time_column: Option<&str>,
+    mode: OutputMode,
+    file: &str,
+) -> Result<Option<Aggregation>> {
+    let refuse = |reason: String| JobError::Config {
+        key: file.to_string(),
+        reason,
+    };
+    let mut aggregates = Vec::new();
+    let mut distinct = false;
+    plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Aggregate(a) => aggregates.push(a.clone()),
+            LogicalPlan::Distinct(_) => distinct = true,
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(|e| JobError::sql(file, e))?;
+    if distinct {
+        return Err(refuse(
+            "SELECT DISTINCT over a stream keeps every row it has seen: write it as a GROUP BY"
+                .into(),
+        ));
+    }
+    let agg = match aggregates.as_slice() {
+        [] => return Ok(None),
+        [agg] => agg,
+        _ => {
+            return Err(refuse(
+                "a streaming query may aggregate once (one GROUP BY), as in Spark".into(),
+            ));
+        }
+    };
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(refuse(
+            "ROLLUP, CUBE and GROUPING SETS are not supported over a stream".into(),
+        ));
+    }
+    // The window call among the keys, and the other keys.
+    let (calls, keys): (Vec<&Expr>, Vec<&Expr>) = agg.group_expr.iter().partition(|e| {
+        matches!(e, Expr::ScalarFunction(f) if matches!(f.func.name(), WINDOW | SESSION_WINDOW))
+    });
+    let view_column = |e: &Expr| match e {
+        Expr::Column(c) if reads_view_column(&agg.input, &c.name, view) => {
+            input.index_of(&c.name).ok()
+        }
+        _ => None,
+    };
+    let on_watermark = |e: &Expr| match e {
+        Expr::Column(c) if Some(c.name.as_str()) == time_column => view_column(e),
+        _ => None,
+    };
+    let grouping = match calls.first() {
+        Some(Expr::ScalarFunction(f)) => match (f.func.name(), on_watermark(&f.args[0])) {
+            (WINDOW, Some(time)) => {
+                let args: Vec<Option<&ScalarValue>> = f.args[1..]
+                    .iter()
+                    .map(|a| match a {
+                        Expr::Literal(v, _) => Some(v),
+                        _ => None,
+                    })
+                    .collect();
+                let window = TimeWindow::from_args(&args).map_err(|e| JobError::sql(file, e))?;
+                Grouping::Window { time, window }
+            }
+            (SESSION_WINDOW, Some(time)) => {
+                let gap_us = match f.args.get(1) {
+                    Some(Expr::Literal(v, _)) => interval_us(v),
+                    _ => None,
+                };
+                let keys: Option<Vec<usize>> = keys.iter().map(|k| view_column(k)).collect();
+                match (gap_us, keys) {
+                    (Some(gap_us), Some(keys)) if gap_us > 0 => {
+                        Grouping::Session { time, gap_us, keys }
+                    }
+                    _ if mode == OutputMode::Complete => Grouping::Open,
+                    _ => {
+                        return Err(refuse(
+                            "session_window() over a stream needs a constant gap and its other \
+                             GROUP BY keys to be columns of the stream, so its state knows \
+                             when a session has closed"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+            _ => Grouping::Open,
+        },
+        _ => Grouping::Open,
+    };
+    let grouping = if mode == OutputMode::Complete {
+        // Complete mode writes every group every batch: none is ever dropped.
+        Grouping::Open
+    } else {
+        grouping
+    };
+    if mode == OutputMode::Append && grouping == Grouping::Open {
+        return Err(refuse(format!(
+            "append output mode writes each group once, final: the GROUP BY needs window() or \
+             session_window() of the watermark column{}; use outputMode update or complete \
+             otherwise",
+            time_column.map_or(String::new(), |c| format!(" `{c}`"))
+        )));
+    }
+    let explain = vec![match &grouping {
+        Grouping::Window { window, .. } => format!(
+            "aggregation over window({} us, slide {} us): {} mode; a row is kept until the \
+             watermark passes its last window's end",
+            window.duration_us,
+            window.slide_us,
+            mode.as_str()
+        ),
+        Grouping::Session { gap_us, .. } => format!(
+            "aggregation over session_window(gap {gap_us} us): {} mode; a row is kept until \
+             the watermark passes its session's end",
+            mode.as_str()
+        ),
+        Grouping::Open => format!(
+            "aggregation: {} mode; its groups never close, so every row is kept",
+            mode.as_str()
+        ),
+    }];
+    Ok(Some(Aggregation {
+        grouping,
+        mode,
+        explain,
+    }))
+}
+
+/// True when `plan` passes the view's column `name` through unchanged (projections, filters,
+/// aliases of the view): its values are the view's.
+fn reads_view_column(plan: &LogicalPlan, name: &str, view: &str) -> bool {
+    match plan {
+        LogicalPlan::TableScan(t) => t.table_name.table() == view,
+        LogicalPlan::Filter(f) => reads_view_column(&f.input, name, view),
+        LogicalPlan::SubqueryAlias(s) => reads_view_column(&s.input, name, view),
+        LogicalPlan::Projection(p) => {
+            p.expr
+                .iter()
+                .any(|e| matches!(e, Expr::Column(c) if c.name == name))
+                && reads_view_column(&p.input, name, view)
+        }
+        _ => false,
+    }
+}
+
+/// The plan of one batch of the aggregation (`plan` analyzed, reading the view with
+/// [`NEW_COLUMN`]): its output is what `mode` writes. Append writes the windows whose end is
+/// after `watermarks.0` (the batch's) and at or before `watermarks.1` (the next batch's).
+pub fn emitting(
+    plan: LogicalPlan,
+    mode: OutputMode,
+    watermarks: (i64, i64),
+) -> Result<LogicalPlan> {
+    let plan = match mode {
+        OutputMode::Update => carry_column(plan, NEW_COLUMN)?,
+        _ => plan,
+    };
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Aggregate(agg) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let out = match mode {
+            OutputMode::Complete => LogicalPlan::Aggregate(agg),
+            OutputMode::Update => changed_groups(agg)?,
+            OutputMode::Append => closed_windows(agg, watermarks)?,
+        };
+        Ok(Transformed::yes(out))
+    })
+    .map(|t| t.data)
+    .map_err(|e| JobError::internal(format!("planning the aggregation's output: {e}")))
+}
+
+/// The groups with a new row: `bool_or(new)` beside the aggregates, kept where true, then the
+/// aggregate's own columns again.
+fn changed_groups(agg: Aggregate) -> datafusion::common::Result<LogicalPlan> {
+    let schema = Arc::clone(&agg.schema);
+    let new = agg
+        .input
+        .schema()
+        .qualified_field_with_unqualified_name(NEW_COLUMN)
+        .map(|(q, _)| Expr::Column(Column::new(q.cloned(), NEW_COLUMN)))?;
+    let mut aggr = agg.aggr_expr.clone();
+    aggr.push(datafusion::functions_aggregate::expr_fn::bool_or(new).alias(CHANGED_COLUMN));
+    let with_flag = Aggregate::try_new(Arc::clone(&agg.input), agg.group_expr.clone(), aggr)?;
+    let filtered = Filter::try_new(
+        Expr::Column(Column::from_name(CHANGED_COLUMN)),
+        Arc::new(LogicalPlan::Aggregate(with_flag)),
+    )?;
+    let columns = schema
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    let projection =
+        Projection::try_new_with_schema(columns, Arc::new(LogicalPlan::Filter(filtered)), schema)?;
+    Ok(LogicalPlan::Projection(projection))
+}
+
+/// The windows whose end lies in `(watermarks.0, watermarks.1]` (ms).
+fn closed_windows(
+    agg: Aggregate,
+    (after_ms, until_ms): (i64, i64),
+) -> datafusion::common::Result<LogicalPlan> {
+    let window = agg
+        .group_expr
+        .iter()
+        .zip(agg.schema.iter())
+        .find_map(|(e, (q, f))| {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                other => other,
+            };
+            matches!(inner, Expr::Column(c) if c.name == WINDOW_COLUMN || c.name == SESSION_COLUMN)
+                .then(|| (Column::new(q.cloned(), f.name()), f.data_type().clone()))
+        });
+    let Some((column, DataType::Struct(fields))) = window else {
+        return datafusion::common::plan_err!("the aggregation lost its window column");
+    };
+    let tz = match fields[1].data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let bound = |ms: i64| {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(ms.saturating_mul(1000)),
+            tz.clone(),
+        ))
+    };
+    let end = datafusion::functions::core::expr_fn::get_field(Expr::Column(column), "end");
+    let closed = end
+        .clone()
+        .gt(bound(after_ms))
+        .and(end.lt_eq(bound(until_ms)));
+    Ok(LogicalPlan::Filter(Filter::try_new(
+        closed,
+        Arc::new(LogicalPlan::Aggregate(agg)),
+    )?))
+}
+
+/// The rows of a streaming aggregation's open groups.
+#[derive(Debug)]
+pub struct AggregateState {
+    input: SchemaRef,
+    grouping: Grouping,
+    rows: Vec<RecordBatch>,
+}
+
+impl AggregateState {
+    /// Empty state for rows of `input`.
+    pub fn new(input: SchemaRef, aggregation: &Aggregation) -> Self {
+        Self {
+            input,
+            grouping: aggregation.grouping.clone(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// The view the batch's query runs over: the kept rows, then `new_rows` marked new. The state
+    /// moves on to the rows whose groups the watermark after this batch (`watermark_ms`) leaves
+    /// open.
+    pub fn stage(
+        &mut self,
+        new_rows: Vec<RecordBatch>,
+        watermark_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let view = with_flag(&self.input, NEW_COLUMN);
+        let flagged = |b: &RecordBatch, new: bool| {
+            let mut columns = b.columns().to_vec();
+            columns.push(Arc::new(BooleanArray::from(vec![new; b.num_rows()])));
+            RecordBatch::try_new(Arc::clone(&view), columns)
+                .map_err(JobError::arrow("staging rows"))
+        };
+        let mut staged = Vec::with_capacity(self.rows.len() + new_rows.len());
+        for b in &self.rows {
+            staged.push(flagged(b, false)?);
+        }
+        for b in &new_rows {
+            staged.push(flagged(b, true)?);
+        }
+        let mut all = std::mem::take(&mut self.rows);
+        all.extend(new_rows.into_iter().filter(|b| b.num_rows() > 0));
+        let limit_us = watermark_ms.saturating_mul(1000);
+        self.rows = match &self.grouping {
+            Grouping::Open => all,
+            Grouping::Window { time, window } => all
+                .iter()
+                .map(|b| {
+                    let times = b.column(*time).as_primitive::<TimestampMicrosecondType>();
+                    let open: BooleanArray = times
+                        .iter()
+                        .map(|t| Some(t.is_some_and(|t| window.last_end(t) > limit_us)))
+                        .collect();
+                    filter_record_batch(b, &open).map_err(JobError::arrow("keeping open groups"))
+                })
+                .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+                .collect::<Result<_>>()?,
+            Grouping::Session { time, gap_us, keys } => {
+                open_sessions(&self.input, all, *time, *gap_us, keys, limit_us)?
+            }
+        };
+        Ok(staged)
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Bytes held in memory.
+    pub fn bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+
+    /// The state as one Arrow IPC file of its rows.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        crate::stream::checkpoint::ipc_file(&self.input, &self.rows)
+    }
+
+    /// Restores the state a snapshot holds.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let (schema, rows) = crate::stream::checkpoint::read_ipc_file(bytes)?;
+        if schema != self.input {
+            return Err(JobError::internal(
+                "the state snapshot's rows do not match the query's input: the job's schema \
+                 changed; give it a new checkpointLocation"
+                    .into(),
+            ));
+        }
+        self.rows = rows;
+        Ok(())
+    }
+}
+
+/// The rows of `rows` whose session (per `keys`, over column `time` with `gap_us`) ends after
+/// `limit_us`.
+fn open_sessions(
+    schema: &SchemaRef,
+    rows: Vec<RecordBatch>,
+    time: usize,
+    gap_us: i64,
+    keys: &[usize],
+    limit_us: i64,
+) -> Result<Vec<RecordBatch>> {
+    let all = concat_batches(schema, &rows).map_err(JobError::arrow("keeping open sessions"))?;
+    if all.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let columns: Vec<SortColumn> = keys
+        .iter()
+        .chain(std::iter::once(&time))
+        .map(|&i| SortColumn {
+            values: Arc::clone(all.column(i)),
+            options: None,
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None).map_err(JobError::arrow("ordering sessions"))?;
+    let sorted_keys: Vec<_> = keys
+        .iter()
+        .map(|&i| take(all.column(i), &order, None))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(JobError::arrow("ordering sessions"))?;
+    let times =
+        take(all.column(time), &order, None).map_err(JobError::arrow("ordering sessions"))?;
+    let times = times.as_primitive::<TimestampMicrosecondType>();
+    let ranges = datafusion::arrow::compute::partition(&sorted_keys)
+        .map_err(JobError::arrow("grouping sessions"))?
+        .ranges();
+    let mut open = vec![false; all.num_rows()];
+    for range in ranges {
+        // Rows without a time have no session (the query drops them); nulls sort first.
+        let rows: Vec<(usize, i64)> = range
+            .filter(|&r| times.is_valid(r))
+            .map(|r| (order.value(r) as usize, times.value(r)))
+            .collect();
+        let events: Vec<(i64, i64)> = rows
+            .iter()
+            .map(|&(_, t)| (t, t.saturating_add(gap_us)))
+            .collect();
+        for ((row, _), (_, end)) in rows.iter().zip(merge_sessions(&events)) {
+            open[*row] = end > limit_us;
+        }
+    }
+    let kept = filter_record_batch(&all, &BooleanArray::from(open))
+        .map_err(JobError::arrow("keeping open sessions"))?;
+    Ok(if kept.num_rows() > 0 {
+        vec![kept]
+    } else {
+        Vec::new()
+    })
+}

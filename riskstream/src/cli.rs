@@ -60,6 +60,12 @@ pub struct EngineBenchArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Card holders (and policyholders) in the generated population.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+    /// Events per second of event time (how much history a window holds).
+    #[arg(long, default_value_t = 1000.0, value_parser = positive)]
+    pub event_rate: f64,
     /// A new folder for the run's tables and checkpoint (instead of the spec's paths).
     #[arg(long)]
     pub out: PathBuf,

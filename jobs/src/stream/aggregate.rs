@@ -449,9 +449,14 @@ fn open_sessions(
     let times =
         take(all.column(time), &order, None).map_err(JobError::arrow("ordering sessions"))?;
     let times = times.as_primitive::<TimestampMicrosecondType>();
-    let ranges = datafusion::arrow::compute::partition(&sorted_keys)
-        .map_err(JobError::arrow("grouping sessions"))?
-        .ranges();
+    // Without other keys, every row is in one partition.
+    let ranges: Vec<std::ops::Range<usize>> = if sorted_keys.is_empty() {
+        std::iter::once(0..all.num_rows()).collect()
+    } else {
+        datafusion::arrow::compute::partition(&sorted_keys)
+            .map_err(JobError::arrow("grouping sessions"))?
+            .ranges()
+    };
     let mut open = vec![false; all.num_rows()];
     for range in ranges {
         // Rows without a time have no session (the query drops them); nulls sort first.
@@ -474,4 +479,97 @@ fn open_sessions(
     } else {
         Vec::new()
     })
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+
+    const MIN: i64 = 60_000_000;
+
+    fn rows(events: &[(&str, i64)]) -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]));
+        let users = StringArray::from_iter_values(events.iter().map(|e| e.0));
+        let times = TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.1 * MIN))
+            .with_timezone("UTC");
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(users), Arc::new(times)])
+                .unwrap();
+        (schema, batch)
+    }
+
+    fn minutes(batches: &[RecordBatch]) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for b in batches {
+            let users = b.column(0).as_string::<i32>();
+            let times = b.column(1).as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                out.push((users.value(i).to_string(), times.value(i) / MIN));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_sessions_rows_stay_until_the_watermark_passes_its_end() {
+        // a: 0, 4 (session 0..9), 20 (20..25); b: 6, 9 (6..14).
+        let (schema, batch) = rows(&[("a", 0), ("b", 6), ("a", 4), ("a", 20), ("b", 9)]);
+        let kept = open_sessions(&schema, vec![batch.clone()], 1, 5 * MIN, &[0], 10 * MIN).unwrap();
+        assert_eq!(
+            minutes(&kept),
+            [("a".into(), 20), ("b".into(), 6), ("b".into(), 9)]
+        );
+        // Without other keys all rows share sessions: 0..14 (0, 4, 6, 9) and 20..25.
+        let kept = open_sessions(&schema, vec![batch], 1, 5 * MIN, &[], 13 * MIN).unwrap();
+        assert_eq!(
+            minutes(&kept),
+            [
+                ("a".into(), 0),
+                ("a".into(), 4),
+                ("a".into(), 20),
+                ("b".into(), 6),
+                ("b".into(), 9)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rows_windows_stay_until_the_watermark_passes_the_last_ones_end() {
+        let (schema, batch) = rows(&[("a", 1), ("a", 6), ("a", 12)]);
+        let aggregation = Aggregation {
+            grouping: Grouping::Window {
+                time: 1,
+                window: TimeWindow {
+                    duration_us: 10 * MIN,
+                    slide_us: 5 * MIN,
+                    start_us: 0,
+                },
+            },
+            mode: OutputMode::Append,
+            explain: Vec::new(),
+        };
+        let mut state = AggregateState::new(schema, &aggregation);
+        // Minute 1's windows end at 5 and 10, minute 6's at 10 and 15, minute 12's at 15 and 20:
+        // a watermark at minute 10 closes only minute 1's.
+        let staged = state.stage(vec![batch], 10 * 60_000).unwrap();
+        assert_eq!(staged.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+        assert_eq!(minutes(&state.rows), [("a".into(), 6), ("a".into(), 12)]);
+        let restored = {
+            let mut s = AggregateState::new(Arc::clone(&state.input), &aggregation);
+            s.restore(&state.snapshot().unwrap()).unwrap();
+            s
+        };
+        assert_eq!(minutes(&restored.rows), minutes(&state.rows));
+    }
 }

@@ -335,18 +335,8 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
 }
 
 /// Rolling features of transactions: per user and per card, over frames of different lengths.
-const ROLLING_SQL: &str = "
-SELECT event_id, user_id, event_time, amount,
-  COUNT(*) OVER (PARTITION BY user_id ORDER BY event_time
-    RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW) AS user_txn_5m,
-  SUM(amount) OVER (PARTITION BY user_id ORDER BY event_time
-    RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS user_amount_1h,
-  AVG(amount) OVER (PARTITION BY user_id ORDER BY event_time
-    RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING AND CURRENT ROW) AS user_avg_10m,
-  MAX(amount) OVER (PARTITION BY card_id ORDER BY event_time
-    RANGE BETWEEN INTERVAL '2' MINUTE PRECEDING AND CURRENT ROW) AS card_max_2m
-FROM transactions
-";
+/// Four rolling features, up to an hour back (the rolling benchmark's SQL).
+const ROLLING_SQL: &str = include_str!("../../../bench/rolling_features.sql");
 
 /// A dense stream of `source` events: few users, policies and devices, 5 events per second of
 /// event time, so frames hold several events per key, and 20,000 events span more than an hour,
@@ -862,19 +852,14 @@ async fn the_shipped_feature_jobs_write_one_row_of_features_per_event_behind_the
 }
 
 /// Counts and amounts per user in ten-minute windows sliding by five, as Spark's docs write
-/// them (`window.start` names the grouped window).
-const SLIDING_SQL: &str = "
-SELECT user_id, window.start AS window_start, window.end AS window_end,
-  COUNT(*) AS n, SUM(amount) AS total, MAX(amount) AS biggest
-FROM transactions
-GROUP BY user_id, window(event_time, '10 minutes', '5 minutes')
-";
+/// them (`window.start` names the grouped window): the aggregation benchmark's SQL.
+const SLIDING_SQL: &str = include_str!("../../../bench/windowed_spend.sql");
 
 /// The same per user session: a user's events less than 90 seconds apart (this stream has one
 /// per user about every minute, so sessions both chain and break).
 const SESSION_SQL: &str = "
 SELECT user_id, session_window.start AS window_start, session_window.end AS window_end,
-  COUNT(*) AS n, SUM(amount) AS total, MAX(amount) AS biggest
+  COUNT(*) AS transactions, SUM(amount) AS spend, MAX(amount) AS largest
 FROM transactions
 GROUP BY user_id, session_window(event_time, '90 seconds')
 ";
@@ -903,9 +888,9 @@ fn windows_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Windows {
         let (start, end, n, total, biggest) = (
             col("window_start"),
             col("window_end"),
-            col("n"),
-            col("total"),
-            col("biggest"),
+            col("transactions"),
+            col("spend"),
+            col("largest"),
         );
         for i in 0..b.num_rows() {
             out.entry((
@@ -1024,6 +1009,20 @@ async fn complete_mode_replaces_the_table_with_every_window_each_batch() {
     let batch = windows_of(&batch_rows(SESSION_SQL, 12_000, true, &late).await);
     // The table holds one row per window: the last batch's.
     assert_written_once(&windows_of(&streamed), batch.iter().collect());
+}
+
+#[test]
+fn the_benchmark_jobs_are_valid_specs() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for name in ["rolling_features", "windowed_spend"] {
+        let file = format!("{root}/bench/{name}.toml");
+        // Its SQL file is named from the repository root, where the command runs.
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("\"bench/", &format!("\"{root}/bench/"));
+        let spec = JobSpec::parse(Path::new(&file), &text).unwrap();
+        assert_eq!(spec.sink.path, format!("./lake-data/bench_{name}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

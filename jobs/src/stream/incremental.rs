@@ -33,6 +33,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
+use crate::stream::running::Totals;
 
 /// An aggregate the engine keeps incrementally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -827,45 +828,71 @@ impl GroupState {
                 })
             })
             .collect();
-        let mut f64s: Vec<Vec<Option<f64>>> = specs.iter().map(|_| Vec::new()).collect();
-        let mut i64s: Vec<Vec<Option<i64>>> = specs.iter().map(|_| Vec::new()).collect();
+        // Rows without a key's history (no event time) get what an empty frame gives.
+        let mut f64s: Vec<Vec<Option<f64>>> = specs
+            .iter()
+            .map(|s| match s.output {
+                DataType::Float64 => vec![None; n],
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut i64s: Vec<Vec<Option<i64>>> = specs
+            .iter()
+            .map(|s| match (&s.output, s.agg) {
+                (DataType::Float64, _) => Vec::new(),
+                (DataType::Int64, Agg::Count | Agg::CountRows) => vec![Some(0); n],
+                _ => vec![None; n],
+            })
+            .collect();
+        // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
+        // AVG, VAR and STDDEV functions.
+        let mut totalled = vec![vec![false; positions.len()]; frames.len()];
         for (i, spec) in specs.iter().enumerate() {
-            match spec.output {
-                DataType::Float64 => f64s[i].reserve(n),
-                _ => i64s[i].reserve(n),
+            if let (true, Some(arg)) = (by_totals(spec.agg), spec.arg) {
+                totalled[frame_of[i]][arg] = true;
             }
         }
+        // The due rows by key, each key's in time order (`order` is the batch's time order), so
+        // a key's frames only slide forward.
+        let mut runs: Vec<(usize, usize)> = order
+            .values()
+            .iter()
+            .filter_map(|&r| slots[r as usize].map(|slot| (slot, r as usize)))
+            .collect();
+        runs.sort_by_key(|&(slot, _)| slot);
+        let mut frame_state: Vec<Frame> =
+            frames.iter().map(|_| Frame::new(positions.len())).collect();
         let mut bounds = vec![(0usize, 0usize); frames.len()];
-        for (row, slot) in slots.iter().enumerate() {
-            let h = slot.map(|slot| &self.histories[slot]);
-            if let Some(h) = h {
-                let t = times.value(row);
-                for (k, (lookback, end)) in frames.iter().enumerate() {
-                    let lo = h
-                        .times
-                        .partition_point(|&x| x < t.saturating_sub(*lookback));
-                    let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
-                    bounds[k] = (lo, hi.max(lo));
-                }
+        let mut previous_slot = None;
+        for &(slot, row) in &runs {
+            let h = &self.histories[slot];
+            let t = times.value(row);
+            let new_key = previous_slot != Some(slot);
+            previous_slot = Some(slot);
+            for (k, (lookback, end)) in frames.iter().enumerate() {
+                let lo = h
+                    .times
+                    .partition_point(|&x| x < t.saturating_sub(*lookback));
+                let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
+                bounds[k] = (lo, hi.max(lo));
+                frame_state[k].slide(h, bounds[k], new_key, &totalled[k], &positions);
             }
             for (i, spec) in specs.iter().enumerate() {
-                let value = match h {
-                    None => Value::Null,
-                    Some(h) => {
+                let value = match (by_totals(spec.agg), spec.arg) {
+                    (true, Some(arg)) => from_totals(
+                        spec.agg,
+                        positions[arg].0,
+                        &frame_state[frame_of[i]].totals[arg],
+                    ),
+                    _ => {
                         let (lo, hi) = bounds[frame_of[i]];
                         aggregate(spec, h, lo, hi, &positions)
                     }
                 };
                 match value {
-                    Value::F64(v) => f64s[i].push(v),
-                    Value::I64(v) => i64s[i].push(v),
-                    Value::Null => match spec.output {
-                        DataType::Float64 => f64s[i].push(None),
-                        DataType::Int64 if matches!(spec.agg, Agg::Count | Agg::CountRows) => {
-                            i64s[i].push(Some(0))
-                        }
-                        _ => i64s[i].push(None),
-                    },
+                    Value::F64(v) => f64s[i][row] = v,
+                    Value::I64(v) => i64s[i][row] = v,
+                    Value::Null => {}
                 }
             }
         }
@@ -1041,8 +1068,9 @@ enum Value {
     Null,
 }
 
-/// The aggregate of `spec` over entries `lo..hi` of a history, with the semantics of SQL (and
-/// DataFusion): nulls are skipped, an empty frame gives 0 for counts and NULL otherwise.
+/// The aggregate of `spec` over entries `lo..hi` of a history, for the functions not read from
+/// running totals (row counts, first and last values, minimum and maximum), with the semantics
+/// of SQL (and DataFusion): nulls are skipped, an empty frame gives 0 rows and NULL otherwise.
 fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind, usize)]) -> Value {
     if spec.agg == Agg::CountRows {
         return Value::I64(Some((hi - lo) as i64));
@@ -1061,12 +1089,7 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
                 }
                 Agg::Min => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::min)),
                 Agg::Max => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::max)),
-                Agg::Sum => {
-                    let mut values = column.range(lo..hi).flatten().peekable();
-                    let any = values.peek().is_some();
-                    Value::F64(any.then(|| values.sum::<f64>()))
-                }
-                _ => moments(spec.agg, column.range(lo..hi).flatten().copied()),
+                _ => Value::Null,
             }
         }
         (Kind::I64, c) => {
@@ -1077,45 +1100,97 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
                 }
                 Agg::Min => Value::I64(column.range(lo..hi).flatten().copied().min()),
                 Agg::Max => Value::I64(column.range(lo..hi).flatten().copied().max()),
-                Agg::Sum => {
-                    let mut values = column.range(lo..hi).flatten().peekable();
-                    let any = values.peek().is_some();
-                    Value::I64(any.then(|| values.fold(0i64, |a, v| a.wrapping_add(*v))))
-                }
-                _ => moments(spec.agg, column.range(lo..hi).flatten().map(|v| *v as f64)),
+                _ => Value::Null,
             }
         }
     }
 }
 
-/// Count, mean, variance and standard deviation of a frame's non-null values (two passes, so a
-/// large mean does not eat the variance's precision).
-fn moments(agg: Agg, values: impl Iterator<Item = f64> + Clone) -> Value {
-    let (mut n, mut sum) = (0u64, 0.0);
-    for v in values.clone() {
-        n += 1;
-        sum += v;
+/// True for the functions read from a frame's running totals.
+fn by_totals(agg: Agg) -> bool {
+    matches!(
+        agg,
+        Agg::Count
+            | Agg::Sum
+            | Agg::Avg
+            | Agg::StddevSamp
+            | Agg::StddevPop
+            | Agg::VarSamp
+            | Agg::VarPop
+    )
+}
+
+/// The value of `agg` from a frame's totals of an argument column of `kind`.
+fn from_totals(agg: Agg, kind: Kind, totals: &Totals) -> Value {
+    match agg {
+        Agg::Count => Value::I64(Some(totals.count() as i64)),
+        Agg::Sum => match kind {
+            Kind::F64 => Value::F64(totals.sum()),
+            Kind::I64 => Value::I64(totals.int_sum()),
+        },
+        Agg::Avg => Value::F64(totals.mean()),
+        Agg::VarSamp => Value::F64(totals.variance(false)),
+        Agg::VarPop => Value::F64(totals.variance(true)),
+        Agg::StddevSamp => Value::F64(totals.variance(false).map(f64::sqrt)),
+        Agg::StddevPop => Value::F64(totals.variance(true).map(f64::sqrt)),
+        _ => Value::Null,
     }
-    if agg == Agg::Count {
-        return Value::I64(Some(n as i64));
+}
+
+/// One frame of one key as it slides over the key's history: its entries `lo..hi` and the
+/// running totals of the argument columns that need them.
+struct Frame {
+    lo: usize,
+    hi: usize,
+    totals: Vec<Totals>,
+}
+
+impl Frame {
+    fn new(columns: usize) -> Self {
+        Self {
+            lo: 0,
+            hi: 0,
+            totals: vec![Totals::default(); columns],
+        }
     }
-    if n == 0 {
-        return Value::F64(None);
+
+    /// Moves the frame to entries `lo..hi` of `h` (for the same key, never backwards; from
+    /// scratch for a new key or a frame that jumped past the last one).
+    fn slide(
+        &mut self,
+        h: &History,
+        (lo, hi): (usize, usize),
+        new_key: bool,
+        totalled: &[bool],
+        positions: &[(Kind, usize)],
+    ) {
+        if new_key || lo >= self.hi {
+            self.totals.fill(Totals::default());
+            self.lo = lo;
+            self.hi = lo;
+        }
+        for (p, &(kind, c)) in positions.iter().enumerate() {
+            if !totalled[p] {
+                continue;
+            }
+            let totals = &mut self.totals[p];
+            let (entering, leaving) = (self.hi..hi, self.lo..lo);
+            match kind {
+                Kind::F64 => {
+                    let column = &h.f64s[c];
+                    entering.for_each(|i| totals.add_f64(column[i], true));
+                    leaving.for_each(|i| totals.add_f64(column[i], false));
+                }
+                Kind::I64 => {
+                    let column = &h.i64s[c];
+                    entering.for_each(|i| totals.add_i64(column[i], true));
+                    leaving.for_each(|i| totals.add_i64(column[i], false));
+                }
+            }
+        }
+        self.lo = lo;
+        self.hi = hi;
     }
-    let mean = sum / n as f64;
-    if agg == Agg::Avg {
-        return Value::F64(Some(mean));
-    }
-    let squares: f64 = values.map(|v| (v - mean) * (v - mean)).sum();
-    let variance = match agg {
-        Agg::VarPop | Agg::StddevPop => Some(squares / n as f64),
-        _ if n > 1 => Some(squares / (n - 1) as f64),
-        _ => None,
-    };
-    Value::F64(match agg {
-        Agg::StddevSamp | Agg::StddevPop => variance.map(f64::sqrt),
-        _ => variance,
-    })
 }
 
 fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArray> {

@@ -11,6 +11,7 @@ pub mod progress;
 pub mod query;
 pub mod rolling;
 pub mod runner;
+mod running;
 pub mod source;
 pub mod spec;
 pub mod watermark;

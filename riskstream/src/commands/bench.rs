@@ -49,6 +49,7 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         .to_string();
     spec.sink.path = out.join(&table).display().to_string();
     spec.sink.dead_letter_path = out.join("dead_letters").display().to_string();
+    spec.sink.late_events_path = out.join("late_events").display().to_string();
     spec.checkpoint_location = out
         .join("checkpoints")
         .join(&spec.name)
@@ -65,13 +66,16 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         args.events,
         source.cli_name()
     );
-    let config = GeneratorConfig::new(args.seed, START_MS).with_sources(&[source]);
+    let mut config = GeneratorConfig::new(args.seed, START_MS).with_sources(&[source]);
+    config.entities.users = args.users;
+    config.events_per_second = args.event_rate;
     let events = args.events;
     let log = tokio::task::spawn_blocking(move || {
         MemorySource::generate(&topic, source.partitions(), config, events)
     })
     .await??;
     let records = log.len();
+    let before_run = memory_kib("VmRSS");
 
     let options = RunOptions {
         spec,
@@ -98,6 +102,18 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         summary.batches
     );
     println!("  time per phase (ms, all batches; decode summed over threads): {phases}");
+    let state = reports.last().and_then(|p| p.state_operators.first());
+    let peak = memory_kib("VmHWM");
+    let mib =
+        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
+    println!(
+        "  memory: peak resident {} MiB, {} MiB of it before the run (the generated log); state \
+         after the last batch: {} rows, {:.0} MiB",
+        mib(peak),
+        mib(before_run),
+        state.map_or(0, |s| s.num_rows_total),
+        state.map_or(0, |s| s.memory_used_bytes) as f64 / (1024.0 * 1024.0)
+    );
     if let Some(path) = &args.summary {
         write_summary(
             path,
@@ -111,8 +127,22 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
                 "seconds": elapsed,
                 "events_per_second": rate,
                 "duration_ms": phases,
+                "peak_resident_kib": peak,
+                "resident_before_run_kib": before_run,
+                "state_rows": state.map(|s| s.num_rows_total),
+                "state_bytes": state.map(|s| s.memory_used_bytes),
             }),
         )?;
     }
     Ok(())
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS`, `VmHWM`), in KiB; `None`
+/// where the file is not there.
+fn memory_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -1,0 +1,88 @@
+"""The same windowed query run by PySpark Structured Streaming and by Riskstream on the same
+generated transactions; prints both rates and the ratio (BENCHMARKS.md, "Side by side with
+Spark").
+
+Spark: local[2], a file source over the JSON lines `riskstream generate` writes, the query of
+bench/windowed_spend.sql (ten-minute windows sliding by five per user, one-minute watermark),
+append mode to Parquet, Trigger.AvailableNow; timed from the query's start to its end (the JVM's
+start-up is not counted). Spark's Kafka connector is not on PyPI, hence files.
+
+Riskstream: `riskstream bench engine bench/windowed_spend.toml`, the same generator, seed and
+options in process (no broker), JSON decoding included, Delta output.
+
+    python bench/spark_side_by_side.py [--events 1000000]
+
+Needs a release build and pyspark (tests/python/requirements.txt; the test venv has it).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START = "2026-01-01T00:00:00Z"  # the bench engine's fixed start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/riskstream/target"))
+    binary = target / "release" / "riskstream"
+    work = Path(tempfile.mkdtemp(prefix="riskstream-spark-"))
+
+    subprocess.run([str(binary), "generate", "--to", f"file:{work}/input/", "--source", "transactions",
+                    "--count", str(args.events), "--seed", str(args.seed), "--start-time", START,
+                    "--quiet"], check=True, cwd=ROOT)
+    spark_rate, spark_rows = run_spark(work, args.events)
+
+    summary = work / "riskstream.json"
+    subprocess.run([str(binary), "bench", "engine", "bench/windowed_spend.toml", "--events", str(args.events),
+                    "--seed", str(args.seed), "--out", str(work / "riskstream"), "--summary", str(summary)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    ours = json.loads(summary.read_text())
+    print(f"events: {args.events} transactions, seed {args.seed}")
+    print(f"PySpark local[2] Structured Streaming: {spark_rate:,.0f} events/s ({spark_rows} windows written)")
+    print(f"Riskstream bench engine: {ours['events_per_second']:,.0f} events/s ({ours['output_rows']} windows written)")
+    print(f"ratio: {ours['events_per_second'] / spark_rate:.1f}x")
+
+
+def run_spark(work: Path, events: int) -> tuple[float, int]:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    spark = (SparkSession.builder.master("local[2]").appName("riskstream-side-by-side")
+             .config("spark.sql.session.timeZone", "UTC")
+             .config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "2")
+             .config("spark.driver.memory", "4g")
+             .getOrCreate())
+    schema = "event_id STRING, user_id STRING, event_time TIMESTAMP, amount DOUBLE"
+    source = spark.readStream.schema(schema).json(str(work / "input" / "financial-transactions*.jsonl"))
+    windows = (source.withWatermark("event_time", "1 minute")
+               .groupBy("user_id", F.window("event_time", "10 minutes", "5 minutes"))
+               .agg(F.count("*").alias("transactions"), F.sum("amount").alias("spend"),
+                    F.max("amount").alias("largest"))
+               .select("user_id", F.col("window.start").alias("window_start"),
+                       F.col("window.end").alias("window_end"), "transactions", "spend", "largest"))
+    out = work / "spark-out"
+    start = time.perf_counter()
+    query = (windows.writeStream.format("parquet").outputMode("append")
+             .option("path", str(out)).option("checkpointLocation", str(work / "spark-checkpoint"))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+    elapsed = time.perf_counter() - start
+    rows = spark.read.parquet(str(out)).count()
+    spark.stop()
+    return events / elapsed, rows
+
+
+if __name__ == "__main__":
+    main()

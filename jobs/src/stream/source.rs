@@ -11,6 +11,7 @@ use crate::error::{JobError, Result};
 use crate::generator::{Generator, GeneratorConfig, Message, Stream};
 use crate::kafka::{OffsetRange, PartitionRecords, Watermarks};
 use crate::records::InProcessTopic;
+use crate::schemas::kafka_records_schema;
 use crate::stream::offsets::PartitionWatermarks;
 
 /// A source of records in partitioned, offset logs, as the runner sees it.
@@ -105,30 +106,57 @@ impl MemorySource {
         config: GeneratorConfig,
         events: u64,
     ) -> Result<Self> {
+        // One binary array of every value would pass the 2 GiB its 32-bit offsets can address
+        // (about 4,000,000 events): records are taken out in chunks.
+        Self::generate_in_chunks(topic, partitions, config, events, 1 << 20)
+    }
+
+    fn generate_in_chunks(
+        topic: &str,
+        partitions: i32,
+        config: GeneratorConfig,
+        events: u64,
+        chunk: usize,
+    ) -> Result<Self> {
         let mut generator =
             Generator::new(config).map_err(|reason| JobError::config("generator", reason))?;
         let mut log = InProcessTopic::new(topic, partitions);
         let mut msg = Message::default();
         let mut made = 0;
+        let mut chunks = Vec::new();
         while made < events {
             generator.next_message(&mut msg);
             if let Some(Stream::Events(_)) = msg.stream {
                 // The record timestamp is the append time, as a broker's CreateTime would be.
                 log.append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
                 made += 1;
+                if log.pending_rows() == chunk {
+                    chunks.push(log.take_batch()?);
+                }
             }
         }
-        let all = log.take_batch()?;
-        let partition_of = all
-            .column_by_name("partition")
-            .and_then(|c| c.as_primitive_opt::<Int32Type>())
-            .ok_or_else(|| JobError::internal("records without a partition column".into()))?;
-        let split = (0..partitions.max(1))
-            .map(|p| {
+        chunks.push(log.take_batch()?);
+        let mut split = Vec::with_capacity(partitions.max(1) as usize);
+        for p in 0..partitions.max(1) {
+            let mut parts = Vec::with_capacity(chunks.len());
+            for chunk in &chunks {
+                let partition_of = chunk
+                    .column_by_name("partition")
+                    .and_then(|c| c.as_primitive_opt::<Int32Type>())
+                    .ok_or_else(|| {
+                        JobError::internal("records without a partition column".into())
+                    })?;
                 let mask = partition_of.iter().map(|v| Some(v == Some(p))).collect();
-                filter_record_batch(&all, &mask).map_err(JobError::arrow("partitioning records"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+                parts.push(
+                    filter_record_batch(chunk, &mask)
+                        .map_err(JobError::arrow("partitioning records"))?,
+                );
+            }
+            split.push(
+                datafusion::arrow::compute::concat_batches(&kafka_records_schema(), &parts)
+                    .map_err(JobError::arrow("partitioning records"))?,
+            );
+        }
         Ok(Self {
             topic: topic.to_string(),
             partitions: split,
@@ -229,6 +257,26 @@ pub(crate) mod tests {
     pub(crate) fn log(events: u64) -> MemorySource {
         let config = GeneratorConfig::new(7, START_MS).with_sources(&[Source::Transactions]);
         MemorySource::generate("financial-transactions", 12, config, events).unwrap()
+    }
+
+    #[test]
+    fn a_log_generated_in_chunks_is_the_same_log() {
+        let config = GeneratorConfig::new(7, START_MS).with_sources(&[Source::Transactions]);
+        let chunked =
+            MemorySource::generate_in_chunks("financial-transactions", 12, config, 5_000, 700)
+                .unwrap();
+        let whole = log(5_000);
+        assert_eq!(chunked.len(), 5_000);
+        for (a, b) in chunked.partitions.iter().zip(&whole.partitions) {
+            // Timestamps are append times; everything else matches record for record.
+            for column in ["key", "value", "partition", "offset"] {
+                assert_eq!(
+                    a.column_by_name(column),
+                    b.column_by_name(column),
+                    "{column}"
+                );
+            }
+        }
     }
 
     #[test]

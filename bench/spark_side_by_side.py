@@ -69,9 +69,11 @@ def run_spark(work: Path, events: int) -> tuple[float, int]:
     windows = (source.withWatermark("event_time", "1 minute")
                .groupBy("user_id", F.window("event_time", "10 minutes", "5 minutes"))
                .agg(F.count("*").alias("transactions"), F.sum("amount").alias("spend"),
-                    F.max("amount").alias("largest"))
+                    F.max("amount").alias("largest"), F.avg("amount").alias("average"),
+                    F.min("amount").alias("smallest"))
                .select("user_id", F.col("window.start").alias("window_start"),
-                       F.col("window.end").alias("window_end"), "transactions", "spend", "largest"))
+                       F.col("window.end").alias("window_end"), "transactions", "spend", "largest",
+                       "average", "smallest"))
     out = work / "spark-out"
     start = time.perf_counter()
     query = (windows.writeStream.format("parquet").outputMode("append")

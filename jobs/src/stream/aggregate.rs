@@ -26,6 +26,7 @@ use riskstream_udfs::{
 };
 
 use crate::error::{JobError, Result};
+use crate::stream::partial::PartialState;
 use crate::stream::rolling::{carry_column, with_flag};
 use crate::stream::spec::OutputMode;
 
@@ -66,6 +67,9 @@ pub struct Aggregation {
     pub grouping: Grouping,
     /// Which rows each batch writes.
     pub mode: OutputMode,
+    /// Whether the state holds partial aggregates per group (`partial.rs`) rather than the
+    /// groups' rows.
+    pub partial: bool,
     /// How it runs, for the job's plan output.
     pub explain: Vec<String>,
 }
@@ -186,27 +190,34 @@ pub fn analyze(
             time_column.map_or(String::new(), |c| format!(" `{c}`"))
         )));
     }
+    let partial = crate::stream::partial::decomposable(agg);
+    let kept = if partial {
+        "the open groups' partial aggregates are kept"
+    } else {
+        "the open groups' rows are kept"
+    };
     let explain = vec![match &grouping {
         Grouping::Window { window, .. } => format!(
-            "aggregation over window({} us, slide {} us): {} mode; a row is kept until the \
-             watermark passes its last window's end",
+            "aggregation over window({} us, slide {} us): {} mode; {kept} until the watermark \
+             passes their window's end",
             window.duration_us,
             window.slide_us,
             mode.as_str()
         ),
         Grouping::Session { gap_us, .. } => format!(
-            "aggregation over session_window(gap {gap_us} us): {} mode; a row is kept until \
-             the watermark passes its session's end",
+            "aggregation over session_window(gap {gap_us} us): {} mode; {kept} until the \
+             watermark passes their session's end",
             mode.as_str()
         ),
         Grouping::Open => format!(
-            "aggregation: {} mode; its groups never close, so every row is kept",
+            "aggregation: {} mode; its groups never close: {kept} for good",
             mode.as_str()
         ),
     }];
     Ok(Some(Aggregation {
         grouping,
         mode,
+        partial,
         explain,
     }))
 }
@@ -327,6 +338,8 @@ pub struct AggregateState {
     input: SchemaRef,
     grouping: Grouping,
     rows: Vec<RecordBatch>,
+    /// The groups' partial aggregates, when the aggregation has them (then `rows` stays empty).
+    pub partial: Option<PartialState>,
 }
 
 impl AggregateState {
@@ -336,6 +349,7 @@ impl AggregateState {
             input,
             grouping: aggregation.grouping.clone(),
             rows: Vec::new(),
+            partial: aggregation.partial.then(PartialState::default),
         }
     }
 
@@ -361,6 +375,10 @@ impl AggregateState {
         for b in &new_rows {
             staged.push(flagged(b, true)?);
         }
+        if self.partial.is_some() {
+            // Only the batch's rows: the open groups are in the partials.
+            return Ok(staged);
+        }
         let mut all = std::mem::take(&mut self.rows);
         all.extend(new_rows.into_iter().filter(|b| b.num_rows() > 0));
         let limit_us = watermark_ms.saturating_mul(1000);
@@ -385,26 +403,39 @@ impl AggregateState {
         Ok(staged)
     }
 
-    /// Rows held.
+    /// Rows (or groups, with partials) held.
     pub fn rows(&self) -> usize {
-        self.rows.iter().map(RecordBatch::num_rows).sum()
+        match &self.partial {
+            Some(p) => p.rows(),
+            None => self.rows.iter().map(RecordBatch::num_rows).sum(),
+        }
     }
 
     /// Bytes held in memory.
     pub fn bytes(&self) -> usize {
-        self.rows
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum()
+        match &self.partial {
+            Some(p) => p.bytes(),
+            None => self
+                .rows
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum(),
+        }
     }
 
-    /// The state as one Arrow IPC file of its rows.
+    /// The state as one Arrow IPC file of its rows (or partials).
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        crate::stream::checkpoint::ipc_file(&self.input, &self.rows)
+        match &self.partial {
+            Some(p) => p.snapshot(),
+            None => crate::stream::checkpoint::ipc_file(&self.input, &self.rows),
+        }
     }
 
     /// Restores the state a snapshot holds.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(p) = &mut self.partial {
+            return p.restore(bytes);
+        }
         let (schema, rows) = crate::stream::checkpoint::read_ipc_file(bytes)?;
         if schema != self.input {
             return Err(JobError::internal(
@@ -557,6 +588,7 @@ mod tests {
                 },
             },
             mode: OutputMode::Append,
+            partial: false,
             explain: Vec::new(),
         };
         let mut state = AggregateState::new(schema, &aggregation);
@@ -571,5 +603,49 @@ mod tests {
             s
         };
         assert_eq!(minutes(&restored.rows), minutes(&state.rows));
+    }
+
+    #[tokio::test]
+    async fn counts_sums_extremes_and_means_of_fixed_windows_are_kept_as_partials() {
+        let ctx = crate::scoring::session().unwrap();
+        let input = crate::schemas::source_schema(crate::generator::Source::Transactions);
+        let table =
+            datafusion::datasource::MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
+        ctx.register_table("transactions", Arc::new(table)).unwrap();
+        let analyzed = |sql: &'static str| {
+            let ctx = ctx.clone();
+            let input = Arc::clone(&input);
+            async move {
+                let df = ctx.sql(&riskstream_udfs::spark_sql(sql)).await.unwrap();
+                analyze(
+                    df.logical_plan(),
+                    "transactions",
+                    &input,
+                    Some("event_time"),
+                    OutputMode::Append,
+                    "q.sql",
+                )
+                .unwrap()
+                .unwrap()
+            }
+        };
+        let fixed = analyzed(
+            "SELECT user_id, window.end, count(*), sum(amount), min(amount), max(amount), \
+             avg(amount) FROM transactions GROUP BY user_id, window(event_time, '1 minute')",
+        )
+        .await;
+        assert!(fixed.partial && matches!(fixed.grouping, Grouping::Window { .. }));
+        let sessions = analyzed(
+            "SELECT user_id, count(*) FROM transactions \
+             GROUP BY user_id, session_window(event_time, '1 minute')",
+        )
+        .await;
+        assert!(!sessions.partial, "sessions merge: their rows are kept");
+        let distinct = analyzed(
+            "SELECT user_id, count(DISTINCT merchant_id) FROM transactions \
+             GROUP BY user_id, window(event_time, '1 minute')",
+        )
+        .await;
+        assert!(!distinct.partial, "a distinct count has no partial here");
     }
 }

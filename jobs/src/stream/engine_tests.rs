@@ -859,13 +859,15 @@ const SLIDING_SQL: &str = include_str!("../../../bench/windowed_spend.sql");
 /// per user about every minute, so sessions both chain and break).
 const SESSION_SQL: &str = "
 SELECT user_id, session_window.start AS window_start, session_window.end AS window_end,
-  COUNT(*) AS transactions, SUM(amount) AS spend, MAX(amount) AS largest
+  COUNT(*) AS transactions, SUM(amount) AS spend, MAX(amount) AS largest,
+  AVG(amount) AS average, MIN(amount) AS smallest
 FROM transactions
 GROUP BY user_id, session_window(event_time, '90 seconds')
 ";
 
-/// A window's end, count, total and maximum, and the batch that wrote it (if any).
-type WindowRow = (i64, i64, f64, f64, Option<i64>);
+/// A window's end, count, total, maximum, average and minimum, and the batch that wrote it (if
+/// any).
+type WindowRow = (i64, i64, f64, f64, f64, f64, Option<i64>);
 
 /// (user, window start) -> every row written for that window.
 type Windows = std::collections::HashMap<(String, i64), Vec<WindowRow>>;
@@ -885,12 +887,14 @@ fn windows_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Windows {
             .index_of("batch_id")
             .ok()
             .map(|i| b.column(i).as_primitive::<Int64Type>().clone());
-        let (start, end, n, total, biggest) = (
+        let (start, end, n, total, biggest, average, smallest) = (
             col("window_start"),
             col("window_end"),
             col("transactions"),
             col("spend"),
             col("largest"),
+            col("average"),
+            col("smallest"),
         );
         for i in 0..b.num_rows() {
             out.entry((
@@ -903,6 +907,8 @@ fn windows_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Windows {
                 n.as_primitive::<Int64Type>().value(i),
                 total.as_primitive::<Float64Type>().value(i),
                 biggest.as_primitive::<Float64Type>().value(i),
+                average.as_primitive::<Float64Type>().value(i),
+                smallest.as_primitive::<Float64Type>().value(i),
                 batch_ids.as_ref().map(|ids| ids.value(i)),
             ));
         }
@@ -913,7 +919,7 @@ fn windows_of(batches: &[datafusion::arrow::array::RecordBatch]) -> Windows {
 /// The same window's values, batch ids aside, sums to rounding.
 fn same_window(s: &WindowRow, b: &WindowRow) -> bool {
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-    s.0 == b.0 && s.1 == b.1 && close(s.2, b.2) && s.3 == b.3
+    s.0 == b.0 && s.1 == b.1 && close(s.2, b.2) && s.3 == b.3 && close(s.4, b.4) && s.5 == b.5
 }
 
 /// `streamed` holds exactly the `expected` windows, each in one row with the expected values.
@@ -975,15 +981,15 @@ async fn update_mode_writes_each_change_and_its_last_row_is_the_window_so_far() 
     let mut rewritten = 0;
     for (key, b) in &batch {
         let s = &streamed[key];
-        let last = s.iter().max_by_key(|r| r.4).unwrap();
+        let last = s.iter().max_by_key(|r| r.6).unwrap();
         assert!(same_window(last, &b[0]), "{key:?}: {s:?} != {b:?}");
         // Written again only in batches that changed it: each time with more rows.
         let mut by_batch = s.clone();
-        by_batch.sort_by_key(|r| r.4);
+        by_batch.sort_by_key(|r| r.6);
         assert!(
             by_batch
                 .windows(2)
-                .all(|w| w[0].4 < w[1].4 && w[0].1 < w[1].1),
+                .all(|w| w[0].6 < w[1].6 && w[0].1 < w[1].1),
             "{s:?}"
         );
         rewritten += usize::from(s.len() > 1);
@@ -996,19 +1002,22 @@ async fn update_mode_writes_each_change_and_its_last_row_is_the_window_so_far() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_mode_replaces_the_table_with_every_window_each_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let (streamed, late, _, _) = stream_rows(
-        dir.path(),
-        SESSION_SQL,
-        &[8_000, 12_000],
-        true,
-        1_500,
-        r#"outputMode = "complete""#,
-    )
-    .await;
-    let batch = windows_of(&batch_rows(SESSION_SQL, 12_000, true, &late).await);
-    // The table holds one row per window: the last batch's.
-    assert_written_once(&windows_of(&streamed), batch.iter().collect());
+    // Partial aggregates per window, and the rows of open sessions, both across a restart.
+    for sql in [SLIDING_SQL, SESSION_SQL] {
+        let dir = tempfile::tempdir().unwrap();
+        let (streamed, late, _, _) = stream_rows(
+            dir.path(),
+            sql,
+            &[8_000, 12_000],
+            true,
+            1_500,
+            r#"outputMode = "complete""#,
+        )
+        .await;
+        let batch = windows_of(&batch_rows(sql, 12_000, true, &late).await);
+        // The table holds one row per window: the last batch's.
+        assert_written_once(&windows_of(&streamed), batch.iter().collect());
+    }
 }
 
 #[test]

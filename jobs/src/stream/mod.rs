@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod checkpoint;
 pub mod incremental;
 pub mod offsets;
+pub mod partial;
 pub mod progress;
 pub mod query;
 pub mod rolling;

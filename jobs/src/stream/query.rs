@@ -207,6 +207,32 @@ impl BatchQuery {
         Ok(())
     }
 
+    /// Runs the aggregation over this batch's `rows` and the groups' partial aggregates in
+    /// `state` (see [`run_between`](Self::run_between) for `watermarks`).
+    pub async fn run_partial(
+        &self,
+        rows: Vec<RecordBatch>,
+        watermarks: (i64, i64),
+        state: &mut crate::stream::partial::PartialState,
+    ) -> Result<Vec<RecordBatch>> {
+        let WindowPath::Aggregate(mode) = self.windows else {
+            return Err(JobError::internal(
+                "partial aggregates without an aggregation".into(),
+            ));
+        };
+        let (session, logical) = self.analyzed(self.dataframe(rows).await?)?;
+        let logical = state.run(&session, logical, mode, watermarks).await;
+        let out = match logical {
+            Ok(plan) => datafusion::dataframe::DataFrame::new(session, plan)
+                .collect()
+                .await
+                .map_err(self.sql_err()),
+            Err(e) => Err(e),
+        };
+        self.release()?;
+        Ok(out?.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
     /// Runs the query over `rows`.
     pub async fn run(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         self.run_between(rows, (i64::MIN, i64::MAX)).await

@@ -873,9 +873,14 @@ pub async fn run_with<S: RecordSource>(
             Some(r) => r.stage(rows_in, state.watermark_ms)?,
             None => rows_in,
         };
-        let output = query
-            .run_between(rows_in, (watermark_ms, state.watermark_ms))
-            .await?;
+        let watermarks = (watermark_ms, state.watermark_ms);
+        let output = match &mut rolling {
+            Some(WindowState::Aggregate(AggregateState {
+                partial: Some(partial),
+                ..
+            })) => query.run_partial(rows_in, watermarks, partial).await?,
+            _ => query.run_between(rows_in, watermarks).await?,
+        };
         let output: Vec<RecordBatch> = output
             .iter()
             .map(|b| {

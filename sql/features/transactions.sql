@@ -33,6 +33,10 @@ WITH windows AS (
         MAX(event_time) OVER user_before_24h AS previous_time,
         LAST_VALUE(latitude) OVER user_before_24h AS previous_latitude,
         LAST_VALUE(longitude) OVER user_before_24h AS previous_longitude,
+        -- How many merchants, devices and countries the user used in the last day.
+        COUNT(DISTINCT merchant_id) OVER user_24h AS user_distinct_merchants_24h,
+        COUNT(DISTINCT device_id) OVER user_24h AS user_distinct_devices_24h,
+        COUNT(DISTINCT country) OVER user_24h AS user_distinct_countries_24h,
         -- Has the user used this device, merchant, country in the last day?
         COUNT(*) OVER (PARTITION BY user_id, device_id ORDER BY event_time
             RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS device_uses_24h,
@@ -73,6 +77,7 @@ SELECT
     user_amount_5m, user_amount_1h, user_amount_24h,
     user_avg_amount_1h, user_avg_amount_24h, user_max_amount_1h, user_max_amount_24h,
     card_amount_1h, card_amount_24h, card_avg_amount_24h, card_max_amount_24h,
+    user_distinct_merchants_24h, user_distinct_devices_24h, user_distinct_countries_24h,
     amount / NULLIF(user_avg_amount_24h, 0) AS amount_vs_user_avg_24h,
     (amount - user_avg_amount_24h) / NULLIF(user_stddev_amount_24h, 0) AS amount_zscore_24h,
     seconds_since_previous,

@@ -47,6 +47,8 @@ enum Agg {
     /// The value of the first or last event of the frame (`first_value`, `last_value`).
     First,
     Last,
+    /// `COUNT(DISTINCT x)`, over hashes of the values.
+    CountDistinct,
     /// Sample and population standard deviation and variance.
     StddevSamp,
     StddevPop,
@@ -54,11 +56,13 @@ enum Agg {
     VarPop,
 }
 
-/// How an argument column is kept: as doubles or as 64-bit integers (timestamps included).
+/// How an argument column is kept: as doubles, as 64-bit integers (timestamps included), or as
+/// a 64-bit hash of each value (kept with the integers) for distinct counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     F64,
     I64,
+    Hash,
 }
 
 /// One window function of the query.
@@ -290,7 +294,7 @@ fn spec_of(
         WindowFunctionDefinition::AggregateUDF(f) => f.name(),
         WindowFunctionDefinition::WindowUDF(f) => f.name(),
     };
-    if params.distinct || params.filter.is_some() {
+    if params.filter.is_some() || (params.distinct && function != "count") {
         return None;
     }
     let column = |e: &Expr| match e {
@@ -303,6 +307,7 @@ fn spec_of(
         .map(column)
         .collect::<Option<Vec<_>>>()?;
     let agg = match (function, params.args.as_slice()) {
+        ("count", [_]) if params.distinct => Agg::CountDistinct,
         ("count", [Expr::Literal(v, _)]) if !v.is_null() => Agg::CountRows,
         ("count", [_]) => Agg::Count,
         ("sum", [_]) => Agg::Sum,
@@ -322,6 +327,7 @@ fn spec_of(
         _ => {
             let index = column(&params.args[0])?;
             let kind = match input.field(index).data_type() {
+                _ if agg == Agg::CountDistinct => Kind::Hash,
                 DataType::Float64 => Kind::F64,
                 DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::I64,
                 _ => return None,
@@ -332,7 +338,7 @@ fn spec_of(
     // The output types these aggregates give in DataFusion; anything else is left to it.
     let arg_type = arg.map(|(i, _)| input.field(i).data_type().clone());
     let expected = match (agg, &arg_type) {
-        (Agg::CountRows | Agg::Count, _) => DataType::Int64,
+        (Agg::CountRows | Agg::Count | Agg::CountDistinct, _) => DataType::Int64,
         (Agg::Avg | Agg::StddevSamp | Agg::StddevPop | Agg::VarSamp | Agg::VarPop, _) => {
             DataType::Float64
         }
@@ -807,9 +813,9 @@ impl GroupState {
                         f += 1;
                         (Kind::F64, f - 1)
                     }
-                    Kind::I64 => {
+                    kind @ (Kind::I64 | Kind::Hash) => {
                         i += 1;
-                        (Kind::I64, i - 1)
+                        (kind, i - 1)
                     }
                 })
                 .collect()
@@ -879,6 +885,9 @@ impl GroupState {
             }
             for (i, spec) in specs.iter().enumerate() {
                 let value = match (by_totals(spec.agg), spec.arg) {
+                    (true, Some(arg)) if spec.agg == Agg::CountDistinct => {
+                        Value::I64(Some(frame_state[frame_of[i]].distinct[arg].len() as i64))
+                    }
                     (true, Some(arg)) => from_totals(
                         spec.agg,
                         positions[arg].0,
@@ -1058,6 +1067,7 @@ impl Arg {
                     cast(column, &DataType::Int64).map_err(JobError::arrow("window argument"))?;
                 Arg::I64(as_i64.as_primitive::<Int64Type>().clone())
             }
+            Kind::Hash => Arg::I64(value_hashes(column)?),
         })
     }
 }
@@ -1092,6 +1102,8 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
                 _ => Value::Null,
             }
         }
+        // Hashes only serve distinct counts, read from the frame's value counts.
+        (Kind::Hash, _) => Value::Null,
         (Kind::I64, c) => {
             let column = &h.i64s[c];
             match spec.agg {
@@ -1111,6 +1123,7 @@ fn by_totals(agg: Agg) -> bool {
     matches!(
         agg,
         Agg::Count
+            | Agg::CountDistinct
             | Agg::Sum
             | Agg::Avg
             | Agg::StddevSamp
@@ -1126,7 +1139,7 @@ fn from_totals(agg: Agg, kind: Kind, totals: &Totals) -> Value {
         Agg::Count => Value::I64(Some(totals.count() as i64)),
         Agg::Sum => match kind {
             Kind::F64 => Value::F64(totals.sum()),
-            Kind::I64 => Value::I64(totals.int_sum()),
+            Kind::I64 | Kind::Hash => Value::I64(totals.int_sum()),
         },
         Agg::Avg => Value::F64(totals.mean()),
         Agg::VarSamp => Value::F64(totals.variance(false)),
@@ -1143,6 +1156,8 @@ struct Frame {
     lo: usize,
     hi: usize,
     totals: Vec<Totals>,
+    /// For hashed columns: how many entries of the frame hold each value.
+    distinct: Vec<HashMap<i64, u32, foldhash::fast::RandomState>>,
 }
 
 impl Frame {
@@ -1151,6 +1166,7 @@ impl Frame {
             lo: 0,
             hi: 0,
             totals: vec![Totals::default(); columns],
+            distinct: (0..columns).map(|_| HashMap::default()).collect(),
         }
     }
 
@@ -1166,6 +1182,7 @@ impl Frame {
     ) {
         if new_key || lo >= self.hi {
             self.totals.fill(Totals::default());
+            self.distinct.iter_mut().for_each(HashMap::clear);
             self.lo = lo;
             self.hi = lo;
         }
@@ -1186,11 +1203,49 @@ impl Frame {
                     entering.for_each(|i| totals.add_i64(column[i], true));
                     leaving.for_each(|i| totals.add_i64(column[i], false));
                 }
+                Kind::Hash => {
+                    let (column, values) = (&h.i64s[c], &mut self.distinct[p]);
+                    for v in entering.filter_map(|i| column[i]) {
+                        *values.entry(v).or_insert(0) += 1;
+                    }
+                    for v in leaving.filter_map(|i| column[i]) {
+                        if let Some(n) = values.get_mut(&v) {
+                            *n -= 1;
+                            if *n == 0 {
+                                values.remove(&v);
+                            }
+                        }
+                    }
+                }
             }
         }
         self.lo = lo;
         self.hi = hi;
     }
+}
+
+/// A 64-bit hash of each value of `column` (null for null), stable across runs, machines and
+/// versions as snapshots need: FNV-1a over the value's text, then a finalising mix. Two
+/// different values share a hash with odds of about n^2 / 2^65 for n values in a frame:
+/// distinct counts are exact in practice.
+fn value_hashes(column: &ArrayRef) -> Result<Int64Array> {
+    let text = cast(column, &DataType::Utf8).map_err(JobError::arrow("hashing window values"))?;
+    Ok(text
+        .as_string::<i32>()
+        .iter()
+        .map(|v| {
+            v.map(|v| {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in v.as_bytes() {
+                    h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+                h ^= h >> 33;
+                h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+                h ^= h >> 33;
+                h as i64
+            })
+        })
+        .collect())
 }
 
 fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArray> {

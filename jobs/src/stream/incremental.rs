@@ -852,10 +852,15 @@ impl GroupState {
             .collect();
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
-        let mut totalled = vec![vec![false; positions.len()]; frames.len()];
+        let mut needs = vec![vec![Needs::default(); positions.len()]; frames.len()];
         for (i, spec) in specs.iter().enumerate() {
-            if let (true, Some(arg)) = (by_totals(spec.agg), spec.arg) {
-                totalled[frame_of[i]][arg] = true;
+            if let Some(arg) = spec.arg {
+                let need = &mut needs[frame_of[i]][arg];
+                match spec.agg {
+                    Agg::Min => need.min = true,
+                    Agg::Max => need.max = true,
+                    agg => need.totals |= by_totals(agg),
+                }
             }
         }
         // The due rows by key, each key's in time order (`order` is the batch's time order), so
@@ -881,10 +886,13 @@ impl GroupState {
                     .partition_point(|&x| x < t.saturating_sub(*lookback));
                 let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
                 bounds[k] = (lo, hi.max(lo));
-                frame_state[k].slide(h, bounds[k], new_key, &totalled[k], &positions);
+                frame_state[k].slide(h, bounds[k], new_key, &needs[k], &positions);
             }
             for (i, spec) in specs.iter().enumerate() {
                 let value = match (by_totals(spec.agg), spec.arg) {
+                    (_, Some(arg)) if matches!(spec.agg, Agg::Min | Agg::Max) => frame_state
+                        [frame_of[i]]
+                        .extreme(arg, positions[arg].0, spec.agg == Agg::Max),
                     (true, Some(arg)) if spec.agg == Agg::CountDistinct => {
                         Value::I64(Some(frame_state[frame_of[i]].distinct[arg].len() as i64))
                     }
@@ -1078,9 +1086,9 @@ enum Value {
     Null,
 }
 
-/// The aggregate of `spec` over entries `lo..hi` of a history, for the functions not read from
-/// running totals (row counts, first and last values, minimum and maximum), with the semantics
-/// of SQL (and DataFusion): nulls are skipped, an empty frame gives 0 rows and NULL otherwise.
+/// The aggregate of `spec` over entries `lo..hi` of a history, for the functions a sliding frame
+/// does not keep (row counts, first and last values), with the semantics of SQL (and
+/// DataFusion): an empty frame gives 0 rows and NULL otherwise.
 fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind, usize)]) -> Value {
     if spec.agg == Agg::CountRows {
         return Value::I64(Some((hi - lo) as i64));
@@ -1097,8 +1105,6 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
                 Agg::First | Agg::Last => {
                     Value::F64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
                 }
-                Agg::Min => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::min)),
-                Agg::Max => Value::F64(column.range(lo..hi).flatten().copied().reduce(f64::max)),
                 _ => Value::Null,
             }
         }
@@ -1110,8 +1116,6 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
                 Agg::First | Agg::Last => {
                     Value::I64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
                 }
-                Agg::Min => Value::I64(column.range(lo..hi).flatten().copied().min()),
-                Agg::Max => Value::I64(column.range(lo..hi).flatten().copied().max()),
                 _ => Value::Null,
             }
         }
@@ -1158,6 +1162,50 @@ struct Frame {
     totals: Vec<Totals>,
     /// For hashed columns: how many entries of the frame hold each value.
     distinct: Vec<HashMap<i64, u32, foldhash::fast::RandomState>>,
+    /// Per column, the candidates for the frame's minimum and maximum (`[min, max]`).
+    f64_extremes: Vec<[Extremes<f64>; 2]>,
+    i64_extremes: Vec<[Extremes<i64>; 2]>,
+}
+
+/// What a frame keeps of one argument column.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    totals: bool,
+    min: bool,
+    max: bool,
+}
+
+/// The sliding-window extremum: the entries that can still be the frame's minimum (or
+/// maximum), in entry order, their values strictly rising away from the front (falling for a
+/// maximum). Each entry is queued and dropped once, so a frame's extremum costs O(1) per entry
+/// however long the frame.
+#[derive(Debug, Clone, Default)]
+struct Extremes<T> {
+    queue: VecDeque<(usize, T)>,
+}
+
+impl<T: PartialOrd + Copy> Extremes<T> {
+    fn enter(&mut self, index: usize, value: Option<T>, max: bool) {
+        let Some(v) = value else { return };
+        while let Some(&(_, back)) = self.queue.back() {
+            let beaten = if max { back <= v } else { back >= v };
+            if !beaten {
+                break;
+            }
+            self.queue.pop_back();
+        }
+        self.queue.push_back((index, v));
+    }
+
+    fn leave_before(&mut self, lo: usize) {
+        while self.queue.front().is_some_and(|&(i, _)| i < lo) {
+            self.queue.pop_front();
+        }
+    }
+
+    fn value(&self) -> Option<T> {
+        self.queue.front().map(|&(_, v)| v)
+    }
 }
 
 impl Frame {
@@ -1167,6 +1215,17 @@ impl Frame {
             hi: 0,
             totals: vec![Totals::default(); columns],
             distinct: (0..columns).map(|_| HashMap::default()).collect(),
+            f64_extremes: (0..columns).map(|_| Default::default()).collect(),
+            i64_extremes: (0..columns).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// The frame's minimum or maximum of argument column `p`.
+    fn extreme(&self, p: usize, kind: Kind, max: bool) -> Value {
+        let side = usize::from(max);
+        match kind {
+            Kind::F64 => Value::F64(self.f64_extremes[p][side].value()),
+            _ => Value::I64(self.i64_extremes[p][side].value()),
         }
     }
 
@@ -1177,17 +1236,41 @@ impl Frame {
         h: &History,
         (lo, hi): (usize, usize),
         new_key: bool,
-        totalled: &[bool],
+        needs: &[Needs],
         positions: &[(Kind, usize)],
     ) {
         if new_key || lo >= self.hi {
             self.totals.fill(Totals::default());
             self.distinct.iter_mut().for_each(HashMap::clear);
+            for e in self.f64_extremes.iter_mut().flatten() {
+                e.queue.clear();
+            }
+            for e in self.i64_extremes.iter_mut().flatten() {
+                e.queue.clear();
+            }
             self.lo = lo;
             self.hi = lo;
         }
         for (p, &(kind, c)) in positions.iter().enumerate() {
-            if !totalled[p] {
+            let need = needs[p];
+            for (side, wanted) in [(0, need.min), (1, need.max)] {
+                if !wanted {
+                    continue;
+                }
+                match kind {
+                    Kind::F64 => {
+                        let e = &mut self.f64_extremes[p][side];
+                        (self.hi..hi).for_each(|i| e.enter(i, h.f64s[c][i], side == 1));
+                        e.leave_before(lo);
+                    }
+                    _ => {
+                        let e = &mut self.i64_extremes[p][side];
+                        (self.hi..hi).for_each(|i| e.enter(i, h.i64s[c][i], side == 1));
+                        e.leave_before(lo);
+                    }
+                }
+            }
+            if !need.totals {
                 continue;
             }
             let totals = &mut self.totals[p];
@@ -1280,6 +1363,30 @@ fn read_part(cursor: &mut Cursor<&[u8]>) -> Option<RecordBatch> {
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sliding_extremum_equals_the_scan_of_its_frame() {
+        let values: Vec<Option<i64>> = (0..400)
+            .map(|i: i64| (i % 7 != 3).then_some((i * 7919) % 101))
+            .collect();
+        let (mut min, mut max) = (Extremes::default(), Extremes::default());
+        let mut hi = 0;
+        for step in 0..400usize {
+            // A frame whose both ends move forward by uneven steps.
+            let new_hi = (step + 1).min(values.len());
+            let lo = new_hi.saturating_sub(1 + step % 37);
+            for (i, v) in values.iter().enumerate().take(new_hi).skip(hi) {
+                min.enter(i, *v, false);
+                max.enter(i, *v, true);
+            }
+            min.leave_before(lo);
+            max.leave_before(lo);
+            hi = new_hi;
+            let frame = values[lo..hi].iter().flatten();
+            assert_eq!(min.value(), frame.clone().min().copied(), "{lo}..{hi}");
+            assert_eq!(max.value(), frame.max().copied(), "{lo}..{hi}");
+        }
+    }
 
     async fn plan_of(sql: &str) -> Option<IncrementalPlan> {
         let ctx = crate::scoring::session().unwrap();

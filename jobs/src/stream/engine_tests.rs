@@ -487,6 +487,14 @@ async fn stream_features(
     (features(&rows), late, watermark, operator)
 }
 
+/// The rows a job wrote, the ids of its late events, its last watermark and its state operator.
+type Streamed = (
+    Vec<datafusion::arrow::array::RecordBatch>,
+    std::collections::HashSet<String>,
+    i64,
+    String,
+);
+
 /// The rows the job wrote (with `write` lines in its `[writeStream]`), with the late event ids,
 /// the last watermark and the state operator.
 async fn stream_rows(
@@ -496,12 +504,7 @@ async fn stream_rows(
     out_of_order: bool,
     max: u64,
     write: &str,
-) -> (
-    Vec<datafusion::arrow::array::RecordBatch>,
-    std::collections::HashSet<String>,
-    i64,
-    String,
-) {
+) -> Streamed {
     stream_rows_of(
         Source::Transactions,
         dir,
@@ -523,12 +526,7 @@ async fn stream_rows_of(
     out_of_order: bool,
     max: u64,
     write: &str,
-) -> (
-    Vec<datafusion::arrow::array::RecordBatch>,
-    std::collections::HashSet<String>,
-    i64,
-    String,
-) {
+) -> Streamed {
     use datafusion::arrow::array::AsArray;
     let sql = dir.join("rolling.sql");
     std::fs::write(&sql, query).unwrap();

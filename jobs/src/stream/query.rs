@@ -65,7 +65,8 @@ impl BatchQuery {
             output: Arc::clone(&input),
             input,
             file: file.to_string(),
-            sql,
+            // Read as Spark reads it, once (the text is planned again every batch).
+            sql: sql.map(|s| riskstream_udfs::spark_sql(&s)),
             windows: WindowPath::None,
         };
         if query.sql.is_some() {
@@ -190,8 +191,8 @@ impl BatchQuery {
         self.ctx
             .register_table(&self.view, Arc::new(mem))
             .map_err(self.sql_err())?;
-        let sql = riskstream_udfs::spark_sql(self.sql.as_deref().unwrap_or_default());
-        let df = self.ctx.sql(&sql).await.map_err(self.sql_err())?;
+        let sql = self.sql.as_deref().unwrap_or_default();
+        let df = self.ctx.sql(sql).await.map_err(self.sql_err())?;
         if !matches!(self.windows, WindowPath::Generic) {
             return Ok(df);
         }

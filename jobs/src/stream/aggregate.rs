@@ -190,7 +190,10 @@ pub fn analyze(
             time_column.map_or(String::new(), |c| format!(" `{c}`"))
         )));
     }
-    let partial = crate::stream::partial::decomposable(agg);
+    let session = calls
+        .first()
+        .is_some_and(|c| matches!(c, Expr::ScalarFunction(f) if f.func.name() == SESSION_WINDOW));
+    let partial = !session && crate::stream::partial::decomposable(agg);
     let kept = if partial {
         "the open groups' partial aggregates are kept"
     } else {
@@ -301,12 +304,7 @@ fn closed_windows(
         .iter()
         .zip(agg.schema.iter())
         .find_map(|(e, (q, f))| {
-            let inner = match e {
-                Expr::Alias(a) => a.expr.as_ref(),
-                other => other,
-            };
-            matches!(inner, Expr::Column(c) if c.name == WINDOW_COLUMN || c.name == SESSION_COLUMN)
-                .then(|| (Column::new(q.cloned(), f.name()), f.data_type().clone()))
+            window_key(e).map(|_| (Column::new(q.cloned(), f.name()), f.data_type().clone()))
         });
     let Some((column, DataType::Struct(fields))) = window else {
         return datafusion::common::plan_err!("the aggregation lost its window column");
@@ -330,6 +328,19 @@ fn closed_windows(
         closed,
         Arc::new(LogicalPlan::Aggregate(agg)),
     )?))
+}
+
+/// The column a grouping key of an analyzed Aggregate reads its `window()` or
+/// `session_window()` from (see `riskstream_udfs::TimeWindowRule`), if it is one.
+pub(crate) fn window_key(key: &Expr) -> Option<&str> {
+    let inner = match key {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    match inner {
+        Expr::Column(c) if c.name == WINDOW_COLUMN || c.name == SESSION_COLUMN => Some(&c.name),
+        _ => None,
+    }
 }
 
 /// The rows of a streaming aggregation's open groups.

@@ -873,7 +873,6 @@ impl GroupState {
         runs.sort_by_key(|&(slot, _)| slot);
         let mut frame_state: Vec<Frame> =
             frames.iter().map(|_| Frame::new(positions.len())).collect();
-        let mut bounds = vec![(0usize, 0usize); frames.len()];
         let mut previous_slot = None;
         for &(slot, row) in &runs {
             let h = &self.histories[slot];
@@ -885,26 +884,16 @@ impl GroupState {
                     .times
                     .partition_point(|&x| x < t.saturating_sub(*lookback));
                 let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
-                bounds[k] = (lo, hi.max(lo));
-                frame_state[k].slide(h, bounds[k], new_key, &needs[k], &positions);
+                frame_state[k].slide(h, (lo, hi.max(lo)), new_key, &needs[k], &positions);
             }
             for (i, spec) in specs.iter().enumerate() {
-                let value = match (by_totals(spec.agg), spec.arg) {
-                    (_, Some(arg)) if matches!(spec.agg, Agg::Min | Agg::Max) => frame_state
-                        [frame_of[i]]
-                        .extreme(arg, positions[arg].0, spec.agg == Agg::Max),
-                    (true, Some(arg)) if spec.agg == Agg::CountDistinct => {
-                        Value::I64(Some(frame_state[frame_of[i]].distinct[arg].len() as i64))
-                    }
-                    (true, Some(arg)) => from_totals(
-                        spec.agg,
-                        positions[arg].0,
-                        &frame_state[frame_of[i]].totals[arg],
-                    ),
-                    _ => {
-                        let (lo, hi) = bounds[frame_of[i]];
-                        aggregate(spec, h, lo, hi, &positions)
-                    }
+                let frame = &frame_state[frame_of[i]];
+                let kept = spec
+                    .arg
+                    .and_then(|arg| frame.value(spec.agg, arg, positions[arg].0));
+                let value = match kept {
+                    Some(value) => value,
+                    None => aggregate(spec, h, frame.lo, frame.hi, &positions),
                 };
                 match value {
                     Value::F64(v) => f64s[i][row] = v,
@@ -1122,7 +1111,8 @@ fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind,
     }
 }
 
-/// True for the functions read from a frame's running totals.
+/// True for the functions read from a frame's running totals (or, for distinct counts, its
+/// value counts).
 fn by_totals(agg: Agg) -> bool {
     matches!(
         agg,
@@ -1135,23 +1125,6 @@ fn by_totals(agg: Agg) -> bool {
             | Agg::VarSamp
             | Agg::VarPop
     )
-}
-
-/// The value of `agg` from a frame's totals of an argument column of `kind`.
-fn from_totals(agg: Agg, kind: Kind, totals: &Totals) -> Value {
-    match agg {
-        Agg::Count => Value::I64(Some(totals.count() as i64)),
-        Agg::Sum => match kind {
-            Kind::F64 => Value::F64(totals.sum()),
-            Kind::I64 | Kind::Hash => Value::I64(totals.int_sum()),
-        },
-        Agg::Avg => Value::F64(totals.mean()),
-        Agg::VarSamp => Value::F64(totals.variance(false)),
-        Agg::VarPop => Value::F64(totals.variance(true)),
-        Agg::StddevSamp => Value::F64(totals.variance(false).map(f64::sqrt)),
-        Agg::StddevPop => Value::F64(totals.variance(true).map(f64::sqrt)),
-        _ => Value::Null,
-    }
 }
 
 /// One frame of one key as it slides over the key's history: its entries `lo..hi` and the
@@ -1220,13 +1193,28 @@ impl Frame {
         }
     }
 
-    /// The frame's minimum or maximum of argument column `p`.
-    fn extreme(&self, p: usize, kind: Kind, max: bool) -> Value {
-        let side = usize::from(max);
-        match kind {
-            Kind::F64 => Value::F64(self.f64_extremes[p][side].value()),
-            _ => Value::I64(self.i64_extremes[p][side].value()),
-        }
+    /// The value of `agg` over argument column `p` (of `kind`) from what the frame keeps;
+    /// `None` for the functions it does not keep (row counts, first and last values).
+    fn value(&self, agg: Agg, p: usize, kind: Kind) -> Option<Value> {
+        let totals = &self.totals[p];
+        Some(match (agg, kind) {
+            (Agg::Count, _) => Value::I64(Some(totals.count() as i64)),
+            (Agg::CountDistinct, _) => Value::I64(Some(self.distinct[p].len() as i64)),
+            (Agg::Sum, Kind::F64) => Value::F64(totals.sum()),
+            (Agg::Sum, _) => Value::I64(totals.int_sum()),
+            (Agg::Avg, _) => Value::F64(totals.mean()),
+            (Agg::VarSamp, _) => Value::F64(totals.variance(false)),
+            (Agg::VarPop, _) => Value::F64(totals.variance(true)),
+            (Agg::StddevSamp, _) => Value::F64(totals.variance(false).map(f64::sqrt)),
+            (Agg::StddevPop, _) => Value::F64(totals.variance(true).map(f64::sqrt)),
+            (Agg::Min | Agg::Max, Kind::F64) => {
+                Value::F64(self.f64_extremes[p][usize::from(agg == Agg::Max)].value())
+            }
+            (Agg::Min | Agg::Max, _) => {
+                Value::I64(self.i64_extremes[p][usize::from(agg == Agg::Max)].value())
+            }
+            (Agg::CountRows | Agg::First | Agg::Last, _) => return None,
+        })
     }
 
     /// Moves the frame to entries `lo..hi` of `h` (for the same key, never backwards; from

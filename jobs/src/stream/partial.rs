@@ -20,9 +20,9 @@ use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams}
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast,
 };
-use riskstream_udfs::{SESSION_COLUMN, WINDOW_COLUMN};
 
 use crate::error::{JobError, Result};
+use crate::stream::aggregate::window_key;
 use crate::stream::spec::OutputMode;
 
 const TABLE: &str = "__riskstream_partials";
@@ -39,21 +39,13 @@ enum Part {
 }
 
 /// Whether every aggregate of `agg` can be kept as partials (and its output columns have
-/// distinct names, as the state's table needs).
+/// distinct names, as the state's table needs). Sessions merge, so their groups are not fixed:
+/// the caller keeps their rows whatever this says.
 pub fn decomposable(agg: &Aggregate) -> bool {
     let mut names: Vec<&String> = agg.schema.fields().iter().map(|f| f.name()).collect();
     names.sort();
     names.dedup();
-    names.len() == agg.schema.fields().len()
-        && agg.aggr_expr.iter().all(|e| part_of(e).is_some())
-        && !agg.group_expr.iter().any(|e| {
-            let inner = match e {
-                Expr::Alias(a) => a.expr.as_ref(),
-                other => other,
-            };
-            matches!(inner, Expr::Column(c) if c.name == SESSION_COLUMN)
-                || matches!(inner, Expr::ScalarFunction(f) if f.func.name() == riskstream_udfs::SESSION_WINDOW)
-        })
+    names.len() == agg.schema.fields().len() && agg.aggr_expr.iter().all(|e| part_of(e).is_some())
 }
 
 fn part_of(expr: &Expr) -> Option<(Part, &AggregateFunction)> {
@@ -237,13 +229,7 @@ impl PartialState {
         let merged = collect(session, merge_plan).await?;
 
         // What this batch writes, and what the state keeps.
-        let window = agg.group_expr.iter().position(|e| {
-            let inner = match e {
-                Expr::Alias(a) => a.expr.as_ref(),
-                other => other,
-            };
-            matches!(inner, Expr::Column(c) if c.name == WINDOW_COLUMN)
-        });
+        let window = agg.group_expr.iter().position(|e| window_key(e).is_some());
         let (after_us, until_us) = (
             watermarks.0.saturating_mul(1000),
             watermarks.1.saturating_mul(1000),

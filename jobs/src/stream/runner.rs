@@ -900,10 +900,9 @@ pub async fn run_with<S: RecordSource>(
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
         let table_outcome = match mode {
-            // Every group, every batch: the table holds the latest result.
-            OutputMode::Complete if rolling.is_some() => {
-                sinks.table.overwrite(output, &query_id, batch_id).await?
-            }
+            // Every group, every batch (complete needs an aggregation, checked at start): the
+            // table holds the latest result.
+            OutputMode::Complete => sinks.table.overwrite(output, &query_id, batch_id).await?,
             _ => sinks.table.append(output, &query_id, batch_id).await?,
         };
         let dead_outcome = sinks

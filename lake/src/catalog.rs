@@ -84,6 +84,19 @@ impl Catalog {
         })
     }
 
+    /// A handle on one table with no commit read yet, for reading an older version.
+    pub fn open_unloaded(&self, entry: &TableEntry) -> Result<DeltaTable> {
+        deltalake::DeltaTableBuilder::from_url(entry.url.clone())
+            .and_then(|b| {
+                b.with_storage_options(self.lake.storage_options().clone())
+                    .build()
+            })
+            .map_err(|source| LakeError::Delta {
+                table: entry.name.clone(),
+                source: Box::new(source),
+            })
+    }
+
     /// Registers every table under the root with `ctx`, by name; returns what was registered.
     pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<TableEntry>> {
         let tables = self.tables().await?;

@@ -29,6 +29,16 @@ pub enum LakeError {
         #[source]
         source: Box<deltalake::ObjectStoreError>,
     },
+    /// A query or command named a table that is not under the lake root.
+    #[error("no table `{table}` under {root} (tables: {known})")]
+    NoSuchTable {
+        /// The name asked for.
+        table: String,
+        /// The lake root.
+        root: String,
+        /// The tables that are there, comma separated.
+        known: String,
+    },
     /// Registering a table with DataFusion failed.
     #[error("registering table `{table}`: {source}")]
     DataFusion {

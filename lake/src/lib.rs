@@ -7,11 +7,13 @@
 mod catalog;
 mod error;
 mod location;
+mod schema;
 mod writer;
 
 pub use catalog::{Catalog, TableEntry};
 pub use error::{LakeError, Result};
 pub use location::LakeLocation;
+pub use schema::{Commit, LakeSchema, TableVersion};
 pub use writer::{AppendOutcome, DeltaAppender, TableSpec};
 
 /// Re-exported so that callers use the exact arrow and DataFusion versions deltalake is built with.

@@ -26,8 +26,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run a streaming job from its spec file (Kafka -> SQL -> Delta, exactly once).
     Run(RunArgs),
-    /// Run SQL over every Delta table under a lake root.
+    /// Run SQL over every Delta table under a lake root (Spark SQL, time travel, DESCRIBE
+    /// HISTORY; read-only).
     Sql(SqlArgs),
+    /// Serve the lake over Arrow Flight SQL, for ADBC, JDBC and BI tools (read-only).
+    Serve(ServeArgs),
     /// Measure the engine (see BENCHMARKS.md and scripts/bench.sh).
     Bench(BenchArgs),
 }
@@ -203,6 +206,21 @@ pub struct DemoArgs {
     pub summary: Option<PathBuf>,
 }
 
+/// `riskstream serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Settings file (TOML): users, tokens, TLS, limits; see README.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Lake root: a local folder or s3://bucket/prefix (overrides the config's `lake`).
+    #[arg(long)]
+    pub lake: Option<String>,
+    /// Address to listen on (overrides the config's `bind`; default 127.0.0.1:50051; port 0
+    /// picks a free port, printed on start).
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
 /// Output formats of `riskstream sql`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -212,6 +230,8 @@ pub enum Format {
     Csv,
     /// One JSON object per line.
     Json,
+    /// Parquet (only with --out).
+    Parquet,
 }
 
 /// `riskstream sql`.
@@ -220,9 +240,12 @@ pub struct SqlArgs {
     /// Lake root: a local folder or s3://bucket/prefix.
     #[arg(long, default_value = "./lake-data")]
     pub lake: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    /// Output format (default: from --out's extension, else table).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write the result to this file (local path) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Read the query from a file instead.
     #[arg(short = 'f', long = "file", conflicts_with = "query")]
     pub file: Option<PathBuf>,

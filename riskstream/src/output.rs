@@ -22,6 +22,9 @@ pub fn write(
             writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" })?;
         }
         Format::Csv => write_csv(out, batches)?,
+        Format::Parquet => {
+            return Err("Parquet is written to a file (--out), not a stream".into());
+        }
         Format::Json => {
             let mut writer = riskstream_lake::arrow::json::LineDelimitedWriter::new(out);
             let refs: Vec<&RecordBatch> = batches.iter().collect();

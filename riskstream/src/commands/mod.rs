@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod generate;
 mod run;
+mod serve;
 mod sql;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Sql(args) => sql::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -29,6 +29,14 @@ pub enum LakeError {
         #[source]
         source: Box<deltalake::ObjectStoreError>,
     },
+    /// A request about a table that cannot be met as asked.
+    #[error("table `{table}`: {reason}")]
+    Table {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A query or command named a table that is not under the lake root.
     #[error("no table `{table}` under {root} (tables: {known})")]
     NoSuchTable {

@@ -7,12 +7,16 @@
 mod catalog;
 mod error;
 mod location;
+mod maintenance;
 mod schema;
 mod writer;
 
 pub use catalog::{Catalog, TableEntry};
 pub use error::{LakeError, Result};
 pub use location::LakeLocation;
+pub use maintenance::{
+    OptimizeOptions, OptimizeReport, VacuumReport, checkpoint, optimize, vacuum,
+};
 pub use schema::{Commit, LakeSchema, TableVersion};
 pub use writer::{AppendOutcome, DeltaAppender, TableSpec};
 

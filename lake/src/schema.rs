@@ -139,8 +139,8 @@ impl LakeSchema {
                 Ok(table)
             }
             TableVersion::Version(v) => {
-                let v = u64::try_from(v).map_err(|_| LakeError::Location {
-                    location: entry.name.clone(),
+                let v = u64::try_from(v).map_err(|_| LakeError::Table {
+                    table: entry.name.clone(),
                     reason: format!("version {v} is negative"),
                 })?;
                 let mut table = self.catalog.open_unloaded(entry)?;
@@ -148,12 +148,11 @@ impl LakeSchema {
                 Ok(table)
             }
             TableVersion::TimestampMillis(ms) => {
-                let at = DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| {
-                    LakeError::Location {
-                        location: entry.name.clone(),
+                let at =
+                    DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| LakeError::Table {
+                        table: entry.name.clone(),
                         reason: format!("timestamp {ms} ms is out of range"),
-                    }
-                })?;
+                    })?;
                 let mut table = self.catalog.open_unloaded(entry)?;
                 table.load_with_datetime(at).await.map_err(delta_err)?;
                 Ok(table)

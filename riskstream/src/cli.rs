@@ -31,6 +31,12 @@ pub enum Command {
     Sql(SqlArgs),
     /// Serve the lake over Arrow Flight SQL, for ADBC, JDBC and BI tools (read-only).
     Serve(ServeArgs),
+    /// Compact a table's small files (bin-packing, optionally Z-order); safe while jobs append.
+    Optimize(OptimizeArgs),
+    /// Delete files that no table version within the retention needs; safe while jobs append.
+    Vacuum(VacuumArgs),
+    /// Write a Delta checkpoint of a table now (jobs write one every checkpointInterval commits).
+    Checkpoint(TableArgs),
     /// Measure the engine (see BENCHMARKS.md and scripts/bench.sh).
     Bench(BenchArgs),
 }
@@ -204,6 +210,50 @@ pub struct DemoArgs {
     /// Also write the run's report as JSON to this file.
     #[arg(long)]
     pub summary: Option<PathBuf>,
+}
+
+/// A table of a lake.
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, default_value = "./lake-data")]
+    pub lake: String,
+    /// The table's name, as SQL names it (`risk_scores`).
+    pub table: String,
+}
+
+/// `riskstream optimize`.
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// The table.
+    #[command(flatten)]
+    pub table: TableArgs,
+    /// Z-order the rewritten files by these columns (comma-separated), so that filters on them
+    /// skip more files.
+    #[arg(long, value_delimiter = ',')]
+    pub zorder_by: Vec<String>,
+    /// Target file size in MiB (default: the table's delta.targetFileSize, else 100 MiB).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub target_size_mib: Option<u64>,
+}
+
+/// `riskstream vacuum`.
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The table.
+    #[command(flatten)]
+    pub table: TableArgs,
+    /// Keep every file a version of the last RETAIN needs (time travel that far back keeps
+    /// working), such as 168h.
+    #[arg(long, default_value = "168h", value_parser = humantime::parse_duration)]
+    pub retain: Duration,
+    /// Allow a retention shorter than the table's delta.deletedFileRetentionDuration (readers of
+    /// older versions and running jobs may then fail).
+    #[arg(long)]
+    pub force: bool,
+    /// List the files that would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `riskstream serve`.

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod generate;
+mod maintain;
 mod run;
 mod serve;
 mod sql;
@@ -24,6 +25,9 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Run(args) => run::run(args).await,
         Command::Sql(args) => sql::run(args).await,
         Command::Serve(args) => serve::run(args).await,
+        Command::Optimize(args) => maintain::optimize(args).await,
+        Command::Vacuum(args) => maintain::vacuum(args).await,
+        Command::Checkpoint(args) => maintain::checkpoint(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }

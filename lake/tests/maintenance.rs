@@ -1,0 +1,212 @@
+//! Maintenance while a job appends: optimize loses and duplicates nothing, vacuum keeps what
+//! time travel within the retention reads, and checkpoints come every checkpointInterval commits.
+
+#![expect(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use riskstream_lake::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use riskstream_lake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use riskstream_lake::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use riskstream_lake::datafusion::prelude::{SessionConfig, SessionContext};
+use riskstream_lake::{
+    Catalog, DeltaAppender, LakeLocation, LakeSchema, OptimizeOptions, TableSpec, TableVersion,
+};
+
+const BATCHES: i64 = 40;
+const ROWS: i64 = 50;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+    ]))
+}
+
+fn batch(n: i64) -> RecordBatch {
+    let ids = n * ROWS..(n + 1) * ROWS;
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.map(|i| ["a", "b"][(i % 2) as usize]),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+async fn new_lake(
+    checkpoint_interval: Option<u64>,
+) -> (tempfile::TempDir, LakeLocation, DeltaAppender) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let spec = TableSpec {
+        name: "events".into(),
+        schema: schema(),
+        partition_by: vec!["kind".into()],
+        stats_columns: None,
+        merge_schema: false,
+        checkpoint_interval,
+    };
+    let appender = DeltaAppender::open_or_create(&lake, spec).await.unwrap();
+    (dir, lake, appender)
+}
+
+/// (rows, distinct ids) of the table at `version`, read through the lake schema.
+async fn census(lake: &LakeLocation, version: TableVersion) -> (i64, i64) {
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_default_catalog_and_schema("riskstream", "lake"),
+    );
+    let schema = Arc::new(LakeSchema::new(Catalog::new(lake.clone())));
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema("lake", schema).unwrap();
+    ctx.register_catalog("riskstream", Arc::new(catalog));
+    let name = version.table_name("events");
+    let batches = ctx
+        .sql(&format!(
+            "SELECT count(*), count(DISTINCT id) FROM \"{name}\""
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let value = |c: usize| batches[0].column(c).as_primitive::<Int64Type>().value(0);
+    (value(0), value(1))
+}
+
+async fn entry_and_table(lake: &LakeLocation) -> (LakeSchema, riskstream_lake::TableEntry) {
+    let schema = LakeSchema::new(Catalog::new(lake.clone()));
+    let entry = schema.entry("events").await.unwrap().expect("table exists");
+    (schema, entry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_while_a_job_appends_loses_and_doubles_nothing() {
+    let (_dir, lake, mut appender) = new_lake(None).await;
+    let writer = tokio::spawn(async move {
+        for n in 0..BATCHES {
+            appender.append(vec![batch(n)], "job", n).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        appender
+    });
+    let (schema, entry) = entry_and_table(&lake).await;
+    let mut rewritten = 0;
+    while !writer.is_finished() {
+        let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+        let report = riskstream_lake::optimize(&entry, table, &OptimizeOptions::default())
+            .await
+            .unwrap();
+        rewritten += report.files_removed;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut appender = writer.await.unwrap();
+    // A replayed batch after the optimize is still recognised as written.
+    let replay = appender.append(vec![batch(3)], "job", 3).await.unwrap();
+    assert_eq!(replay, riskstream_lake::AppendOutcome::AlreadyCommitted);
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    rewritten += riskstream_lake::optimize(
+        &entry,
+        table,
+        &OptimizeOptions {
+            zorder_by: vec!["id".into()],
+            target_size: None,
+        },
+    )
+    .await
+    .unwrap()
+    .files_removed;
+    assert!(rewritten > 0, "optimize rewrote no file");
+    assert_eq!(
+        census(&lake, TableVersion::Latest).await,
+        (BATCHES * ROWS, BATCHES * ROWS)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_keeps_what_time_travel_within_retention_reads() {
+    let (_dir, lake, mut appender) = new_lake(None).await;
+    for n in 0..6 {
+        appender.append(vec![batch(n)], "job", n).await.unwrap();
+    }
+    let (schema, entry) = entry_and_table(&lake).await;
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    let optimized = riskstream_lake::optimize(&entry, table, &OptimizeOptions::default())
+        .await
+        .unwrap();
+    assert!(optimized.files_removed > 0);
+    let before_optimize = TableVersion::Version(6);
+    assert_eq!(census(&lake, before_optimize).await, (6 * ROWS, 6 * ROWS));
+
+    // The files optimize replaced were removed seconds ago: a week's retention keeps them.
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    let kept =
+        riskstream_lake::vacuum(&entry, table, Duration::from_secs(168 * 3600), false, false)
+            .await
+            .unwrap();
+    assert!(kept.files.is_empty(), "{:?}", kept.files);
+    assert_eq!(census(&lake, before_optimize).await, (6 * ROWS, 6 * ROWS));
+
+    // Shorter than the table's retention: refused without --force, naming the way out.
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    let err = riskstream_lake::vacuum(&entry, table, Duration::ZERO, false, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+
+    // Forced to zero, a dry run lists the replaced files and deletes none of them.
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    let dry = riskstream_lake::vacuum(&entry, table, Duration::ZERO, true, true)
+        .await
+        .unwrap();
+    assert_eq!(dry.files.len() as u64, optimized.files_removed);
+    assert_eq!(census(&lake, before_optimize).await, (6 * ROWS, 6 * ROWS));
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    let gone = riskstream_lake::vacuum(&entry, table, Duration::ZERO, true, false)
+        .await
+        .unwrap();
+    assert_eq!(gone.files.len() as u64, optimized.files_removed);
+    // The latest version is whole.
+    assert_eq!(
+        census(&lake, TableVersion::Latest).await,
+        (6 * ROWS, 6 * ROWS)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_come_every_interval() {
+    let (dir, lake, mut appender) = new_lake(Some(5)).await;
+    for n in 0..12 {
+        appender.append(vec![batch(n)], "job", n).await.unwrap();
+    }
+    let log = dir.path().join("lake/events/_delta_log");
+    let mut checkpoints: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".checkpoint.parquet"))
+        .collect();
+    checkpoints.sort();
+    // Every fifth commit, counting the table's creation (version 0) as the first.
+    assert_eq!(
+        checkpoints,
+        [
+            "00000000000000000004.checkpoint.parquet",
+            "00000000000000000009.checkpoint.parquet"
+        ]
+    );
+    let (schema, entry) = entry_and_table(&lake).await;
+    let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+    assert_eq!(
+        riskstream_lake::checkpoint(&entry, &table).await.unwrap(),
+        12
+    );
+    assert!(log.join("00000000000000000012.checkpoint.parquet").exists());
+    assert_eq!(
+        census(&lake, TableVersion::Latest).await,
+        (12 * ROWS, 12 * ROWS)
+    );
+}

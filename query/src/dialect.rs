@@ -239,6 +239,65 @@ pub fn positional_parameters(sql: &str) -> String {
         .collect()
 }
 
+/// Splits `text` into the statements it ends with `;` (quotes and comments respected), and the
+/// unfinished statement after the last one (empty when only blanks and comments are left).
+pub fn split_statements(text: &str) -> (Vec<String>, String) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Code,
+        Quoted(char),
+        LineComment,
+        BlockComment,
+    }
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut state = State::Code;
+    // Whether the statement being read has anything but blanks and comments.
+    let mut has_code = false;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        let next = chars.get(i + 1).map(|(_, n)| *n);
+        match state {
+            State::Code => match c {
+                '\'' | '"' | '`' => {
+                    state = State::Quoted(c);
+                    has_code = true;
+                }
+                '-' if next == Some('-') => state = State::LineComment,
+                '/' if next == Some('*') => {
+                    state = State::BlockComment;
+                    i += 1;
+                }
+                ';' => {
+                    if has_code {
+                        statements.push(text[start..at].trim().to_string());
+                    }
+                    start = at + 1;
+                    has_code = false;
+                }
+                c if !c.is_whitespace() => has_code = true,
+                _ => {}
+            },
+            // A doubled quote inside quotes is the quote itself: leaving and re-entering the
+            // quoted state at once reads it right.
+            State::Quoted(q) if c == q => state = State::Code,
+            State::Quoted(_) => {}
+            State::LineComment if c == '\n' => state = State::Code,
+            State::LineComment => {}
+            State::BlockComment if c == '*' && next == Some('/') => {
+                state = State::Code;
+                i += 1;
+            }
+            State::BlockComment => {}
+        }
+        i += 1;
+    }
+    let rest = if has_code { &text[start..] } else { "" };
+    (statements, rest.to_string())
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
 mod tests {
@@ -299,6 +358,25 @@ mod tests {
         );
         assert_eq!(describe_history("DESCRIBE risk_scores").unwrap(), None);
         assert!(describe_history("DESCRIBE HISTORY a b").is_err());
+    }
+
+    #[test]
+    fn statements_split_on_semicolons_outside_quotes_and_comments() {
+        let (done, rest) = split_statements(
+            "SELECT 'a;b' AS x; -- one; two\nSELECT \"c;\" FROM t /* ; */ ;\nSELECT 'it''s;'",
+        );
+        assert_eq!(
+            done,
+            [
+                "SELECT 'a;b' AS x",
+                "-- one; two\nSELECT \"c;\" FROM t /* ; */"
+            ]
+        );
+        assert_eq!(rest, "\nSELECT 'it''s;'");
+        let (done, rest) = split_statements("SELECT 1;;\n-- the end\n/* ; */\n");
+        assert_eq!(done, ["SELECT 1"]);
+        assert_eq!(rest, "");
+        assert_eq!(split_statements("SELECT 1 -- x").1, "SELECT 1 -- x");
     }
 
     #[test]

@@ -296,10 +296,11 @@ pub struct SqlArgs {
     /// Write the result to this file (local path) instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Read the query from a file instead.
+    /// Read the statements from a file instead.
     #[arg(short = 'f', long = "file", conflicts_with = "query")]
     pub file: Option<PathBuf>,
-    /// The query.
+    /// The statement(s), separated by `;`. Without a query or a file: statements piped on
+    /// standard input, or an interactive shell on a terminal.
     pub query: Option<String>,
 }
 

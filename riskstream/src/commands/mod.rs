@@ -6,6 +6,7 @@ mod generate;
 mod maintain;
 mod run;
 mod serve;
+mod shell;
 mod sql;
 
 use std::path::Path;

@@ -1,36 +1,79 @@
-//! `riskstream sql`: one query over every Delta table under the lake root, through the same
-//! session the Flight SQL server answers from.
+//! `riskstream sql`: statements over every Delta table under the lake root, through the same
+//! session the Flight SQL server answers from. A query, a file of statements, statements piped
+//! on standard input, or (on a terminal, with none of these) an interactive shell.
 
-use std::path::Path;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use riskstream_lake::LakeLocation;
 use riskstream_lake::datafusion::dataframe::DataFrameWriteOptions;
 use riskstream_query::LakeSession;
+use riskstream_query::dialect::split_statements;
 
 use super::CommandError;
+use super::shell;
 use crate::cli::{Format, SqlArgs};
 use crate::output;
 
 pub async fn run(args: SqlArgs) -> Result<(), CommandError> {
-    let query = match (&args.query, &args.file) {
-        (Some(q), _) => q.clone(),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        (None, None) => return Err("give a query, or -f FILE.sql".into()),
-    };
     let format = args
         .format
         .or_else(|| args.out.as_deref().and_then(format_of))
         .unwrap_or(Format::Table);
+    let text = match (&args.query, &args.file) {
+        (Some(q), _) => Some(q.clone()),
+        (None, Some(path)) => {
+            Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        (None, None) if std::io::stdin().is_terminal() => None,
+        (None, None) => {
+            let mut piped = String::new();
+            std::io::stdin().read_to_string(&mut piped)?;
+            Some(piped)
+        }
+    };
     let lake = LakeLocation::open_existing(&args.lake)?;
     let session = LakeSession::open(lake).await?;
-    let frame = session.sql(&query).await?;
-    match (&args.out, format) {
+    let Some(text) = text else {
+        if args.out.is_some() {
+            return Err("--out needs a query (or -f FILE.sql)".into());
+        }
+        return shell::run(&session, format).await;
+    };
+    let (mut statements, rest) = split_statements(&text);
+    if !rest.trim().is_empty() {
+        statements.push(rest.trim().to_string());
+    }
+    if statements.is_empty() {
+        return Err("no SQL statement given".into());
+    }
+    if statements.len() > 1 && args.out.is_some() {
+        return Err(format!(
+            "--out takes the result of one statement; {} were given",
+            statements.len()
+        )
+        .into());
+    }
+    for statement in &statements {
+        execute(&session, statement, format, args.out.as_deref(), false).await?;
+    }
+    Ok(())
+}
+
+/// Runs one statement and writes its result to `out` (a file) or standard output.
+pub async fn execute(
+    session: &LakeSession,
+    statement: &str,
+    format: Format,
+    out: Option<&Path>,
+    timing: bool,
+) -> Result<(), CommandError> {
+    let started = Instant::now();
+    let frame = session.sql(statement).await?;
+    match (out, format) {
         (Some(path), Format::Parquet) => {
-            let target = path
-                .to_str()
-                .ok_or_else(|| format!("--out {}: not a UTF-8 path", path.display()))?;
+            let target = utf8(path)?;
             // Streams the result into one file, without holding it all in memory.
             frame
                 .write_parquet(
@@ -57,7 +100,15 @@ pub async fn run(args: SqlArgs) -> Result<(), CommandError> {
             output::write(&mut stdout, &batches, format)?;
         }
     }
+    if timing {
+        println!("Time: {:.3} s", started.elapsed().as_secs_f64());
+    }
     Ok(())
+}
+
+fn utf8(path: &Path) -> Result<&str, CommandError> {
+    path.to_str()
+        .ok_or_else(|| format!("--out {}: not a UTF-8 path", path.display()).into())
 }
 
 /// The format an output file's extension names.
@@ -69,4 +120,9 @@ fn format_of(path: &Path) -> Option<Format> {
         "txt" => Some(Format::Table),
         _ => None,
     }
+}
+
+/// Where the shell keeps its history: `$HOME/.riskstream_history`.
+pub fn history_file() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".riskstream_history"))
 }

@@ -127,7 +127,7 @@ def main():
                 return cur.fetch_arrow_table().num_rows
 
             def theirs():
-                return duck.execute(sql).arrow().num_rows
+                return duck.execute(sql).to_arrow_table().num_rows
 
             ours()
             theirs()
@@ -135,6 +135,7 @@ def main():
             theirs_s, theirs_rows = timed(theirs, args.repeat)
             assert ours_rows == theirs_rows, (name, ours_rows, theirs_rows)
             print(f"{name:<30} {ours_s * 1000:>21.1f} ms {theirs_s * 1000:>7.1f} ms {ours_s / theirs_s:>6.2f}x")
+        cur.close()
         conn.close()
     finally:
         proc.terminate()

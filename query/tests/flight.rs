@@ -138,9 +138,16 @@ async fn fetch(
     Ok(batches)
 }
 
+/// Runs `sql`, checking that the batches come with the schema FlightInfo announced (strict
+/// clients, ADBC's among them, refuse a stream that differs).
 async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
     let info = client.execute(sql.to_string(), None).await.unwrap();
-    fetch(client, info).await.unwrap()
+    let announced = info.clone().try_decode_schema().unwrap();
+    let batches = fetch(client, info).await.unwrap();
+    for batch in &batches {
+        assert_eq!(batch.schema().as_ref(), &announced, "{sql}");
+    }
+    batches
 }
 
 /// Rows as text, for comparing results whatever their batch boundaries and column types.
@@ -196,6 +203,7 @@ async fn queries_and_metadata_answer_as_riskstream_sql_does() {
     for sql in [
         "SELECT region, count(*) AS n, sum(amount) AS total FROM scores GROUP BY region ORDER BY region",
         "SELECT * FROM scores WHERE id % 250 = 0 ORDER BY id",
+        "SELECT date_trunc('hour', to_timestamp(id * 60)) AS hour, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1",
         "SELECT count(*) FROM scores VERSION AS OF 1",
         "DESCRIBE HISTORY scores",
     ] {

@@ -13,7 +13,7 @@ from conftest import ROOT
 def test_compose_file_is_consistent_with_the_repository():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "minio", "minio-setup", "generator", "demo"} <= set(services)
+    assert {"kafka", "minio", "minio-setup", "generator", "demo", "flight-sql"} <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "healthcheck" in services["minio"]
     for name, service in services.items():
@@ -30,6 +30,7 @@ def test_compose_file_is_consistent_with_the_repository():
     # The generator and the demo run subcommands that exist.
     assert services["generator"]["command"][0] == "generate"
     assert services["demo"]["command"][0] == "demo"
+    assert services["flight-sql"]["command"][0] == "serve"
 
 
 def test_docker_compose_config_where_the_plugin_exists():

@@ -27,12 +27,14 @@ class Server:
         self.uri = uri
 
     def stop(self):
+        """SIGTERM: a graceful stop, exit status 0."""
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=30)
+            code = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise
+        assert code == 0, self.proc.stderr.read()
 
 
 def start_server(binary, lake, tmp_path, extra_config="", env=None, scheme="grpc"):
@@ -93,6 +95,11 @@ def test_queries_equal_riskstream_sql(riskstream_bin, demo_lake, server):
         remote = cur.fetch_arrow_table().to_pylist()
         cur.execute("SELECT count(*) AS n FROM risk_scores")
         assert cur.fetchone()[0] == summary["valid_events"]
+        # Logical and physical plans disagree on date_trunc's nullability; the stream must carry
+        # the schema FlightInfo announced or ADBC refuses it.
+        cur.execute("SELECT event_type, date_trunc('hour', event_time) AS hour, count(*) AS n "
+                    "FROM risk_scores GROUP BY 1, 2 ORDER BY 1, 2")
+        assert sum(r[2] for r in cur.fetchall()) == summary["valid_events"]
         cur.execute("SELECT count(*) AS n FROM risk_scores VERSION AS OF 1")
         first_batch = cur.fetchone()[0]
     assert remote == local_rows(riskstream_bin, lake, sql)
@@ -159,12 +166,12 @@ def test_writes_are_refused(server):
 
 def test_credentials_and_tokens(server):
     with pytest.raises(adbc_driver_manager.Error, match="wrong user name or password"):
-        flight_sql.connect(server.uri, db_kwargs={"username": USER, "password": "guess"}).cursor().execute("SELECT 1")
+        flight_sql.connect(server.uri, db_kwargs={"username": USER, "password": "guess"}, autocommit=True).cursor().execute("SELECT 1")
     with pytest.raises(adbc_driver_manager.Error, match="authorization"):
-        with flight_sql.connect(server.uri) as conn, conn.cursor() as cur:
+        with flight_sql.connect(server.uri, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
     with flight_sql.connect(server.uri, db_kwargs={
-            "adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"}) as conn, conn.cursor() as cur:
+            "adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"}, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT 41 + 1 AS answer")
         assert cur.fetchone()[0] == 42
 

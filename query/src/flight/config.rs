@@ -113,6 +113,16 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 impl ServeConfig {
     /// Reads `config` (when given) and applies the command line's `lake` and `bind` over it.
     pub fn load(config: Option<&Path>, lake: Option<&str>, bind: Option<&str>) -> Result<Self> {
+        Self::load_with_env(config, lake, bind, |var| std::env::var(var).ok())
+    }
+
+    /// [`ServeConfig::load`], reading `*_env` keys' variables through `env`.
+    pub fn load_with_env(
+        config: Option<&Path>,
+        lake: Option<&str>,
+        bind: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         let (file_name, file) = match config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| QueryError::Io {
@@ -147,15 +157,14 @@ impl ServeConfig {
         let bind: SocketAddr = bind_text
             .parse()
             .map_err(|e| err("bind", format!("`{bind_text}` is not HOST:PORT: {e}")))?;
-        let env = |key: &str, var: &str| {
-            std::env::var(var)
-                .map_err(|_| err(key, format!("environment variable {var} is not set")))
+        let from_env = |key: &str, var: &str| {
+            env(var).ok_or_else(|| err(key, format!("environment variable {var} is not set")))
         };
         let mut users = HashMap::new();
         for user in file.auth.users {
             let password = match (user.password, user.password_env) {
                 (Some(p), None) => p,
-                (None, Some(var)) => env("auth.users.password_env", &var)?,
+                (None, Some(var)) => from_env("auth.users.password_env", &var)?,
                 _ => {
                     return Err(err(
                         "auth.users",
@@ -173,7 +182,7 @@ impl ServeConfig {
         }
         let mut tokens = file.auth.tokens;
         for var in &file.auth.tokens_env {
-            tokens.push(env("auth.tokens_env", var)?);
+            tokens.push(from_env("auth.tokens_env", var)?);
         }
         if tokens.iter().any(|t| t.len() < 16) {
             return Err(err(
@@ -275,6 +284,19 @@ mod tests {
         assert!(err.to_string().contains("userz"), "{err}");
         let err = load("[auth]\ntokens = [\"short\"]\n", None).unwrap_err();
         assert!(err.to_string().contains("`auth.tokens`"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_loads() {
+        // The compose stack's config, with the password it reads from the environment.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/serve.toml");
+        let config = ServeConfig::load_with_env(Some(Path::new(path)), None, None, |var| {
+            (var == "RISKSTREAM_ANALYST_PASSWORD").then(|| "compose-password".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.lake, "s3://lake/demo");
+        assert_eq!(config.users["analyst"], "compose-password");
+        assert!(!config.bind.ip().is_loopback());
     }
 
     #[test]

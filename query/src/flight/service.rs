@@ -207,8 +207,20 @@ fn schema_ipc(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
     Ok(message.0)
 }
 
-fn plan_schema(plan: &LogicalPlan) -> Schema {
-    wire_schema(plan.schema().as_arrow())
+/// The schema a plan's result goes out with. Taken from the physical plan, whose schema the
+/// stream carries: the logical one can differ in nullability (`date_trunc` is non-null there,
+/// nullable once planned), and clients such as ADBC's reject a stream whose schema is not the
+/// one FlightInfo announced.
+async fn result_schema(session: &LakeSession, plan: &LogicalPlan) -> Result<Schema, Status> {
+    let frame = riskstream_lake::datafusion::dataframe::DataFrame::new(
+        session.context().state(),
+        plan.clone(),
+    );
+    let physical = frame
+        .create_physical_plan()
+        .await
+        .map_err(|e| Status::invalid_argument(e.strip_backtrace()))?;
+    Ok(wire_schema(physical.schema().as_ref()))
 }
 
 /// Names the placeholders of a plan (`$1`, `$2`, ...) in order, with the types the planner
@@ -316,7 +328,11 @@ impl LakeFlightService {
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode()?.into(),
         };
-        metadata_info(&ticket, &plan_schema(&plan), descriptor)
+        metadata_info(
+            &ticket,
+            &result_schema(&self.session, &plan).await?,
+            descriptor,
+        )
     }
 
     /// Runs a statement and streams its result, under the limits and cancellable by its id.
@@ -529,9 +545,15 @@ impl FlightSqlService for LakeFlightService {
         let handle = Handle::new(query.query, None);
         let plan = self.plan(&handle).await?;
         let parameters = parameter_schema(&plan)?;
+        // Unbound parameters stop physical planning: until they are bound, the logical schema is
+        // the best there is (the FlightInfo of each execution has the exact one).
+        let dataset = match result_schema(&self.session, &plan).await {
+            Ok(schema) => schema,
+            Err(_) => wire_schema(plan.schema().as_arrow()),
+        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.encode()?.into(),
-            dataset_schema: schema_ipc(&plan_schema(&plan))?,
+            dataset_schema: schema_ipc(&dataset)?,
             parameter_schema: if parameters.fields().is_empty() {
                 Default::default()
             } else {

@@ -127,7 +127,7 @@ def main():
                 return cur.fetch_arrow_table().num_rows
 
             def theirs():
-                return duck.execute(sql).to_arrow_table().num_rows
+                return duck.sql(sql).to_arrow_table().num_rows
 
             ours()
             theirs()

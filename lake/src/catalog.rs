@@ -1,8 +1,6 @@
 //! The catalog: every Delta table under the lake root, named after its folder, registered with a
 //! DataFusion session.
 
-use std::sync::Arc;
-
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, Path};
 
@@ -97,25 +95,10 @@ impl Catalog {
             })
     }
 
-    /// Registers every table under the root with `ctx`, by name; returns what was registered.
+    /// Serves every table under the root in `ctx`'s default schema, by name; returns the tables
+    /// found now (later ones are found when a query names them).
     pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<TableEntry>> {
-        let tables = self.tables().await?;
-        for entry in &tables {
-            let table = self.open(entry).await?;
-            let provider =
-                table
-                    .table_provider()
-                    .await
-                    .map_err(|source| LakeError::DataFusion {
-                        table: entry.name.clone(),
-                        source: Box::new(source),
-                    })?;
-            ctx.register_table(entry.name.as_str(), Arc::clone(&provider))
-                .map_err(|source| LakeError::DataFusion {
-                    table: entry.name.clone(),
-                    source: Box::new(source),
-                })?;
-        }
+        let (_, tables) = crate::schema::LakeSchema::attach(self.clone(), ctx).await?;
         Ok(tables)
     }
 }

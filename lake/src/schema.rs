@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
 use deltalake::datafusion::catalog::{SchemaProvider, TableProvider};
 use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::CommitInfo;
 
 use crate::catalog::{Catalog, TableEntry};
@@ -78,6 +79,33 @@ impl LakeSchema {
             listing: Mutex::new(BTreeMap::new()),
             latest: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Serves `catalog`'s lake as `ctx`'s default schema (replacing what was there), its tables
+    /// listed; returns the schema and the tables. Every session that reads the lake goes through
+    /// this, so tables are resolved one way: found when a query names them, at their newest
+    /// commit or the version it asks for.
+    pub async fn attach(
+        catalog: Catalog,
+        ctx: &SessionContext,
+    ) -> Result<(Arc<LakeSchema>, Vec<TableEntry>)> {
+        let schema = Arc::new(Self::new(catalog));
+        let tables = schema.refresh().await?;
+        let options = ctx.state().config_options().catalog.clone();
+        let register_err = |source| LakeError::DataFusion {
+            table: format!("{}.{}", options.default_catalog, options.default_schema),
+            source: Box::new(source),
+        };
+        let default = ctx.catalog(&options.default_catalog).ok_or_else(|| {
+            register_err(DataFusionError::Plan(format!(
+                "the session has no catalog `{}` to serve the lake in",
+                options.default_catalog
+            )))
+        })?;
+        default
+            .register_schema(&options.default_schema, Arc::clone(&schema) as _)
+            .map_err(register_err)?;
+        Ok((schema, tables))
     }
 
     /// The catalog this schema reads.

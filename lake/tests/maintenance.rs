@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use riskstream_lake::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use riskstream_lake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use riskstream_lake::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
-use riskstream_lake::datafusion::prelude::{SessionConfig, SessionContext};
+use riskstream_lake::datafusion::prelude::SessionContext;
 use riskstream_lake::{
     Catalog, DeltaAppender, LakeLocation, LakeSchema, OptimizeOptions, TableSpec, TableVersion,
 };
@@ -57,13 +56,8 @@ async fn new_lake(
 
 /// (rows, distinct ids) of the table at `version`, read through the lake schema.
 async fn census(lake: &LakeLocation, version: TableVersion) -> (i64, i64) {
-    let ctx = SessionContext::new_with_config(
-        SessionConfig::new().with_default_catalog_and_schema("riskstream", "lake"),
-    );
-    let schema = Arc::new(LakeSchema::new(Catalog::new(lake.clone())));
-    let catalog = MemoryCatalogProvider::new();
-    catalog.register_schema("lake", schema).unwrap();
-    ctx.register_catalog("riskstream", Arc::new(catalog));
+    let ctx = SessionContext::new();
+    Catalog::new(lake.clone()).register_all(&ctx).await.unwrap();
     let name = version.table_name("events");
     let batches = ctx
         .sql(&format!(

@@ -8,7 +8,6 @@ use riskstream_lake::arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use riskstream_lake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use riskstream_lake::datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use riskstream_lake::datafusion::common::ScalarValue;
 use riskstream_lake::datafusion::dataframe::DataFrame;
 use riskstream_lake::datafusion::error::DataFusionError;
@@ -37,20 +36,13 @@ impl LakeSession {
     pub async fn open(lake: LakeLocation) -> Result<Self> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
             .with_batch_size(8192);
         let mut ctx = SessionContext::new_with_config(config);
         riskstream_udfs::register_all(&mut ctx).map_err(|e| QueryError::Sql {
             message: format!("registering functions: {e}"),
         })?;
-        let schema = Arc::new(LakeSchema::new(Catalog::new(lake)));
-        let catalog = MemoryCatalogProvider::new();
-        catalog
-            .register_schema(SCHEMA, Arc::clone(&schema) as _)
-            .map_err(QueryError::Execution)?;
-        ctx.register_catalog(CATALOG, Arc::new(catalog));
-        schema.refresh().await?;
+        let (schema, _) = LakeSchema::attach(Catalog::new(lake), &ctx).await?;
         Ok(Self { ctx, schema })
     }
 

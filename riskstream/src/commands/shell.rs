@@ -1,6 +1,7 @@
 //! The interactive SQL shell of `riskstream sql`: line editing and history (rustyline),
 //! statements over several lines until `;`, and backslash commands for the lake.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use riskstream_lake::arrow::array::{RecordBatch, StringArray};
@@ -11,7 +12,7 @@ use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
 use super::CommandError;
-use super::sql::{execute, history_file};
+use super::sql::execute;
 use crate::cli::Format;
 use crate::output;
 
@@ -144,4 +145,9 @@ async fn backslash(
         (None, _) => {}
     }
     Ok(false)
+}
+
+/// Where the shell keeps its history: `$HOME/.riskstream_history`.
+fn history_file() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".riskstream_history"))
 }

@@ -3,7 +3,7 @@
 //! on standard input, or (on a terminal, with none of these) an interactive shell.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use riskstream_lake::LakeLocation;
@@ -120,9 +120,4 @@ fn format_of(path: &Path) -> Option<Format> {
         "txt" => Some(Format::Table),
         _ => None,
     }
-}
-
-/// Where the shell keeps its history: `$HOME/.riskstream_history`.
-pub fn history_file() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".riskstream_history"))
 }

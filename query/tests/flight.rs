@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables};
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetTables, CommandGetXdbcTypeInfo,
+};
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightClient, FlightInfo};
 use futures::TryStreamExt;
 use riskstream_lake::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -271,6 +274,47 @@ async fn queries_and_metadata_answer_as_riskstream_sql_does() {
         .unwrap();
     let info_rows = rows(&fetch(&mut client, info).await.unwrap());
     assert!(info_rows[0].contains("Riskstream"), "{info_rows:?}");
+
+    // What JDBC tools ask when they show a table: types, and keys (none in Delta).
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let types = rows(&fetch(&mut client, info).await.unwrap());
+    for name in ["VARCHAR", "BIGINT", "DOUBLE", "TIMESTAMP"] {
+        assert!(
+            types.iter().any(|t| t.starts_with(&format!("{name}|"))),
+            "{types:?}"
+        );
+    }
+    let table = || Some("lake".to_string());
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: table(),
+            table: "scores".into(),
+        })
+        .await
+        .unwrap();
+    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
+    let info = client
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: None,
+            db_schema: table(),
+            table: "scores".into(),
+        })
+        .await
+        .unwrap();
+    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
+    let info = client
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: table(),
+            table: "scores".into(),
+        })
+        .await
+        .unwrap();
+    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
     server.stop().await;
 }
 

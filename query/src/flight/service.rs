@@ -14,16 +14,19 @@ use std::time::Duration;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
     ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetSqlInfo,
-    CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
     CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, SqlSupportedTransaction,
-    TicketStatementQuery,
+    DoPutPreparedStatementResult, Nullable, ProstMessageExt, Searchable, SqlInfo,
+    SqlSupportedTransaction, TicketStatementQuery, XdbcDataType, XdbcDatetimeSubcode,
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
@@ -72,6 +75,7 @@ pub struct LakeFlightService {
     limits: Limits,
     running: Running,
     sql_info: SqlInfoData,
+    type_info: XdbcTypeInfoData,
 }
 
 /// What a handle or ticket carries: the statement, its bound parameters (one row, Arrow IPC) and
@@ -305,6 +309,7 @@ impl LakeFlightService {
             limits,
             running: Arc::new(Mutex::new(HashMap::new())),
             sql_info,
+            type_info: type_info()?,
         })
     }
 
@@ -773,14 +778,83 @@ impl FlightSqlService for LakeFlightService {
     ) -> Result<Response<DoGetStream>, Status> {
         self.auth.authorize(request.metadata())?;
         // Delta tables declare no primary keys.
-        let schema = Arc::new(primary_keys_schema());
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| new_empty_array(f.data_type()))
-            .collect();
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(FlightError::from);
-        Ok(batch_response(schema, batch))
+        Ok(empty_response(primary_keys_schema()))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.auth.authorize(request.metadata())?;
+        metadata_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.auth.authorize(request.metadata())?;
+        // Nor foreign keys: JDBC tools ask when they show a table.
+        Ok(empty_response(foreign_keys_schema()))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.auth.authorize(request.metadata())?;
+        metadata_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.auth.authorize(request.metadata())?;
+        Ok(empty_response(foreign_keys_schema()))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.auth.authorize(request.metadata())?;
+        metadata_info(&query, &foreign_keys_schema(), request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.auth.authorize(request.metadata())?;
+        Ok(empty_response(foreign_keys_schema()))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.auth.authorize(request.metadata())?;
+        let schema = query.into_builder(&self.type_info).schema();
+        metadata_info(&query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.auth.authorize(request.metadata())?;
+        let builder = query.into_builder(&self.type_info);
+        let schema = builder.schema();
+        Ok(batch_response(schema, builder.build()))
     }
 
     async fn do_action_cancel_query(
@@ -838,6 +912,89 @@ fn read_only_refusal(sql: &str) -> Status {
         "read-only: `{}` is refused; the lake is served for queries",
         sql.trim()
     ))
+}
+
+/// A metadata answer with no rows.
+fn empty_response(schema: Schema) -> Response<DoGetStream> {
+    let schema = Arc::new(schema);
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| new_empty_array(f.data_type()))
+        .collect();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(FlightError::from);
+    batch_response(schema, batch)
+}
+
+/// Flight SQL's columns for GetImportedKeys, GetExportedKeys and GetCrossReference.
+fn foreign_keys_schema() -> Schema {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+/// The SQL types the lake's columns have, as JDBC's `getTypeInfo` lists them.
+fn type_info() -> Result<XdbcTypeInfoData, QueryError> {
+    let mut builder = XdbcTypeInfoDataBuilder::new();
+    let types = [
+        ("VARCHAR", XdbcDataType::XdbcVarchar, None, true),
+        ("BOOLEAN", XdbcDataType::XdbcBit, Some(1), false),
+        ("INTEGER", XdbcDataType::XdbcInteger, Some(32), false),
+        ("BIGINT", XdbcDataType::XdbcBigint, Some(64), false),
+        ("FLOAT", XdbcDataType::XdbcFloat, Some(24), false),
+        ("DOUBLE", XdbcDataType::XdbcDouble, Some(53), false),
+        ("DECIMAL", XdbcDataType::XdbcDecimal, Some(38), false),
+        ("DATE", XdbcDataType::XdbcDate, None, false),
+        ("TIMESTAMP", XdbcDataType::XdbcTimestamp, None, false),
+        ("VARBINARY", XdbcDataType::XdbcVarbinary, None, false),
+    ];
+    for (name, data_type, size, text) in types {
+        let datetime = matches!(
+            data_type,
+            XdbcDataType::XdbcDate | XdbcDataType::XdbcTimestamp
+        );
+        builder.append(XdbcTypeInfo {
+            type_name: name.to_string(),
+            data_type,
+            column_size: size,
+            literal_prefix: (text || datetime).then(|| "'".to_string()),
+            literal_suffix: (text || datetime).then(|| "'".to_string()),
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: text,
+            searchable: Searchable::Full,
+            unsigned_attribute: size.map(|_| false),
+            local_type_name: Some(name.to_string()),
+            sql_data_type: if datetime {
+                XdbcDataType::XdbcDatetime
+            } else {
+                data_type
+            },
+            datetime_subcode: match data_type {
+                // ODBC's SQL_CODE_DATE is 1, which the protocol's enum names YEAR.
+                XdbcDataType::XdbcDate => Some(XdbcDatetimeSubcode::XdbcSubcodeYear),
+                XdbcDataType::XdbcTimestamp => Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+                _ => None,
+            },
+            num_prec_radix: size.map(|_| 2),
+            ..Default::default()
+        });
+    }
+    builder.build().map_err(|e| QueryError::Sql {
+        message: format!("type info: {e}"),
+    })
 }
 
 /// Flight SQL's columns for GetPrimaryKeys.

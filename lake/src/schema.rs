@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use deltalake::DeltaTable;
@@ -65,8 +66,9 @@ impl TableVersion {
 #[derive(Debug)]
 pub struct LakeSchema {
     catalog: Catalog,
-    /// The last listing: SQL name -> table.
+    /// The last listing: SQL name -> table, and when it was made.
     listing: Mutex<BTreeMap<String, TableEntry>>,
+    listed_at: Mutex<Option<Instant>>,
     /// The newest state read of each table, brought up to date before each scan.
     latest: Mutex<HashMap<String, DeltaTable>>,
 }
@@ -77,6 +79,7 @@ impl LakeSchema {
         Self {
             catalog,
             listing: Mutex::new(BTreeMap::new()),
+            listed_at: Mutex::new(None),
             latest: Mutex::new(HashMap::new()),
         }
     }
@@ -121,7 +124,25 @@ impl LakeSchema {
         *listing = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         latest.retain(|name, _| listing.contains_key(name));
+        *self
+            .listed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         Ok(tables)
+    }
+
+    /// Lists the lake again when the last listing is older than `max_age` (a name a query uses
+    /// that is not listed yet is looked for at once anyway, in [`LakeSchema::entry`]).
+    pub async fn refresh_if_older(&self, max_age: Duration) -> Result<()> {
+        let fresh = self
+            .listed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < max_age);
+        if !fresh {
+            self.refresh().await?;
+        }
+        Ok(())
     }
 
     /// The table named `name`, listing the lake again when it is not in the last listing.

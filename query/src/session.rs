@@ -25,6 +25,10 @@ pub const CATALOG: &str = "riskstream";
 /// The schema the lake's tables are in.
 pub const SCHEMA: &str = "lake";
 
+/// How old the lake's listing may be when a statement plans: BI tools fire many small queries,
+/// and on S3 each listing is a few LIST calls.
+const LISTING_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A session over one lake.
 pub struct LakeSession {
     ctx: SessionContext,
@@ -83,8 +87,9 @@ impl LakeSession {
         }
         let rewritten = dialect::positional_parameters(&dialect::time_travel(sql)?);
         let rewritten = riskstream_udfs::spark_sql(&rewritten);
-        // New tables show in SHOW TABLES and information_schema without a restart.
-        self.schema.refresh().await?;
+        // New tables show in SHOW TABLES and information_schema without a restart; a query
+        // naming a table not listed yet finds it at once (the schema lists again on a miss).
+        self.schema.refresh_if_older(LISTING_MAX_AGE).await?;
         let plan = self
             .ctx
             .state()

@@ -33,6 +33,12 @@ const TOKEN: &str = "dashboard-token-0123456789";
 async fn lake() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lake");
+    write_scores(&root, "scores").await;
+    let root = root.to_str().unwrap().to_string();
+    (dir, root)
+}
+
+async fn write_scores(root: &std::path::Path, name: &str) {
     let lake = LakeLocation::parse(root.to_str().unwrap()).unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -41,7 +47,7 @@ async fn lake() -> (tempfile::TempDir, String) {
         Field::new("region", DataType::Utf8, false),
     ]));
     let spec = TableSpec {
-        name: "scores".into(),
+        name: name.into(),
         schema: Arc::clone(&schema),
         partition_by: vec!["region".into()],
         stats_columns: None,
@@ -68,8 +74,6 @@ async fn lake() -> (tempfile::TempDir, String) {
         .unwrap();
         appender.append(vec![batch], "test", version).await.unwrap();
     }
-    let root = root.to_str().unwrap().to_string();
-    (dir, root)
 }
 
 struct Running {
@@ -222,6 +226,10 @@ async fn queries_and_metadata_answer_as_riskstream_sql_does() {
     assert_eq!(count(&old), 1_000);
     let now = query(&mut client, "SELECT count(*) FROM scores").await;
     assert_eq!(count(&now), 3_000);
+    // A table created while the server runs is found by the first query that names it.
+    write_scores(std::path::Path::new(&lake), "scores_copy").await;
+    let copy = query(&mut client, "SELECT count(*) FROM scores_copy").await;
+    assert_eq!(count(&copy), 3_000);
 
     let info = client.get_catalogs().await.unwrap();
     let catalogs = fetch(&mut client, info).await.unwrap();
@@ -241,7 +249,7 @@ async fn queries_and_metadata_answer_as_riskstream_sql_does() {
         .get_tables(CommandGetTables {
             catalog: None,
             db_schema_filter_pattern: None,
-            table_name_filter_pattern: Some("sco%".into()),
+            table_name_filter_pattern: Some("scor_s".into()),
             table_types: vec![],
             include_schema: true,
         })

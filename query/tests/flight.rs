@@ -295,34 +295,36 @@ async fn queries_and_metadata_answer_as_riskstream_sql_does() {
             "{types:?}"
         );
     }
-    let table = || Some("lake".to_string());
-    let info = client
-        .get_primary_keys(CommandGetPrimaryKeys {
-            catalog: None,
-            db_schema: table(),
-            table: "scores".into(),
-        })
-        .await
-        .unwrap();
-    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
-    let info = client
-        .get_imported_keys(CommandGetImportedKeys {
-            catalog: None,
-            db_schema: table(),
-            table: "scores".into(),
-        })
-        .await
-        .unwrap();
-    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
-    let info = client
-        .get_exported_keys(CommandGetExportedKeys {
-            catalog: None,
-            db_schema: table(),
-            table: "scores".into(),
-        })
-        .await
-        .unwrap();
-    assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
+    let (schema, table) = (Some("lake".to_string()), "scores".to_string());
+    let keys = [
+        client
+            .get_primary_keys(CommandGetPrimaryKeys {
+                catalog: None,
+                db_schema: schema.clone(),
+                table: table.clone(),
+            })
+            .await
+            .unwrap(),
+        client
+            .get_imported_keys(CommandGetImportedKeys {
+                catalog: None,
+                db_schema: schema.clone(),
+                table: table.clone(),
+            })
+            .await
+            .unwrap(),
+        client
+            .get_exported_keys(CommandGetExportedKeys {
+                catalog: None,
+                db_schema: schema,
+                table,
+            })
+            .await
+            .unwrap(),
+    ];
+    for info in keys {
+        assert!(rows(&fetch(&mut client, info).await.unwrap()).is_empty());
+    }
     server.stop().await;
 }
 

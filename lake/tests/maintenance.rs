@@ -79,7 +79,7 @@ async fn entry_and_table(lake: &LakeLocation) -> (LakeSchema, riskstream_lake::T
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn optimize_while_a_job_appends_loses_and_doubles_nothing() {
+async fn optimize_and_vacuum_while_a_job_appends_lose_and_double_nothing() {
     let (_dir, lake, mut appender) = new_lake(None).await;
     let writer = tokio::spawn(async move {
         for n in 0..BATCHES {
@@ -96,6 +96,13 @@ async fn optimize_while_a_job_appends_loses_and_doubles_nothing() {
             .await
             .unwrap();
         rewritten += report.files_removed;
+        // Vacuum between the job's commits: within the retention it deletes nothing.
+        let table = schema.load(&entry, TableVersion::Latest).await.unwrap();
+        let vacuumed =
+            riskstream_lake::vacuum(&entry, table, Duration::from_secs(168 * 3600), false, false)
+                .await
+                .unwrap();
+        assert!(vacuumed.files.is_empty());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut appender = writer.await.unwrap();

@@ -76,10 +76,7 @@ impl Catalog {
             self.lake.storage_options().clone(),
         )
         .await
-        .map_err(|source| LakeError::Delta {
-            table: entry.name.clone(),
-            source: Box::new(source),
-        })
+        .map_err(LakeError::delta(&entry.name))
     }
 
     /// A handle on one table with no commit read yet, for reading an older version.
@@ -89,10 +86,7 @@ impl Catalog {
                 b.with_storage_options(self.lake.storage_options().clone())
                     .build()
             })
-            .map_err(|source| LakeError::Delta {
-                table: entry.name.clone(),
-                source: Box::new(source),
-            })
+            .map_err(LakeError::delta(&entry.name))
     }
 
     /// Serves every table under the root in `ctx`'s default schema, by name; returns the tables

@@ -58,5 +58,15 @@ pub enum LakeError {
     },
 }
 
+impl LakeError {
+    /// Wraps a Delta error of `table`, for `map_err`.
+    pub fn delta(table: &str) -> impl Fn(deltalake::DeltaTableError) -> LakeError + '_ {
+        move |source| LakeError::Delta {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// Result of lake operations.
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;

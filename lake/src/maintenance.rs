@@ -43,20 +43,16 @@ pub struct VacuumReport {
     pub dry_run: bool,
 }
 
-fn delta_err(entry: &TableEntry) -> impl Fn(deltalake::DeltaTableError) -> LakeError + '_ {
-    |source| LakeError::Delta {
-        table: entry.name.clone(),
-        source: Box::new(source),
-    }
-}
-
 /// Bin-packs `table`'s small files (Z-ordering by `options.zorder_by` when given).
 pub async fn optimize(
     entry: &TableEntry,
     table: DeltaTable,
     options: &OptimizeOptions,
 ) -> Result<OptimizeReport> {
-    let schema = table.snapshot().map_err(delta_err(entry))?.schema();
+    let schema = table
+        .snapshot()
+        .map_err(LakeError::delta(&entry.name))?
+        .schema();
     for column in &options.zorder_by {
         if schema.field(column).is_none() {
             let names: Vec<&str> = schema.fields().map(|f| f.name().as_str()).collect();
@@ -78,7 +74,7 @@ pub async fn optimize(
     if let Some(size) = options.target_size {
         builder = builder.with_target_size(size);
     }
-    let (table, metrics) = builder.await.map_err(delta_err(entry))?;
+    let (table, metrics) = builder.await.map_err(LakeError::delta(&entry.name))?;
     Ok(OptimizeReport {
         files_removed: metrics.num_files_removed,
         files_added: metrics.num_files_added,
@@ -119,7 +115,7 @@ pub async fn vacuum(
                     ),
                 }
             } else {
-                delta_err(entry)(e)
+                LakeError::delta(&entry.name)(e)
             }
         })?;
     Ok(VacuumReport {
@@ -134,6 +130,6 @@ pub async fn vacuum(
 pub async fn checkpoint(entry: &TableEntry, table: &DeltaTable) -> Result<u64> {
     deltalake::checkpoints::create_checkpoint(table, None)
         .await
-        .map_err(delta_err(entry))?;
+        .map_err(LakeError::delta(&entry.name))?;
     Ok(table.version().unwrap_or_default())
 }

@@ -161,10 +161,7 @@ impl LakeSchema {
 
     /// `entry` read at `version`.
     pub async fn load(&self, entry: &TableEntry, version: TableVersion) -> Result<DeltaTable> {
-        let delta_err = |source| LakeError::Delta {
-            table: entry.name.clone(),
-            source: Box::new(source),
-        };
+        let delta_err = LakeError::delta(&entry.name);
         match version {
             TableVersion::Latest => {
                 let cached = {
@@ -216,7 +213,8 @@ impl LakeSchema {
         use deltalake::logstore::object_store::ObjectStoreExt as _;
         use futures::TryStreamExt;
         let entry = self.entry(name).await?.ok_or_else(|| self.missing(name))?;
-        let table = self.load(&entry, TableVersion::Latest).await?;
+        // The commit files are listed and read here: the table's state is not needed.
+        let table = self.catalog.open_unloaded(&entry)?;
         let store_err = |source| LakeError::Store {
             location: entry.url.to_string(),
             source: Box::new(source),

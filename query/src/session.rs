@@ -113,20 +113,28 @@ impl LakeSession {
 
     /// Plans `sql` into a frame to collect or stream.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        self.sql_with_params(sql, Vec::new()).await
+        Ok(self.frame(self.plan(sql).await?))
     }
 
-    /// Plans `sql` with its positional parameters (`$1`, `?`) bound to `params`.
-    pub async fn sql_with_params(&self, sql: &str, params: Vec<ScalarValue>) -> Result<DataFrame> {
-        let mut plan = self.plan(sql).await?;
-        if !params.is_empty() {
-            plan = plan
-                .with_param_values(params)
-                .map_err(|e| QueryError::Sql {
-                    message: format!("parameters: {}", e.strip_backtrace()),
-                })?;
+    /// Plans `sql` with its positional parameters (`$1`, `?`) bound to `params` (none: left
+    /// unbound, as a prepared statement's are until the client binds them).
+    pub async fn plan_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<LogicalPlan> {
+        let plan = self.plan(sql).await?;
+        if params.is_empty() {
+            return Ok(plan);
         }
-        Ok(DataFrame::new(self.ctx.state(), plan))
+        plan.with_param_values(params).map_err(|e| QueryError::Sql {
+            message: format!("parameters: {}", e.strip_backtrace()),
+        })
+    }
+
+    /// A frame to collect or stream `plan` with.
+    pub fn frame(&self, plan: LogicalPlan) -> DataFrame {
+        DataFrame::new(self.ctx.state(), plan)
     }
 
     fn planning_error(&self, e: DataFusionError) -> QueryError {

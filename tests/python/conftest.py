@@ -49,6 +49,11 @@ S3_CREDENTIALS = {
 }
 
 
+def s3_env(endpoint: str) -> dict:
+    """The environment a riskstream command needs to reach the test S3 server."""
+    return dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true")
+
+
 @pytest.fixture
 def s3_bucket(s3_endpoint):
     """A fresh bucket on the S3 server, deleted (with its objects) afterwards."""

@@ -149,10 +149,6 @@ def pc_equal(column, value):
     return pc.equal(column, value)
 
 
-def s3_env(endpoint: str) -> dict:
-    return dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true")
-
-
 def s3_storage_options(endpoint: str) -> dict:
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
             "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],

@@ -3,7 +3,7 @@
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from conftest import S3_CREDENTIALS, read_json, run_riskstream
+from conftest import S3_CREDENTIALS, read_json, run_riskstream, s3_env
 
 RISK_SCORES_COLUMNS = ["event_id", "event_type", "entity_id", "event_time", "risk_score", "severity",
                        "reasons", "model_version", "batch_id", "scored_at"]
@@ -57,7 +57,7 @@ def test_demo_writes_contract_tables_and_a_rerun_writes_nothing(riskstream_bin, 
 
 
 def test_demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
-    env = dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=s3_endpoint, AWS_ALLOW_HTTP="true")
+    env = s3_env(s3_endpoint)
     uri = f"s3://{s3_bucket}/lake"
     run_riskstream(riskstream_bin, "demo", "--events", "8000", "--batch-events", "3000", "--seed", "5",
                    "--lake", uri, "--summary", str(tmp_path / "s3.json"), env=env)

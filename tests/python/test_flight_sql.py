@@ -6,15 +6,13 @@ import json
 import os
 import re
 import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 
-from conftest import S3_CREDENTIALS, read_json, run_riskstream
+from conftest import read_json, run_riskstream, s3_env
 
 USER = "analyst"
 PASSWORD = "correct horse battery"
@@ -198,7 +196,7 @@ def test_tls(riskstream_bin, demo_lake, tmp_path):
 
 
 def test_serves_a_lake_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
-    env = dict(S3_CREDENTIALS, AWS_ENDPOINT_URL=s3_endpoint, AWS_ALLOW_HTTP="true")
+    env = s3_env(s3_endpoint)
     uri = f"s3://{s3_bucket}/lake"
     run_riskstream(riskstream_bin, "demo", "--events", "6000", "--batch-events", "3000", "--seed", "8",
                    "--lake", uri, "--summary", str(tmp_path / "s3.json"), env=env)

@@ -7,8 +7,8 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import read_json
-from streamjobs import (TRANSACTIONS_TOPIC, StreamJob, check_alerts, check_exactly_once, progress_lines, s3_env,
+from conftest import read_json, s3_env
+from streamjobs import (TRANSACTIONS_TOPIC, StreamJob, check_alerts, check_exactly_once, progress_lines,
                         s3_storage_options)
 
 

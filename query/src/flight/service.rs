@@ -216,11 +216,8 @@ fn schema_ipc(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
 /// nullable once planned), and clients such as ADBC's reject a stream whose schema is not the
 /// one FlightInfo announced.
 async fn result_schema(session: &LakeSession, plan: &LogicalPlan) -> Result<Schema, Status> {
-    let frame = riskstream_lake::datafusion::dataframe::DataFrame::new(
-        session.context().state(),
-        plan.clone(),
-    );
-    let physical = frame
+    let physical = session
+        .frame(plan.clone())
         .create_physical_plan()
         .await
         .map_err(|e| Status::invalid_argument(e.strip_backtrace()))?;
@@ -314,13 +311,10 @@ impl LakeFlightService {
     }
 
     async fn plan(&self, handle: &Handle) -> Result<LogicalPlan, Status> {
-        let plan = self.session.plan(&handle.sql).await.map_err(status)?;
-        let params = handle.parameters()?;
-        if params.is_empty() {
-            return Ok(plan);
-        }
-        plan.with_param_values(params)
-            .map_err(|e| Status::invalid_argument(format!("parameters: {}", e.strip_backtrace())))
+        self.session
+            .plan_with_params(&handle.sql, handle.parameters()?)
+            .await
+            .map_err(status)
     }
 
     /// The FlightInfo of a statement: its result schema and one ticket that runs it.
@@ -343,11 +337,9 @@ impl LakeFlightService {
     /// Runs a statement and streams its result, under the limits and cancellable by its id.
     async fn execute(&self, handle: Handle) -> Result<Response<DoGetStream>, Status> {
         let plan = self.plan(&handle).await?;
-        let frame = riskstream_lake::datafusion::dataframe::DataFrame::new(
-            self.session.context().state(),
-            plan,
-        );
-        let batches = frame
+        let batches = self
+            .session
+            .frame(plan)
             .execute_stream()
             .await
             .map_err(|e| Status::internal(e.strip_backtrace()))?;
@@ -908,10 +900,9 @@ impl FlightSqlService for LakeFlightService {
 }
 
 fn read_only_refusal(sql: &str) -> Status {
-    Status::permission_denied(format!(
-        "read-only: `{}` is refused; the lake is served for queries",
-        sql.trim()
-    ))
+    status(QueryError::ReadOnly {
+        what: format!("`{}`", sql.trim()),
+    })
 }
 
 /// A metadata answer with no rows.

@@ -9,6 +9,7 @@ mod ddl;
 mod from_json;
 mod geo;
 mod interval;
+pub mod model;
 mod rules;
 mod severity;
 mod spark_sql;

@@ -1,0 +1,168 @@
+//! Gradient-boosted trees: a margin summed over the trees from a base margin, turned into a
+//! probability by the objective, and per-feature path contributions that say why.
+
+use super::features::FeatureMatrix;
+use super::tree::{Forest, Node, Tree};
+
+/// How a margin becomes a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// `1 / (1 + e^-margin)`: a probability.
+    Logistic,
+    /// The margin itself.
+    Identity,
+}
+
+/// A gradient-boosted tree model with one output.
+#[derive(Debug, Clone)]
+pub struct Gbdt {
+    features: Vec<String>,
+    categorical: Vec<bool>,
+    objective: Objective,
+    base_margin: f32,
+    forest: Forest,
+    /// Each node's mean leaf value over the training rows that reached it (weighted by hessian
+    /// cover): the "expected value" path contributions are measured against.
+    node_means: Vec<Vec<f32>>,
+}
+
+impl Gbdt {
+    /// A model over `features`; `covers` gives each tree's per-node hessian sums.
+    pub(crate) fn new(
+        features: Vec<String>,
+        categorical: Vec<bool>,
+        objective: Objective,
+        base_margin: f32,
+        trees: Vec<Tree>,
+        covers: Vec<Vec<f32>>,
+    ) -> Result<Self, String> {
+        if features.is_empty() {
+            return Err("the model has no features".into());
+        }
+        let forest = Forest::new(trees)?;
+        if let Some(max) = forest.max_feature()
+            && max as usize >= features.len()
+        {
+            return Err(format!(
+                "a split reads feature {max}, but the model has {} features",
+                features.len()
+            ));
+        }
+        let node_means = forest
+            .trees()
+            .iter()
+            .zip(&covers)
+            .map(|(tree, cover)| node_means(tree, cover))
+            .collect();
+        Ok(Self {
+            features,
+            categorical,
+            objective,
+            base_margin,
+            forest,
+            node_means,
+        })
+    }
+
+    /// Reads a model saved by XGBoost as JSON.
+    pub fn from_xgboost_json(bytes: &[u8]) -> Result<Self, super::ModelError> {
+        super::xgboost::read(bytes)
+    }
+
+    /// Feature names, in the order the model reads them.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Whether each feature is categorical (its value is a category code).
+    pub fn categorical(&self) -> &[bool] {
+        &self.categorical
+    }
+
+    /// The number of trees.
+    pub fn trees(&self) -> usize {
+        self.forest.trees().len()
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> Objective {
+        self.objective
+    }
+
+    /// Raw margins, one per row: the base margin plus every tree's leaf, added in `f32` in tree
+    /// order as XGBoost does.
+    pub fn margins(&self, rows: &FeatureMatrix) -> Vec<f32> {
+        debug_assert_eq!(rows.width(), self.features.len());
+        let mut out = vec![self.base_margin; rows.rows()];
+        self.forest.add_sums(rows.values(), rows.width(), &mut out);
+        out
+    }
+
+    /// Predictions, one per row: probabilities for logistic objectives.
+    pub fn predict(&self, rows: &FeatureMatrix) -> Vec<f64> {
+        let mut margins = self.margins(rows);
+        if self.objective == Objective::Logistic {
+            for m in &mut margins {
+                *m = 1.0 / (1.0 + (-*m).exp());
+            }
+        }
+        margins.into_iter().map(f64::from).collect()
+    }
+
+    /// Path contributions of one row (XGBoost's `pred_contribs` with `approx_contribs`): for
+    /// each feature, how much the splits on it moved the margin along the row's paths, plus a
+    /// last entry, the bias (base margin and the trees' expected values). They add up to the
+    /// margin.
+    pub fn contributions(&self, row: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.features.len() + 1];
+        let bias = self.features.len();
+        for (tree, means) in self.forest.trees().iter().zip(&self.node_means) {
+            let mut node = 0;
+            out[bias] += means[0];
+            while let Node::Split { feature, .. } = tree.nodes[node] {
+                let next = tree.next(node, row);
+                out[feature as usize] += means[next] - means[node];
+                node = next;
+            }
+        }
+        out[bias] += self.base_margin;
+        out
+    }
+
+    /// The `k` features that moved this row's margin most (either way), largest first, as
+    /// (feature index, contribution); features that did not move it are left out.
+    pub fn top_contributions(&self, row: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let contributions = self.contributions(row);
+        let mut top: Vec<(usize, f32)> = contributions[..self.features.len()]
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, c)| *c != 0.0)
+            .collect();
+        top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        top.truncate(k);
+        top
+    }
+}
+
+/// Each node's mean leaf value weighted by cover, computed bottom-up in `f32` as XGBoost does.
+fn node_means(tree: &Tree, cover: &[f32]) -> Vec<f32> {
+    fn fill(tree: &Tree, cover: &[f32], node: usize, means: &mut [f32]) -> f32 {
+        let mean = match tree.nodes[node] {
+            Node::Leaf(value) => value,
+            Node::Split { left, right, .. } => {
+                let (left, right) = (left as usize, right as usize);
+                let mut sum = fill(tree, cover, left, means) * cover[left];
+                sum += fill(tree, cover, right, means) * cover[right];
+                sum / cover[node]
+            }
+        };
+        means[node] = mean;
+        mean
+    }
+    let mut means = vec![0.0; tree.nodes.len()];
+    if cover.len() == tree.nodes.len() {
+        fill(tree, cover, 0, &mut means);
+    }
+    means
+}

@@ -1,0 +1,221 @@
+//! Model evaluators: gradient-boosted trees read from XGBoost's JSON format, an isolation forest
+//! we train ourselves, and the scoring model that blends them with configurable weights (0.7 GBDT
+//! and 0.3 isolation forest by default, as the reference system does) and names the features
+//! that drove each GBDT score. All evaluate whole Arrow batches at once.
+
+mod features;
+mod gbdt;
+mod iforest;
+mod tree;
+mod udf;
+mod xgboost;
+
+use datafusion::arrow::array::ArrayRef;
+
+pub use features::{FeatureMatrix, is_feature_type};
+pub use gbdt::{Gbdt, Objective};
+pub use iforest::{IsolationForest, IsolationForestParams};
+pub use udf::{ModelSlot, ModelUdf};
+
+/// Why a model could not be read or built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is not the JSON the format expects.
+    #[error("{kind} model is not valid JSON of its format: {source}")]
+    Json {
+        /// Which format.
+        kind: &'static str,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// The file parses but describes a model we cannot evaluate.
+    #[error("{kind} model: {message}")]
+    Invalid {
+        /// Which format or model.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The default blend, as the reference system scores: 0.7 GBDT, 0.3 isolation forest.
+pub const DEFAULT_GBDT_WEIGHT: f64 = 0.7;
+/// See [`DEFAULT_GBDT_WEIGHT`].
+pub const DEFAULT_ANOMALY_WEIGHT: f64 = 0.3;
+
+/// One scoring model: a GBDT, an isolation forest, or both blended, over one feature list.
+#[derive(Debug, Clone)]
+pub struct ScoringModel {
+    version: String,
+    features: Vec<String>,
+    gbdt: Option<Component<Gbdt>>,
+    anomaly: Option<Component<IsolationForest>>,
+    top_features: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Component<M> {
+    model: M,
+    weight: f64,
+    /// For each of the model's features, its position in the scoring model's feature list.
+    columns: Vec<usize>,
+}
+
+/// A batch's scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// The blended score in [0, 1].
+    pub score: Vec<f64>,
+    /// The GBDT's probability, if the model has a GBDT.
+    pub gbdt: Option<Vec<f64>>,
+    /// The isolation forest's anomaly score, if the model has one.
+    pub anomaly: Option<Vec<f64>>,
+    /// Per row, the features that moved the GBDT's margin most, as (feature index in
+    /// [`ScoringModel::features`], contribution to the margin); empty when not asked for.
+    pub top_features: Vec<Vec<(usize, f32)>>,
+}
+
+impl ScoringModel {
+    /// A model named by `version` from its parts and their weights. Its features are the GBDT's,
+    /// then the isolation forest's that the GBDT does not read. `top_features` is how many
+    /// contributing features to report per row (0 for none).
+    pub fn new(
+        version: impl Into<String>,
+        gbdt: Option<(Gbdt, f64)>,
+        anomaly: Option<(IsolationForest, f64)>,
+        top_features: usize,
+    ) -> Result<Self, ModelError> {
+        let invalid = |message: String| ModelError::Invalid {
+            kind: "scoring",
+            message,
+        };
+        let weights = [gbdt.as_ref().map(|g| g.1), anomaly.as_ref().map(|a| a.1)];
+        if weights
+            .iter()
+            .flatten()
+            .any(|w| !(w.is_finite() && *w >= 0.0))
+            || weights.iter().flatten().sum::<f64>() <= 0.0
+        {
+            return Err(invalid(format!(
+                "weights must be finite, not negative, and not all zero (got {weights:?})"
+            )));
+        }
+        let mut features: Vec<String> = Vec::new();
+        let mut columns_of = |names: &[String]| -> Vec<usize> {
+            names
+                .iter()
+                .map(|name| match features.iter().position(|f| f == name) {
+                    Some(i) => i,
+                    None => {
+                        features.push(name.clone());
+                        features.len() - 1
+                    }
+                })
+                .collect()
+        };
+        let gbdt = gbdt.map(|(model, weight)| Component {
+            columns: columns_of(model.features()),
+            model,
+            weight,
+        });
+        let anomaly = anomaly.map(|(model, weight)| Component {
+            columns: columns_of(model.features()),
+            model,
+            weight,
+        });
+        if features.is_empty() {
+            return Err(invalid(
+                "a scoring model needs a GBDT or an isolation forest".into(),
+            ));
+        }
+        Ok(Self {
+            version: version.into(),
+            features,
+            gbdt,
+            anomaly,
+            top_features,
+        })
+    }
+
+    /// The model's version, reported with every score.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The features the model reads, in the order its SQL function takes them.
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Whether the model has a GBDT, and an isolation forest.
+    pub fn parts(&self) -> (bool, bool) {
+        (self.gbdt.is_some(), self.anomaly.is_some())
+    }
+
+    /// Scores rows given as one column per feature (in [`ScoringModel::features`] order).
+    /// Contributions are computed for rows whose blended score is at least `explain_from`.
+    pub fn score(
+        &self,
+        columns: &[ArrayRef],
+        explain_from: f64,
+    ) -> datafusion::common::Result<Scores> {
+        let rows = columns.first().map_or(0, |c| c.len());
+        let gbdt = match &self.gbdt {
+            Some(c) => Some((c, self.matrix(columns, &c.columns)?)),
+            None => None,
+        };
+        let anomaly = match &self.anomaly {
+            Some(c) => Some(c.model.score(&self.matrix(columns, &c.columns)?)),
+            None => None,
+        };
+        let probabilities = gbdt.as_ref().map(|(c, m)| c.model.predict(m));
+        let total = self.gbdt.as_ref().map_or(0.0, |c| c.weight)
+            + self.anomaly.as_ref().map_or(0.0, |c| c.weight);
+        let score = (0..rows)
+            .map(|row| {
+                let mut sum = 0.0;
+                if let (Some(c), Some(p)) = (&self.gbdt, &probabilities) {
+                    sum += c.weight * p[row];
+                }
+                if let (Some(c), Some(a)) = (&self.anomaly, &anomaly) {
+                    sum += c.weight * a[row];
+                }
+                sum / total
+            })
+            .collect::<Vec<f64>>();
+        let mut top_features = vec![Vec::new(); rows];
+        if let Some((c, matrix)) = &gbdt
+            && self.top_features > 0
+        {
+            for (row, top) in top_features.iter_mut().enumerate() {
+                if score[row] >= explain_from {
+                    *top = c
+                        .model
+                        .top_contributions(matrix.row(row), self.top_features)
+                        .into_iter()
+                        .map(|(f, v)| (c.columns[f], v))
+                        .collect();
+                }
+            }
+        }
+        Ok(Scores {
+            score,
+            gbdt: probabilities,
+            anomaly,
+            top_features,
+        })
+    }
+
+    fn matrix(
+        &self,
+        columns: &[ArrayRef],
+        which: &[usize],
+    ) -> datafusion::common::Result<FeatureMatrix> {
+        let picked: Vec<ArrayRef> = which.iter().map(|&i| columns[i].clone()).collect();
+        let names: Vec<String> = which.iter().map(|&i| self.features[i].clone()).collect();
+        FeatureMatrix::from_columns(&picked, &names)
+    }
+}
+
+#[cfg(test)]
+mod tests;

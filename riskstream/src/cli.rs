@@ -39,6 +39,42 @@ pub enum Command {
     Checkpoint(TableArgs),
     /// Measure the engine (see BENCHMARKS.md and scripts/bench.sh).
     Bench(BenchArgs),
+    /// Score files with a model, outside any job.
+    Model(ModelArgs),
+}
+
+/// `riskstream model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ModelCommand,
+}
+
+/// The model subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Score the rows of a Parquet file with a model file (XGBoost JSON or a Riskstream
+    /// isolation forest), writing them to a Parquet file with the model's columns added:
+    /// score, gbdt, anomaly, top_features, model_version.
+    Predict(PredictArgs),
+}
+
+/// `riskstream model predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model file; its features are read from the input's columns of the same names.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Parquet file (or folder of Parquet files) to score.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Parquet file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// How many contributing features to report per row (GBDT models).
+    #[arg(long, default_value_t = 3)]
+    pub top_features: usize,
 }
 
 /// `riskstream bench`.

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod generate;
 mod maintain;
+mod model;
 mod run;
 mod serve;
 mod shell;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Vacuum(args) => maintain::vacuum(args).await,
         Command::Checkpoint(args) => maintain::checkpoint(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Model(args) => model::run(args).await,
     }
 }
 

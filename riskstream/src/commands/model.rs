@@ -1,0 +1,88 @@
+//! `riskstream model`: a model file's scores over a Parquet file, through the same SQL function
+//! the jobs call.
+
+use std::path::Path;
+
+use datafusion::common::Column;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::logical_expr::{Expr, ScalarUDF};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use riskstream_udfs::model::{Gbdt, IsolationForest, ModelSlot, ModelUdf, ScoringModel};
+
+use super::CommandError;
+use crate::cli::{ModelArgs, ModelCommand, PredictArgs};
+
+pub async fn run(args: ModelArgs) -> Result<(), CommandError> {
+    match args.command {
+        ModelCommand::Predict(args) => predict(args).await,
+    }
+}
+
+/// Reads a model file: XGBoost's JSON (a `learner` object) or our isolation forest; either alone
+/// is the whole score. Its version is the file's name.
+fn load_model_file(path: &Path, top_features: usize) -> Result<ScoringModel, CommandError> {
+    let at = |e: &dyn std::fmt::Display| format!("--model {}: {e}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| at(&e))?;
+    let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| at(&e))?;
+    let version = path
+        .file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let model = if probe.get("learner").is_some() {
+        let gbdt = Gbdt::from_xgboost_json(&bytes).map_err(|e| at(&e))?;
+        ScoringModel::new(version, Some((gbdt, 1.0)), None, top_features)
+    } else {
+        let forest = IsolationForest::from_json(&bytes).map_err(|e| at(&e))?;
+        ScoringModel::new(version, None, Some((forest, 1.0)), top_features)
+    };
+    model.map_err(|e| at(&e).into())
+}
+
+async fn predict(args: PredictArgs) -> Result<(), CommandError> {
+    let model = load_model_file(&args.model, args.top_features)?;
+    let ctx = SessionContext::new();
+    let input = args.input.to_string_lossy();
+    let frame = ctx
+        .read_parquet(input.as_ref(), ParquetReadOptions::default())
+        .await
+        .map_err(|e| format!("--input {input}: {e}"))?;
+    let schema = frame.schema().clone();
+    let missing: Vec<&str> = model
+        .features()
+        .iter()
+        .filter(|f| schema.field_with_unqualified_name(f).is_err())
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "--input {input} has no column for the model's features {}",
+            missing.join(", ")
+        )
+        .into());
+    }
+    let features: Vec<Expr> = model
+        .features()
+        .iter()
+        .map(|f| Expr::Column(Column::from_name(f)))
+        .collect();
+    let udf = ScalarUDF::new_from_impl(ModelUdf::new("model", ModelSlot::new(model), f64::NEG_INFINITY));
+    let scored = udf.call(features);
+    let mut columns: Vec<Expr> = schema
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    for field in ["score", "gbdt", "anomaly", "top_features", "model_version"] {
+        columns.push(get_field(scored.clone(), field).alias(field));
+    }
+    frame
+        .select(columns)?
+        .write_parquet(
+            &args.out.to_string_lossy(),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await
+        .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
+    Ok(())
+}

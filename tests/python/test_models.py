@@ -1,0 +1,143 @@
+"""The GBDT evaluator against XGBoost itself: models trained here with the `xgboost` package
+(several depths, missing values, a categorical feature, two objectives) are scored by
+`riskstream model predict`, which calls the same SQL function the jobs do, and must give
+XGBoost's predictions to 1e-6 and its path contributions (`approx_contribs`) to 1e-5."""
+
+import subprocess
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+
+FEATURES = ["amount", "velocity", "distance_km", "merchant_code", "account_age"]
+CATEGORICAL = {"merchant_code"}
+
+
+def make_data(seed: int, rows: int):
+    """Features with missing values, a categorical code, and a label that depends on all of them."""
+    rng = np.random.default_rng(seed)
+    amount = rng.lognormal(4.0, 1.2, rows)
+    velocity = rng.poisson(2.0, rows).astype(np.float64)
+    distance = rng.exponential(50.0, rows)
+    merchant = rng.integers(0, 12, rows).astype(np.float64)
+    age = rng.integers(0, 3000, rows).astype(np.float64)
+    logit = (
+        0.004 * (amount - 100)
+        + 0.6 * (velocity - 2)
+        + 0.01 * (distance - 50)
+        + np.isin(merchant, [3, 7, 11]) * 1.5
+        - 0.001 * age
+        + rng.normal(0, 1, rows)
+    )
+    label = (logit > 0.5).astype(np.float64)
+    X = np.column_stack([amount, velocity, distance, merchant, age])
+    # Missing values in every numeric feature, and in the categorical one.
+    for col in range(X.shape[1]):
+        X[rng.random(rows) < 0.08, col] = np.nan
+    return X, label
+
+
+def write_input(path, X):
+    columns = {}
+    for i, name in enumerate(FEATURES):
+        values = X[:, i]
+        mask = np.isnan(values)
+        if name in CATEGORICAL:
+            columns[name] = pa.array(np.nan_to_num(values).astype(np.int64), mask=mask)
+        else:
+            columns[name] = pa.array(values, mask=mask)
+    pq.write_table(pa.table(columns), path)
+
+
+def train(X, y, params, rounds, categorical):
+    types = ["c" if (categorical and f in CATEGORICAL) else "q" for f in FEATURES]
+    dtrain = xgb.DMatrix(X, label=y, feature_names=FEATURES, feature_types=types, enable_categorical=categorical)
+    booster = xgb.train(dict(params, seed=7, nthread=2), dtrain, num_boost_round=rounds)
+    return booster, dtrain
+
+
+def predict_with_riskstream(riskstream_bin, tmp_path, booster, X, top):
+    model_path = tmp_path / "model.json"
+    booster.save_model(model_path)
+    write_input(tmp_path / "input.parquet", X)
+    out = tmp_path / "scored.parquet"
+    subprocess.run(
+        [
+            str(riskstream_bin), "model", "predict", "--model", str(model_path),
+            "--input", str(tmp_path / "input.parquet"), "--out", str(out),
+            "--top-features", str(top),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return pq.read_table(out)
+
+
+CASES = [
+    # (name, params, rounds, categorical)
+    ("depth2-logistic", {"objective": "binary:logistic", "max_depth": 2, "eta": 0.3}, 40, False),
+    ("depth6-logistic", {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1}, 100, False),
+    ("depth9-logistic", {"objective": "binary:logistic", "max_depth": 9, "eta": 0.2}, 30, False),
+    ("depth12-lossguide", {"objective": "binary:logistic", "max_depth": 12, "grow_policy": "lossguide", "max_leaves": 64}, 20, False),
+    ("depth6-categorical", {"objective": "binary:logistic", "max_depth": 6, "max_cat_to_onehot": 1, "tree_method": "hist"}, 50, True),
+    ("depth5-regression", {"objective": "reg:squarederror", "max_depth": 5, "base_score": 0.25}, 30, False),
+]
+
+
+@pytest.mark.parametrize("name,params,rounds,categorical", CASES, ids=[c[0] for c in CASES])
+def test_gbdt_matches_xgboost(riskstream_bin, tmp_path, name, params, rounds, categorical):
+    X, y = make_data(11, 6000)
+    booster, _ = train(X, y, params, rounds, categorical)
+    # Score other rows than the training ones, including values beyond the training range.
+    X_test, _ = make_data(12, 4000)
+    X_test[:50, 0] *= 100
+    types = ["c" if (categorical and f in CATEGORICAL) else "q" for f in FEATURES]
+    dtest = xgb.DMatrix(X_test, feature_names=FEATURES, feature_types=types, enable_categorical=categorical)
+    expected = booster.predict(dtest)
+    contribs = booster.predict(dtest, pred_contribs=True, approx_contribs=True)
+
+    scored = predict_with_riskstream(riskstream_bin, tmp_path, booster, X_test, top=len(FEATURES))
+    got = scored.column("gbdt").to_numpy()
+    assert scored.num_rows == len(expected)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scored.column("score").to_numpy(), expected, rtol=0, atol=1e-6)
+    assert set(scored.column("model_version").to_pylist()) == {"model"}
+
+    # Every feature that moved a row's margin is listed with XGBoost's contribution, largest
+    # first; the ones left out contributed nothing.
+    tops = scored.column("top_features").to_pylist()
+    for row, top in enumerate(tops):
+        listed = {entry["feature"]: entry["contribution"] for entry in top}
+        for i, feature in enumerate(FEATURES):
+            want = float(contribs[row, i])
+            assert abs(listed.get(feature, 0.0) - want) < 1e-5, (row, feature, listed, want)
+        sizes = [abs(entry["contribution"]) for entry in top]
+        assert sizes == sorted(sizes, reverse=True)
+
+
+def test_top_features_are_limited_and_input_columns_kept(riskstream_bin, tmp_path):
+    X, y = make_data(5, 2000)
+    booster, _ = train(X, y, {"objective": "binary:logistic", "max_depth": 4}, 20, False)
+    scored = predict_with_riskstream(riskstream_bin, tmp_path, booster, X, top=2)
+    assert scored.column_names[: len(FEATURES)] == FEATURES
+    assert max(len(t) for t in scored.column("top_features").to_pylist()) == 2
+
+
+def test_missing_feature_column_is_named(riskstream_bin, tmp_path):
+    X, y = make_data(5, 500)
+    booster, _ = train(X, y, {"objective": "binary:logistic", "max_depth": 3}, 5, False)
+    booster.save_model(tmp_path / "model.json")
+    pq.write_table(pa.table({"amount": X[:, 0]}), tmp_path / "input.parquet")
+    result = subprocess.run(
+        [
+            str(riskstream_bin), "model", "predict", "--model", str(tmp_path / "model.json"),
+            "--input", str(tmp_path / "input.parquet"), "--out", str(tmp_path / "out.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "velocity" in result.stderr and "distance_km" in result.stderr, result.stderr

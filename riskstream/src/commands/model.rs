@@ -65,13 +65,13 @@ async fn predict(args: PredictArgs) -> Result<(), CommandError> {
         .iter()
         .map(|f| Expr::Column(Column::from_name(f)))
         .collect();
-    let udf = ScalarUDF::new_from_impl(ModelUdf::new("model", ModelSlot::new(model), f64::NEG_INFINITY));
+    let udf = ScalarUDF::new_from_impl(ModelUdf::new(
+        "model",
+        ModelSlot::new(model),
+        f64::NEG_INFINITY,
+    ));
     let scored = udf.call(features);
-    let mut columns: Vec<Expr> = schema
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
+    let mut columns: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
     for field in ["score", "gbdt", "anomaly", "top_features", "model_version"] {
         columns.push(get_field(scored.clone(), field).alias(field));
     }

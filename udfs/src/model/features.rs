@@ -4,7 +4,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float32Type};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::common::{Result, plan_err};
 
 /// Rows of feature values, row-major.
@@ -34,7 +34,7 @@ impl FeatureMatrix {
         if width == 0 {
             return plan_err!("a model needs at least one feature");
         }
-        let mut values = vec![f32::NAN; rows * width];
+        let mut values = vec![0.0; rows * width];
         for (col, array) in columns.iter().enumerate() {
             let name = names.get(col).map_or("?", String::as_str);
             if !is_feature_type(array.data_type()) {
@@ -43,11 +43,23 @@ impl FeatureMatrix {
                     array.data_type()
                 );
             }
-            let floats = cast(array, &DataType::Float32)?;
-            let floats = floats.as_primitive::<Float32Type>();
-            for (row, value) in floats.iter().enumerate() {
-                if let Some(v) = value {
-                    values[row * width + col] = v;
+            // Doubles, the usual case, are converted in place rather than cast to a new array.
+            match array.data_type() {
+                DataType::Float64 => {
+                    let doubles = array.as_primitive::<Float64Type>();
+                    scatter(
+                        doubles.values().iter().map(|v| *v as f32),
+                        &mut values,
+                        width,
+                        col,
+                    );
+                    mark_nulls(array.as_ref(), &mut values, width, col);
+                }
+                _ => {
+                    let floats = cast(array, &DataType::Float32)?;
+                    let floats = floats.as_primitive::<Float32Type>();
+                    scatter(floats.values().iter().copied(), &mut values, width, col);
+                    mark_nulls(floats, &mut values, width, col);
                 }
             }
         }
@@ -72,6 +84,27 @@ impl FeatureMatrix {
     /// Every value, row by row.
     pub fn values(&self) -> &[f32] {
         &self.values
+    }
+}
+
+/// Writes a column's values into column `col` of row-major `values`.
+fn scatter(column: impl Iterator<Item = f32>, values: &mut [f32], width: usize, col: usize) {
+    for (slot, value) in values.iter_mut().skip(col).step_by(width).zip(column) {
+        *slot = value;
+    }
+}
+
+/// Sets the column's NULL rows to NaN, the missing value.
+fn mark_nulls(array: &dyn Array, values: &mut [f32], width: usize, col: usize) {
+    if let Some(nulls) = array.logical_nulls() {
+        for row in nulls
+            .iter()
+            .enumerate()
+            .filter(|(_, valid)| !valid)
+            .map(|(r, _)| r)
+        {
+            values[row * width + col] = f32::NAN;
+        }
     }
 }
 

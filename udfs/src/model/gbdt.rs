@@ -20,10 +20,9 @@ pub struct Gbdt {
     categorical: Vec<bool>,
     objective: Objective,
     base_margin: f32,
+    /// The trees, with each node's mean leaf value over the training rows that reached it
+    /// (weighted by hessian cover): the expected values path contributions are measured against.
     forest: Forest,
-    /// Each node's mean leaf value over the training rows that reached it (weighted by hessian
-    /// cover): the "expected value" path contributions are measured against.
-    node_means: Vec<Vec<f32>>,
 }
 
 impl Gbdt {
@@ -39,7 +38,15 @@ impl Gbdt {
         if features.is_empty() {
             return Err("the model has no features".into());
         }
-        let forest = Forest::new(trees)?;
+        for (i, tree) in trees.iter().enumerate() {
+            tree.validate().map_err(|e| format!("tree {i}: {e}"))?;
+        }
+        let means = trees
+            .iter()
+            .zip(&covers)
+            .map(|(tree, cover)| node_means(tree, cover))
+            .collect();
+        let forest = Forest::with_means(trees, means)?;
         if let Some(max) = forest.max_feature()
             && max as usize >= features.len()
         {
@@ -48,19 +55,12 @@ impl Gbdt {
                 features.len()
             ));
         }
-        let node_means = forest
-            .trees()
-            .iter()
-            .zip(&covers)
-            .map(|(tree, cover)| node_means(tree, cover))
-            .collect();
         Ok(Self {
             features,
             categorical,
             objective,
             base_margin,
             forest,
-            node_means,
         })
     }
 
@@ -115,17 +115,8 @@ impl Gbdt {
     /// margin.
     pub fn contributions(&self, row: &[f32]) -> Vec<f32> {
         let mut out = vec![0.0f32; self.features.len() + 1];
-        let bias = self.features.len();
-        for (tree, means) in self.forest.trees().iter().zip(&self.node_means) {
-            let mut node = 0;
-            out[bias] += means[0];
-            while let Node::Split { feature, .. } = tree.nodes[node] {
-                let next = tree.next(node, row);
-                out[feature as usize] += means[next] - means[node];
-                node = next;
-            }
-        }
-        out[bias] += self.base_margin;
+        self.forest.add_contributions(row, &mut out);
+        out[self.features.len()] += self.base_margin;
         out
     }
 

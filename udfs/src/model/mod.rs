@@ -4,6 +4,7 @@
 //! that drove each GBDT score. All evaluate whole Arrow batches at once.
 
 mod features;
+mod flat;
 mod gbdt;
 mod iforest;
 mod tree;

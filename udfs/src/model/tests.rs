@@ -64,7 +64,20 @@ fn flat_walk_equals_node_walk_with_missing_values() {
     // Depths around the flat layout's limit, and row counts that leave remainders.
     for depth in [1, 3, 6, 10, 12] {
         let trees: Vec<Tree> = (0..20).map(|_| random_tree(&mut state, depth, 5)).collect();
-        let forest = Forest::new(trees.clone()).unwrap();
+        let means: Vec<Vec<f32>> = trees
+            .iter()
+            .map(|t| {
+                // A leaf's mean is its value, as in every model.
+                t.nodes
+                    .iter()
+                    .map(|n| match n {
+                        Node::Leaf(v) => *v,
+                        Node::Split { .. } => lcg(&mut state),
+                    })
+                    .collect()
+            })
+            .collect();
+        let forest = Forest::with_means(trees.clone(), means.clone()).unwrap();
         let rows = random_rows(&mut state, 1003, 5);
         let mut fast = vec![0.0f32; rows.rows()];
         forest.add_sums(rows.values(), 5, &mut fast);
@@ -74,6 +87,25 @@ fn flat_walk_equals_node_walk_with_missing_values() {
                 slow += tree.leaf(rows.row(r)).1;
             }
             assert_eq!(slow.to_bits(), fast.to_bits(), "depth {depth} row {r}");
+            // Contributions along the flat walk equal those along the node walk.
+            let mut flat = vec![0.0f32; 6];
+            forest.add_contributions(rows.row(r), &mut flat);
+            let mut walked = vec![0.0f32; 6];
+            for (tree, means) in trees.iter().zip(&means) {
+                walked[5] += means[0];
+                let mut node = 0;
+                while let Node::Split { feature, .. } = tree.nodes[node] {
+                    let next = tree.next(node, rows.row(r));
+                    walked[feature as usize] += means[next] - means[node];
+                    node = next;
+                }
+            }
+            for (a, b) in flat.iter().zip(&walked) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "depth {depth} row {r}: {flat:?} vs {walked:?}"
+                );
+            }
         }
     }
 }

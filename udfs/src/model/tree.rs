@@ -1,6 +1,6 @@
 //! Binary decision trees, shared by the GBDT and the isolation forest: a node list as the model
-//! files give it, and a flat, breadth-first copy of each shallow numeric tree that is walked
-//! without branches, which is where scoring speed comes from.
+//! files give it, and forests of them, which walk the flat copy of a tree
+//! ([`super::flat`]) where it has one.
 //!
 //! Conventions are XGBoost's: a row goes left when `value < threshold`, a missing value (NaN)
 //! follows the node's default direction, and a categorical split sends the listed categories
@@ -158,116 +158,7 @@ impl Tree {
     }
 }
 
-/// Trees no deeper than this are copied into the flat layout (2^10 leaves at most).
-const FLAT_MAX_DEPTH: usize = 10;
-
-/// A numeric tree padded to a complete binary tree of its depth, stored breadth first: node `i`
-/// has children `2i + 1` and `2i + 2`, so a walk is `depth` compare-and-shift steps with no
-/// branch to mispredict. A leaf above the bottom is copied into every bottom slot below it.
-#[derive(Debug, Clone)]
-struct FlatTree {
-    depth: usize,
-    feature: Vec<u32>,
-    threshold: Vec<f32>,
-    /// 1 where a missing value goes left.
-    default_left: Vec<u8>,
-    leaves: Vec<f32>,
-}
-
-impl FlatTree {
-    fn from_tree(tree: &Tree) -> Option<Self> {
-        let depth = tree.depth();
-        let numeric = tree.nodes.iter().all(|n| {
-            !matches!(
-                n,
-                Node::Split {
-                    condition: Condition::InCategories(_),
-                    ..
-                }
-            )
-        });
-        if !numeric || depth > FLAT_MAX_DEPTH {
-            return None;
-        }
-        let internal = (1usize << depth) - 1;
-        let mut flat = FlatTree {
-            depth,
-            feature: vec![0; internal],
-            threshold: vec![0.0; internal],
-            default_left: vec![1; internal],
-            leaves: vec![0.0; 1 << depth],
-        };
-        flat.fill(tree, 0, 0, 0);
-        Some(flat)
-    }
-
-    /// Copies the subtree at `node` into flat slot `slot` at `level`.
-    fn fill(&mut self, tree: &Tree, node: usize, slot: usize, level: usize) {
-        match &tree.nodes[node] {
-            Node::Leaf(value) => {
-                // Every bottom slot under this one holds the leaf, whatever the padding nodes
-                // above them decide.
-                let span = 1usize << (self.depth - level);
-                let first = (slot + 1) * span - 1 - ((1usize << self.depth) - 1);
-                self.leaves[first..first + span].fill(*value);
-            }
-            Node::Split {
-                feature,
-                condition,
-                default_left,
-                left,
-                right,
-            } => {
-                self.feature[slot] = *feature;
-                if let Condition::Below(threshold) = condition {
-                    self.threshold[slot] = *threshold;
-                }
-                self.default_left[slot] = u8::from(*default_left);
-                self.fill(tree, *left as usize, 2 * slot + 1, level + 1);
-                self.fill(tree, *right as usize, 2 * slot + 2, level + 1);
-            }
-        }
-    }
-
-    /// Adds this tree's leaf value for each row of `rows` (row-major, `width` values a row) to
-    /// `out`. Four rows walk together so that their loads overlap.
-    fn add_to(&self, rows: &[f32], width: usize, out: &mut [f32]) {
-        let internal = self.feature.len();
-        let mut groups = rows.chunks_exact(4 * width);
-        let mut outs = out.chunks_exact_mut(4);
-        for (group, out) in (&mut groups).zip(&mut outs) {
-            let mut slot = [0usize; 4];
-            for _ in 0..self.depth {
-                for (lane, slot) in slot.iter_mut().enumerate() {
-                    *slot = self.step(*slot, &group[lane * width..(lane + 1) * width]);
-                }
-            }
-            for (lane, out) in out.iter_mut().enumerate() {
-                *out += self.leaves[slot[lane] - internal];
-            }
-        }
-        for (row, out) in groups
-            .remainder()
-            .chunks_exact(width)
-            .zip(outs.into_remainder())
-        {
-            let mut slot = 0;
-            for _ in 0..self.depth {
-                slot = self.step(slot, row);
-            }
-            *out += self.leaves[slot - internal];
-        }
-    }
-
-    #[inline(always)]
-    fn step(&self, slot: usize, row: &[f32]) -> usize {
-        let value = row[self.feature[slot] as usize];
-        let threshold = self.threshold[slot];
-        // `value >= threshold` is false for NaN, which then goes right unless it defaults left.
-        let right = (value >= threshold) | (value.is_nan() & (self.default_left[slot] == 0));
-        2 * slot + 1 + usize::from(right)
-    }
-}
+use super::flat::{FlatTree, LANES, LaneGroup, widen_into_lane, widen_row};
 
 /// An ordered list of trees whose leaf values are summed.
 #[derive(Debug, Clone)]
@@ -275,19 +166,48 @@ pub(crate) struct Forest {
     trees: Vec<Tree>,
     /// The flat copy of each tree that has one.
     flat: Vec<Option<FlatTree>>,
+    /// Each tree's node means, for path contributions (empty when the model has none).
+    means: Vec<Vec<f32>>,
 }
 
-/// Rows scored together: small enough that the block stays in cache while every tree walks it.
-const BLOCK_ROWS: usize = 256;
+/// Rows scored together: few enough that their widened values stay in cache while every tree
+/// walks them (64 was the fastest of 32 to 1024 here).
+const BLOCK_ROWS: usize = 64;
 
 impl Forest {
     /// A forest of `trees`, each checked.
     pub(crate) fn new(trees: Vec<Tree>) -> Result<Self, String> {
+        Self::with_means(trees, Vec::new())
+    }
+
+    /// A forest whose trees come with each node's mean value (one list per tree, one mean per
+    /// node), so that it can report path contributions.
+    pub(crate) fn with_means(trees: Vec<Tree>, means: Vec<Vec<f32>>) -> Result<Self, String> {
         for (i, tree) in trees.iter().enumerate() {
             tree.validate().map_err(|e| format!("tree {i}: {e}"))?;
+            if let Some(m) = means.get(i)
+                && m.len() != tree.nodes.len()
+            {
+                return Err(format!(
+                    "tree {i}: {} node means for {} nodes",
+                    m.len(),
+                    tree.nodes.len()
+                ));
+            }
         }
-        let flat = trees.iter().map(FlatTree::from_tree).collect();
-        Ok(Self { trees, flat })
+        if !means.is_empty() && means.len() != trees.len() {
+            return Err(format!(
+                "node means for {} of {} trees",
+                means.len(),
+                trees.len()
+            ));
+        }
+        let flat = trees
+            .iter()
+            .enumerate()
+            .map(|(i, t)| FlatTree::from_tree(t, means.get(i).map(Vec::as_slice)))
+            .collect();
+        Ok(Self { trees, flat, means })
     }
 
     /// The trees.
@@ -303,19 +223,45 @@ impl Forest {
     /// Adds the sum of every tree's leaf value, in tree order, to each row's entry of `out`;
     /// `rows` is row-major with `width` (at least 1) values a row.
     pub(crate) fn add_sums(&self, rows: &[f32], width: usize, out: &mut [f32]) {
+        let mut groups: Vec<LaneGroup> = vec![[0.0; _]; BLOCK_ROWS / LANES];
         for (block, out) in rows
             .chunks(BLOCK_ROWS * width)
             .zip(out.chunks_mut(BLOCK_ROWS))
         {
+            for (r, row) in block.chunks_exact(width).enumerate() {
+                widen_into_lane(row, &mut groups[r / LANES], r % LANES);
+            }
+            let used = &groups[..out.len().div_ceil(LANES)];
             for (tree, flat) in self.trees.iter().zip(&self.flat) {
                 match flat {
-                    Some(flat) => flat.add_to(block, width, out),
+                    Some(flat) => flat.add_to(used, out),
                     None => {
                         for (row, out) in block.chunks_exact(width).zip(out.iter_mut()) {
                             *out += tree.leaf(row).1;
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds one row's path contributions to `out` (one entry per feature, then the bias): for
+    /// each split on the row's path, the change in node mean is credited to the split's feature.
+    /// Needs the node means ([`Forest::with_means`]); adds nothing without them.
+    pub(crate) fn add_contributions(&self, row: &[f32], out: &mut [f32]) {
+        let bias = out.len() - 1;
+        let wide = widen_row(row);
+        for ((tree, flat), means) in self.trees.iter().zip(&self.flat).zip(&self.means) {
+            if let Some(flat) = flat {
+                flat.contribute(&wide, out);
+                continue;
+            }
+            let mut node = 0;
+            out[bias] += means[0];
+            while let Node::Split { feature, .. } = tree.nodes[node] {
+                let next = tree.next(node, row);
+                out[feature as usize] += means[next] - means[node];
+                node = next;
             }
         }
     }

@@ -3,19 +3,23 @@
 //! and 0.3 isolation forest by default, as the reference system does) and names the features
 //! that drove each GBDT score. All evaluate whole Arrow batches at once.
 
+mod boost;
 mod features;
 mod flat;
 mod gbdt;
 mod iforest;
+mod metrics;
 mod tree;
 mod udf;
 mod xgboost;
 
 use datafusion::arrow::array::ArrayRef;
 
+pub use boost::{BoostParams, train_binary};
 pub use features::{FeatureMatrix, is_feature_type};
 pub use gbdt::{Gbdt, Objective};
 pub use iforest::{IsolationForest, IsolationForestParams};
+pub use metrics::{Quality, quality};
 pub use udf::{ModelSlot, ModelUdf};
 
 /// Why a model could not be read or built.

@@ -371,3 +371,70 @@ async fn the_sql_function_checks_arguments_and_hot_swaps() {
     let out = ctx.sql(q).await.unwrap().collect().await.unwrap();
     assert_eq!(out[0].column(0).as_string::<i32>().value(0), "v8");
 }
+
+/// Rows whose label depends on two features, an interaction, and missingness of a third.
+fn labelled(rows: usize, seed: u64) -> (FeatureMatrix, Vec<f32>) {
+    let mut state = seed;
+    let mut values = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..rows {
+        let (a, b, noise) = (lcg(&mut state), lcg(&mut state), lcg(&mut state));
+        let c = if lcg(&mut state) < 0.1 {
+            f32::NAN
+        } else {
+            lcg(&mut state)
+        };
+        let positive = (a > 0.7 && b > 0.5) || c.is_nan() || (noise < 0.03);
+        values.extend([a, b, c]);
+        labels.push(if positive { 1.0 } else { 0.0 });
+    }
+    (FeatureMatrix::from_rows(values, 3).unwrap(), labels)
+}
+
+#[test]
+fn trained_gbdt_reads_back_and_ranks_held_out_rows() {
+    let (train, labels) = labelled(20_000, 1);
+    let params = BoostParams {
+        rounds: 40,
+        max_depth: 4,
+        eta: 0.3,
+        ..BoostParams::default()
+    };
+    let names = vec!["a".to_string(), "b".into(), "c".into()];
+    let json = train_binary(&names, &train, &labels, &params).unwrap();
+    let model = Gbdt::from_xgboost_json(json.as_bytes()).unwrap();
+    assert_eq!(model.trees(), 40);
+    let (test, test_labels) = labelled(5_000, 2);
+    let scores = model.predict(&test);
+    let truth: Vec<bool> = test_labels.iter().map(|y| *y == 1.0).collect();
+    let q = quality(&scores, &truth, 0.01).unwrap();
+    // Noise aside (3% of labels are random), the rule is learnable exactly.
+    assert!(q.roc_auc > 0.95, "{q:?}");
+    // A missing `c` was learned to mean positive, whatever `a` and `b` say.
+    let missing = FeatureMatrix::from_rows(vec![0.1, 0.1, f32::NAN, 0.1, 0.1, 0.5], 3).unwrap();
+    let p = model.predict(&missing);
+    assert!(p[0] > 0.9 && p[1] < 0.2, "{p:?}");
+    // The same data and seed give the same model.
+    assert_eq!(
+        train_binary(&names, &train, &labels, &params).unwrap(),
+        json
+    );
+}
+
+#[test]
+fn training_refuses_bad_input_by_name() {
+    let (rows, labels) = labelled(100, 3);
+    let names = vec!["a".to_string(), "b".into(), "c".into()];
+    let bad = BoostParams {
+        eta: 0.0,
+        ..BoostParams::default()
+    };
+    assert!(
+        train_binary(&names, &rows, &labels, &bad)
+            .unwrap_err()
+            .contains("eta")
+    );
+    let ones = vec![1.0; labels.len()];
+    let err = train_binary(&names, &rows, &ones, &BoostParams::default()).unwrap_err();
+    assert!(err.contains("both"), "{err}");
+}

@@ -41,6 +41,77 @@ pub enum Command {
     Bench(BenchArgs),
     /// Score files with a model, outside any job.
     Model(ModelArgs),
+    /// Train a model (GBDT and isolation forest) from a labelled Parquet training set, writing a
+    /// model folder with its validation figures.
+    Train(TrainArgs),
+}
+
+/// `riskstream train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The training set: a Parquet file or a folder of them.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The label column (1 or true for fraud, 0 or false otherwise).
+    #[arg(long, default_value = "label")]
+    pub label: String,
+    /// Feature columns, comma-separated (default: every numeric or boolean column but the label
+    /// and the time column).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Column whose order splits training from validation rows: the latest rows validate, as
+    /// they would in production (default: no sorting, the file's last rows).
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Share of rows kept for validation.
+    #[arg(long, default_value_t = 0.2, value_parser = open_fraction)]
+    pub validation_fraction: f64,
+    /// The new model folder (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model's name.
+    #[arg(long, default_value = "model")]
+    pub name: String,
+    /// The model's version.
+    #[arg(long, default_value = "1")]
+    pub version: String,
+    /// Boosting rounds.
+    #[arg(long, default_value_t = 100)]
+    pub rounds: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub eta: f64,
+    /// Maximum tree depth.
+    #[arg(long, default_value_t = 6)]
+    pub max_depth: usize,
+    /// Smallest hessian sum of a child.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_child_weight: f64,
+    /// Fraction of rows each tree sees.
+    #[arg(long, default_value_t = 1.0)]
+    pub subsample: f64,
+    /// Isolation forest trees (0 for none).
+    #[arg(long, default_value_t = 100)]
+    pub forest_trees: usize,
+    /// Weight of the GBDT in the blended score.
+    #[arg(long, default_value_t = riskstream_udfs::model::DEFAULT_GBDT_WEIGHT)]
+    pub gbdt_weight: f64,
+    /// Weight of the isolation forest in the blended score.
+    #[arg(long, default_value_t = riskstream_udfs::model::DEFAULT_ANOMALY_WEIGHT)]
+    pub anomaly_weight: f64,
+    /// Seed of every random choice: the same input and seed give the same model.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// A fraction strictly between 0 and 1.
+fn open_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not strictly between 0 and 1"))
+    }
 }
 
 /// `riskstream model`.
@@ -63,7 +134,9 @@ pub enum ModelCommand {
 /// `riskstream model predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// The model file; its features are read from the input's columns of the same names.
+    /// The model: a model folder (with model.json) as `riskstream train` writes, or one file,
+    /// XGBoost JSON or a Riskstream isolation forest. Its features are read from the input's
+    /// columns of the same names.
     #[arg(long)]
     pub model: PathBuf,
     /// Parquet file (or folder of Parquet files) to score.

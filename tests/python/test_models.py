@@ -3,6 +3,7 @@
 `riskstream model predict`, which calls the same SQL function the jobs do, and must give
 XGBoost's predictions to 1e-6 and its path contributions (`approx_contribs`) to 1e-5."""
 
+import json
 import subprocess
 
 import numpy as np
@@ -141,3 +142,74 @@ def test_missing_feature_column_is_named(riskstream_bin, tmp_path):
     )
     assert result.returncode != 0
     assert "velocity" in result.stderr and "distance_km" in result.stderr, result.stderr
+
+
+def write_training_set(path, X, y):
+    """Features, a label, and an event time in row order (so the last rows validate)."""
+    columns = {name: pa.array(X[:, i], mask=np.isnan(X[:, i])) for i, name in enumerate(FEATURES)}
+    columns["label"] = pa.array(y.astype(np.int64))
+    columns["event_time"] = pa.array(np.arange(len(y), dtype=np.int64) * 1000, type=pa.timestamp("ms"))
+    # Shuffled on disk: the trainer must sort by time itself.
+    order = np.random.default_rng(0).permutation(len(y))
+    pq.write_table(pa.table(columns).take(order), path)
+
+
+def test_trained_model_is_xgboost_compatible_and_as_good(riskstream_bin, tmp_path):
+    X, y = make_data(21, 20000)
+    write_training_set(tmp_path / "train.parquet", X, y)
+    out = tmp_path / "model"
+    subprocess.run(
+        [
+            str(riskstream_bin), "train", "--input", str(tmp_path / "train.parquet"), "--label", "label",
+            "--time-column", "event_time", "--out", str(out), "--name", "tx", "--version", "3",
+            "--rounds", "60", "--max-depth", "5", "--eta", "0.2",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["features"] == FEATURES, "every numeric column but the label and the time"
+    assert manifest["training"]["train_rows"] == 16000 and manifest["training"]["validation_rows"] == 4000
+    ours = manifest["metrics"]["validation"]["gbdt"]
+
+    # XGBoost reads our GBDT and predicts what we predict.
+    X_test, y_test = make_data(22, 3000)
+    booster = xgb.Booster(model_file=str(out / "gbdt.json"))
+    expected = booster.predict(xgb.DMatrix(X_test, feature_names=FEATURES))
+    write_input(tmp_path / "test.parquet", X_test)
+    run_predict = lambda model, dest: subprocess.run(
+        [str(riskstream_bin), "model", "predict", "--model", str(model), "--input", str(tmp_path / "test.parquet"), "--out", str(dest)],
+        check=True, capture_output=True, text=True,
+    )
+    run_predict(out / "gbdt.json", tmp_path / "gbdt_only.parquet")
+    got = pq.read_table(tmp_path / "gbdt_only.parquet").column("gbdt").to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+    # The folder scores with the blend, 0.7 GBDT + 0.3 isolation forest, under its version.
+    run_predict(out, tmp_path / "blend.parquet")
+    blend = pq.read_table(tmp_path / "blend.parquet")
+    g, a = blend.column("gbdt").to_numpy(), blend.column("anomaly").to_numpy()
+    np.testing.assert_allclose(blend.column("score").to_numpy(), 0.7 * g + 0.3 * a, atol=1e-12)
+    np.testing.assert_allclose(g, expected, atol=1e-6)
+    assert set(blend.column("model_version").to_pylist()) == {"tx/3"}
+
+    # As good as XGBoost with the same settings on the same split (its training rows are the
+    # first 16,000 by time, as ours were).
+    reference, _ = train(X[:16000], y[:16000], {"objective": "binary:logistic", "max_depth": 5, "eta": 0.2}, 60, False)
+    from_xgb = reference.predict(xgb.DMatrix(X[16000:], feature_names=FEATURES))
+    pos, neg = from_xgb[y[16000:] == 1], from_xgb[y[16000:] == 0]
+    xgb_auc = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert ours["roc_auc"] > xgb_auc - 0.01, (ours, xgb_auc)
+    assert ours["rows"] == 4000 and 0 < ours["recall_at_fpr"] <= 1
+
+
+def test_train_names_bad_columns(riskstream_bin, tmp_path):
+    X, y = make_data(3, 500)
+    write_training_set(tmp_path / "train.parquet", X, y)
+    base = [str(riskstream_bin), "train", "--input", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "m")]
+    missing = subprocess.run(base + ["--label", "is_fraud"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "is_fraud" in missing.stderr, missing.stderr
+    bad_feature = subprocess.run(base + ["--features", "amount,nope"], capture_output=True, text=True)
+    assert bad_feature.returncode != 0 and "nope" in bad_feature.stderr, bad_feature.stderr
+    assert not (tmp_path / "m" / "model.json").exists()

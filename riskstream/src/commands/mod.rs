@@ -9,6 +9,7 @@ mod run;
 mod serve;
 mod shell;
 mod sql;
+mod train;
 
 use std::path::Path;
 
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Checkpoint(args) => maintain::checkpoint(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Model(args) => model::run(args).await,
+        Command::Train(args) => train::run(args).await,
     }
 }
 

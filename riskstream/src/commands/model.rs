@@ -8,7 +8,9 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use riskstream_udfs::model::{Gbdt, IsolationForest, ModelSlot, ModelUdf, ScoringModel};
+use riskstream_udfs::model::{
+    Gbdt, IsolationForest, MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel,
+};
 
 use super::CommandError;
 use crate::cli::{ModelArgs, ModelCommand, PredictArgs};
@@ -19,10 +21,18 @@ pub async fn run(args: ModelArgs) -> Result<(), CommandError> {
     }
 }
 
-/// Reads a model file: XGBoost's JSON (a `learner` object) or our isolation forest; either alone
-/// is the whole score. Its version is the file's name.
-fn load_model_file(path: &Path, top_features: usize) -> Result<ScoringModel, CommandError> {
+/// Reads a model folder (its `model.json`), or one model file: XGBoost's JSON (a `learner`
+/// object) or our isolation forest, either alone being the whole score, versioned by the file's
+/// name.
+pub fn load_model(path: &Path, top_features: usize) -> Result<ScoringModel, CommandError> {
     let at = |e: &dyn std::fmt::Display| format!("--model {}: {e}", path.display());
+    if path.is_dir() {
+        let manifest = std::fs::read(path.join(MANIFEST_FILE)).map_err(|e| at(&e))?;
+        let manifest = ModelManifest::from_json(&manifest).map_err(|e| at(&e))?;
+        let model = manifest
+            .load(|file| std::fs::read(path.join(file)).map_err(|e| format!("{file}: {e}")));
+        return model.map_err(|e| at(&e).into());
+    }
     let bytes = std::fs::read(path).map_err(|e| at(&e))?;
     let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| at(&e))?;
     let version = path
@@ -39,7 +49,7 @@ fn load_model_file(path: &Path, top_features: usize) -> Result<ScoringModel, Com
 }
 
 async fn predict(args: PredictArgs) -> Result<(), CommandError> {
-    let model = load_model_file(&args.model, args.top_features)?;
+    let model = load_model(&args.model, args.top_features)?;
     let ctx = SessionContext::new();
     let input = args.input.to_string_lossy();
     let frame = ctx

@@ -8,6 +8,7 @@ mod features;
 mod flat;
 mod gbdt;
 mod iforest;
+mod manifest;
 mod metrics;
 mod tree;
 mod udf;
@@ -19,6 +20,7 @@ pub use boost::{BoostParams, train_binary};
 pub use features::{FeatureMatrix, is_feature_type};
 pub use gbdt::{Gbdt, Objective};
 pub use iforest::{IsolationForest, IsolationForestParams};
+pub use manifest::{MANIFEST_FILE, ModelManifest, ModelPart};
 pub use metrics::{Quality, quality};
 pub use udf::{ModelSlot, ModelUdf};
 

@@ -47,6 +47,14 @@ pub enum LakeError {
         /// The tables that are there, comma separated.
         known: String,
     },
+    /// A model registry request that cannot be met.
+    #[error("model `{model}`: {reason}")]
+    Model {
+        /// The model (`name` or `name/version`).
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Registering a table with DataFusion failed.
     #[error("registering table `{table}`: {source}")]
     DataFusion {

@@ -8,6 +8,7 @@ mod catalog;
 mod error;
 mod location;
 mod maintenance;
+mod models;
 mod schema;
 mod writer;
 
@@ -17,6 +18,7 @@ pub use location::LakeLocation;
 pub use maintenance::{
     OptimizeOptions, OptimizeReport, VacuumReport, checkpoint, optimize, vacuum,
 };
+pub use models::{MODELS_FOLDER, ModelRegistry, ModelRole};
 pub use schema::{Commit, LakeSchema, TableVersion};
 pub use writer::{AppendOutcome, DeltaAppender, TableSpec};
 

@@ -129,6 +129,48 @@ pub enum ModelCommand {
     /// isolation forest), writing them to a Parquet file with the model's columns added:
     /// score, gbdt, anomaly, top_features, model_version.
     Predict(PredictArgs),
+    /// Publish a model folder into the lake's registry as models/<name>/<version>/ (name and
+    /// version from its model.json); a version is written once.
+    Publish(PublishArgs),
+    /// Make a published version the champion (the scores that count) or the challenger (scored
+    /// in shadow beside it); running jobs pick it up without a restart.
+    Promote(PromoteArgs),
+    /// List the registry's models, versions, champion and challenger, with validation ROC-AUC.
+    List(RegistryArgs),
+}
+
+/// The registry of a lake.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Lake root: a local folder or s3://bucket/prefix; models live under models/.
+    #[arg(long, default_value = "./lake-data")]
+    pub lake: String,
+}
+
+/// `riskstream model publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The model folder, as `riskstream train` writes it.
+    #[arg(long)]
+    pub model: PathBuf,
+}
+
+/// `riskstream model promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The model's name.
+    pub name: String,
+    /// The version to promote.
+    pub version: String,
+    /// Make it the challenger instead of the champion.
+    #[arg(long)]
+    pub challenger: bool,
 }
 
 /// `riskstream model predict`.

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
+from conftest import S3_CREDENTIALS, run_riskstream, s3_env
 
 FEATURES = ["amount", "velocity", "distance_km", "merchant_code", "account_age"]
 CATEGORICAL = {"merchant_code"}
@@ -213,3 +214,39 @@ def test_train_names_bad_columns(riskstream_bin, tmp_path):
     bad_feature = subprocess.run(base + ["--features", "amount,nope"], capture_output=True, text=True)
     assert bad_feature.returncode != 0 and "nope" in bad_feature.stderr, bad_feature.stderr
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_registry_on_s3_publish_promote_list(riskstream_bin, tmp_path, s3_endpoint, s3_bucket):
+    """train -> publish -> promote -> list against an S3 API server, and the files an outside
+    S3 client sees are the model folder's."""
+    import boto3
+
+    X, y = make_data(31, 3000)
+    write_training_set(tmp_path / "train.parquet", X, y)
+    env = s3_env(s3_endpoint)
+    lake = f"s3://{s3_bucket}/lake"
+    for version in ["1", "2"]:
+        run_riskstream(
+            riskstream_bin, "train", "--input", str(tmp_path / "train.parquet"), "--time-column", "event_time",
+            "--out", str(tmp_path / f"m{version}"), "--name", "tx", "--version", version, "--rounds", "10",
+            "--seed", version,
+        )
+        run_riskstream(riskstream_bin, "model", "publish", "--lake", lake, "--model", str(tmp_path / f"m{version}"), env=env)
+    again = run_riskstream(riskstream_bin, "model", "publish", "--lake", lake, "--model", str(tmp_path / "m1"), env=env, check=False)
+    assert again.returncode != 0 and "already published" in again.stderr, again.stderr
+    early = run_riskstream(riskstream_bin, "model", "promote", "--lake", lake, "tx", "9", env=env, check=False)
+    assert early.returncode != 0 and "unpublished" in early.stderr, early.stderr
+
+    run_riskstream(riskstream_bin, "model", "promote", "--lake", lake, "tx", "1", env=env)
+    run_riskstream(riskstream_bin, "model", "promote", "--lake", lake, "tx", "2", "--challenger", env=env)
+    listing = run_riskstream(riskstream_bin, "model", "list", "--lake", lake, env=env).stdout.splitlines()
+    rows = [line.split("\t") for line in listing]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("tx", "1", "champion"), ("tx", "2", "challenger")]
+    assert all(r[3].startswith("roc_auc=") for r in rows)
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"], region_name=S3_CREDENTIALS["AWS_REGION"])
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="lake/models/tx/1/")["Contents"])
+    assert keys == [f"lake/models/tx/1/{f}" for f in ["gbdt.json", "isolation_forest.json", "model.json"]]
+    champion = json.loads(s3.get_object(Bucket=s3_bucket, Key="lake/models/tx/champion.json")["Body"].read())
+    assert champion["version"] == "1"

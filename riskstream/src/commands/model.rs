@@ -1,7 +1,10 @@
-//! `riskstream model`: a model file's scores over a Parquet file, through the same SQL function
-//! the jobs call.
+//! `riskstream model`: a model's scores over a Parquet file, through the same SQL function the
+//! jobs call; and the lake's model registry (publish, promote, list).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use riskstream_lake::{LakeLocation, MODELS_FOLDER, ModelRegistry, ModelRole};
 
 use datafusion::common::Column;
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -13,12 +16,94 @@ use riskstream_udfs::model::{
 };
 
 use super::CommandError;
-use crate::cli::{ModelArgs, ModelCommand, PredictArgs};
+use crate::cli::{ModelArgs, ModelCommand, PredictArgs, PromoteArgs, PublishArgs, RegistryArgs};
 
 pub async fn run(args: ModelArgs) -> Result<(), CommandError> {
     match args.command {
         ModelCommand::Predict(args) => predict(args).await,
+        ModelCommand::Publish(args) => publish(args).await,
+        ModelCommand::Promote(args) => promote(args).await,
+        ModelCommand::List(args) => list(args).await,
     }
+}
+
+/// The registry of the lake `args` names; publishing may create a local lake, reading may not.
+fn registry(args: &RegistryArgs, for_writing: bool) -> Result<ModelRegistry, CommandError> {
+    let lake = if for_writing {
+        LakeLocation::parse(&args.lake)?
+    } else {
+        LakeLocation::open_existing(&args.lake)?
+    };
+    Ok(ModelRegistry::new(&lake)?)
+}
+
+async fn publish(args: PublishArgs) -> Result<(), CommandError> {
+    let dir = &args.model;
+    // Only a model that loads is published.
+    load_model(dir, 0)?;
+    let manifest = ModelManifest::from_json(&std::fs::read(dir.join(MANIFEST_FILE))?)?;
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            files.insert(
+                entry.file_name().to_string_lossy().into_owned(),
+                std::fs::read(entry.path())?,
+            );
+        }
+    }
+    registry(&args.registry, true)?
+        .publish(&manifest.name, &manifest.version, &files)
+        .await?;
+    println!(
+        "published {}/{} to {}/{MODELS_FOLDER}/",
+        manifest.name, manifest.version, args.registry.lake
+    );
+    Ok(())
+}
+
+async fn promote(args: PromoteArgs) -> Result<(), CommandError> {
+    let role = if args.challenger {
+        ModelRole::Challenger
+    } else {
+        ModelRole::Champion
+    };
+    registry(&args.registry, false)?
+        .promote(&args.name, &args.version, role)
+        .await?;
+    println!("{}/{} is now the {}", args.name, args.version, role.name());
+    Ok(())
+}
+
+async fn list(args: RegistryArgs) -> Result<(), CommandError> {
+    let registry = registry(&args, false)?;
+    for name in registry.names().await? {
+        let champion = registry.promoted(&name, ModelRole::Champion).await?;
+        let challenger = registry.promoted(&name, ModelRole::Challenger).await?;
+        for version in registry.versions(&name).await? {
+            let files = registry.read_version(&name, &version).await?;
+            let auc = files
+                .get(MANIFEST_FILE)
+                .and_then(|m| ModelManifest::from_json(m).ok())
+                .and_then(|m| {
+                    m.metrics
+                        .pointer("/validation/blended/roc_auc")
+                        .and_then(|v| v.as_f64())
+                });
+            let role = if champion.as_deref() == Some(version.as_str()) {
+                "champion"
+            } else if challenger.as_deref() == Some(version.as_str()) {
+                "challenger"
+            } else {
+                ""
+            };
+            println!(
+                "{name}\t{version}\t{role}\t{}",
+                auc.map_or("-".to_string(), |a| format!("roc_auc={a:.4}"))
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads a model folder (its `model.json`), or one model file: XGBoost's JSON (a `learner`

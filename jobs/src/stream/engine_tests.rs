@@ -251,6 +251,96 @@ async fn batch_times(dir: &Path, sql: &str) -> Vec<(i64, i64, Option<i64>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_scores_with_the_registry_champion_and_its_challenger_in_shadow() {
+    use crate::stream::models::tests::{promote, publish_model};
+    use riskstream_lake::ModelRole;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    publish_model(&lake, "1", &["amount", "account_age_days"], 5).await;
+    publish_model(&lake, "2", &["amount", "account_age_days"], 9).await;
+    promote(&lake, "1", ModelRole::Champion).await;
+    promote(&lake, "2", ModelRole::Challenger).await;
+    let sql = dir.path().join("score.sql");
+    std::fs::write(
+        &sql,
+        "SELECT event_id, 'transaction' AS event_type, m['score'] AS risk_score, \
+                m['model_version'] AS model_version, c['model_version'] AS shadow_version, \
+                c['score'] AS shadow_score \
+         FROM (SELECT *, fraud(amount, account_age_days) AS m, \
+                         fraud_challenger(amount, account_age_days) AS c FROM transactions)",
+    )
+    .unwrap();
+    let models = format!(
+        "[[models]]\nfunction = \"fraud\"\nlake = \"{}\"\nname = \"tx\"\nshadow = true",
+        lake.display()
+    );
+    let spec = spec_for(dir.path(), "", &models, &sql, 1000);
+    let options = RunOptions {
+        spec,
+        trigger: Trigger::AvailableNow,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let summary = run_with(options, log(3_000), |_| {}).await.unwrap();
+    assert!(summary.output_rows > 2_900);
+    let ctx = lake_session(dir.path()).await;
+    let out = ctx
+        .sql(
+            "SELECT model_version, shadow_version, count(*) AS n, \
+                    sum(CASE WHEN risk_score <> shadow_score THEN 1 ELSE 0 END) AS differ \
+             FROM risk_scores GROUP BY 1, 2",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].num_rows(), 1, "one champion, one challenger");
+    let text = |c: usize| {
+        let column = datafusion::arrow::compute::cast(
+            out[0].column(c),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        column.as_string::<i32>().value(0).to_string()
+    };
+    assert_eq!((text(0), text(1)), ("tx/1".to_string(), "tx/2".to_string()));
+    assert_eq!(
+        out[0].column(2).as_primitive::<Int64Type>().value(0) as u64,
+        summary.output_rows
+    );
+    assert!(
+        out[0].column(3).as_primitive::<Int64Type>().value(0) > 0,
+        "the two versions score differently"
+    );
+
+    // A spec naming a model with no champion fails before reading anything, naming the key.
+    let models = format!(
+        "[[models]]\nfunction = \"fraud\"\nlake = \"{}\"\nname = \"claims\"",
+        lake.display()
+    );
+    let spec = spec_for(&dir.path().join("other"), "", &models, &sql, 1000);
+    let options = RunOptions {
+        spec,
+        trigger: Trigger::AvailableNow,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let err = run_with(options, log(10), |_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("models[0].name") && err.contains("no champion"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // Generated transactions: 0.5% arrive 2 to 30 minutes late, 5% up to 30 s out of order. With

@@ -1,11 +1,12 @@
 //! Streaming jobs: the job spec (`riskstream run JOB.toml`), offset planning, the checkpoint
 //! (Spark's layout), the micro-batch runner, event-time watermarks, rolling windows, streaming
-//! aggregation and progress reports.
+//! aggregation, progress reports, and the registry's models served to the SQL.
 
 pub mod aggregate;
 pub mod alerts;
 pub mod checkpoint;
 pub mod incremental;
+pub mod models;
 pub mod offsets;
 pub mod partial;
 pub mod progress;

@@ -24,6 +24,7 @@ use crate::stream::aggregate::AggregateState;
 use crate::stream::alerts::AlertSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
 use crate::stream::incremental::IncrementalState;
+use crate::stream::models::ServedModels;
 use crate::stream::offsets::{
     BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
 };
@@ -613,8 +614,11 @@ pub async fn run_with<S: RecordSource>(
         .as_ref()
         .map(|w| EventTime::resolve(w, &input_schema, &spec.key("query.watermark")))
         .transpose()?;
+    let ctx = session()?;
+    // Kept until the run ends: dropping it stops the model refreshers.
+    let _models = ServedModels::start(&spec.models, &ctx).await?;
     let query = BatchQuery::new(
-        session()?,
+        ctx,
         &spec.query.view,
         Arc::clone(&input_schema),
         &file,

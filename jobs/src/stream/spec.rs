@@ -29,6 +29,8 @@ pub struct JobSpec {
     pub sink: DeltaSinkOptions,
     /// The Kafka alert sink (`[alerts]`), if any.
     pub alerts: Option<AlertSinkOptions>,
+    /// Models from the lake's registry served as SQL functions (`[[models]]`).
+    pub models: Vec<ModelBinding>,
     /// When micro-batches start.
     pub trigger: Trigger,
     /// Where the offset and commit logs live (`checkpointLocation`): a local folder or `s3://`.
@@ -253,6 +255,26 @@ pub struct AlertSinkOptions {
     pub message_timeout: Duration,
 }
 
+/// A registered model served to the job's SQL (`[[models]]`): the champion version as
+/// `function(...)`, and with `shadow` the challenger as `function_challenger(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelBinding {
+    /// The SQL function's name.
+    pub function: String,
+    /// The lake whose `models/` holds the model.
+    pub lake: String,
+    /// The model's name in the registry.
+    pub name: String,
+    /// How often to look for a newly promoted version.
+    pub refresh: Duration,
+    /// Also serve the challenger (the champion when none is promoted) in shadow.
+    pub shadow: bool,
+    /// Rows scoring at least this get their top contributing features.
+    pub explain_from: f64,
+    /// The key naming this binding in errors (`models[0]`).
+    pub key: String,
+}
+
 /// When micro-batches run (`trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -275,6 +297,20 @@ struct RawSpec {
     query: RawQuery,
     write_stream: RawWriteStream,
     alerts: Option<RawAlerts>,
+    #[serde(default)]
+    models: Vec<RawModel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawModel {
+    function: String,
+    lake: String,
+    name: String,
+    refresh: Option<String>,
+    #[serde(default)]
+    shadow: bool,
+    explain_from: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +655,20 @@ impl JobSpec {
         }
 
         let alerts = raw.alerts.map(|a| alert_options(file, a)).transpose()?;
+        let models = raw
+            .models
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| model_binding(file, i, m))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, m) in models.iter().enumerate() {
+            if models[..i].iter().any(|o| o.function == m.function) {
+                return Err(JobError::config(
+                    at(&format!("{}.function", m.key)),
+                    format!("`{}` is served twice", m.function),
+                ));
+            }
+        }
 
         Ok(Self {
             file: file.to_path_buf(),
@@ -626,6 +676,7 @@ impl JobSpec {
             source,
             query,
             alerts,
+            models,
             sink: DeltaSinkOptions {
                 path,
                 dead_letter_path,
@@ -646,6 +697,59 @@ impl JobSpec {
     pub fn key(&self, key: &str) -> String {
         format!("{}: {key}", self.file.display())
     }
+}
+
+/// Checks one `[[models]]` entry.
+fn model_binding(file: &Path, index: usize, raw: RawModel) -> Result<ModelBinding> {
+    let key = format!("models[{index}]");
+    let at = |field: &str| format!("{}: {key}.{field}", file.display());
+    let identifier = !raw.function.is_empty()
+        && raw
+            .function
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !raw.function.starts_with(|c: char| c.is_ascii_digit());
+    if !identifier {
+        return Err(JobError::config(
+            at("function"),
+            format!(
+                "`{}` is not a SQL function name (letters, digits, `_`)",
+                raw.function
+            ),
+        ));
+    }
+    for (field, value) in [("lake", &raw.lake), ("name", &raw.name)] {
+        if value.trim().is_empty() {
+            return Err(JobError::config(at(field), "is empty"));
+        }
+    }
+    let refresh = match raw.refresh.as_deref() {
+        None => Duration::from_secs(30),
+        Some(text) => parse_interval(text)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                JobError::config(
+                    at("refresh"),
+                    format!("`{text}` is not an interval such as \"30 seconds\""),
+                )
+            })?,
+    };
+    let explain_from = raw.explain_from.unwrap_or(0.3);
+    if !(0.0..=1.0).contains(&explain_from) {
+        return Err(JobError::config(
+            at("explainFrom"),
+            format!("{explain_from} is outside [0, 1]"),
+        ));
+    }
+    Ok(ModelBinding {
+        function: raw.function,
+        lake: raw.lake,
+        name: raw.name,
+        refresh,
+        shadow: raw.shadow,
+        explain_from,
+        key,
+    })
 }
 
 /// `dir/name` next to the last segment of `path`.
@@ -969,6 +1073,56 @@ batchIdColumn = "batch_id"
 
     fn parse(text: &str) -> Result<JobSpec> {
         JobSpec::parse(Path::new("jobs/specs/x.toml"), text)
+    }
+
+    #[test]
+    fn model_bindings_parse_and_bad_ones_name_their_key() {
+        let with = |models: &str| parse(&format!("{GOOD}\n{models}"));
+        let spec = with(
+            "[[models]]\nfunction = \"fraud\"\nlake = \"./lake\"\nname = \"tx\"\nshadow = true\nrefresh = \"5 seconds\"",
+        )
+        .unwrap();
+        let m = &spec.models[0];
+        assert_eq!(
+            (m.function.as_str(), m.name.as_str(), m.shadow),
+            ("fraud", "tx", true)
+        );
+        assert_eq!((m.refresh, m.explain_from), (Duration::from_secs(5), 0.3));
+        let cases = [
+            (
+                "function = \"1fraud\"\nlake = \"l\"\nname = \"tx\"",
+                "models[0].function",
+            ),
+            (
+                "function = \"f\"\nlake = \"l\"\nname = \"tx\"\nrefresh = \"soon\"",
+                "models[0].refresh",
+            ),
+            (
+                "function = \"f\"\nlake = \"\"\nname = \"tx\"",
+                "models[0].lake",
+            ),
+            (
+                "function = \"f\"\nlake = \"l\"\nname = \"tx\"\nexplainFrom = 2.0",
+                "models[0].explainFrom",
+            ),
+            (
+                "function = \"f\"\nlake = \"l\"\nname = \"tx\"\nversion = \"3\"",
+                "version",
+            ),
+        ];
+        for (body, key) in cases {
+            let err = with(&format!("[[models]]\n{body}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+        let twice = "[[models]]\nfunction = \"f\"\nlake = \"l\"\nname = \"a\"\n\
+                     [[models]]\nfunction = \"f\"\nlake = \"l\"\nname = \"b\"";
+        let err = with(twice).unwrap_err().to_string();
+        assert!(
+            err.contains("models[1].function") && err.contains("twice"),
+            "{err}"
+        );
     }
 
     #[test]

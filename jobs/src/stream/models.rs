@@ -1,0 +1,372 @@
+//! Models from the lake's registry, served to a job's SQL (`[[models]]` in the spec): the
+//! promoted champion as `function(...)` and, for shadow scoring, the challenger as
+//! `function_challenger(...)`. A background task looks for a newly promoted version every
+//! `refresh` and swaps it in; the next batch scores with it, and its `model_version` says so.
+//!
+//! A job's SQL fixes the features it passes, so a new version must read the same features in
+//! the same order; one that does not is refused (logged) and the old version keeps serving.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
+use riskstream_lake::{LakeLocation, ModelRegistry, ModelRole};
+use riskstream_udfs::model::{MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel};
+
+use crate::error::{JobError, Result};
+use crate::stream::spec::ModelBinding;
+
+/// The suffix of the shadow function's name.
+pub const CHALLENGER_SUFFIX: &str = "_challenger";
+
+/// One promoted role of a model and the slot its function reads.
+struct Served {
+    role: ModelRole,
+    slot: Arc<ModelSlot>,
+    /// The version in the slot.
+    version: String,
+}
+
+/// A model binding while the job runs.
+pub struct ServedModel {
+    binding: ModelBinding,
+    registry: ModelRegistry,
+    champion: Served,
+    challenger: Option<Served>,
+}
+
+/// Reads `version` of `name` from the registry and builds it.
+async fn load(
+    registry: &ModelRegistry,
+    binding: &ModelBinding,
+    version: &str,
+) -> Result<ScoringModel> {
+    let files = registry.read_version(&binding.name, version).await?;
+    let bad = |reason: String| JobError::config(format!("{}.name", binding.key), reason);
+    let manifest = files
+        .get(MANIFEST_FILE)
+        .ok_or_else(|| bad(format!("{}/{version} has no {MANIFEST_FILE}", binding.name)))?;
+    let manifest = ModelManifest::from_json(manifest).map_err(|e| bad(e.to_string()))?;
+    manifest
+        .load(|file| {
+            files
+                .get(file)
+                .cloned()
+                .ok_or_else(|| format!("{file} is missing"))
+        })
+        .map_err(|e| bad(format!("{}/{version}: {e}", binding.name)))
+}
+
+impl ServedModel {
+    /// Loads the promoted versions of `binding` and registers their functions in `ctx`. A model
+    /// with no champion is a configuration error: the job's SQL cannot be planned without it.
+    pub async fn start(binding: &ModelBinding, ctx: &SessionContext) -> Result<Self> {
+        let lake = LakeLocation::open_existing(&binding.lake)
+            .map_err(|e| JobError::config(format!("{}.lake", binding.key), e.to_string()))?;
+        let registry = ModelRegistry::new(&lake)?;
+        let Some(version) = registry
+            .promoted(&binding.name, ModelRole::Champion)
+            .await?
+        else {
+            return Err(JobError::config(
+                format!("{}.name", binding.key),
+                format!(
+                    "model `{}` has no champion in {lake} (riskstream model promote --lake {lake} {} VERSION)",
+                    binding.name, binding.name
+                ),
+            ));
+        };
+        let model = load(&registry, binding, &version).await?;
+        let champion = Served {
+            role: ModelRole::Champion,
+            slot: ModelSlot::new(model.clone()),
+            version: version.clone(),
+        };
+        ctx.register_udf(ScalarUDF::new_from_impl(ModelUdf::new(
+            &binding.function,
+            Arc::clone(&champion.slot),
+            binding.explain_from,
+        )));
+        let challenger = if binding.shadow {
+            // Without a challenger the shadow column repeats the champion, so the SQL always plans.
+            let (model, version) = match registry
+                .promoted(&binding.name, ModelRole::Challenger)
+                .await?
+            {
+                Some(v) => (load(&registry, binding, &v).await?, v),
+                None => (model, version),
+            };
+            let served = Served {
+                role: ModelRole::Challenger,
+                slot: ModelSlot::new(model),
+                version,
+            };
+            ctx.register_udf(ScalarUDF::new_from_impl(ModelUdf::new(
+                format!("{}{CHALLENGER_SUFFIX}", binding.function),
+                Arc::clone(&served.slot),
+                binding.explain_from,
+            )));
+            Some(served)
+        } else {
+            None
+        };
+        tracing::info!(model = %binding.name, champion = %champion.version,
+            challenger = challenger.as_ref().map(|c| c.version.as_str()), "serving model as {}()", binding.function);
+        Ok(Self {
+            binding: binding.clone(),
+            registry,
+            champion,
+            challenger,
+        })
+    }
+
+    /// The versions now served: champion, and challenger when shadowing.
+    pub fn versions(&self) -> (&str, Option<&str>) {
+        (
+            &self.champion.version,
+            self.challenger.as_ref().map(|c| c.version.as_str()),
+        )
+    }
+
+    /// Looks for newly promoted versions and swaps them in. Returns whether anything changed.
+    pub async fn refresh(&mut self) -> Result<bool> {
+        let champion = self
+            .registry
+            .promoted(&self.binding.name, ModelRole::Champion)
+            .await?;
+        let mut changed = false;
+        if let Some(v) = &champion {
+            changed |= self.swap(true, v).await?;
+        }
+        if self.challenger.is_some() {
+            let challenger = self
+                .registry
+                .promoted(&self.binding.name, ModelRole::Challenger)
+                .await?
+                .or(champion);
+            if let Some(v) = challenger {
+                changed |= self.swap(false, &v).await?;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn swap(&mut self, champion: bool, version: &str) -> Result<bool> {
+        let served = if champion {
+            &self.champion
+        } else {
+            match &self.challenger {
+                Some(c) => c,
+                None => return Ok(false),
+            }
+        };
+        if served.version == version {
+            return Ok(false);
+        }
+        let model = load(&self.registry, &self.binding, version).await?;
+        let current = served.slot.get();
+        if model.features() != current.features() {
+            return Err(JobError::config(
+                format!("{}.name", self.binding.key),
+                format!(
+                    "{}/{version} reads features [{}] but the job's SQL passes [{}]; it is not served",
+                    self.binding.name,
+                    model.features().join(", "),
+                    current.features().join(", ")
+                ),
+            ));
+        }
+        served.slot.replace(model);
+        tracing::info!(model = %self.binding.name, role = served.role.name(), from = %served.version, to = %version, "new model version served");
+        let served = if champion {
+            &mut self.champion
+        } else {
+            match &mut self.challenger {
+                Some(c) => c,
+                None => return Ok(false),
+            }
+        };
+        served.version = version.to_string();
+        Ok(true)
+    }
+}
+
+/// Every model of a job, refreshed in the background until dropped.
+pub struct ServedModels {
+    refreshers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ServedModels {
+    /// Serves `bindings` into `ctx` and starts their refreshers.
+    pub async fn start(bindings: &[ModelBinding], ctx: &SessionContext) -> Result<Self> {
+        let mut refreshers = Vec::new();
+        for binding in bindings {
+            let mut served = ServedModel::start(binding, ctx).await?;
+            let every = binding.refresh;
+            refreshers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    // A registry that cannot be read now is retried at the next tick; the
+                    // served version keeps scoring meanwhile.
+                    if let Err(e) = served.refresh().await {
+                        tracing::warn!(model = %served.binding.name, "model refresh: {e}");
+                    }
+                }
+            }));
+        }
+        Ok(Self { refreshers })
+    }
+}
+
+impl Drop for ServedModels {
+    fn drop(&mut self) {
+        for r in &self.refreshers {
+            r.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use datafusion::arrow::array::AsArray;
+    use riskstream_udfs::model::{BoostParams, FeatureMatrix, ModelPart, train_binary};
+
+    use super::*;
+
+    /// Trains a small GBDT over `features` (label: the first feature above 0.5) and publishes it
+    /// as `tx/<version>` in the lake at `dir`.
+    pub(crate) async fn publish_model(dir: &Path, version: &str, features: &[&str], rounds: usize) {
+        let width = features.len();
+        let mut state = 17u64;
+        let mut values = Vec::new();
+        let mut labels = Vec::new();
+        for _ in 0..400 {
+            for _ in 0..width {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                values.push((state >> 40) as f32 / (1u64 << 24) as f32);
+            }
+            labels.push(if values[values.len() - width] > 0.5 {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let names: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+        let rows = FeatureMatrix::from_rows(values, width).unwrap();
+        let params = BoostParams {
+            rounds,
+            max_depth: 3,
+            ..BoostParams::default()
+        };
+        let gbdt = train_binary(&names, &rows, &labels, &params).unwrap();
+        let manifest = ModelManifest {
+            name: "tx".into(),
+            version: version.into(),
+            created_at: "2026-11-29T00:00:00Z".into(),
+            features: names,
+            gbdt: Some(ModelPart {
+                file: "gbdt.json".into(),
+                weight: 1.0,
+            }),
+            isolation_forest: None,
+            top_features: 2,
+            training: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+        };
+        let files = BTreeMap::from([
+            ("gbdt.json".to_string(), gbdt.into_bytes()),
+            (MANIFEST_FILE.to_string(), manifest.to_json().into_bytes()),
+        ]);
+        let lake = LakeLocation::parse(dir.to_str().unwrap()).unwrap();
+        ModelRegistry::new(&lake)
+            .unwrap()
+            .publish("tx", version, &files)
+            .await
+            .unwrap();
+    }
+
+    pub(crate) async fn promote(dir: &Path, version: &str, role: ModelRole) {
+        let lake = LakeLocation::parse(dir.to_str().unwrap()).unwrap();
+        ModelRegistry::new(&lake)
+            .unwrap()
+            .promote("tx", version, role)
+            .await
+            .unwrap();
+    }
+
+    fn binding(dir: &Path, shadow: bool) -> ModelBinding {
+        ModelBinding {
+            function: "fraud".into(),
+            lake: dir.display().to_string(),
+            name: "tx".into(),
+            refresh: Duration::from_secs(30),
+            shadow,
+            explain_from: 0.0,
+            key: "models[0]".into(),
+        }
+    }
+
+    async fn versions(ctx: &SessionContext) -> (String, String) {
+        let out = ctx
+            .sql(
+                "SELECT fraud(a, b)['model_version'], fraud_challenger(a, b)['model_version'] \
+                 FROM (VALUES (0.2, 0.9)) AS t(a, b)",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = |c: usize| out[0].column(c).as_string::<i32>().value(0).to_string();
+        (text(0), text(1))
+    }
+
+    #[tokio::test]
+    async fn promoted_versions_swap_in_and_mismatched_features_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let err = ServedModel::start(&binding(dir.path(), true), &ctx)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("no champion"), "{err}");
+
+        publish_model(dir.path(), "1", &["a", "b"], 5).await;
+        publish_model(dir.path(), "2", &["a", "b"], 8).await;
+        publish_model(dir.path(), "3", &["b", "a"], 5).await;
+        promote(dir.path(), "1", ModelRole::Champion).await;
+        let mut served = ServedModel::start(&binding(dir.path(), true), &ctx)
+            .await
+            .unwrap();
+        // No challenger yet: the shadow function scores with the champion.
+        assert_eq!(versions(&ctx).await, ("tx/1".into(), "tx/1".into()));
+        assert!(!served.refresh().await.unwrap(), "nothing promoted since");
+
+        promote(dir.path(), "2", ModelRole::Challenger).await;
+        assert!(served.refresh().await.unwrap());
+        assert_eq!(versions(&ctx).await, ("tx/1".into(), "tx/2".into()));
+        promote(dir.path(), "2", ModelRole::Champion).await;
+        served.refresh().await.unwrap();
+        assert_eq!(served.versions(), ("2", Some("2")));
+        assert_eq!(versions(&ctx).await, ("tx/2".into(), "tx/2".into()));
+
+        // Version 3 reads the features in another order than the SQL passes them.
+        promote(dir.path(), "3", ModelRole::Champion).await;
+        let err = served.refresh().await.unwrap_err().to_string();
+        assert!(err.contains("[b, a]") && err.contains("[a, b]"), "{err}");
+        assert_eq!(
+            versions(&ctx).await.0,
+            "tx/2",
+            "the old version keeps serving"
+        );
+    }
+}

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         |_| // The Delta kernel logs an error for every table it does not find, which is how new tables
         // start: not worth a line.
         tracing_subscriber::EnvFilter::new(
-            "warn,riskstream::progress=info,buoyant_kernel::snapshot::builder=off",
+            "warn,riskstream::progress=info,riskstream::models=info,buoyant_kernel::snapshot::builder=off",
         ),
     );
     tracing_subscriber::fmt()

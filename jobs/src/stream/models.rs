@@ -16,6 +16,10 @@ use riskstream_udfs::model::{MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, 
 use crate::error::{JobError, Result};
 use crate::stream::spec::ModelBinding;
 
+/// Where model changes are logged; shown by default, since which version scores is what an
+/// auditor asks first.
+pub const LOG_TARGET: &str = "riskstream::models";
+
 /// The suffix of the shadow function's name.
 pub const CHALLENGER_SUFFIX: &str = "_challenger";
 
@@ -110,7 +114,7 @@ impl ServedModel {
         } else {
             None
         };
-        tracing::info!(model = %binding.name, champion = %champion.version,
+        tracing::info!(target: LOG_TARGET, model = %binding.name, champion = %champion.version,
             challenger = challenger.as_ref().map(|c| c.version.as_str()), "serving model as {}()", binding.function);
         Ok(Self {
             binding: binding.clone(),
@@ -177,7 +181,7 @@ impl ServedModel {
             ));
         }
         served.slot.replace(model);
-        tracing::info!(model = %self.binding.name, role = served.role.name(), from = %served.version, to = %version, "new model version served");
+        tracing::info!(target: LOG_TARGET, model = %self.binding.name, role = served.role.name(), from = %served.version, to = %version, "new model version served");
         let served = if champion {
             &mut self.champion
         } else {
@@ -211,7 +215,7 @@ impl ServedModels {
                     // A registry that cannot be read now is retried at the next tick; the
                     // served version keeps scoring meanwhile.
                     if let Err(e) = served.refresh().await {
-                        tracing::warn!(model = %served.binding.name, "model refresh: {e}");
+                        tracing::warn!(target: LOG_TARGET, model = %served.binding.name, "model refresh: {e}");
                     }
                 }
             }));

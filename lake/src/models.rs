@@ -232,6 +232,16 @@ impl ModelRegistry {
         Ok(files)
     }
 
+    /// One file of a published version.
+    pub async fn read_file(&self, name: &str, version: &str, file: &str) -> Result<Vec<u8>> {
+        check_segment("name", name)?;
+        check_segment("version", version)?;
+        check_segment("file", file)?;
+        let path = Self::path(&[name, version, file]);
+        let got = self.store.get(&path).await.map_err(self.store_err(&path))?;
+        Ok(got.bytes().await.map_err(self.store_err(&path))?.to_vec())
+    }
+
     /// Makes `version` of `name` its `role`; the version must be published.
     pub async fn promote(&self, name: &str, version: &str, role: ModelRole) -> Result<()> {
         check_segment("name", name)?;

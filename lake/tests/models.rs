@@ -43,6 +43,12 @@ async fn versions_are_written_once_and_promoted_by_pointer() {
         .unwrap_err();
     assert!(again.to_string().contains("already published"), "{again}");
     assert_eq!(registry.read_version("tx", "2").await.unwrap(), files("2"));
+    // Version 1's folder is a prefix of version 10's name, not of its files.
+    assert_eq!(registry.read_version("tx", "1").await.unwrap(), files("1"));
+    assert_eq!(
+        registry.read_file("tx", "10", "model.json").await.unwrap(),
+        files("10")["model.json"]
+    );
 
     // A folder without model.json (a publisher that died half way) is not a version.
     std::fs::create_dir_all(dir.path().join("models/tx/3")).unwrap();

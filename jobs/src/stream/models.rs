@@ -132,16 +132,18 @@ impl ServedModel {
         )
     }
 
-    /// Looks for newly promoted versions and swaps them in. Returns whether anything changed.
+    /// Looks for newly promoted versions and swaps them in. Returns whether anything changed;
+    /// a version that cannot be served is an error, after the other role was still looked at.
     pub async fn refresh(&mut self) -> Result<bool> {
         let champion = self
             .registry
             .promoted(&self.binding.name, ModelRole::Champion)
             .await?;
-        let mut changed = false;
-        if let Some(v) = &champion {
-            changed |= self.swap(true, v).await?;
-        }
+        let champion_swap = match &champion {
+            Some(v) => self.swap(true, v).await,
+            None => Ok(false),
+        };
+        let mut challenger_swap = Ok(false);
         if self.challenger.is_some() {
             let challenger = self
                 .registry
@@ -149,10 +151,10 @@ impl ServedModel {
                 .await?
                 .or(champion);
             if let Some(v) = challenger {
-                changed |= self.swap(false, &v).await?;
+                challenger_swap = self.swap(false, &v).await;
             }
         }
-        Ok(changed)
+        Ok(champion_swap? | challenger_swap?)
     }
 
     async fn swap(&mut self, champion: bool, version: &str) -> Result<bool> {

@@ -81,15 +81,12 @@ async fn list(args: RegistryArgs) -> Result<(), CommandError> {
         let champion = registry.promoted(&name, ModelRole::Champion).await?;
         let challenger = registry.promoted(&name, ModelRole::Challenger).await?;
         for version in registry.versions(&name).await? {
-            let files = registry.read_version(&name, &version).await?;
-            let auc = files
-                .get(MANIFEST_FILE)
-                .and_then(|m| ModelManifest::from_json(m).ok())
-                .and_then(|m| {
-                    m.metrics
-                        .pointer("/validation/blended/roc_auc")
-                        .and_then(|v| v.as_f64())
-                });
+            let manifest = registry.read_file(&name, &version, MANIFEST_FILE).await?;
+            let auc = ModelManifest::from_json(&manifest).ok().and_then(|m| {
+                m.metrics
+                    .pointer("/validation/blended/roc_auc")
+                    .and_then(|v| v.as_f64())
+            });
             let role = if champion.as_deref() == Some(version.as_str()) {
                 "champion"
             } else if challenger.as_deref() == Some(version.as_str()) {

@@ -41,17 +41,85 @@ pub enum Command {
     Bench(BenchArgs),
     /// Score files with a model, outside any job.
     Model(ModelArgs),
+    /// Export a point-in-time training set: a feature table's rows in a time range, each with
+    /// the label that had arrived by a cut-off, negatives down-sampled, split by time.
+    Export(ExportArgs),
     /// Train a model (GBDT and isolation forest) from a labelled Parquet training set, writing a
     /// model folder with its validation figures.
     Train(TrainArgs),
 }
 
+/// `riskstream export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, default_value = "./lake-data")]
+    pub lake: String,
+    /// The feature table: one row per event, with `event_id` and `event_time`.
+    #[arg(long, default_value = "transaction_features")]
+    pub features: String,
+    /// The labels table: `event_id`, `label` (1 fraud), `label_time`.
+    #[arg(long, default_value = "fraud_labels")]
+    pub labels: String,
+    /// First event time exported (RFC 3339, such as 2026-11-01T00:00:00Z).
+    #[arg(long, value_parser = instant)]
+    pub from: chrono::DateTime<chrono::Utc>,
+    /// Event times before this are exported.
+    #[arg(long, value_parser = instant)]
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// Labels that arrived after this are ignored, as if the export ran then (default: now).
+    #[arg(long, value_parser = instant)]
+    pub cutoff: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events from this time on are marked `validation` in the `split` column, earlier ones
+    /// `train` (default: the last fifth of the range).
+    #[arg(long, value_parser = instant)]
+    pub validation_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Share of negative (label 0) rows kept; each kept one gets `weight` 1/rate.
+    #[arg(long, default_value_t = 1.0, value_parser = sample_rate)]
+    pub negative_rate: f64,
+    /// Seed of the down-sampling (which negatives are kept depends on it and the event id only).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The new folder: data.parquet (or data.csv) and manifest.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// CSV instead of Parquet.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// An RFC 3339 instant.
+fn instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-11-01T00:00:00Z: {e}"))
+}
+
+/// A sampling rate in (0, 1].
+fn sample_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1]"))
+    }
+}
+
 /// `riskstream train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The training set: a Parquet file or a folder of them.
+    /// The training set: a folder `riskstream export` wrote (its features, `split` and `weight`
+    /// columns are then used), a Parquet file, or a folder of Parquet files.
     #[arg(long)]
     pub input: PathBuf,
+    /// Column saying which rows validate (`validation`) and which train (anything else);
+    /// without it the latest `--validation-fraction` of rows by `--time-column` validate.
+    #[arg(long)]
+    pub split_column: Option<String>,
+    /// Column of per-row training weights (an export's `weight`: 1/rate for down-sampled
+    /// negatives).
+    #[arg(long)]
+    pub weight_column: Option<String>,
     /// The label column (1 or true for fraud, 0 or false otherwise).
     #[arg(long, default_value = "label")]
     pub label: String,

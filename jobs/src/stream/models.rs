@@ -273,7 +273,7 @@ pub(crate) mod tests {
             max_depth: 3,
             ..BoostParams::default()
         };
-        let gbdt = train_binary(&names, &rows, &labels, &params).unwrap();
+        let gbdt = train_binary(&names, &rows, &labels, None, &params).unwrap();
         let manifest = ModelManifest {
             name: "tx".into(),
             version: version.into(),

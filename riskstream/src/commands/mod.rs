@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod export;
 mod generate;
 mod maintain;
 mod model;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Bench(args) => bench::run(args).await,
         Command::Model(args) => model::run(args).await,
         Command::Train(args) => train::run(args).await,
+        Command::Export(args) => export::run(args).await,
     }
 }
 

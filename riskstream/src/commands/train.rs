@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::prelude::{ParquetReadOptions, SessionContext, col};
 use riskstream_udfs::model::{
     BoostParams, FeatureMatrix, Gbdt, IsolationForest, IsolationForestParams, MANIFEST_FILE,
@@ -27,7 +29,33 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         )
         .into());
     }
-    let input = args.input.to_string_lossy().into_owned();
+    // An export folder brings its data file, feature list, split and weights.
+    let export = read_export_manifest(&args.input)?;
+    let input = match &export {
+        Some(m) => {
+            let data = m
+                .get("data")
+                .and_then(|d| d.as_str())
+                .unwrap_or("data.parquet");
+            if !data.ends_with(".parquet") {
+                return Err(format!(
+                    "--input {}: train reads Parquet exports (export without --csv)",
+                    args.input.display()
+                )
+                .into());
+            }
+            args.input.join(data).to_string_lossy().into_owned()
+        }
+        None => args.input.to_string_lossy().into_owned(),
+    };
+    let exported = |column: &str| export.as_ref().map(|_| column.to_string());
+    let split_column = args.split_column.clone().or_else(|| exported("split"));
+    let weight_column = args.weight_column.clone().or_else(|| exported("weight"));
+    let time_column = args.time_column.clone().or_else(|| exported("event_time"));
+    let manifest_features: Option<Vec<String>> = export.as_ref().and_then(|m| {
+        m.get("features")
+            .and_then(|f| serde_json::from_value(f.clone()).ok())
+    });
     let ctx = SessionContext::new();
     let mut frame = ctx
         .read_parquet(input.as_str(), ParquetReadOptions::default())
@@ -48,17 +76,34 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         )
         .into());
     }
-    if let Some(time) = &args.time_column {
+    for (column, flag) in [
+        (&split_column, "--split-column"),
+        (&weight_column, "--weight-column"),
+    ] {
+        if let Some(c) = column {
+            column_type(c, flag)?;
+        }
+    }
+    if let Some(time) = &time_column {
         column_type(time, "--time-column")?;
         frame = frame.sort(vec![col(format!("\"{time}\"")).sort(true, true)])?;
     }
-    let features: Vec<String> = if args.features.is_empty() {
+    let features: Vec<String> = if let (true, Some(listed)) =
+        (args.features.is_empty(), &manifest_features)
+    {
+        listed.clone()
+    } else if args.features.is_empty() {
+        let not_features = [
+            Some(&args.label),
+            time_column.as_ref(),
+            split_column.as_ref(),
+            weight_column.as_ref(),
+        ];
         schema
             .fields()
             .iter()
             .filter(|f| {
-                f.name() != &args.label
-                    && Some(f.name()) != args.time_column.as_ref()
+                !not_features.contains(&Some(f.name()))
                     && is_feature_type(f.data_type())
                     && !matches!(f.data_type(), DataType::Null)
             })
@@ -81,16 +126,42 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
     let batches = frame.collect().await?;
     let all = concat_batches(&schema.clone().into(), &batches)?;
     let rows = all.num_rows();
-    let train_rows = ((rows as f64) * (1.0 - args.validation_fraction)).round() as usize;
-    if train_rows < 2 || rows - train_rows < 2 {
-        return Err(
-            format!("--input {input}: {rows} rows are too few to train and validate").into(),
-        );
+    let (train, validation) = match &split_column {
+        Some(column) => {
+            let split = cast(
+                all.column_by_name(column).ok_or("no split column")?,
+                &DataType::Utf8,
+            )?;
+            let validates: BooleanArray = split
+                .as_string::<i32>()
+                .iter()
+                .map(|s| Some(s == Some("validation")))
+                .collect();
+            (
+                filter_record_batch(&all, &not(&validates)?)?,
+                filter_record_batch(&all, &validates)?,
+            )
+        }
+        None => {
+            let train_rows = ((rows as f64) * (1.0 - args.validation_fraction)).round() as usize;
+            (
+                all.slice(0, train_rows),
+                all.slice(train_rows, rows - train_rows),
+            )
+        }
+    };
+    let train_rows = train.num_rows();
+    if train_rows < 2 || validation.num_rows() < 2 {
+        return Err(format!(
+            "--input {input}: {train_rows} training and {} validation rows are too few",
+            validation.num_rows()
+        )
+        .into());
     }
-    let (train, validation) = (
-        all.slice(0, train_rows),
-        all.slice(train_rows, rows - train_rows),
-    );
+    let weights = match &weight_column {
+        Some(column) => Some(weights_of(&train, column)?),
+        None => None,
+    };
     let (x_train, y_train) = (matrix(&train, &features)?, labels(&train, &args.label)?);
     let (x_valid, y_valid) = (
         matrix(&validation, &features)?,
@@ -112,7 +183,7 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         seed: args.seed,
         ..BoostParams::default()
     };
-    let gbdt_json = train_binary(&features, &x_train, &y_train, &params)
+    let gbdt_json = train_binary(&features, &x_train, &y_train, weights.as_deref(), &params)
         .map_err(|e| format!("training the GBDT: {e}"))?;
     let gbdt = Gbdt::from_xgboost_json(gbdt_json.as_bytes())?;
     let forest_params = IsolationForestParams {
@@ -180,7 +251,10 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         training: json!({
             "input": input,
             "label": args.label,
-            "time_column": args.time_column,
+            "time_column": time_column,
+            "split_column": split_column,
+            "weight_column": weight_column,
+            "export": export,
             "rows": rows,
             "train_rows": train_rows,
             "validation_rows": rows - train_rows,
@@ -202,6 +276,33 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         )?
     );
     Ok(())
+}
+
+/// The manifest of an export folder, if `input` is one.
+fn read_export_manifest(input: &Path) -> Result<Option<serde_json::Value>, CommandError> {
+    let path = input.join("manifest.json");
+    if !input.is_dir() || !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+    ))
+}
+
+/// A weight column as `f32`; weights must be positive.
+fn weights_of(batch: &RecordBatch, column: &str) -> Result<Vec<f32>, CommandError> {
+    let values = cast(
+        batch
+            .column_by_name(column)
+            .ok_or_else(|| format!("no column `{column}`"))?,
+        &DataType::Float32,
+    )?;
+    let values = values.as_primitive::<Float32Type>();
+    if values.null_count() > 0 || values.values().iter().any(|w| !(w.is_finite() && *w > 0.0)) {
+        return Err(format!("--weight-column: `{column}` must hold positive numbers").into());
+    }
+    Ok(values.values().to_vec())
 }
 
 /// Reads the folder back as scoring would, so a model that cannot be served is never left as

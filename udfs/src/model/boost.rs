@@ -233,14 +233,28 @@ struct Open {
     depth: usize,
 }
 
-/// Trains a binary classifier on `rows` with labels 0/1 and returns it as XGBoost JSON.
+/// Trains a binary classifier on `rows` with labels 0/1 and returns it as XGBoost JSON. Each row
+/// counts `weights[r]` times (all 1 without weights), as XGBoost's instance weights do: a training
+/// set whose negatives were kept at rate `r` weighs them `1/r`, so the model's probabilities are
+/// those of the full stream.
 pub fn train_binary(
     features: &[String],
     rows: &FeatureMatrix,
     labels: &[f32],
+    weights: Option<&[f32]>,
     params: &BoostParams,
 ) -> Result<String, String> {
     params.validate()?;
+    if let Some(w) = weights
+        && (w.len() != labels.len() || w.iter().any(|w| !(w.is_finite() && *w > 0.0)))
+    {
+        return Err(format!(
+            "{} weights for {} rows; weights must be positive",
+            w.len(),
+            labels.len()
+        ));
+    }
+    let weight = |r: usize| weights.map_or(1.0, |w| f64::from(w[r]));
     if features.len() != rows.width() || labels.len() != rows.rows() {
         return Err(format!(
             "{} feature names and {} labels for {} rows of {} features",
@@ -260,18 +274,23 @@ pub fn train_binary(
     let binned = Binned::new(rows, params.max_bins);
     // XGBoost's boost_from_average: start from the label rate, as a margin computed in f32
     // the way the evaluator computes it.
-    let base_score = (positives as f64 / labels.len() as f64) as f32;
+    let (mut weighted_positives, mut total) = (0.0, 0.0);
+    for (r, y) in labels.iter().enumerate() {
+        total += weight(r);
+        weighted_positives += weight(r) * f64::from(*y);
+    }
+    let base_score = (weighted_positives / total) as f32;
     let base_margin = -(1.0f32 / base_score - 1.0).ln();
     let mut margins = vec![f64::from(base_margin); labels.len()];
     let mut grads = vec![GradSum::default(); labels.len()];
     let mut rng = params.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut trees = Vec::with_capacity(params.rounds);
     for round in 0..params.rounds {
-        for ((g, m), y) in grads.iter_mut().zip(&margins).zip(labels) {
+        for (r, ((g, m), y)) in grads.iter_mut().zip(&margins).zip(labels).enumerate() {
             let p = 1.0 / (1.0 + (-m).exp());
             *g = GradSum {
-                g: p - f64::from(*y),
-                h: (p * (1.0 - p)).max(1e-16),
+                g: (p - f64::from(*y)) * weight(r),
+                h: (p * (1.0 - p)).max(1e-16) * weight(r),
             };
         }
         let sample: Vec<u32> = (0..labels.len() as u32)

@@ -401,7 +401,7 @@ fn trained_gbdt_reads_back_and_ranks_held_out_rows() {
         ..BoostParams::default()
     };
     let names = vec!["a".to_string(), "b".into(), "c".into()];
-    let json = train_binary(&names, &train, &labels, &params).unwrap();
+    let json = train_binary(&names, &train, &labels, None, &params).unwrap();
     let model = Gbdt::from_xgboost_json(json.as_bytes()).unwrap();
     assert_eq!(model.trees(), 40);
     let (test, test_labels) = labelled(5_000, 2);
@@ -416,7 +416,7 @@ fn trained_gbdt_reads_back_and_ranks_held_out_rows() {
     assert!(p[0] > 0.9 && p[1] < 0.2, "{p:?}");
     // The same data and seed give the same model.
     assert_eq!(
-        train_binary(&names, &train, &labels, &params).unwrap(),
+        train_binary(&names, &train, &labels, None, &params).unwrap(),
         json
     );
 }
@@ -430,11 +430,11 @@ fn training_refuses_bad_input_by_name() {
         ..BoostParams::default()
     };
     assert!(
-        train_binary(&names, &rows, &labels, &bad)
+        train_binary(&names, &rows, &labels, None, &bad)
             .unwrap_err()
             .contains("eta")
     );
     let ones = vec![1.0; labels.len()];
-    let err = train_binary(&names, &rows, &ones, &BoostParams::default()).unwrap_err();
+    let err = train_binary(&names, &rows, &ones, None, &BoostParams::default()).unwrap_err();
     assert!(err.contains("both"), "{err}");
 }

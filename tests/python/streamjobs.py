@@ -114,7 +114,8 @@ ALERT_SEVERITIES = ("high", "critical")
 def check_alerts(job: StreamJob, storage_options: dict | None = None, replays: bool = False) -> int:
     """Every high or critical score is on the alerts topic as JSON equal to its row in the table.
     Without `replays`, each exactly once; with them (after crashes), at least once, and an alert
-    seen twice was published twice by one batch: its replay. Returns how many alerts there are."""
+    seen twice was published twice by one batch: its replay. The alerts table holds each exactly
+    once, replays or not. Returns how many alerts there are on the topic."""
     import pyarrow.compute as pc
 
     scores = job.table("risk_scores", storage_options)
@@ -134,6 +135,10 @@ def check_alerts(job: StreamJob, storage_options: dict | None = None, replays: b
         assert int(batch) == row["batch_id"], "an alert names the batch that scored it"
         seen.setdefault(alert["event_id"], set()).add(batch)
     assert set(seen) == set(expected), f"{len(set(expected) - set(seen))} high or critical scores have no alert"
+    table = job.table("alerts", storage_options).to_pylist()
+    assert sorted(r["event_id"] for r in table) == sorted(expected), "the alerts table holds each alert once"
+    for r in table:
+        assert r == expected[r["event_id"]], "an alert row equals its score row"
     if not replays:
         assert len(records) == len(expected), "an alert was published twice without a replay"
     return len(records)

@@ -65,6 +65,11 @@ pub struct SelectedAlerts {
 }
 
 impl SelectedAlerts {
+    /// The selected rows.
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
     /// How many alerts.
     pub fn len(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()

@@ -80,6 +80,8 @@ struct Sinks {
     dead_letters: DeltaAppender,
     /// Rows behind the watermark, for jobs with one.
     late_events: Option<DeltaAppender>,
+    /// The alerts' table (`alerts.options.path`), if any.
+    alerts: Option<DeltaAppender>,
     schema: SchemaRef,
     batch_id_column: bool,
     processing_time_column: bool,
@@ -163,11 +165,30 @@ impl Sinks {
                 Some(DeltaAppender::open_or_create(&lake, late_spec).await?)
             }
         };
+        let alerts = match spec.alerts.as_ref().and_then(|a| a.table_path.as_ref()) {
+            None => None,
+            Some(path) => {
+                let key = spec.key("alerts.options.path");
+                let same = |other: &str| path.trim_end_matches('/') == other.trim_end_matches('/');
+                if same(&sink.path) || same(&sink.dead_letter_path) || same(&sink.late_events_path)
+                {
+                    return Err(JobError::config(
+                        key,
+                        "must differ from the job's other tables",
+                    ));
+                }
+                let (lake, name) = table_location(path, &key)?;
+                let mut alerts_spec = table_spec(&name, Arc::clone(&schema), Vec::new());
+                alerts_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+                Some(DeltaAppender::open_or_create(&lake, alerts_spec).await?)
+            }
+        };
         Ok(Self {
             table,
             table_path: sink.path.clone(),
             dead_letters,
             late_events,
+            alerts,
             schema,
             batch_id_column: sink.batch_id_column.is_some(),
             processing_time_column: sink.processing_time_column.is_some(),
@@ -921,6 +942,15 @@ pub async fn run_with<S: RecordSource>(
             ),
             _ => (0, None, None),
         };
+        // The alerts' table takes them exactly once, with the batch's transaction like the rest.
+        let alerts_outcome = match (&mut sinks.alerts, &selected_alerts) {
+            (Some(table), Some(selected)) => Some(
+                table
+                    .append(selected.batches().to_vec(), &query_id, batch_id)
+                    .await?,
+            ),
+            _ => None,
+        };
         durations.commit = ms(commit_start.elapsed());
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
@@ -955,6 +985,7 @@ pub async fn run_with<S: RecordSource>(
             ("table", Some(table_outcome)),
             ("deadLetters", Some(dead_outcome)),
             ("lateEvents", late_outcome),
+            ("alerts", alerts_outcome),
         ] {
             if let Some(AppendOutcome::Committed { table_version }) = outcome {
                 table_versions.insert(name.to_string(), table_version);

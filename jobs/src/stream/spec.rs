@@ -248,6 +248,9 @@ pub struct AlertSinkOptions {
     pub topic: String,
     /// `keyColumn`: the column whose value (as text) keys each message; none gives null keys.
     pub key_column: Option<String>,
+    /// `path`: a Delta table that also receives the alerts, exactly once (the topic gets them at
+    /// least once).
+    pub table_path: Option<String>,
     /// Every other `kafka.*` option, passed to the producer without the prefix.
     pub kafka_options: Vec<(String, String)>,
     /// `kafka.message.timeout.ms` (or its other name `kafka.delivery.timeout.ms`): how long the
@@ -871,12 +874,13 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
         section: "alerts.options",
         map: raw.options,
     };
-    options.check_known(&["topic", "keyColumn"], Some("kafka."))?;
+    options.check_known(&["topic", "keyColumn", "path"], Some("kafka."))?;
     let bootstrap_servers = options.required("kafka.bootstrap.servers")?;
     let bootstrap_servers =
         crate::kafka::parse_bootstrap(&bootstrap_servers, &options.key("kafka.bootstrap.servers"))?;
     let topic = options.required("topic")?;
     let key_column = options.string("keyColumn")?;
+    let table_path = options.string("path")?;
     // The delivery guarantee rests on the producer's settings.
     let kafka_options = options.kafka_passthrough(
         &[
@@ -907,6 +911,7 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
         bootstrap_servers,
         topic,
         key_column,
+        table_path,
         kafka_options: kept,
         message_timeout,
     })

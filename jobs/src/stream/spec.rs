@@ -721,7 +721,12 @@ fn model_binding(file: &Path, index: usize, raw: RawModel) -> Result<ModelBindin
             ),
         ));
     }
-    for (field, value) in [("lake", &raw.lake), ("name", &raw.name)] {
+    let expand = |field: &str, value: &str| {
+        expand_env(value, |name| std::env::var(name).ok())
+            .map_err(|e| JobError::config(at(field), e))
+    };
+    let (lake, name) = (expand("lake", &raw.lake)?, expand("name", &raw.name)?);
+    for (field, value) in [("lake", &lake), ("name", &name)] {
         if value.trim().is_empty() {
             return Err(JobError::config(at(field), "is empty"));
         }
@@ -746,8 +751,8 @@ fn model_binding(file: &Path, index: usize, raw: RawModel) -> Result<ModelBindin
     }
     Ok(ModelBinding {
         function: raw.function,
-        lake: raw.lake,
-        name: raw.name,
+        lake,
+        name,
         refresh,
         shadow: raw.shadow,
         explain_from,
@@ -944,6 +949,10 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
     let sql = match raw.file {
         None => None,
         Some(path) => {
+            let path = PathBuf::from(
+                expand_env(&path.to_string_lossy(), |name| std::env::var(name).ok())
+                    .map_err(|e| JobError::config(at("file"), e))?,
+            );
             let sql = std::fs::read_to_string(&path).map_err(|e| {
                 JobError::config(at("file"), format!("cannot read {}: {e}", path.display()))
             })?;
@@ -1084,10 +1093,11 @@ batchIdColumn = "batch_id"
     fn model_bindings_parse_and_bad_ones_name_their_key() {
         let with = |models: &str| parse(&format!("{GOOD}\n{models}"));
         let spec = with(
-            "[[models]]\nfunction = \"fraud\"\nlake = \"./lake\"\nname = \"tx\"\nshadow = true\nrefresh = \"5 seconds\"",
+            "[[models]]\nfunction = \"fraud\"\nlake = \"${RISKSTREAM_TEST_UNSET_LAKE:-./lake}\"\nname = \"tx\"\nshadow = true\nrefresh = \"5 seconds\"",
         )
         .unwrap();
         let m = &spec.models[0];
+        assert_eq!(m.lake, "./lake", "values expand from the environment");
         assert_eq!(
             (m.function.as_str(), m.name.as_str(), m.shadow),
             ("fraud", "tx", true)

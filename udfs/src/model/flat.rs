@@ -181,18 +181,31 @@ impl FlatTree {
             }
         }
     }
+}
 
-    /// Adds the path contributions of a widened row to `out` (one entry per feature, then the
-    /// bias).
-    pub(crate) fn contribute(&self, wide: &WideRow, out: &mut [f32]) {
-        let bias = out.len() - 1;
-        out[bias] += self.means[0];
-        let mut slot = 0;
-        for _ in 0..self.depth {
-            let node = self.nodes[slot & (SLOTS - 1)];
-            let next = 2 * slot + 1 + usize::from(wide[usize::from(node.value)] >= node.threshold);
-            out[usize::from(node.value / 2)] += self.means[next] - self.means[slot];
-            slot = next;
+/// Adds the path contributions of a widened row to `out` (one entry per feature, then the bias)
+/// for every flat tree of `trees` (the others are skipped). One tree's walk waits on each load in
+/// turn; sixteen trees stepped in lockstep overlap theirs.
+pub(crate) fn contribute(trees: &[Option<FlatTree>], wide: &WideRow, out: &mut [f32]) {
+    let bias = out.len() - 1;
+    for group in trees.chunks(LANES) {
+        let depth = group.iter().flatten().map(|t| t.depth).max().unwrap_or(0);
+        let mut slot = [0usize; LANES];
+        for tree in group.iter().flatten() {
+            out[bias] += tree.means[0];
+        }
+        for level in 0..depth {
+            for (lane, tree) in group.iter().enumerate() {
+                let Some(tree) = tree else { continue };
+                if level >= tree.depth {
+                    continue;
+                }
+                let at = slot[lane];
+                let node = tree.nodes[at & (SLOTS - 1)];
+                let next = 2 * at + 2 - usize::from(wide[usize::from(node.value)] < node.threshold);
+                out[usize::from(node.value / 2)] += tree.means[next] - tree.means[at];
+                slot[lane] = next;
+            }
         }
     }
 }

@@ -130,8 +130,18 @@ impl Gbdt {
             .enumerate()
             .filter(|(_, c)| *c != 0.0)
             .collect();
-        top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-        top.truncate(k);
+        let order = |a: &(usize, f32), b: &(usize, f32)| {
+            b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0))
+        };
+        // Only the first k need sorting.
+        if k == 0 {
+            return Vec::new();
+        }
+        if top.len() > k {
+            top.select_nth_unstable_by(k - 1, order);
+            top.truncate(k);
+        }
+        top.sort_by(order);
         top
     }
 }

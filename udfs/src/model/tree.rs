@@ -158,7 +158,7 @@ impl Tree {
     }
 }
 
-use super::flat::{FlatTree, LANES, LaneGroup, widen_into_lane, widen_row};
+use super::flat::{FlatTree, LANES, LaneGroup, contribute, widen_into_lane, widen_row};
 
 /// An ordered list of trees whose leaf values are summed.
 #[derive(Debug, Clone)]
@@ -250,10 +250,12 @@ impl Forest {
     /// Needs the node means ([`Forest::with_means`]); adds nothing without them.
     pub(crate) fn add_contributions(&self, row: &[f32], out: &mut [f32]) {
         let bias = out.len() - 1;
-        let wide = widen_row(row);
+        if self.means.is_empty() {
+            return;
+        }
+        contribute(&self.flat, &widen_row(row), out);
         for ((tree, flat), means) in self.trees.iter().zip(&self.flat).zip(&self.means) {
-            if let Some(flat) = flat {
-                flat.contribute(&wide, out);
+            if flat.is_some() {
                 continue;
             }
             let mut node = 0;

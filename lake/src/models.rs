@@ -196,17 +196,8 @@ impl ModelRegistry {
         name: &str,
         version: &str,
     ) -> Result<BTreeMap<String, Vec<u8>>> {
-        check_segment("name", name)?;
-        check_segment("version", version)?;
-        if !self.has_version(name, version).await? {
-            return Err(LakeError::Model {
-                model: format!("{name}/{version}"),
-                reason: format!(
-                    "no such version (published: {})",
-                    self.versions(name).await?.join(", ")
-                ),
-            });
-        }
+        self.require_published(name, version, "no such version")
+            .await?;
         let prefix = Self::path(&[name, version]);
         let objects: Vec<_> = self
             .store
@@ -219,17 +210,26 @@ impl ModelRegistry {
             let Some(file) = object.location.filename().map(str::to_string) else {
                 continue;
             };
-            let bytes = self
-                .store
-                .get(&object.location)
-                .await
-                .map_err(self.store_err(&object.location))?
-                .bytes()
-                .await
-                .map_err(self.store_err(&object.location))?;
-            files.insert(file, bytes.to_vec());
+            let bytes = self.read_file(name, version, &file).await?;
+            files.insert(file, bytes);
         }
         Ok(files)
+    }
+
+    /// Fails with `reason` and the published versions unless `version` of `name` is published.
+    async fn require_published(&self, name: &str, version: &str, reason: &str) -> Result<()> {
+        check_segment("name", name)?;
+        check_segment("version", version)?;
+        if self.has_version(name, version).await? {
+            return Ok(());
+        }
+        Err(LakeError::Model {
+            model: format!("{name}/{version}"),
+            reason: format!(
+                "{reason} (published: {})",
+                self.versions(name).await?.join(", ")
+            ),
+        })
     }
 
     /// One file of a published version.
@@ -246,15 +246,8 @@ impl ModelRegistry {
     pub async fn promote(&self, name: &str, version: &str, role: ModelRole) -> Result<()> {
         check_segment("name", name)?;
         check_segment("version", version)?;
-        if !self.has_version(name, version).await? {
-            return Err(LakeError::Model {
-                model: format!("{name}/{version}"),
-                reason: format!(
-                    "cannot promote an unpublished version (published: {})",
-                    self.versions(name).await?.join(", ")
-                ),
-            });
-        }
+        self.require_published(name, version, "cannot promote an unpublished version")
+            .await?;
         let pointer = serde_json::json!({
             "version": version,
             "promoted_at": chrono::Utc::now().to_rfc3339(),

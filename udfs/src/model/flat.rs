@@ -147,10 +147,7 @@ impl FlatTree {
                 left,
                 right,
             } => {
-                let threshold = match condition {
-                    Condition::Below(threshold) => *threshold,
-                    Condition::InCategories(_) => f32::NAN,
-                };
+                let threshold = condition.threshold();
                 self.nodes[slot] = FlatNode {
                     threshold,
                     // from_tree checked that the feature is below MAX_FEATURES.

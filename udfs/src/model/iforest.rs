@@ -313,10 +313,7 @@ impl TreeFile {
                     left,
                     right,
                 } => {
-                    let threshold = match condition {
-                        Condition::Below(t) => *t,
-                        Condition::InCategories(_) => f32::NAN,
-                    };
+                    let threshold = condition.threshold();
                     (
                         *left as i32,
                         *right as i32,

@@ -15,6 +15,16 @@ pub(crate) enum Condition {
     InCategories(Vec<u64>),
 }
 
+impl Condition {
+    /// The numeric threshold, NaN for a categorical split (where model files store none).
+    pub(crate) fn threshold(&self) -> f32 {
+        match self {
+            Condition::Below(threshold) => *threshold,
+            Condition::InCategories(_) => f32::NAN,
+        }
+    }
+}
+
 /// One node of a tree.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Node {

@@ -55,6 +55,7 @@ pub fn session() -> Result<SessionContext> {
     let mut ctx = SessionContext::new_with_config(config);
     riskstream_udfs::register_all(&mut ctx)
         .map_err(|source| JobError::sql("<function registry>", source))?;
+    riskstream_udfs::model::evaluate_functions_once(&ctx);
     Ok(ctx)
 }
 

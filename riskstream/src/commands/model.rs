@@ -13,6 +13,7 @@ use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use riskstream_udfs::model::{
     Gbdt, IsolationForest, MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel,
+    evaluate_functions_once,
 };
 
 use super::CommandError;
@@ -133,6 +134,7 @@ pub fn load_model(path: &Path, top_features: usize) -> Result<ScoringModel, Comm
 async fn predict(args: PredictArgs) -> Result<(), CommandError> {
     let model = load_model(&args.model, args.top_features)?;
     let ctx = SessionContext::new();
+    evaluate_functions_once(&ctx);
     let input = args.input.to_string_lossy();
     let frame = ctx
         .read_parquet(input.as_ref(), ParquetReadOptions::default())
@@ -162,12 +164,17 @@ async fn predict(args: PredictArgs) -> Result<(), CommandError> {
         ModelSlot::new(model),
         f64::NEG_INFINITY,
     ));
-    let scored = udf.call(features);
-    let mut columns: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+    // The model runs once, in its own projection; the next reads its fields.
+    const SCORED: &str = "__riskstream_model";
+    let input_columns = || schema.columns().into_iter().map(Expr::Column);
+    let mut with_model: Vec<Expr> = input_columns().collect();
+    with_model.push(udf.call(features).alias(SCORED));
+    let mut columns: Vec<Expr> = input_columns().collect();
     for field in ["score", "gbdt", "anomaly", "top_features", "model_version"] {
-        columns.push(get_field(scored.clone(), field).alias(field));
+        columns.push(get_field(Expr::Column(Column::from_name(SCORED)), field).alias(field));
     }
     frame
+        .select(with_model)?
         .select(columns)?
         .write_parquet(
             &args.out.to_string_lossy(),

@@ -15,6 +15,7 @@ mod udf;
 mod xgboost;
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::prelude::SessionContext;
 
 pub use boost::{BoostParams, train_binary};
 pub use features::{FeatureMatrix, is_feature_type};
@@ -23,6 +24,17 @@ pub use iforest::{IsolationForest, IsolationForestParams};
 pub use manifest::{MANIFEST_FILE, ModelManifest, ModelPart};
 pub use metrics::{Quality, quality};
 pub use udf::{ModelSlot, ModelUdf};
+
+/// Makes `ctx` evaluate a function whose struct result is read field by field once, not once per
+/// field. DataFusion 55's `extract_leaf_expressions` and `push_down_leaf_projections` move a field
+/// access (`m['score']`) below the projection that computes `m`, copying the whole call into each
+/// access: a model (or a rule set) read for its score, reasons and version would run three
+/// times. The rules pay off when reading struct fields from Parquet, which scoring sessions do
+/// not do; sessions that score drop them.
+pub fn evaluate_functions_once(ctx: &SessionContext) {
+    ctx.remove_optimizer_rule("extract_leaf_expressions");
+    ctx.remove_optimizer_rule("push_down_leaf_projections");
+}
 
 /// Why a model could not be read or built.
 #[derive(Debug, thiserror::Error)]

@@ -438,3 +438,33 @@ fn training_refuses_bad_input_by_name() {
     let err = train_binary(&names, &rows, &ones, None, &BoostParams::default()).unwrap_err();
     assert!(err.contains("both"), "{err}");
 }
+
+#[tokio::test]
+async fn a_model_read_field_by_field_runs_once() {
+    let plan = |once: bool| async move {
+        let ctx = SessionContext::new();
+        if once {
+            evaluate_functions_once(&ctx);
+        }
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+            ModelUdf::new("fraud_model", ModelSlot::new(blend()), 0.0),
+        ));
+        ctx.sql("CREATE TABLE t AS VALUES (0.1, 1.0, 2, 4.0)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let q = "EXPLAIN SELECT m['score'], m['model_version'], m['top_features'] \
+                 FROM (SELECT fraud_model(column1, column2, column3, column4) AS m FROM t)";
+        let out = ctx.sql(q).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&out)
+            .unwrap()
+            .to_string();
+        let physical = text.split("physical_plan").nth(1).unwrap().to_string();
+        physical.matches("fraud_model(").count()
+    };
+    // DataFusion's own rules would copy the call into each field access.
+    assert_eq!(plan(false).await, 3);
+    assert_eq!(plan(true).await, 1);
+}

@@ -17,16 +17,17 @@ fn files(tag: &str) -> BTreeMap<String, Vec<u8>> {
     ])
 }
 
+async fn promoted(registry: &ModelRegistry, role: ModelRole) -> Option<String> {
+    registry.promoted("tx", role).await.unwrap()
+}
+
 #[tokio::test]
 async fn versions_are_written_once_and_promoted_by_pointer() {
     let dir = tempfile::tempdir().unwrap();
     let lake = LakeLocation::parse(dir.path().to_str().unwrap()).unwrap();
     let registry = ModelRegistry::new(&lake).unwrap();
     assert!(registry.names().await.unwrap().is_empty());
-    assert_eq!(
-        registry.promoted("tx", ModelRole::Champion).await.unwrap(),
-        None
-    );
+    assert_eq!(promoted(&registry, ModelRole::Champion).await, None);
 
     for v in ["2", "10", "1"] {
         registry.publish("tx", v, &files(v)).await.unwrap();
@@ -72,11 +73,7 @@ async fn versions_are_written_once_and_promoted_by_pointer() {
         .await
         .unwrap();
     assert_eq!(
-        registry
-            .promoted("tx", ModelRole::Champion)
-            .await
-            .unwrap()
-            .as_deref(),
+        promoted(&registry, ModelRole::Champion).await.as_deref(),
         Some("2")
     );
     registry
@@ -84,19 +81,11 @@ async fn versions_are_written_once_and_promoted_by_pointer() {
         .await
         .unwrap();
     assert_eq!(
-        registry
-            .promoted("tx", ModelRole::Champion)
-            .await
-            .unwrap()
-            .as_deref(),
+        promoted(&registry, ModelRole::Champion).await.as_deref(),
         Some("10")
     );
     assert_eq!(
-        registry
-            .promoted("tx", ModelRole::Challenger)
-            .await
-            .unwrap()
-            .as_deref(),
+        promoted(&registry, ModelRole::Challenger).await.as_deref(),
         Some("10")
     );
 

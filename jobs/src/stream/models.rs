@@ -25,7 +25,6 @@ pub const CHALLENGER_SUFFIX: &str = "_challenger";
 
 /// One promoted role of a model and the slot its function reads.
 struct Served {
-    role: ModelRole,
     slot: Arc<ModelSlot>,
     /// The version in the slot.
     version: String,
@@ -82,7 +81,6 @@ impl ServedModel {
         };
         let model = load(&registry, binding, &version).await?;
         let champion = Served {
-            role: ModelRole::Champion,
             slot: ModelSlot::new(model.clone()),
             version: version.clone(),
         };
@@ -101,7 +99,6 @@ impl ServedModel {
                 None => (model, version),
             };
             let served = Served {
-                role: ModelRole::Challenger,
                 slot: ModelSlot::new(model),
                 version,
             };
@@ -140,7 +137,7 @@ impl ServedModel {
             .promoted(&self.binding.name, ModelRole::Champion)
             .await?;
         let champion_swap = match &champion {
-            Some(v) => self.swap(true, v).await,
+            Some(v) => self.swap(ModelRole::Champion, v).await,
             None => Ok(false),
         };
         let mut challenger_swap = Ok(false);
@@ -151,26 +148,26 @@ impl ServedModel {
                 .await?
                 .or(champion);
             if let Some(v) = challenger {
-                challenger_swap = self.swap(false, &v).await;
+                challenger_swap = self.swap(ModelRole::Challenger, &v).await;
             }
         }
         Ok(champion_swap? | challenger_swap?)
     }
 
-    async fn swap(&mut self, champion: bool, version: &str) -> Result<bool> {
-        let served = if champion {
-            &self.champion
-        } else {
-            match &self.challenger {
-                Some(c) => c,
-                None => return Ok(false),
-            }
-        };
-        if served.version == version {
-            return Ok(false);
+    /// The served slot of `role` (none for the challenger without shadow scoring).
+    fn served(&mut self, role: ModelRole) -> Option<&mut Served> {
+        match role {
+            ModelRole::Champion => Some(&mut self.champion),
+            ModelRole::Challenger => self.challenger.as_mut(),
         }
+    }
+
+    async fn swap(&mut self, role: ModelRole, version: &str) -> Result<bool> {
+        let current = match self.served(role) {
+            Some(served) if served.version != version => served.slot.get(),
+            _ => return Ok(false),
+        };
         let model = load(&self.registry, &self.binding, version).await?;
-        let current = served.slot.get();
         if model.features() != current.features() {
             return Err(JobError::config(
                 format!("{}.name", self.binding.key),
@@ -182,16 +179,12 @@ impl ServedModel {
                 ),
             ));
         }
-        served.slot.replace(model);
-        tracing::info!(target: LOG_TARGET, model = %self.binding.name, role = served.role.name(), from = %served.version, to = %version, "new model version served");
-        let served = if champion {
-            &mut self.champion
-        } else {
-            match &mut self.challenger {
-                Some(c) => c,
-                None => return Ok(false),
-            }
+        let name = self.binding.name.clone();
+        let Some(served) = self.served(role) else {
+            return Ok(false);
         };
+        served.slot.replace(model);
+        tracing::info!(target: LOG_TARGET, model = %name, role = role.name(), from = %served.version, to = %version, "new model version served");
         served.version = version.to_string();
         Ok(true)
     }

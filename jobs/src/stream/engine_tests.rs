@@ -514,16 +514,19 @@ async fn batch_rows(
     out_of_order: bool,
     late: &std::collections::HashSet<String>,
 ) -> Vec<datafusion::arrow::array::RecordBatch> {
-    batch_rows_of(Source::Transactions, sql, events, out_of_order, late).await
+    batch_rows_of(Source::Transactions, sql, events, out_of_order, &|id| {
+        !late.contains(id)
+    })
+    .await
 }
 
-/// The same over `source`'s events.
+/// The same over `source`'s events, of those the events `keep` takes.
 async fn batch_rows_of(
     source: Source,
     sql: &str,
     events: u64,
     out_of_order: bool,
-    late: &std::collections::HashSet<String>,
+    keep: &dyn Fn(&str) -> bool,
 ) -> Vec<datafusion::arrow::array::RecordBatch> {
     use crate::generator::{Generator, Message, Stream};
     use datafusion::arrow::array::{AsArray, BinaryArray};
@@ -546,7 +549,7 @@ async fn batch_rows_of(
     for b in decoded.batches {
         let ids = b.column(0).as_string::<i32>();
         let keep: datafusion::arrow::array::BooleanArray = (0..b.num_rows())
-            .map(|i| Some(!late.contains(ids.value(i))))
+            .map(|i| Some(keep(ids.value(i))))
             .collect();
         rows.push(datafusion::arrow::compute::filter_record_batch(&b, &keep).unwrap());
     }
@@ -603,11 +606,13 @@ async fn stream_rows(
         out_of_order,
         max,
         write,
+        "",
     )
     .await
 }
 
-/// The same over `source`'s events.
+/// The same over `source`'s events, with `emit` lines added to `[query]`.
+#[allow(clippy::too_many_arguments)]
 async fn stream_rows_of(
     source: Source,
     dir: &Path,
@@ -616,6 +621,7 @@ async fn stream_rows_of(
     out_of_order: bool,
     max: u64,
     write: &str,
+    emit: &str,
 ) -> Streamed {
     use datafusion::arrow::array::AsArray;
     let sql = dir.join("rolling.sql");
@@ -626,7 +632,7 @@ async fn stream_rows_of(
         source,
         dir,
         write,
-        r#"watermark = { column = "event_time", delay = "10 minutes" }"#,
+        &format!("watermark = {{ column = \"event_time\", delay = \"10 minutes\" }}\n{emit}"),
         &sql,
         max,
     );
@@ -753,6 +759,77 @@ async fn rolling_features_after_a_restart_equal_those_without_one() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_features_on_arrival_equal_the_sql_over_the_events_received_by_their_batch() {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    for (out_of_order, max) in [(false, 2_500), (true, 1_700)] {
+        let dir = tempfile::tempdir().unwrap();
+        // With a restart: out-of-order events must come back in place from the snapshots.
+        let (rows, late, _, operator) = stream_rows_of(
+            Source::Transactions,
+            dir.path(),
+            ROLLING_SQL,
+            &[6_000, 14_000],
+            out_of_order,
+            max,
+            "",
+            r#"emit = "onArrival""#,
+        )
+        .await;
+        assert_eq!(operator, "incrementalWindows");
+        let streamed = features(&rows);
+        // Every on-time event is written in the batch it arrived in.
+        let mut batch_of = std::collections::HashMap::new();
+        for b in &rows {
+            let ids = datafusion::arrow::compute::cast(
+                b.column(b.schema().index_of("event_id").unwrap()),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let batches = b.column(b.schema().index_of("batch_id").unwrap());
+            for (id, batch) in ids
+                .as_string::<i32>()
+                .iter()
+                .zip(batches.as_primitive::<Int64Type>().iter())
+            {
+                batch_of.insert(id.unwrap().to_string(), batch.unwrap());
+            }
+        }
+        let all = batch_features(ROLLING_SQL, 14_000, out_of_order, &late).await;
+        assert_eq!(streamed.len(), all.len(), "every on-time event, once");
+        assert_eq!(late.is_empty(), !out_of_order);
+        let last = batch_of.values().copied().max().unwrap();
+        assert!(last >= 5, "{last} batches");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+        let mut differ_from_final = 0;
+        for batch in 0..=last {
+            // Each event's features: the SQL over the events received up to its batch.
+            let received = features(
+                &batch_rows_of(
+                    Source::Transactions,
+                    ROLLING_SQL,
+                    14_000,
+                    out_of_order,
+                    &|id| batch_of.get(id).is_some_and(|&b| b <= batch),
+                )
+                .await,
+            );
+            let same = |s: &(i64, i64, f64, f64, f64), b: &(i64, i64, f64, f64, f64)| {
+                (s.0, s.1) == (b.0, b.1) && close(s.2, b.2) && close(s.3, b.3) && close(s.4, b.4)
+            };
+            for (id, _) in batch_of.iter().filter(|(_, b)| **b == batch) {
+                let (s, b) = (&streamed[id], &received[id]);
+                assert!(same(s, b), "{id}: {s:?} != {b:?}");
+                differ_from_final += usize::from(!same(s, &all[id]));
+            }
+        }
+        // In order, that is also the SQL over the whole input; out of order, an event that
+        // arrived later but happened earlier is missing from some frames.
+        assert_eq!(differ_from_final == 0, !out_of_order, "{differ_from_final}");
+    }
+}
+
 /// The transaction features shipped in `sql/features/transactions.sql`.
 const FEATURES_SQL: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -826,13 +903,22 @@ async fn shipped_features_stream_as_they_compute_in_one_batch(
     use datafusion::common::ScalarValue;
     let sql = std::fs::read_to_string(path).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (streamed, late, watermark, operator) =
-        stream_rows_of(source, dir.path(), &sql, &[7_000, 20_000], true, 1_500, "").await;
+    let (streamed, late, watermark, operator) = stream_rows_of(
+        source,
+        dir.path(),
+        &sql,
+        &[7_000, 20_000],
+        true,
+        1_500,
+        "",
+        "",
+    )
+    .await;
     assert_eq!(
         operator, "incrementalWindows",
         "every window of {path} is incremental"
     );
-    let batch = batch_rows_of(source, &sql, 20_000, true, &late).await;
+    let batch = batch_rows_of(source, &sql, 20_000, true, &|id| !late.contains(id)).await;
     let (streamed, batch) = (rows_by_id(&streamed), rows_by_id(&batch));
     let time_at = batch
         .values()

@@ -6,9 +6,12 @@
 //! by a scan of the emitted rows with their computed columns, and the rest of the SQL runs as
 //! written. Any other window query runs on the generic path (`rolling.rs`).
 //!
-//! Emission follows the same rule as the generic path: an event is emitted once the watermark
-//! after its batch has passed it, so the frames it sees are complete, and emitted event times only
-//! grow from batch to batch; that keeps every key's history sorted by time as it is appended.
+//! By default emission follows the same rule as the generic path: an event is emitted once the
+//! watermark after its batch has passed it, so the frames it sees are complete, and emitted event
+//! times only grow from batch to batch. With `emit = "onArrival"` every on-time event is emitted
+//! in the batch it arrives in, its frames read over the events received by the end of that batch;
+//! an event out of order then joins its key's history in the middle, keeping it sorted, and the
+//! watermark only says how far back history must reach.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Cursor, Read};
@@ -387,6 +390,29 @@ struct History {
     i64s: Vec<VecDeque<Option<i64>>>,
 }
 
+impl History {
+    /// Adds an entry at its place in time order: after the entries at the same or an earlier
+    /// time. Entries mostly arrive in order, so this is mostly a push at the back.
+    fn insert(
+        &mut self,
+        time: i64,
+        f64s: impl Iterator<Item = Option<f64>>,
+        i64s: impl Iterator<Item = Option<i64>>,
+    ) {
+        let at = match self.times.back() {
+            Some(&last) if last > time => self.times.partition_point(|&t| t <= time),
+            _ => self.times.len(),
+        };
+        self.times.insert(at, time);
+        for (column, value) in self.f64s.iter_mut().zip(f64s) {
+            column.insert(at, value);
+        }
+        for (column, value) in self.i64s.iter_mut().zip(i64s) {
+            column.insert(at, value);
+        }
+    }
+}
+
 /// A group's keyed histories: each key's history in an arena, found by its encoded key.
 struct GroupState {
     plan: GroupPlan,
@@ -453,6 +479,9 @@ pub struct IncrementalState {
     input: SchemaRef,
     groups: Vec<GroupState>,
     pending: Vec<RecordBatch>,
+    /// Emit every row in the batch it arrives in (`emit = "onArrival"`), not once the
+    /// watermark passes it.
+    on_arrival: bool,
     /// Where history was last cut: entries before it are gone.
     keep_from: i64,
     /// The batch of the full snapshot the last snapshot builds on, and how many deltas since.
@@ -482,8 +511,9 @@ impl std::fmt::Debug for IncrementalState {
 }
 
 impl IncrementalState {
-    /// Empty state for `plan` over rows of `input`.
-    pub fn new(plan: IncrementalPlan, input: SchemaRef) -> Result<Self> {
+    /// Empty state for `plan` over rows of `input`, emitting rows on arrival or once the
+    /// watermark passes them.
+    pub fn new(plan: IncrementalPlan, input: SchemaRef, on_arrival: bool) -> Result<Self> {
         let groups = plan
             .groups
             .iter()
@@ -509,6 +539,7 @@ impl IncrementalState {
             input,
             groups,
             pending: Vec::new(),
+            on_arrival,
             keep_from: i64::MIN,
             base: None,
             deltas: 0,
@@ -557,14 +588,19 @@ impl IncrementalState {
     }
 
     /// Takes a batch's on-time rows; returns the rows the watermark after the batch
-    /// (`watermark_ms`) has reached, in event-time order, with the computed window columns,
-    /// and forgets history no event still to come can reach.
+    /// (`watermark_ms`) has reached (on arrival: all of them) with the computed window
+    /// columns, and forgets history no event still to come can reach.
     pub fn stage(
         &mut self,
         new_rows: Vec<RecordBatch>,
         watermark_ms: i64,
     ) -> Result<Vec<RecordBatch>> {
-        let limit_us = watermark_ms.saturating_mul(1000);
+        let watermark_us = watermark_ms.saturating_mul(1000);
+        let limit_us = if self.on_arrival {
+            i64::MAX
+        } else {
+            watermark_us
+        };
         let mut due = Vec::new();
         let mut pending = Vec::new();
         for batch in std::mem::take(&mut self.pending)
@@ -622,7 +658,9 @@ impl IncrementalState {
                     .map_err(JobError::arrow("emitting computed windows"))?,
             );
         }
-        let keep_from = limit_us.saturating_sub(self.plan.lookback_us);
+        // Events still to come are after the watermark, so their frames start after it minus
+        // the lookback.
+        let keep_from = watermark_us.saturating_sub(self.plan.lookback_us);
         self.keep_from = keep_from;
         for g in &mut self.groups {
             g.evict(keep_from);
@@ -783,21 +821,17 @@ impl GroupState {
                 continue;
             }
             let slot = self.slot(encoded.row(row).as_ref());
-            let h = &mut self.histories[slot];
-            h.times.push_back(times.value(row));
-            let (mut f, mut i) = (0, 0);
-            for a in &args {
-                match a {
-                    Arg::F64(v) => {
-                        h.f64s[f].push_back(v.is_valid(row).then(|| v.value(row)));
-                        f += 1;
-                    }
-                    Arg::I64(v) => {
-                        h.i64s[i].push_back(v.is_valid(row).then(|| v.value(row)));
-                        i += 1;
-                    }
-                }
-            }
+            self.histories[slot].insert(
+                times.value(row),
+                args.iter().filter_map(|a| match a {
+                    Arg::F64(v) => Some(v.is_valid(row).then(|| v.value(row))),
+                    Arg::I64(_) => None,
+                }),
+                args.iter().filter_map(|a| match a {
+                    Arg::I64(v) => Some(v.is_valid(row).then(|| v.value(row))),
+                    Arg::F64(_) => None,
+                }),
+            );
             slots[row] = Some(slot);
         }
         self.record_appended(&encoded, &times, &args, order)?;
@@ -1024,7 +1058,7 @@ impl GroupState {
         self.appended.clear();
     }
 
-    /// Appends snapshot entries (in time order per key) to their keys' histories.
+    /// Adds snapshot entries to their keys' histories, each at its place in time order.
     fn append_entries(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.schema() != self.history_schema() {
             return Err(JobError::internal("snapshot columns".into()));
@@ -1033,18 +1067,23 @@ impl GroupState {
         let i64_count = self.plan.args.len() - f64_count;
         let keys = batch.column(0).as_binary::<i32>();
         let times = batch.column(1).as_primitive::<Int64Type>();
+        let f64_columns: Vec<_> = (0..f64_count)
+            .map(|c| batch.column(2 + c).as_primitive::<Float64Type>())
+            .collect();
+        let i64_columns: Vec<_> = (0..i64_count)
+            .map(|c| batch.column(2 + f64_count + c).as_primitive::<Int64Type>())
+            .collect();
         for row in 0..batch.num_rows() {
             let slot = self.slot(keys.value(row));
-            let h = &mut self.histories[slot];
-            h.times.push_back(times.value(row));
-            for c in 0..f64_count {
-                let col = batch.column(2 + c).as_primitive::<Float64Type>();
-                h.f64s[c].push_back(col.is_valid(row).then(|| col.value(row)));
-            }
-            for c in 0..i64_count {
-                let col = batch.column(2 + f64_count + c).as_primitive::<Int64Type>();
-                h.i64s[c].push_back(col.is_valid(row).then(|| col.value(row)));
-            }
+            self.histories[slot].insert(
+                times.value(row),
+                f64_columns
+                    .iter()
+                    .map(|col| col.is_valid(row).then(|| col.value(row))),
+                i64_columns
+                    .iter()
+                    .map(|col| col.is_valid(row).then(|| col.value(row))),
+            );
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use crate::stream::progress::{
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState};
 use crate::stream::source::RecordSource;
-use crate::stream::spec::{JobSpec, OnError, OutputMode, Trigger};
+use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::watermark::EventTime;
 
 /// How long an idle query waits before looking for new records again.
@@ -676,6 +676,13 @@ pub async fn run_with<S: RecordSource>(
             "is nullable: window functions over a stream need an event time on every row",
         ));
     }
+    let on_arrival = spec.query.emit == Emit::OnArrival;
+    if on_arrival && windows.is_none() {
+        return Err(JobError::config(
+            spec.key("query.emit"),
+            "`onArrival` is for window functions (OVER) over the stream; this query has none",
+        ));
+    }
     let (query, mut rolling) = match (aggregation, &windows, &event_time) {
         (Some(aggregation), _, _) => {
             for line in &aggregation.explain {
@@ -692,11 +699,22 @@ pub async fn run_with<S: RecordSource>(
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
-                let state = IncrementalState::new(plan.clone(), input_schema)?;
+                let state = IncrementalState::new(plan.clone(), input_schema, on_arrival)?;
                 (
                     query.with_incremental(plan),
                     Some(WindowState::Incremental(state)),
                 )
+            }
+            None if on_arrival => {
+                return Err(JobError::config(
+                    spec.key("query.emit"),
+                    format!(
+                        "`onArrival` needs window functions the engine evaluates incrementally \
+                         (an aggregate of a column over a RANGE frame, partitioned by columns, \
+                         straight over the view); {file} has others: {}",
+                        w.explain.join("; ")
+                    ),
+                ));
             }
             None => {
                 for line in &w.explain {

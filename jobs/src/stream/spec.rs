@@ -122,6 +122,20 @@ pub struct QuerySpec {
     pub on_error: OnError,
     /// The event-time watermark (Spark's `withWatermark`), if any.
     pub watermark: Option<WatermarkSpec>,
+    /// When rows computed over windows are emitted (`emit`).
+    pub emit: Emit,
+}
+
+/// When a query with window functions emits an event's row (`emit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// Once the watermark has passed the event: its frames are final, and the row equals the
+    /// same SQL run over the whole input (the default).
+    #[default]
+    OnWatermark,
+    /// In the batch the event arrives in, over the events received by then: what a scoring job
+    /// needs, as an event is scored when it happens. The watermark only bounds the kept history.
+    OnArrival,
 }
 
 /// `watermark = { column, delay }`: the watermark is the latest event time seen minus `delay`;
@@ -342,6 +356,7 @@ struct RawQuery {
     file: Option<PathBuf>,
     on_error: Option<String>,
     watermark: Option<RawWatermark>,
+    emit: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -990,12 +1005,29 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
             })
         }
     };
+    let emit = match raw.emit.as_deref() {
+        None | Some("onWatermark") => Emit::OnWatermark,
+        Some("onArrival") if watermark.is_none() => {
+            return Err(JobError::config(
+                at("emit"),
+                "`onArrival` needs a watermark (query.watermark), which bounds the history kept",
+            ));
+        }
+        Some("onArrival") => Emit::OnArrival,
+        Some(other) => {
+            return Err(JobError::config(
+                at("emit"),
+                format!("`{other}` is not onWatermark or onArrival"),
+            ));
+        }
+    };
     Ok(QuerySpec {
         schema,
         view,
         sql,
         on_error,
         watermark,
+        emit,
     })
 }
 
@@ -1209,6 +1241,17 @@ batchIdColumn = "batch_id"
             (
                 GOOD.replace("column = \"event_time\"", "column = \"\""),
                 "query.watermark.column",
+            ),
+            (
+                GOOD.replace("watermark =", "emit = \"early\"\nwatermark ="),
+                "query.emit",
+            ),
+            (
+                GOOD.replace(
+                    "watermark = { column = \"event_time\", delay = \"10 minutes\" }",
+                    "emit = \"onArrival\"",
+                ),
+                "query.emit",
             ),
             (
                 GOOD.replace(

@@ -1,28 +1,38 @@
-//! `riskstream demo`: the embedded default. Generates events in process into in-process topics
-//! (partitioned and offset like Kafka's), runs the scoring job over them in micro-batches, and
-//! appends `risk_scores`, `dead_letters` and `fraud_labels` to Delta tables in the lake. No
-//! broker, no object store server.
+//! `riskstream demo`: the embedded default. Generates every stream in process into in-process
+//! topics (partitioned and offset like Kafka's), then runs the shipped jobs over them, each to
+//! the end of its topic in micro-batches: the three feature jobs, the labels job, and the three
+//! scoring jobs (rolling features, rules and the served model). No broker, no object store
+//! server: the same specs a deployment runs, with their tables and model registry in the demo's
+//! lake.
 //!
-//! The job's app id is derived from the generator configuration and batch size, so running the
-//! same demo again on the same lake finds every batch already committed and writes nothing.
+//! The jobs' checkpoints live in the lake under `_checkpoints/<run id>`, the run id derived from
+//! the generator configuration and batch size, so running the same demo again on the same lake
+//! resumes every job at the end of its topic and writes nothing.
 
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::RecordBatch;
 use riskstream_lake::LakeLocation;
 
-use crate::decode::{DecodedRecords, JsonDecoder, decode_records, join_decoders};
 use crate::error::{JobError, Result};
-use crate::generator::{
-    Generator, GeneratorConfig, GeneratorStats, LABELS_PARTITIONS, LABELS_TOPIC, Message, Source,
-    Stream,
-};
-use crate::lake_sink::{BatchOutput, ScoringTables};
-use crate::records::InProcessTopic;
-use crate::schemas::labels_schema;
-use crate::scoring::ScoringStage;
+use crate::generator::{GeneratorConfig, GeneratorStats};
+use crate::stream::runner::{self, RunOptions, RunSummary};
+use crate::stream::source::MemorySource;
+use crate::stream::spec::{JobSpec, TopicSelection, Trigger};
+
+/// The shipped specs the demo runs, in order: features and labels first, so the tables a
+/// training export reads are there; then scoring.
+pub const DEMO_JOBS: &[&str] = &[
+    "transaction_features.toml",
+    "claim_features.toml",
+    "telemetry_features.toml",
+    "fraud_labels.toml",
+    "transactions.toml",
+    "claims.toml",
+    "telemetry.toml",
+];
 
 /// A demo run.
 #[derive(Debug, Clone)]
@@ -31,55 +41,79 @@ pub struct DemoOptions {
     pub generator: GeneratorConfig,
     /// Events to generate (labels not counted).
     pub events: u64,
-    /// Events per micro-batch.
+    /// Records per micro-batch of each job.
     pub batch_events: u64,
     /// Where the tables go.
     pub lake: LakeLocation,
+    /// The folder of the shipped job specs (`jobs/specs`); their SQL and model paths are
+    /// relative to the working directory, as for `riskstream run`.
+    pub specs: PathBuf,
+    /// The specs to run, of [`DEMO_JOBS`] (all of them when empty), in that order.
+    pub jobs: Vec<String>,
+}
+
+/// What one job of the demo did.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// The spec's file name.
+    pub spec: String,
+    /// The job's output table (its folder name).
+    pub table: String,
+    /// What the runner reports.
+    pub summary: RunSummary,
 }
 
 /// What a demo run did.
 #[derive(Debug, Clone)]
 pub struct DemoReport {
-    /// The job's app id (the Delta `txn` appId).
-    pub app_id: String,
-    /// Micro-batches run.
-    pub batches: u64,
-    /// Micro-batches that were already in the lake and were skipped.
-    pub replayed_batches: u64,
+    /// The run id: the checkpoints' folder under `_checkpoints/`.
+    pub run_id: String,
     /// The generator's ground truth.
     pub stats: GeneratorStats,
-    /// Rows appended to `risk_scores` by this run.
-    pub scored: u64,
-    /// Rows appended to `dead_letters` by this run.
-    pub dead_letters: u64,
-    /// Rows appended to `fraud_labels` by this run.
-    pub labels: u64,
-    /// Wall-clock time.
+    /// Each job, in the order run.
+    pub jobs: Vec<JobReport>,
+    /// Time spent generating the topics.
+    pub generating: Duration,
+    /// Wall-clock time, generation included.
     pub elapsed: Duration,
 }
 
 impl DemoReport {
-    /// Events per second, end to end.
+    /// Rows the jobs appended to `table`.
+    pub fn rows_written(&self, table: &str) -> u64 {
+        self.jobs
+            .iter()
+            .filter(|j| j.table == table)
+            .map(|j| j.summary.output_rows)
+            .sum()
+    }
+
+    /// Rows appended to `dead_letters` (by the scoring and labels jobs; each feature job keeps
+    /// its own).
+    pub fn dead_letters(&self) -> u64 {
+        self.jobs
+            .iter()
+            .filter(|j| !j.table.ends_with("_features"))
+            .map(|j| j.summary.dead_letter_rows)
+            .sum()
+    }
+
+    /// Whether every job found its topic already processed (a rerun).
+    pub fn nothing_new(&self) -> bool {
+        self.jobs.iter().all(|j| j.summary.batches == 0)
+    }
+
+    /// Events per second through the jobs, generation left out.
     pub fn events_per_second(&self) -> f64 {
-        self.stats.events() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        let running = self.elapsed.saturating_sub(self.generating);
+        self.stats.events() as f64 / running.as_secs_f64().max(1e-9)
     }
 }
 
-/// One micro-batch of the in-process topics: Spark's Kafka columns per stream.
-struct MicroBatchInput {
-    batch_id: i64,
-    records: Vec<(Stream, RecordBatch)>,
-}
-
-enum Produced {
-    Batch(MicroBatchInput),
-    Done(Box<GeneratorStats>),
-}
-
 /// A stable id for a demo run: the same options give the same id, so a rerun is recognised and
-/// writes nothing. Every option that shapes the batches is in it, named, so the id does not hang
-/// on a `Debug` format.
-fn app_id(options: &DemoOptions) -> String {
+/// writes nothing. Every option that shapes the topics and batches is in it, named, so the id
+/// does not hang on a `Debug` format.
+fn run_id(options: &DemoOptions) -> String {
     let g = &options.generator;
     let mix: Vec<String> = g
         .mix
@@ -113,183 +147,129 @@ fn app_id(options: &DemoOptions) -> String {
     format!("demo-{h:016x}")
 }
 
-fn spawn_generator(
-    options: &DemoOptions,
-    tx: SyncSender<Result<Produced>>,
-) -> Result<JoinHandle<()>> {
-    let mut generator = Generator::new(options.generator.clone())
-        .map_err(|reason| JobError::config("generator", reason))?;
-    let (events, batch_events) = (options.events, options.batch_events.max(1));
-    std::thread::Builder::new()
-        .name("generator".into())
-        .spawn(move || {
-            let mut topics: Vec<(Stream, InProcessTopic)> = Source::ALL
-                .iter()
-                .map(|s| {
-                    (
-                        Stream::Events(*s),
-                        InProcessTopic::new(s.topic(), s.partitions()),
-                    )
-                })
-                .chain([(
-                    Stream::Labels,
-                    InProcessTopic::new(LABELS_TOPIC, LABELS_PARTITIONS),
-                )])
-                .collect();
-            let mut msg = Message::default();
-            let mut made = 0u64;
-            let mut batch_id = 0i64;
-            let cut = |topics: &mut Vec<(Stream, InProcessTopic)>, batch_id: &mut i64| {
-                let records: Result<Vec<(Stream, RecordBatch)>> = topics
-                    .iter_mut()
-                    .filter(|(_, t)| t.pending_rows() > 0)
-                    .map(|(s, t)| Ok((*s, t.take_batch()?)))
-                    .collect();
-                let sent = tx.send(records.map(|records| {
-                    Produced::Batch(MicroBatchInput {
-                        batch_id: *batch_id,
-                        records,
-                    })
-                }));
-                *batch_id += 1;
-                sent.is_ok()
-            };
-            // Record timestamps are the append (produce) time, as a broker's CreateTime would be.
-            let append = |topics: &mut Vec<(Stream, InProcessTopic)>, msg: &Message| {
-                if let Some(stream) = msg.stream
-                    && let Some((_, t)) = topics.iter_mut().find(|(s, _)| *s == stream)
-                {
-                    t.append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
-                }
-            };
-            while made < events {
-                generator.next_message(&mut msg);
-                if !matches!(msg.stream, Some(Stream::Labels)) {
-                    made += 1;
-                }
-                append(&mut topics, &msg);
-                if made.is_multiple_of(batch_events)
-                    && !matches!(msg.stream, Some(Stream::Labels))
-                    && !cut(&mut topics, &mut batch_id)
-                {
-                    return;
-                }
-            }
-            while generator.drain_labels(&mut msg) {
-                append(&mut topics, &msg);
-            }
-            if topics.iter().any(|(_, t)| t.pending_rows() > 0) && !cut(&mut topics, &mut batch_id)
-            {
-                return;
-            }
-            let _ = tx.send(Ok(Produced::Done(Box::new(generator.stats().clone()))));
-        })
-        .map_err(|e| JobError::internal(format!("starting the generator thread: {e}")))
+/// The shipped spec `file` under `specs`, moved into the demo's lake and checkpoints.
+fn demo_spec(
+    specs: &Path,
+    file: &str,
+    lake: &str,
+    checkpoints: &str,
+    batch: u64,
+) -> Result<JobSpec> {
+    let mut spec = JobSpec::load(&specs.join(file))?;
+    spec.relocate(lake, checkpoints);
+    spec.source.max_offsets_per_trigger = Some(batch.max(1));
+    // No broker here: the alerts stay in risk_scores (severity) instead of a topic.
+    spec.alerts = None;
+    Ok(spec)
 }
 
 /// Runs the demo to completion.
 pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
     let start = Instant::now();
-    let app_id = app_id(options);
-    let stage = ScoringStage::new().await?;
-    let mut tables = ScoringTables::open(&options.lake).await?;
-    let labels = JsonDecoder::new(labels_schema())?;
+    let run_id = run_id(options);
+    let lake = options.lake.to_string();
+    let checkpoints = format!("{}/_checkpoints/{run_id}", lake.trim_end_matches('/'));
+    if let Some(unknown) = options
+        .jobs
+        .iter()
+        .find(|j| !DEMO_JOBS.contains(&j.as_str()))
+    {
+        return Err(JobError::config(
+            "--jobs",
+            format!("`{unknown}` is not one of {}", DEMO_JOBS.join(", ")),
+        ));
+    }
+    let files: Vec<&str> = DEMO_JOBS
+        .iter()
+        .copied()
+        .filter(|f| options.jobs.is_empty() || options.jobs.iter().any(|j| j == f))
+        .collect();
+    // Every spec is read first: a missing or bad one fails before anything is generated.
+    let specs = files
+        .iter()
+        .map(|file| {
+            demo_spec(
+                &options.specs,
+                file,
+                &lake,
+                &checkpoints,
+                options.batch_events,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
 
-    // Two batches in flight: the generator fills the next while this one is scored and written.
-    let (tx, rx): (SyncSender<Result<Produced>>, Receiver<Result<Produced>>) = sync_channel(2);
-    let generator = spawn_generator(options, tx)?;
-    let mut report = DemoReport {
-        app_id: app_id.clone(),
-        batches: 0,
-        replayed_batches: 0,
-        stats: GeneratorStats::default(),
-        scored: 0,
-        dead_letters: 0,
-        labels: 0,
-        elapsed: Duration::ZERO,
-    };
-    loop {
-        let received = tokio::task::block_in_place(|| rx.recv());
-        let input = match received {
-            Ok(Ok(Produced::Batch(input))) => input,
-            Ok(Ok(Produced::Done(stats))) => {
-                report.stats = *stats;
-                break;
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(JobError::internal(
-                    "the generator thread stopped early".into(),
+    let (config, events) = (options.generator.clone(), options.events);
+    let (logs, stats) =
+        tokio::task::spawn_blocking(move || MemorySource::generate_streams(config, events))
+            .await
+            .map_err(|e| JobError::internal(format!("the generator task failed: {e}")))??;
+    let generating = start.elapsed();
+    tracing::info!(
+        events = stats.events(),
+        labels = stats.labels,
+        seconds = generating.as_secs_f64(),
+        "topics generated"
+    );
+
+    let mut jobs = Vec::new();
+    for (file, spec) in files.iter().zip(specs) {
+        let topic = match &spec.source.topics {
+            TopicSelection::Subscribe(topics) => topics[0].clone(),
+            TopicSelection::Pattern(_) => {
+                return Err(JobError::config(
+                    spec.key("subscribePattern"),
+                    "the demo runs jobs that subscribe to one topic",
                 ));
             }
         };
-        let batch_start = Instant::now();
-        let scored_at = chrono::Utc::now().timestamp_micros();
-        // Decoding is the bulk of a batch's work and each stream's is independent: one thread
-        // per stream.
-        let decoded: Vec<Result<(Stream, DecodedRecords)>> = tokio::task::block_in_place(|| {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = input
-                    .records
-                    .iter()
-                    .map(|(stream, records)| {
-                        let decoder = match stream {
-                            Stream::Events(source) => stage.decoder(*source),
-                            Stream::Labels => &labels,
-                        };
-                        let batch_id = input.batch_id;
-                        scope.spawn(move || {
-                            decode_records(decoder, records, batch_id, scored_at)
-                                .map(|d| (*stream, d))
-                        })
-                    })
-                    .collect();
-                join_decoders(handles)
-            })
-        });
-        let mut output = BatchOutput::default();
-        for result in decoded {
-            let (stream, decoded) = result?;
-            output.dead_letters.push(decoded.dead_letters);
-            match stream {
-                Stream::Events(source) => output.risk_scores.extend(
-                    stage
-                        .score(source, decoded.rows, input.batch_id, scored_at)
-                        .await?,
-                ),
-                Stream::Labels => output.fraud_labels.extend(decoded.rows),
-            }
-        }
-        let rows =
-            |batches: &[RecordBatch]| batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        let counts = (
-            rows(&output.risk_scores),
-            rows(&output.dead_letters),
-            rows(&output.fraud_labels),
-        );
-        let scoring = batch_start.elapsed();
-        let commit = tables.commit(&app_id, input.batch_id, output).await?;
-        report.batches += 1;
-        if commit.was_replay() {
-            report.replayed_batches += 1;
-        } else {
-            report.scored += counts.0;
-            report.dead_letters += counts.1;
-            report.labels += counts.2;
-        }
+        // The log of the stream the job subscribes to, whatever prefix its topic name has.
+        let log = logs
+            .iter()
+            .find(|(stream, _)| topic.ends_with(stream.topic()))
+            .map(|(_, log)| log.clone().renamed(&topic))
+            .ok_or_else(|| {
+                JobError::config(
+                    spec.key("subscribe"),
+                    format!("`{topic}` is not a generated topic"),
+                )
+            })?;
+        let table = spec
+            .sink
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let job_start = Instant::now();
+        let summary = runner::run_with(
+            RunOptions {
+                spec,
+                trigger: Trigger::AvailableNow,
+                partitions: None,
+                stop: Arc::new(AtomicBool::new(false)),
+            },
+            log,
+            |_| {},
+        )
+        .await?;
         tracing::info!(
-            batch_id = input.batch_id,
-            scored = counts.0,
-            dead_letters = counts.1,
-            labels = counts.2,
-            scoring_ms = scoring.as_millis() as u64,
-            commit_ms = (batch_start.elapsed() - scoring).as_millis() as u64,
-            "batch committed"
+            job = file,
+            batches = summary.batches,
+            rows = summary.output_rows,
+            seconds = job_start.elapsed().as_secs_f64(),
+            "demo job done"
         );
+        jobs.push(JobReport {
+            spec: file.to_string(),
+            table,
+            summary,
+        });
     }
-    generator
-        .join()
-        .map_err(|_| JobError::internal("the generator thread panicked".into()))?;
-    report.elapsed = start.elapsed();
-    Ok(report)
+    Ok(DemoReport {
+        run_id,
+        stats,
+        jobs,
+        generating,
+        elapsed: start.elapsed(),
+    })
 }

@@ -155,25 +155,6 @@ static KAFKA_RECORDS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-static RISK_SCORES: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        utf8("event_id", false),
-        utf8("event_type", false),
-        utf8("entity_id", false),
-        Field::new("event_time", timestamp_type(), false),
-        Field::new("risk_score", DataType::Float64, false),
-        utf8("severity", false),
-        Field::new(
-            "reasons",
-            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
-            false,
-        ),
-        utf8("model_version", false),
-        Field::new("batch_id", DataType::Int64, false),
-        Field::new("scored_at", timestamp_type(), false),
-    ]))
-});
-
 static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         utf8("topic", false),
@@ -208,10 +189,25 @@ pub fn kafka_records_schema() -> SchemaRef {
     Arc::clone(&KAFKA_RECORDS)
 }
 
-/// The `risk_scores` table: the column contract later stages and users rely on.
-pub fn risk_scores_schema() -> SchemaRef {
-    Arc::clone(&RISK_SCORES)
-}
+/// The `risk_scores` columns every shipped scoring job writes, in order: the contract later
+/// stages and users rely on (the three jobs share the table, so their SQL must agree).
+pub const RISK_SCORES_COLUMNS: &[&str] = &[
+    "event_id",
+    "event_type",
+    "entity_id",
+    "event_time",
+    "risk_score",
+    "severity",
+    "reasons",
+    "model_version",
+    "rules_score",
+    "model_score",
+    "gbdt_score",
+    "anomaly_score",
+    "top_features",
+    "batch_id",
+    "scored_at",
+];
 
 /// The `dead_letters` table: every message that did not decode, with its raw bytes and the reason.
 pub fn dead_letters_schema() -> SchemaRef {

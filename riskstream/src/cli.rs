@@ -205,6 +205,34 @@ pub enum ModelCommand {
     Promote(PromoteArgs),
     /// List the registry's models, versions, champion and challenger, with validation ROC-AUC.
     List(RegistryArgs),
+    /// Measure scores a job wrote against the labels that arrived: ROC-AUC, PR-AUC and recall
+    /// at a false-positive rate, per score column (an event without a positive label counts as
+    /// genuine).
+    Evaluate(EvaluateArgs),
+}
+
+/// `riskstream model evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Lake root: a local folder or s3://bucket/prefix.
+    #[arg(long, default_value = "./lake-data")]
+    pub lake: String,
+    /// The table of scores, with an `event_id` column.
+    #[arg(long, default_value = "risk_scores")]
+    pub scores: String,
+    /// The labels table (`event_id`, `label`).
+    #[arg(long, default_value = "fraud_labels")]
+    pub labels: String,
+    /// The scores to measure, separated by `;`: columns of the scores table or SQL
+    /// expressions over them (`0.9 * gbdt_score + 0.1 * rules_score`).
+    #[arg(long, value_delimiter = ';', default_value = "risk_score")]
+    pub columns: Vec<String>,
+    /// A SQL predicate choosing the scored rows, such as `event_type = 'transaction'`.
+    #[arg(long = "where")]
+    pub filter: Option<String>,
+    /// The false-positive rate recall is measured at.
+    #[arg(long, default_value_t = 0.01)]
+    pub fpr: f64,
 }
 
 /// The registry of a lake.
@@ -420,12 +448,20 @@ pub struct DemoArgs {
     /// Events to generate and score.
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: u64,
-    /// Events per micro-batch.
+    /// Records per micro-batch of each job.
     #[arg(long, default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_events: u64,
     /// Lake root: a local folder or s3://bucket/prefix.
     #[arg(long, default_value = "./lake-data")]
     pub lake: String,
+    /// The shipped job specs the demo runs (their SQL and model paths are relative to the
+    /// working directory).
+    #[arg(long, default_value = "jobs/specs")]
+    pub specs: PathBuf,
+    /// Only these of the shipped specs, comma-separated (such as
+    /// `transaction_features.toml,fraud_labels.toml`, the tables a training export reads).
+    #[arg(long, value_delimiter = ',')]
+    pub jobs: Vec<String>,
     /// Also write the run's report as JSON to this file.
     #[arg(long)]
     pub summary: Option<PathBuf>,

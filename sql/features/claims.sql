@@ -60,5 +60,10 @@ SELECT
     CAST(report_date AS INT) - CAST(incident_date AS INT) AS report_delay_days,
     provider_claims_30d, provider_amount_30d, adjuster_claims_30d,
     same_place_day_claims,
-    NOT coalesce(police_report, false) AND coalesce(injury_involved, false) AS injury_without_police_report
+    NOT coalesce(police_report, false) AND coalesce(injury_involved, false) AS injury_without_police_report,
+    -- The claim's own facts.
+    prior_claims,
+    witnesses,
+    claim_type = 'auto' AND incident_type IN ('collision', 'theft') AND NOT coalesce(police_report, false)
+        AS auto_loss_without_police_report
 FROM windows

@@ -76,5 +76,9 @@ SELECT
     site_readings_10m,
     battery_pct,
     signal_dbm,
-    error_code IS NOT NULL AS has_error_code
+    error_code IS NOT NULL AS has_error_code,
+    -- How far outside its normal band the reading is, in band widths (negative: inside).
+    (reading - normal_max) / NULLIF(normal_max - normal_min, 0) AS above_range_widths,
+    (normal_min - reading) / NULLIF(normal_max - normal_min, 0) AS below_range_widths,
+    maintenance_due < CAST(event_time AS DATE) AS maintenance_overdue
 FROM windows

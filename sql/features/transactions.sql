@@ -94,5 +94,10 @@ SELECT
         WHEN merchant_category IN ('electronics', 'direct_marketing') THEN 0.5
         WHEN merchant_category IN ('travel', 'online_retail') THEN 0.3
         ELSE 0.1
-    END AS merchant_category_risk
+    END AS merchant_category_risk,
+    -- The event's own signals.
+    payment_method = 'card_not_present' AS card_not_present,
+    card_country <> country AS foreign_card,
+    account_age_days,
+    email_domain IN ('mailinator.com', 'tempmail.io', 'guerrillamail.com') AS disposable_email
 FROM travel

@@ -86,15 +86,17 @@ fn spec(dir: &Path, trigger: &str) -> JobSpec {
     spec_with(dir, trigger, "")
 }
 
-/// The scoring SQL shipped for transactions.
-const SCORING_SQL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../sql/scoring/transactions.sql"
-);
+/// A per-event score of transactions with no state and no model: what the engine tests need
+/// of a query (the shipped scoring SQL is tested through its spec below).
+const PER_EVENT_SQL: &str = "SELECT event_id, 'transaction' AS event_type, user_id AS entity_id, \
+     event_time, amount / 10000.0 AS risk_score, risk_severity(amount / 10000.0) AS severity \
+     FROM transactions";
 
 /// The same job with `query` lines added to its `[query]` section.
 fn spec_with(dir: &Path, trigger: &str, query: &str) -> JobSpec {
-    spec_for(dir, trigger, query, Path::new(SCORING_SQL), 3000)
+    let sql = dir.join("per_event.sql");
+    std::fs::write(&sql, PER_EVENT_SQL).unwrap();
+    spec_for(dir, trigger, query, &sql, 3000)
 }
 
 /// A transactions job over `dir` running `sql`, with `query` lines added to its `[query]`

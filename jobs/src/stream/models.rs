@@ -11,7 +11,9 @@ use std::sync::Arc;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::SessionContext;
 use riskstream_lake::{LakeLocation, ModelRegistry, ModelRole};
-use riskstream_udfs::model::{MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel};
+use riskstream_udfs::model::{
+    MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel, load_folder,
+};
 
 use crate::error::{JobError, Result};
 use crate::stream::spec::ModelBinding;
@@ -19,6 +21,10 @@ use crate::stream::spec::ModelBinding;
 /// Where model changes are logged; shown by default, since which version scores is what an
 /// auditor asks first.
 pub const LOG_TARGET: &str = "riskstream::models";
+
+/// How the served version reads while the spec's `default` folder scores: no registry version
+/// has that name.
+const DEFAULT_PREFIX: &str = "default:";
 
 /// The suffix of the shadow function's name.
 pub const CHALLENGER_SUFFIX: &str = "_challenger";
@@ -64,22 +70,39 @@ impl ServedModel {
     /// Loads the promoted versions of `binding` and registers their functions in `ctx`. A model
     /// with no champion is a configuration error: the job's SQL cannot be planned without it.
     pub async fn start(binding: &ModelBinding, ctx: &SessionContext) -> Result<Self> {
-        let lake = LakeLocation::open_existing(&binding.lake)
-            .map_err(|e| JobError::config(format!("{}.lake", binding.key), e.to_string()))?;
+        // With a default model a fresh lake is fine (the job is about to create it); without
+        // one the registry must be there.
+        let lake = match binding.default {
+            Some(_) => LakeLocation::parse(&binding.lake),
+            None => LakeLocation::open_existing(&binding.lake),
+        }
+        .map_err(|e| JobError::config(format!("{}.lake", binding.key), e.to_string()))?;
         let registry = ModelRegistry::new(&lake)?;
-        let Some(version) = registry
-            .promoted(&binding.name, ModelRole::Champion)
-            .await?
-        else {
-            return Err(JobError::config(
-                format!("{}.name", binding.key),
-                format!(
-                    "model `{}` has no champion in {lake} (riskstream model promote --lake {lake} {} VERSION)",
-                    binding.name, binding.name
-                ),
-            ));
+        let (model, version) = match (
+            registry
+                .promoted(&binding.name, ModelRole::Champion)
+                .await?,
+            &binding.default,
+        ) {
+            (Some(version), _) => (load(&registry, binding, &version).await?, version),
+            // Served until a champion is promoted, which then replaces it like any new version.
+            (None, Some(dir)) => {
+                let model = load_folder(dir).map_err(|e| {
+                    JobError::config(format!("{}.default", binding.key), e.to_string())
+                })?;
+                let version = format!("{DEFAULT_PREFIX}{}", model.version());
+                (model, version)
+            }
+            (None, None) => {
+                return Err(JobError::config(
+                    format!("{}.name", binding.key),
+                    format!(
+                        "model `{}` has no champion in {lake} (riskstream model promote --lake {lake} {} VERSION)",
+                        binding.name, binding.name
+                    ),
+                ));
+            }
         };
-        let model = load(&registry, binding, &version).await?;
         let champion = Served {
             slot: ModelSlot::new(model.clone()),
             version: version.clone(),
@@ -239,9 +262,9 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// Trains a small GBDT over `features` (label: the first feature above 0.5) and publishes it
-    /// as `tx/<version>` in the lake at `dir`.
-    pub(crate) async fn publish_model(dir: &Path, version: &str, features: &[&str], rounds: usize) {
+    /// The files of a model folder `tx/<version>`: a small GBDT over `features` (label: the
+    /// first feature above 0.5).
+    fn model_files(version: &str, features: &[&str], rounds: usize) -> BTreeMap<String, Vec<u8>> {
         let width = features.len();
         let mut state = 17u64;
         let mut values = Vec::new();
@@ -281,10 +304,16 @@ pub(crate) mod tests {
             training: serde_json::Value::Null,
             metrics: serde_json::Value::Null,
         };
-        let files = BTreeMap::from([
+        BTreeMap::from([
             ("gbdt.json".to_string(), gbdt.into_bytes()),
             (MANIFEST_FILE.to_string(), manifest.to_json().into_bytes()),
-        ]);
+        ])
+    }
+
+    /// Trains a small GBDT over `features` (see [`model_files`]) and publishes it as
+    /// `tx/<version>` in the lake at `dir`.
+    pub(crate) async fn publish_model(dir: &Path, version: &str, features: &[&str], rounds: usize) {
+        let files = model_files(version, features, rounds);
         let lake = LakeLocation::parse(dir.to_str().unwrap()).unwrap();
         ModelRegistry::new(&lake)
             .unwrap()
@@ -310,6 +339,7 @@ pub(crate) mod tests {
             refresh: Duration::from_secs(30),
             shadow,
             explain_from: 0.0,
+            default: None,
             key: "models[0]".into(),
         }
     }
@@ -367,5 +397,35 @@ pub(crate) mod tests {
             "tx/2",
             "the old version keeps serving"
         );
+    }
+
+    #[tokio::test]
+    async fn a_default_folder_serves_until_a_champion_is_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("shipped");
+        std::fs::create_dir(&folder).unwrap();
+        for (file, bytes) in model_files("0", &["a", "b"], 5) {
+            std::fs::write(folder.join(file), bytes).unwrap();
+        }
+        let lake = dir.path().join("lake");
+        let mut binding = binding(&lake, false);
+        binding.default = Some(folder);
+        let ctx = SessionContext::new();
+        let mut served = ServedModel::start(&binding, &ctx).await.unwrap();
+        assert_eq!(served.versions(), ("default:tx/0", None));
+        assert!(!served.refresh().await.unwrap(), "no champion yet");
+
+        publish_model(&lake, "1", &["a", "b"], 5).await;
+        promote(&lake, "1", ModelRole::Champion).await;
+        assert!(served.refresh().await.unwrap());
+        assert_eq!(served.versions(), ("1", None));
+        let out = ctx
+            .sql("SELECT fraud(a, b)['model_version'] FROM (VALUES (0.2, 0.9)) AS t(a, b)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(out[0].column(0).as_string::<i32>().value(0), "tx/1");
     }
 }

@@ -8,7 +8,10 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int32Type;
 
 use crate::error::{JobError, Result};
-use crate::generator::{Generator, GeneratorConfig, Message, Stream};
+use crate::generator::{
+    Generator, GeneratorConfig, GeneratorStats, LABELS_PARTITIONS, LABELS_TOPIC, Message, Source,
+    Stream,
+};
 use crate::kafka::{OffsetRange, PartitionRecords, Watermarks};
 use crate::records::InProcessTopic;
 use crate::schemas::kafka_records_schema;
@@ -90,6 +93,7 @@ pub fn read_in_parallel<W: Sync, T: Send>(
 
 /// An in-process topic of generated events, fully written before the job starts: the engine
 /// benchmark's source, so that decoding, SQL and Delta are measured without a broker.
+#[derive(Clone)]
 pub struct MemorySource {
     topic: String,
     /// Each partition's records, with Spark's Kafka columns, offsets from 0.
@@ -120,26 +124,75 @@ impl MemorySource {
     ) -> Result<Self> {
         let mut generator =
             Generator::new(config).map_err(|reason| JobError::config("generator", reason))?;
-        let mut log = InProcessTopic::new(topic, partitions);
+        let mut log = ChunkedLog::new(topic, partitions, chunk);
         let mut msg = Message::default();
         let mut made = 0;
-        let mut chunks = Vec::new();
         while made < events {
             generator.next_message(&mut msg);
             if let Some(Stream::Events(_)) = msg.stream {
-                // The record timestamp is the append time, as a broker's CreateTime would be.
-                log.append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
+                log.append(&msg)?;
                 made += 1;
-                if log.pending_rows() == chunk {
-                    chunks.push(log.take_batch()?);
-                }
             }
         }
-        chunks.push(log.take_batch()?);
+        log.finish()
+    }
+
+    /// Every stream of `config` — the events of each source and the labels — as one log per
+    /// topic, until `events` events are made; the labels still due are drained after them.
+    /// Returns each stream's log and the generator's totals.
+    pub fn generate_streams(
+        config: GeneratorConfig,
+        events: u64,
+    ) -> Result<(Vec<(Stream, Self)>, GeneratorStats)> {
+        let mut generator =
+            Generator::new(config).map_err(|reason| JobError::config("generator", reason))?;
+        let chunk = 1 << 20;
+        let mut logs: Vec<(Stream, ChunkedLog)> = Source::ALL
+            .iter()
+            .map(|s| {
+                (
+                    Stream::Events(*s),
+                    ChunkedLog::new(s.topic(), s.partitions(), chunk),
+                )
+            })
+            .chain([(
+                Stream::Labels,
+                ChunkedLog::new(LABELS_TOPIC, LABELS_PARTITIONS, chunk),
+            )])
+            .collect();
+        let mut msg = Message::default();
+        let mut append = |msg: &Message| -> Result<()> {
+            if let Some(stream) = msg.stream
+                && let Some((_, log)) = logs.iter_mut().find(|(s, _)| *s == stream)
+            {
+                log.append(msg)?;
+            }
+            Ok(())
+        };
+        let mut made = 0;
+        while made < events {
+            generator.next_message(&mut msg);
+            if matches!(msg.stream, Some(Stream::Events(_))) {
+                made += 1;
+            }
+            append(&msg)?;
+        }
+        while generator.drain_labels(&mut msg) {
+            append(&msg)?;
+        }
+        let logs = logs
+            .into_iter()
+            .map(|(stream, log)| Ok((stream, log.finish()?)))
+            .collect::<Result<_>>()?;
+        Ok((logs, generator.stats().clone()))
+    }
+
+    /// A log of `chunks` of records with Spark's Kafka columns, split by their partition.
+    fn from_chunks(topic: &str, partitions: i32, chunks: &[RecordBatch]) -> Result<Self> {
         let mut split = Vec::with_capacity(partitions.max(1) as usize);
         for p in 0..partitions.max(1) {
             let mut parts = Vec::with_capacity(chunks.len());
-            for chunk in &chunks {
+            for chunk in chunks {
                 let partition_of = chunk
                     .column_by_name("partition")
                     .and_then(|c| c.as_primitive_opt::<Int32Type>())
@@ -164,6 +217,12 @@ impl MemorySource {
         })
     }
 
+    /// The same log under the topic name `topic` (a job subscribes by name).
+    pub fn renamed(mut self, topic: &str) -> Self {
+        self.topic = topic.to_string();
+        self
+    }
+
     /// Records in the log.
     pub fn len(&self) -> usize {
         self.partitions.iter().map(RecordBatch::num_rows).sum()
@@ -172,6 +231,43 @@ impl MemorySource {
     /// Whether the log is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// An in-process topic taken out in chunks as it grows: one binary array of every value would
+/// pass the 2 GiB its 32-bit offsets can address (about 4,000,000 events).
+struct ChunkedLog {
+    topic: InProcessTopic,
+    name: String,
+    partitions: i32,
+    chunk: usize,
+    chunks: Vec<RecordBatch>,
+}
+
+impl ChunkedLog {
+    fn new(topic: &str, partitions: i32, chunk: usize) -> Self {
+        Self {
+            topic: InProcessTopic::new(topic, partitions),
+            name: topic.to_string(),
+            partitions,
+            chunk,
+            chunks: Vec::new(),
+        }
+    }
+
+    fn append(&mut self, msg: &Message) -> Result<()> {
+        // The record timestamp is the append time, as a broker's CreateTime would be.
+        self.topic
+            .append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
+        if self.topic.pending_rows() == self.chunk {
+            self.chunks.push(self.topic.take_batch()?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<MemorySource> {
+        self.chunks.push(self.topic.take_batch()?);
+        MemorySource::from_chunks(&self.name, self.partitions, &self.chunks)
     }
 }
 

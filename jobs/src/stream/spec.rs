@@ -153,7 +153,7 @@ pub struct WatermarkSpec {
 pub struct SqlFile {
     /// The path, as written in the spec.
     pub path: PathBuf,
-    /// The text.
+    /// The text, inside the common table expressions of the query's `views`, if any.
     pub sql: String,
 }
 
@@ -288,6 +288,9 @@ pub struct ModelBinding {
     pub shadow: bool,
     /// Rows scoring at least this get their top contributing features.
     pub explain_from: f64,
+    /// A model folder served while the registry has no champion (`default`), such as the one
+    /// shipped with Riskstream.
+    pub default: Option<PathBuf>,
     /// The key naming this binding in errors (`models[0]`).
     pub key: String,
 }
@@ -328,6 +331,7 @@ struct RawModel {
     #[serde(default)]
     shadow: bool,
     explain_from: Option<f64>,
+    default: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -357,6 +361,16 @@ struct RawQuery {
     on_error: Option<String>,
     watermark: Option<RawWatermark>,
     emit: Option<String>,
+    #[serde(default)]
+    views: Vec<RawView>,
+}
+
+/// `views = [{ name, file }]`: a SQL file whose query the job's SQL reads as a view.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    name: String,
+    file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -715,6 +729,31 @@ impl JobSpec {
     pub fn key(&self, key: &str) -> String {
         format!("{}: {key}", self.file.display())
     }
+
+    /// The same job with its tables (keeping their folder names) and its models' registry in
+    /// `lake`, and its checkpoint in `checkpoints/<name>`: how the demo and the benchmarks run a
+    /// shipped job in a lake of their own.
+    pub fn relocate(&mut self, lake: &str, checkpoints: &str) {
+        let lake = lake.trim_end_matches('/');
+        let moved = |path: &str| {
+            let table = path
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(path);
+            format!("{lake}/{table}")
+        };
+        self.sink.path = moved(&self.sink.path);
+        self.sink.dead_letter_path = moved(&self.sink.dead_letter_path);
+        self.sink.late_events_path = moved(&self.sink.late_events_path);
+        if let Some(alerts) = &mut self.alerts {
+            alerts.table_path = alerts.table_path.as_deref().map(moved);
+        }
+        for model in &mut self.models {
+            model.lake = lake.to_string();
+        }
+        self.checkpoint_location = format!("{}/{}", checkpoints.trim_end_matches('/'), self.name);
+    }
 }
 
 /// Checks one `[[models]]` entry.
@@ -764,6 +803,23 @@ fn model_binding(file: &Path, index: usize, raw: RawModel) -> Result<ModelBindin
             format!("{explain_from} is outside [0, 1]"),
         ));
     }
+    let default = match raw.default {
+        None => None,
+        Some(text) => {
+            let dir = PathBuf::from(expand("default", &text)?);
+            if !dir.join(riskstream_udfs::model::MANIFEST_FILE).is_file() {
+                return Err(JobError::config(
+                    at("default"),
+                    format!(
+                        "{} is not a model folder (no {})",
+                        dir.display(),
+                        riskstream_udfs::model::MANIFEST_FILE
+                    ),
+                ));
+            }
+            Some(dir)
+        }
+    };
     Ok(ModelBinding {
         function: raw.function,
         lake,
@@ -771,6 +827,7 @@ fn model_binding(file: &Path, index: usize, raw: RawModel) -> Result<ModelBindin
         refresh,
         shadow: raw.shadow,
         explain_from,
+        default,
         key,
     })
 }
@@ -937,6 +994,31 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
     })
 }
 
+/// A name SQL takes without quotes.
+fn is_sql_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `sql` with each named view's SQL visible to it, as common table expressions around it. Both
+/// may have WITH clauses of their own: SQL nests them.
+fn with_views(views: &[(&str, String)], sql: &str) -> String {
+    if views.is_empty() {
+        return sql.to_string();
+    }
+    let body = |text: &str| text.trim_end().trim_end_matches(';').to_string();
+    let ctes: Vec<String> = views
+        .iter()
+        .map(|(name, text)| format!("{name} AS (\n{}\n)", body(text)))
+        .collect();
+    format!(
+        "WITH {}\nSELECT * FROM (\n{}\n)",
+        ctes.join(",\n"),
+        body(sql)
+    )
+}
+
 fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
     let at = |key: &str| format!("{}: query.{key}", file.display());
     let schema = match raw.schema {
@@ -955,23 +1037,48 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
         Some(s) => s.name().to_string(),
         None => "kafka".to_string(),
     });
-    if view.is_empty() || !view.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !is_sql_name(&view) {
         return Err(JobError::config(
             at("view"),
             format!("`{view}` is not a plain SQL name"),
         ));
     }
+    let read = |path: &Path, key: &str| -> Result<(PathBuf, String)> {
+        let path = PathBuf::from(
+            expand_env(&path.to_string_lossy(), |name| std::env::var(name).ok())
+                .map_err(|e| JobError::config(at(key), e))?,
+        );
+        let sql = std::fs::read_to_string(&path).map_err(|e| {
+            JobError::config(at(key), format!("cannot read {}: {e}", path.display()))
+        })?;
+        Ok((path, sql))
+    };
     let sql = match raw.file {
+        None if !raw.views.is_empty() => {
+            return Err(JobError::config(
+                at("views"),
+                "views are for the query in `file`, and there is none",
+            ));
+        }
         None => None,
         Some(path) => {
-            let path = PathBuf::from(
-                expand_env(&path.to_string_lossy(), |name| std::env::var(name).ok())
-                    .map_err(|e| JobError::config(at("file"), e))?,
-            );
-            let sql = std::fs::read_to_string(&path).map_err(|e| {
-                JobError::config(at("file"), format!("cannot read {}: {e}", path.display()))
-            })?;
-            Some(SqlFile { path, sql })
+            let (path, sql) = read(&path, "file")?;
+            let mut views = Vec::new();
+            for (i, v) in raw.views.iter().enumerate() {
+                let key = format!("views[{i}]");
+                if !is_sql_name(&v.name) || v.name == view {
+                    return Err(JobError::config(
+                        at(&format!("{key}.name")),
+                        format!("`{}` is not a plain SQL name other than `{view}`", v.name),
+                    ));
+                }
+                let (_, text) = read(&v.file, &format!("{key}.file"))?;
+                views.push((v.name.as_str(), text));
+            }
+            Some(SqlFile {
+                path,
+                sql: with_views(&views, &sql),
+            })
         }
     };
     let on_error = match raw.on_error.as_deref() {
@@ -1156,6 +1263,10 @@ batchIdColumn = "batch_id"
                 "function = \"f\"\nlake = \"l\"\nname = \"tx\"\nversion = \"3\"",
                 "version",
             ),
+            (
+                "function = \"f\"\nlake = \"l\"\nname = \"tx\"\ndefault = \"src\"",
+                "models[0].default",
+            ),
         ];
         for (body, key) in cases {
             let err = with(&format!("[[models]]\n{body}"))
@@ -1289,6 +1400,24 @@ batchIdColumn = "batch_id"
                 "query.file",
             ),
             (
+                GOOD.replace("[query]", "[query]\nviews = [{ name = \"f\", file = \"x.sql\" }]"),
+                "query.views",
+            ),
+            (
+                GOOD.replace(
+                    "[query]",
+                    "[query]\nfile = \"../sql/scoring/claims.sql\"\nviews = [{ name = \"1f\", file = \"x.sql\" }]",
+                ),
+                "query.views[0].name",
+            ),
+            (
+                GOOD.replace(
+                    "[query]",
+                    "[query]\nfile = \"../sql/scoring/claims.sql\"\nviews = [{ name = \"f\", file = \"sql/none.sql\" }]",
+                ),
+                "query.views[0].file",
+            ),
+            (
                 GOOD.replace("\"kafka.fetch.max.bytes\"", "\"kafka.group.id\""),
                 "kafka.group.id",
             ),
@@ -1364,6 +1493,19 @@ keyColumn = "entity_id"
                 "expected `{key}` in: {err}"
             );
         }
+    }
+
+    #[test]
+    fn views_surround_the_query_as_common_table_expressions() {
+        let sql = with_views(
+            &[("f", "WITH w AS (SELECT 1 AS x)\nSELECT x FROM w;\n".into())],
+            "-- scores\nSELECT x + 1 AS y FROM f -- last\n",
+        );
+        assert_eq!(
+            sql,
+            "WITH f AS (\nWITH w AS (SELECT 1 AS x)\nSELECT x FROM w\n)\nSELECT * FROM (\n-- scores\nSELECT x + 1 AS y FROM f -- last\n)"
+        );
+        assert_eq!(with_views(&[], "SELECT 1"), "SELECT 1");
     }
 
     #[test]

@@ -39,22 +39,8 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         .into());
     }
     let out = std::path::absolute(&args.out)?;
-    let table = spec
-        .sink
-        .path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("risk_scores")
-        .to_string();
-    spec.sink.path = out.join(&table).display().to_string();
-    spec.sink.dead_letter_path = out.join("dead_letters").display().to_string();
-    spec.sink.late_events_path = out.join("late_events").display().to_string();
-    spec.checkpoint_location = out
-        .join("checkpoints")
-        .join(&spec.name)
-        .display()
-        .to_string();
+    let lake = out.display().to_string();
+    spec.relocate(&lake, &format!("{lake}/checkpoints"));
     spec.alerts = None;
     let topic = match &spec.source.topics {
         TopicSelection::Subscribe(topics) => topics[0].clone(),

@@ -17,49 +17,68 @@ pub async fn run(args: DemoArgs) -> Result<(), CommandError> {
         events: args.events,
         batch_events: args.batch_events,
         lake: lake.clone(),
+        specs: args.specs.clone(),
+        jobs: args.jobs.clone(),
     };
     options.generator.validate().map_err(|e| e.to_string())?;
     eprintln!(
-        "riskstream demo: {} events in micro-batches of {}, lake at {lake}",
+        "riskstream demo: {} events, the shipped jobs in micro-batches of {} records, lake at {lake}",
         args.events, args.batch_events
     );
     let report = demo::run(&options).await?;
     let stats = &report.stats;
     if let Some(path) = &args.summary {
         let mut value = stats_json(stats);
-        value["app_id"] = report.app_id.clone().into();
-        value["batches"] = report.batches.into();
-        value["replayed_batches"] = report.replayed_batches.into();
+        value["run_id"] = report.run_id.clone().into();
+        value["jobs"] = report
+            .jobs
+            .iter()
+            .map(|j| {
+                serde_json::json!({
+                    "spec": j.spec,
+                    "table": j.table,
+                    "batches": j.summary.batches,
+                    "input_rows": j.summary.input_rows,
+                    "rows_written": j.summary.output_rows,
+                    "dead_letters": j.summary.dead_letter_rows,
+                })
+            })
+            .collect();
         value["rows_written"] = serde_json::json!({
-            "risk_scores": report.scored,
-            "dead_letters": report.dead_letters,
-            "fraud_labels": report.labels,
+            "risk_scores": report.rows_written("risk_scores"),
+            "dead_letters": report.dead_letters(),
+            "fraud_labels": report.rows_written("fraud_labels"),
         });
+        value["generating_seconds"] = report.generating.as_secs_f64().into();
         value["elapsed_seconds"] = report.elapsed.as_secs_f64().into();
         value["events_per_second"] = report.events_per_second().into();
         write_summary(path, &value)?;
     }
     println!(
-        "scored {} events in {} micro-batches in {:.2}s ({:.0} events/s end to end)",
+        "generated {} events and {} labels in {:.2}s; ran {} jobs over them in {:.2}s ({:.0} events/s)",
         stats.events(),
-        report.batches,
-        report.elapsed.as_secs_f64(),
+        stats.labels,
+        report.generating.as_secs_f64(),
+        report.jobs.len(),
+        (report.elapsed - report.generating).as_secs_f64(),
         report.events_per_second()
     );
-    if report.replayed_batches > 0 {
+    if report.nothing_new() {
         println!(
-            "{} of {} batches were already in the lake (same seed and options, app id {}): nothing was written twice",
-            report.replayed_batches, report.batches, report.app_id
+            "every job was already at the end of its topic (same seed and options, run {}): nothing was written twice",
+            report.run_id
         );
     }
-    println!("  risk_scores    +{:>10} rows", report.scored);
+    for job in &report.jobs {
+        println!(
+            "  {:<28} -> {:<22} +{:>10} rows in {} batches",
+            job.spec, job.table, job.summary.output_rows, job.summary.batches
+        );
+    }
     println!(
-        "  dead_letters   +{:>10} rows (malformed messages)",
-        report.dead_letters
-    );
-    println!(
-        "  fraud_labels   +{:>10} rows ({} positive)",
-        report.labels, stats.positive_labels
+        "  dead_letters: +{} rows (malformed messages); fraud_labels: {} positive",
+        report.dead_letters(),
+        stats.positive_labels
     );
     let shown = if lake.is_local() {
         args.lake.clone()

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use riskstream_lake::{LakeLocation, MODELS_FOLDER, ModelRegistry, ModelRole};
+use riskstream_query::LakeSession;
 
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Float64Type;
 use datafusion::common::Column;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::core::expr_fn::get_field;
@@ -13,11 +16,13 @@ use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use riskstream_udfs::model::{
     Gbdt, IsolationForest, MANIFEST_FILE, ModelManifest, ModelSlot, ModelUdf, ScoringModel,
-    evaluate_functions_once,
+    evaluate_functions_once, load_folder, quality,
 };
 
 use super::CommandError;
-use crate::cli::{ModelArgs, ModelCommand, PredictArgs, PromoteArgs, PublishArgs, RegistryArgs};
+use crate::cli::{
+    EvaluateArgs, ModelArgs, ModelCommand, PredictArgs, PromoteArgs, PublishArgs, RegistryArgs,
+};
 
 pub async fn run(args: ModelArgs) -> Result<(), CommandError> {
     match args.command {
@@ -25,6 +30,7 @@ pub async fn run(args: ModelArgs) -> Result<(), CommandError> {
         ModelCommand::Publish(args) => publish(args).await,
         ModelCommand::Promote(args) => promote(args).await,
         ModelCommand::List(args) => list(args).await,
+        ModelCommand::Evaluate(args) => evaluate(args).await,
     }
 }
 
@@ -104,17 +110,76 @@ async fn list(args: RegistryArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+async fn evaluate(args: EvaluateArgs) -> Result<(), CommandError> {
+    if !(0.0..1.0).contains(&args.fpr) || args.fpr == 0.0 {
+        return Err(format!("--fpr {}: not in (0, 1)", args.fpr).into());
+    }
+    let session = LakeSession::open(LakeLocation::open_existing(&args.lake)?).await?;
+    let columns: Vec<String> = args
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("CAST(({c}) AS DOUBLE) AS score_{i}"))
+        .collect();
+    // An event is fraud if any positive label arrived for it; labels may repeat.
+    let sql = format!(
+        "SELECT {}, coalesce(l.positive, false) AS positive FROM {} s \
+         LEFT JOIN (SELECT event_id, max(label) = 1 AS positive FROM {} GROUP BY event_id) l \
+         ON s.event_id = l.event_id{}",
+        columns.join(", "),
+        args.scores,
+        args.labels,
+        args.filter
+            .as_ref()
+            .map_or(String::new(), |f| format!(" WHERE {f}"))
+    );
+    let batches = session.sql(&sql).await?.collect().await?;
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); args.columns.len()];
+    let mut positive = Vec::new();
+    for b in &batches {
+        for (i, v) in values.iter_mut().enumerate() {
+            let column = b.column(i).as_primitive::<Float64Type>();
+            // A row without a score ranks last, as no evidence.
+            v.extend(column.iter().map(|x| x.unwrap_or(f64::NAN)));
+        }
+        positive.extend(
+            b.column(args.columns.len())
+                .as_boolean()
+                .iter()
+                .map(|p| p == Some(true)),
+        );
+    }
+    let mut report = serde_json::Map::new();
+    for (name, v) in args.columns.iter().zip(&values) {
+        let q = quality(v, &positive, args.fpr).ok_or_else(|| {
+            format!(
+                "{name}: needs both fraud and genuine rows ({} rows)",
+                v.len()
+            )
+        })?;
+        report.insert(
+            name.clone(),
+            serde_json::json!({
+                "roc_auc": q.roc_auc,
+                "pr_auc": q.pr_auc,
+                "recall_at_fpr": q.recall_at_fpr,
+                "fpr": q.fpr,
+                "rows": q.rows,
+                "positives": q.positives,
+            }),
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
 /// Reads a model folder (its `model.json`), or one model file: XGBoost's JSON (a `learner`
 /// object) or our isolation forest, either alone being the whole score, versioned by the file's
 /// name.
 pub fn load_model(path: &Path, top_features: usize) -> Result<ScoringModel, CommandError> {
     let at = |e: &dyn std::fmt::Display| format!("--model {}: {e}", path.display());
     if path.is_dir() {
-        let manifest = std::fs::read(path.join(MANIFEST_FILE)).map_err(|e| at(&e))?;
-        let manifest = ModelManifest::from_json(&manifest).map_err(|e| at(&e))?;
-        let model = manifest
-            .load(|file| std::fs::read(path.join(file)).map_err(|e| format!("{file}: {e}")));
-        return model.map_err(|e| at(&e).into());
+        return load_folder(path).map_err(|e| at(&e).into());
     }
     let bytes = std::fs::read(path).map_err(|e| at(&e))?;
     let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| at(&e))?;

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
 use datafusion::prelude::{ParquetReadOptions, SessionContext, col};
 use riskstream_udfs::model::{
     BoostParams, FeatureMatrix, Gbdt, IsolationForest, IsolationForestParams, MANIFEST_FILE,
-    ModelManifest, ModelPart, Quality, is_feature_type, quality, train_binary,
+    ModelManifest, ModelPart, Quality, blend, is_feature_type, quality, train_binary,
 };
 use serde_json::json;
 
@@ -192,9 +192,17 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         ..IsolationForestParams::default()
     };
     let forest = if args.forest_trees > 0 {
+        // The forest learns what genuine traffic looks like, so it is fitted on the genuine
+        // rows only: known fraud must not count as normal. (Unlabelled fraud still slips in,
+        // as it would in production.)
+        let genuine: Vec<f32> = (0..x_train.rows())
+            .filter(|&i| y_train[i] == 0.0)
+            .flat_map(|i| x_train.row(i).iter().copied())
+            .collect();
+        let genuine = FeatureMatrix::from_rows(genuine, x_train.width())?;
         Some(IsolationForest::train(
             features.clone(),
-            &x_train,
+            &genuine,
             forest_params,
         )?)
     } else {
@@ -212,7 +220,7 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         Some(a) => gbdt_scores
             .iter()
             .zip(a)
-            .map(|(g, a)| (wg * g + wa * a) / (wg + wa))
+            .map(|(g, a)| blend(&[(wg, *g), (wa, *a)]))
             .collect(),
         None => gbdt_scores.clone(),
     };

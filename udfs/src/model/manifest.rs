@@ -52,6 +52,16 @@ pub struct ModelPart {
     pub weight: f64,
 }
 
+/// Reads the model folder `dir` (its `model.json` and the parts' files) and builds it.
+pub fn load_folder(dir: &std::path::Path) -> Result<ScoringModel, ModelError> {
+    let manifest = std::fs::read(dir.join(MANIFEST_FILE)).map_err(|e| ModelError::Invalid {
+        kind: "manifest (model.json)",
+        message: format!("cannot read {}: {e}", dir.join(MANIFEST_FILE).display()),
+    })?;
+    ModelManifest::from_json(&manifest)?
+        .load(|file| std::fs::read(dir.join(file)).map_err(|e| format!("{file}: {e}")))
+}
+
 impl ModelManifest {
     /// Reads a manifest.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ModelError> {

@@ -21,7 +21,7 @@ pub use boost::{BoostParams, train_binary};
 pub use features::{FeatureMatrix, is_feature_type};
 pub use gbdt::{Gbdt, Objective};
 pub use iforest::{IsolationForest, IsolationForestParams};
-pub use manifest::{MANIFEST_FILE, ModelManifest, ModelPart};
+pub use manifest::{MANIFEST_FILE, ModelManifest, ModelPart, load_folder};
 pub use metrics::{Quality, quality};
 pub use udf::{ModelSlot, ModelUdf};
 
@@ -57,10 +57,29 @@ pub enum ModelError {
     },
 }
 
-/// The default blend, as the reference system scores: 0.7 GBDT, 0.3 isolation forest.
+/// The default weights, as the reference system has them: 0.7 GBDT, 0.3 isolation forest (its
+/// blend is linear; ours is in log-odds, [`blend`]).
 pub const DEFAULT_GBDT_WEIGHT: f64 = 0.7;
 /// See [`DEFAULT_GBDT_WEIGHT`].
 pub const DEFAULT_ANOMALY_WEIGHT: f64 = 0.3;
+
+/// Blends scores in [0, 1] by a weighted average of their log-odds: `σ(Σ wᵢ·logit(pᵢ) / Σ wᵢ)`.
+///
+/// A linear average adds a share of the anomaly score to every event, so genuine traffic with an
+/// ordinary anomaly score of 0.4 to 0.6 rises past the model's confident genuine scores, which
+/// costs recall at a low false-positive rate (BENCHMARKS.md, "Model quality"). In log-odds a
+/// part moves the odds by a factor, which leaves what the GBDT is sure of nearly in place. A
+/// part at exactly 0 or 1 counts as 1e-9 from it.
+pub fn blend(parts: &[(f64, f64)]) -> f64 {
+    const EDGE: f64 = 1e-9;
+    let (mut sum, mut total) = (0.0, 0.0);
+    for &(weight, p) in parts {
+        let p = p.clamp(EDGE, 1.0 - EDGE);
+        sum += weight * (p / (1.0 - p)).ln();
+        total += weight;
+    }
+    1.0 / (1.0 + (-sum / total).exp())
+}
 
 /// One scoring model: a GBDT, an isolation forest, or both blended, over one feature list.
 #[derive(Debug, Clone)]
@@ -188,18 +207,19 @@ impl ScoringModel {
             None => None,
         };
         let probabilities = gbdt.as_ref().map(|(c, m)| c.model.predict(m));
-        let total = self.gbdt.as_ref().map_or(0.0, |c| c.weight)
-            + self.anomaly.as_ref().map_or(0.0, |c| c.weight);
         let score = (0..rows)
-            .map(|row| {
-                let mut sum = 0.0;
-                if let (Some(c), Some(p)) = (&self.gbdt, &probabilities) {
-                    sum += c.weight * p[row];
+            .map(|row| match (&probabilities, &anomaly) {
+                (Some(p), Some(a)) => {
+                    let weights = (
+                        self.gbdt.as_ref().map_or(0.0, |c| c.weight),
+                        self.anomaly.as_ref().map_or(0.0, |c| c.weight),
+                    );
+                    blend(&[(weights.0, p[row]), (weights.1, a[row])])
                 }
-                if let (Some(c), Some(a)) = (&self.anomaly, &anomaly) {
-                    sum += c.weight * a[row];
-                }
-                sum / total
+                // One part alone is the score, as it is.
+                (Some(p), None) => p[row],
+                (None, Some(a)) => a[row],
+                (None, None) => f64::NAN,
             })
             .collect::<Vec<f64>>();
         let mut top_features = vec![Vec::new(); rows];

@@ -292,7 +292,7 @@ fn isolation_forest_scores_outliers_higher_and_round_trips() {
     assert!(IsolationForest::from_json(b"{\"format\": \"other\"}").is_err());
 }
 
-fn blend() -> ScoringModel {
+fn blended_model() -> ScoringModel {
     let gbdt = Gbdt::from_xgboost_json(XGB_MODEL.as_bytes()).unwrap();
     let forest = IsolationForest::train(
         vec!["b".into(), "d".into()],
@@ -305,7 +305,7 @@ fn blend() -> ScoringModel {
 
 #[test]
 fn blend_weights_parts_and_feature_union() {
-    let model = blend();
+    let model = blended_model();
     assert_eq!(model.features(), ["a", "b", "c", "d"]);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Float64Array::from(vec![0.1, 0.9])),
@@ -316,7 +316,8 @@ fn blend_weights_parts_and_feature_union() {
     let scores = model.score(&columns, 0.0).unwrap();
     let (g, a) = (scores.gbdt.unwrap(), scores.anomaly.unwrap());
     for r in 0..2 {
-        assert!((scores.score[r] - (0.7 * g[r] + 0.3 * a[r])).abs() < 1e-12);
+        let odds = (g[r] / (1.0 - g[r])).powf(0.7) * (a[r] / (1.0 - a[r])).powf(0.3);
+        assert!((scores.score[r] - odds / (1.0 + odds)).abs() < 1e-12);
         assert!(!scores.top_features[r].is_empty());
     }
     let none = model.score(&columns, 2.0).unwrap();
@@ -331,7 +332,7 @@ fn blend_weights_parts_and_feature_union() {
 #[tokio::test]
 async fn the_sql_function_checks_arguments_and_hot_swaps() {
     let ctx = SessionContext::new();
-    let slot = ModelSlot::new(blend());
+    let slot = ModelSlot::new(blended_model());
     ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
         ModelUdf::new("fraud_model", slot.clone(), 0.0),
     ));
@@ -447,7 +448,7 @@ async fn a_model_read_field_by_field_runs_once() {
             evaluate_functions_once(&ctx);
         }
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
-            ModelUdf::new("fraud_model", ModelSlot::new(blend()), 0.0),
+            ModelUdf::new("fraud_model", ModelSlot::new(blended_model()), 0.0),
         ));
         ctx.sql("CREATE TABLE t AS VALUES (0.1, 1.0, 2, 4.0)")
             .await
@@ -467,4 +468,25 @@ async fn a_model_read_field_by_field_runs_once() {
     // DataFusion's own rules would copy the call into each field access.
     assert_eq!(plan(false).await, 3);
     assert_eq!(plan(true).await, 1);
+}
+
+#[test]
+fn blending_in_log_odds_moves_the_odds_by_a_factor() {
+    // Equal weights: the geometric mean of the odds.
+    let b = blend(&[(1.0, 0.8), (1.0, 0.5)]);
+    assert!((b / (1.0 - b) - 2.0).abs() < 1e-12, "{b}");
+    // An ordinary anomaly score leaves an event the GBDT is sure of near where it was; a linear
+    // blend lifts it to 0.187, above an event the GBDT finds ten times as likely (0.175).
+    let genuine = blend(&[(0.7, 0.01), (0.3, 0.6)]);
+    let suspicious = blend(&[(0.7, 0.1), (0.3, 0.35)]);
+    assert!(
+        genuine < 0.05 && genuine < suspicious,
+        "{genuine} vs {suspicious}"
+    );
+    let linear = |g: f64, a: f64| 0.7 * g + 0.3 * a;
+    assert!(linear(0.01, 0.6) > linear(0.1, 0.35));
+    // Certain parts stay finite and ordered.
+    assert!((blend(&[(1.0, 0.0), (1.0, 1.0)]) - 0.5).abs() < 1e-6);
+    assert!(blend(&[(1.0, 1.0)]) > 0.999_999);
+    assert!((blend(&[(0.7, 0.3)]) - 0.3).abs() < 1e-12);
 }

@@ -1,6 +1,7 @@
 """Helpers for tests of `riskstream run`: topics of their own, the shipped specs pointed at them
 through the environment, and ground truth read back from Kafka by an independent client."""
 
+from collections import Counter
 import json
 import os
 import subprocess
@@ -95,16 +96,18 @@ def check_exactly_once(job: StreamJob, acknowledged: int, malformed: int, storag
     dead = job.table("dead_letters", storage_options)
     dead = dead.filter(pc_equal(dead["topic"], topic))
     score_ids = scores.column("event_id").to_pylist()
-    assert len(score_ids) == len(set(score_ids)), "an event was scored twice"
     dead_keys = list(zip(dead.column("partition").to_pylist(), dead.column("offset").to_pylist()))
     assert len(dead_keys) == len(set(dead_keys)), "a dead letter was written twice"
     assert len(dead_keys) == malformed
-    assert len(score_ids) + len(dead_keys) == acknowledged
-    records, _ = consume_all(job.bootstrap, topic, acknowledged)
-    assert len(records) == acknowledged
+    # The producer is at least once (tansu cannot take an idempotent one), so under load the
+    # topic can hold an acknowledged event twice, at two offsets: each record is then scored
+    # once, and the event ids match the topic's as a multiset, not as a set.
+    records, _ = consume_all(job.bootstrap, topic, acknowledged, drain=True)
+    assert len(records) >= acknowledged
+    assert len(score_ids) + len(dead_keys) == len(records)
     dead_set = set(dead_keys)
-    expected_ids = {json.loads(r.value)["event_id"] for r in records if (r.partition, r.offset) not in dead_set}
-    assert set(score_ids) == expected_ids
+    expected_ids = Counter(json.loads(r.value)["event_id"] for r in records if (r.partition, r.offset) not in dead_set)
+    assert Counter(score_ids) == expected_ids, "an event was scored more or fewer times than it is in the topic"
 
 
 ALERTS_TOPIC = "risk-alerts"

@@ -6,7 +6,8 @@ from deltalake import DeltaTable
 from conftest import S3_CREDENTIALS, read_json, run_riskstream, s3_env
 
 RISK_SCORES_COLUMNS = ["event_id", "event_type", "entity_id", "event_time", "risk_score", "severity",
-                       "reasons", "model_version", "batch_id", "scored_at"]
+                       "reasons", "model_version", "rules_score", "model_score", "gbdt_score",
+                       "anomaly_score", "top_features", "batch_id", "scored_at"]
 
 
 def check_lake(table_uri, storage_options, summary):
@@ -19,6 +20,9 @@ def check_lake(table_uri, storage_options, summary):
     assert pc.min(scores.column("risk_score")).as_py() >= 0.0
     assert pc.max(scores.column("risk_score")).as_py() <= 1.0
     assert str(scores.schema.field("event_time").type).startswith("timestamp[us")
+    # Scored by the shipped models (jobs/models), whose parts are in each row.
+    assert set(scores.column("model_version").to_pylist()) == {"transactions/1", "claims/1", "telemetry/1"}
+    assert scores.column("gbdt_score").null_count == 0
 
     dead = DeltaTable(f"{table_uri}/dead_letters", storage_options=storage_options).to_pyarrow_table()
     assert dead.num_rows == summary["malformed"] > 0
@@ -43,10 +47,11 @@ def test_demo_writes_contract_tables_and_a_rerun_writes_nothing(riskstream_bin, 
     assert first["rows_written"]["risk_scores"] == first["valid_events"]
     check_lake(str(lake), None, first)
 
-    # Same seed and options: every batch is already committed, nothing is appended.
+    # Same seed and options: every job resumes at the end of its topic, nothing is appended.
     run_riskstream(riskstream_bin, *args, "--summary", str(tmp_path / "second.json"))
     second = read_json(tmp_path / "second.json")
-    assert second["replayed_batches"] == second["batches"] == first["batches"]
+    assert all(job["batches"] > 0 for job in first["jobs"])
+    assert all(job["batches"] == 0 for job in second["jobs"])
     assert second["rows_written"] == {"risk_scores": 0, "dead_letters": 0, "fraud_labels": 0}
     check_lake(str(lake), None, first)
 

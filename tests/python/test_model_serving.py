@@ -1,6 +1,7 @@
 """A running job scores with the registry's champion, picks up a newly promoted version without a
 restart, and scores the challenger in shadow beside it: against the real broker."""
 
+import re
 import signal
 import time
 
@@ -35,6 +36,9 @@ def spec_with_model(tmp_path, lake):
     (tmp_path / "score.sql").write_text(SQL)
     text = (SPECS / "transactions.toml").read_text()
     text = text.replace('file = "sql/scoring/transactions.sql"', f'file = "{tmp_path / "score.sql"}"')
+    # The per-event SQL above needs neither the rolling features nor the shipped model binding.
+    text = re.sub(r"\n(views|watermark|emit) = [^\n]*", "", text)
+    text = re.sub(r"\n\[\[models\]\]\n(?:[^\n]+\n)*", "\n", text)
     text = text.replace('processingTime = "1 second"', 'processingTime = "300ms"')
     text = text.split("\n[alerts]")[0].rsplit("\n#", 1)[0]
     text += f"""

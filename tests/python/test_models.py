@@ -187,11 +187,14 @@ def test_trained_model_is_xgboost_compatible_and_as_good(riskstream_bin, tmp_pat
     got = pq.read_table(tmp_path / "gbdt_only.parquet").column("gbdt").to_numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
-    # The folder scores with the blend, 0.7 GBDT + 0.3 isolation forest, under its version.
+    # The folder scores with the blend, 0.7 GBDT + 0.3 isolation forest in log-odds, under its
+    # version.
     run_predict(out, tmp_path / "blend.parquet")
     blend = pq.read_table(tmp_path / "blend.parquet")
     g, a = blend.column("gbdt").to_numpy(), blend.column("anomaly").to_numpy()
-    np.testing.assert_allclose(blend.column("score").to_numpy(), 0.7 * g + 0.3 * a, atol=1e-12)
+    logit = lambda p: np.log(p / (1 - p))
+    expected_blend = 1 / (1 + np.exp(-(0.7 * logit(g) + 0.3 * logit(a))))
+    np.testing.assert_allclose(blend.column("score").to_numpy(), expected_blend, atol=1e-12)
     np.testing.assert_allclose(g, expected, atol=1e-6)
     assert set(blend.column("model_version").to_pylist()) == {"tx/3"}
 

@@ -12,12 +12,19 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The demo prints its own summary; a job's progress lines (one per batch of each of its jobs)
+    // are for `riskstream run`.
+    let progress = if matches!(cli.command, cli::Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
         |_| // The Delta kernel logs an error for every table it does not find, which is how new tables
         // start: not worth a line.
-        tracing_subscriber::EnvFilter::new(
-            "warn,riskstream::progress=info,riskstream::models=info,buoyant_kernel::snapshot::builder=off",
-        ),
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,riskstream::progress={progress},riskstream::models=info,buoyant_kernel::snapshot::builder=off"
+        )),
     );
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -587,20 +587,13 @@ impl IncrementalState {
             .sum::<usize>()
     }
 
-    /// Takes a batch's on-time rows; returns the rows the watermark after the batch
-    /// (`watermark_ms`) has reached (on arrival: all of them) with the computed window
-    /// columns, and forgets history no event still to come can reach.
-    pub fn stage(
+    /// Splits the pending rows and `new_rows` into those the watermark (`limit_us`) has reached
+    /// and those still waiting for it.
+    fn split_due(
         &mut self,
         new_rows: Vec<RecordBatch>,
-        watermark_ms: i64,
-    ) -> Result<Vec<RecordBatch>> {
-        let watermark_us = watermark_ms.saturating_mul(1000);
-        let limit_us = if self.on_arrival {
-            i64::MAX
-        } else {
-            watermark_us
-        };
+        limit_us: i64,
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         let mut due = Vec::new();
         let mut pending = Vec::new();
         for batch in std::mem::take(&mut self.pending)
@@ -626,6 +619,25 @@ impl IncrementalState {
                 );
             }
         }
+        Ok((due, pending))
+    }
+
+    /// Takes a batch's on-time rows; returns the rows the watermark after the batch
+    /// (`watermark_ms`) has reached (on arrival: all of them) with the computed window
+    /// columns, and forgets history no event still to come can reach.
+    pub fn stage(
+        &mut self,
+        new_rows: Vec<RecordBatch>,
+        watermark_ms: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let watermark_us = watermark_ms.saturating_mul(1000);
+        let (due, pending) = if self.on_arrival {
+            // Nothing waits: every row is due now.
+            let rows = new_rows.into_iter().filter(|b| b.num_rows() > 0);
+            (rows.collect(), Vec::new())
+        } else {
+            self.split_due(new_rows, watermark_us)?
+        };
         self.pending = pending;
         let mut out = Vec::new();
         if !due.is_empty() {

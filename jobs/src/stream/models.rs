@@ -67,8 +67,9 @@ async fn load(
 }
 
 impl ServedModel {
-    /// Loads the promoted versions of `binding` and registers their functions in `ctx`. A model
-    /// with no champion is a configuration error: the job's SQL cannot be planned without it.
+    /// Loads the promoted versions of `binding` and registers their functions in `ctx`. With no
+    /// champion the binding's `default` folder serves; without one either, it is a
+    /// configuration error: the job's SQL cannot be planned without the function.
     pub async fn start(binding: &ModelBinding, ctx: &SessionContext) -> Result<Self> {
         // With a default model a fresh lake is fine (the job is about to create it); without
         // one the registry must be there.

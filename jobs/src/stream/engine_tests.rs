@@ -144,6 +144,50 @@ batchIdColumn = "batch_id"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_scores_with_its_specs_rule_weights_and_severity_tiers() {
+    use datafusion::arrow::array::AsArray;
+    let dir = tempfile::tempdir().unwrap();
+    let sql = dir.path().join("rules.sql");
+    // Only `high_amount` (the sixth rule) can fire.
+    std::fs::write(
+        &sql,
+        "SELECT event_id, r['score'] AS risk_score, risk_severity(r['score']) AS severity FROM \
+         (SELECT *, transaction_rules(false, false, false, false, false, amount >= 0, false, \
+         false, false, false, false) AS r FROM transactions)",
+    )
+    .unwrap();
+    let mut spec = spec_for(dir.path(), "", "", &sql, 3000);
+    spec.rule_sets[0].rules[5].weight = 0.55;
+    spec.severity.high = 0.5;
+    let options = RunOptions {
+        spec,
+        trigger: Trigger::AvailableNow,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    run_with(options, log(500), |_| {}).await.unwrap();
+    let rows = lake_session(dir.path())
+        .await
+        .sql("SELECT DISTINCT risk_score, severity FROM risk_scores")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows[0].num_rows(), 1);
+    let score = rows[0]
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let severity = datafusion::arrow::compute::cast(
+        rows[0].column(1),
+        &datafusion::arrow::datatypes::DataType::Utf8,
+    )
+    .unwrap();
+    assert_eq!(score.value(0), 0.55);
+    assert_eq!(severity.as_string::<i32>().value(0), "high");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_processing_time_query_looks_for_records_once_per_interval() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path(), r#"trigger = { processingTime = "250ms" }"#);

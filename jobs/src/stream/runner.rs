@@ -636,6 +636,7 @@ pub async fn run_with<S: RecordSource>(
         .map(|w| EventTime::resolve(w, &input_schema, &spec.key("query.watermark")))
         .transpose()?;
     let ctx = session()?;
+    riskstream_udfs::register_scoring(&ctx, &spec.rule_sets, &spec.severity);
     // Kept until the run ends: dropping it stops the model refreshers.
     let _models = ServedModels::start(&spec.models, &ctx).await?;
     let query = BatchQuery::new(

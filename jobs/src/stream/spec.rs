@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use riskstream_udfs::{RuleSet, SeverityTiers};
 use serde::Deserialize;
 
 use crate::error::{JobError, Result};
@@ -31,6 +32,10 @@ pub struct JobSpec {
     pub alerts: Option<AlertSinkOptions>,
     /// Models from the lake's registry served as SQL functions (`[[models]]`).
     pub models: Vec<ModelBinding>,
+    /// The rule sets the SQL calls, with the spec's weights (`[rules.<set>]`) over the defaults.
+    pub rule_sets: Vec<RuleSet>,
+    /// Where `risk_severity` cuts its tiers (`[severity]`).
+    pub severity: SeverityTiers,
     /// When micro-batches start.
     pub trigger: Trigger,
     /// Where the offset and commit logs live (`checkpointLocation`): a local folder or `s3://`.
@@ -319,6 +324,10 @@ struct RawSpec {
     alerts: Option<RawAlerts>,
     #[serde(default)]
     models: Vec<RawModel>,
+    /// `[rules.<set>]`: rule code -> weight, overriding the set's defaults.
+    #[serde(default)]
+    rules: BTreeMap<String, BTreeMap<String, f64>>,
+    severity: Option<SeverityTiers>,
 }
 
 #[derive(Deserialize)]
@@ -702,6 +711,11 @@ impl JobSpec {
             }
         }
 
+        let rule_sets = rule_sets(file, raw.rules)?;
+        let severity = raw.severity.unwrap_or_default();
+        severity
+            .validate()
+            .map_err(|e| JobError::config(format!("{}: severity", file.display()), e))?;
         Ok(Self {
             file: file.to_path_buf(),
             name: raw.name,
@@ -709,6 +723,8 @@ impl JobSpec {
             query,
             alerts,
             models,
+            rule_sets,
+            severity,
             sink: DeltaSinkOptions {
                 path,
                 dead_letter_path,
@@ -754,6 +770,44 @@ impl JobSpec {
         }
         self.checkpoint_location = format!("{}/{}", checkpoints.trim_end_matches('/'), self.name);
     }
+}
+
+/// The default rule sets with the weights `[rules.<set>]` gives: a set or rule code that does not
+/// exist, or a weight outside [0, 1], is an error naming its key. The rules themselves (and their
+/// order, the SQL function's arguments) go with the SQL that computes them.
+fn rule_sets(
+    file: &Path,
+    weights: BTreeMap<String, BTreeMap<String, f64>>,
+) -> Result<Vec<RuleSet>> {
+    let mut sets = RuleSet::defaults();
+    let names: Vec<String> = sets.iter().map(|s| s.name.clone()).collect();
+    for (set_name, rules) in weights {
+        let at = |key: String| format!("{}: rules.{key}", file.display());
+        let Some(set) = sets.iter_mut().find(|s| s.name == set_name) else {
+            return Err(JobError::config(
+                at(set_name.clone()),
+                format!("no such rule set (there are {})", names.join(", ")),
+            ));
+        };
+        for (code, weight) in rules {
+            let codes: Vec<&str> = set.rules.iter().map(|r| r.code.as_str()).collect();
+            let known = codes.join(", ");
+            let Some(rule) = set.rules.iter_mut().find(|r| r.code == code) else {
+                return Err(JobError::config(
+                    at(format!("{set_name}.{code}")),
+                    format!("no such rule in {set_name} (its rules: {known})"),
+                ));
+            };
+            if !(0.0..=1.0).contains(&weight) {
+                return Err(JobError::config(
+                    at(format!("{set_name}.{code}")),
+                    format!("weight {weight} is outside [0, 1]"),
+                ));
+            }
+            rule.weight = weight;
+        }
+    }
+    Ok(sets)
 }
 
 /// Checks one `[[models]]` entry.
@@ -1492,6 +1546,46 @@ keyColumn = "entity_id"
                 err.contains("jobs/specs/x.toml") && err.contains(key),
                 "expected `{key}` in: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn rule_weights_and_severity_cut_points_come_from_the_spec() {
+        let spec = parse(&format!(
+            "{GOOD}\n[rules.transaction_rules]\nvelocity_5m = 0.9\n[severity]\nmedium = 0.2\nhigh = 0.5\ncritical = 0.9"
+        ))
+        .unwrap();
+        let set = spec
+            .rule_sets
+            .iter()
+            .find(|s| s.name == "transaction_rules")
+            .unwrap();
+        assert_eq!(set.rules[0].code, "velocity_5m");
+        assert_eq!(set.rules[0].weight, 0.9);
+        assert_eq!(
+            set.rules[1],
+            RuleSet::defaults()[0].rules[1],
+            "the others keep theirs"
+        );
+        assert_eq!((spec.severity.medium, spec.severity.high), (0.2, 0.5));
+        assert_eq!(parse(GOOD).unwrap().severity, SeverityTiers::default());
+        for (extra, key) in [
+            ("[rules.card_rules]\nx = 0.1", "rules.card_rules"),
+            (
+                "[rules.claim_rules]\nvelocity_5m = 0.1",
+                "rules.claim_rules.velocity_5m",
+            ),
+            (
+                "[rules.claim_rules]\nearly_claim = 1.5",
+                "rules.claim_rules.early_claim",
+            ),
+            (
+                "[severity]\nmedium = 0.7\nhigh = 0.5\ncritical = 0.9",
+                "severity",
+            ),
+        ] {
+            let err = parse(&format!("{GOOD}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
         }
     }
 

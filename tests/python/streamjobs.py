@@ -123,27 +123,35 @@ def check_alerts(job: StreamJob, storage_options: dict | None = None, replays: b
 
     scores = job.table("risk_scores", storage_options)
     scores = scores.filter(pc.is_in(scores["severity"], value_set=pa_array(ALERT_SEVERITIES)))
-    expected = {row["event_id"]: row for row in scores.to_pylist()}
+    # Per event, its score rows: one per record, and an at-least-once producer can store an
+    # event twice (see check_exactly_once), each copy scored with the other in its history.
+    expected: dict[str, list[dict]] = {}
+    for row in scores.to_pylist():
+        expected.setdefault(row["event_id"], []).append(row)
+    rows = sum(len(v) for v in expected.values())
     assert expected, "no high or critical scores: the test would not test alerts"
-    records, _ = consume_all(job.bootstrap, job.prefix + ALERTS_TOPIC, len(expected), drain=True)
+    records, _ = consume_all(job.bootstrap, job.prefix + ALERTS_TOPIC, rows, drain=True)
     seen: dict[str, set[str]] = {}
     for record in records:
         alert = json.loads(record.value)
         headers = dict(record.headers)
         batch = headers["riskstream.batchId"].decode()
-        row = expected.get(alert["event_id"])
-        assert row is not None, f"an alert for a score that is not high or critical: {alert}"
-        assert record.key.decode() == row["entity_id"]
-        assert alert["severity"] == row["severity"] and alert["risk_score"] == row["risk_score"]
-        assert int(batch) == row["batch_id"], "an alert names the batch that scored it"
+        candidates = expected.get(alert["event_id"])
+        assert candidates, f"an alert for a score that is not high or critical: {alert}"
+        assert any(
+            record.key.decode() == row["entity_id"] and alert["severity"] == row["severity"]
+            and alert["risk_score"] == row["risk_score"] and int(batch) == row["batch_id"]
+            for row in candidates
+        ), f"an alert equal to its score row, naming the batch that scored it: {alert}"
         seen.setdefault(alert["event_id"], set()).add(batch)
     assert set(seen) == set(expected), f"{len(set(expected) - set(seen))} high or critical scores have no alert"
     table = job.table("alerts", storage_options).to_pylist()
-    assert sorted(r["event_id"] for r in table) == sorted(expected), "the alerts table holds each alert once"
+    assert Counter(r["event_id"] for r in table) == Counter({k: len(v) for k, v in expected.items()}), \
+        "the alerts table holds each alert once"
     for r in table:
-        assert r == expected[r["event_id"]], "an alert row equals its score row"
+        assert r in expected[r["event_id"]], "an alert row equals its score row"
     if not replays:
-        assert len(records) == len(expected), "an alert was published twice without a replay"
+        assert len(records) == rows, "an alert was published twice without a replay"
     return len(records)
 
 

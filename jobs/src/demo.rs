@@ -59,6 +59,8 @@ pub struct JobReport {
     pub spec: String,
     /// The job's output table (its folder name).
     pub table: String,
+    /// Its dead-letter table (folder name).
+    pub dead_letter_table: String,
     /// What the runner reports.
     pub summary: RunSummary,
 }
@@ -93,7 +95,7 @@ impl DemoReport {
     pub fn dead_letters(&self) -> u64 {
         self.jobs
             .iter()
-            .filter(|j| !j.table.ends_with("_features"))
+            .filter(|j| j.dead_letter_table == "dead_letters")
             .map(|j| j.summary.dead_letter_rows)
             .sum()
     }
@@ -233,13 +235,9 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
                     format!("`{topic}` is not a generated topic"),
                 )
             })?;
-        let table = spec
-            .sink
-            .path
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let folder = |path: &str| path.rsplit('/').next().unwrap_or_default().to_string();
+        let (table, dead_letter_table) =
+            (folder(&spec.sink.path), folder(&spec.sink.dead_letter_path));
         let job_start = Instant::now();
         let summary = runner::run_with(
             RunOptions {
@@ -262,6 +260,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
         jobs.push(JobReport {
             spec: file.to_string(),
             table,
+            dead_letter_table,
             summary,
         });
     }

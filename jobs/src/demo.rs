@@ -234,7 +234,7 @@ pub async fn run(options: &DemoOptions) -> Result<DemoReport> {
                     spec.key("subscribe"),
                     format!("`{topic}` is not a generated topic"),
                 )
-            })?;
+            })??;
         let folder = |path: &str| path.rsplit('/').next().unwrap_or_default().to_string();
         let (table, dead_letter_table) =
             (folder(&spec.sink.path), folder(&spec.sink.dead_letter_path));

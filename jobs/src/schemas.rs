@@ -205,6 +205,9 @@ pub const RISK_SCORES_COLUMNS: &[&str] = &[
     "gbdt_score",
     "anomaly_score",
     "top_features",
+    "source_topic",
+    "source_partition",
+    "source_offset",
     "batch_id",
     "scored_at",
 ];

@@ -65,5 +65,9 @@ SELECT
     prior_claims,
     witnesses,
     claim_type = 'auto' AND incident_type IN ('collision', 'theft') AND NOT coalesce(police_report, false)
-        AS auto_loss_without_police_report
+        AS auto_loss_without_police_report,
+    -- Where the event was read (the spec's query.metadata): lineage for the training rows.
+    source_topic,
+    source_partition,
+    source_offset
 FROM windows

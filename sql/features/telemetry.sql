@@ -80,5 +80,9 @@ SELECT
     -- How far outside its normal band the reading is, in band widths (negative: inside).
     (reading - normal_max) / NULLIF(normal_max - normal_min, 0) AS above_range_widths,
     (normal_min - reading) / NULLIF(normal_max - normal_min, 0) AS below_range_widths,
-    maintenance_due < CAST(event_time AS DATE) AS maintenance_overdue
+    maintenance_due < CAST(event_time AS DATE) AS maintenance_overdue,
+    -- Where the event was read (the spec's query.metadata): lineage for the training rows.
+    source_topic,
+    source_partition,
+    source_offset
 FROM windows

@@ -99,5 +99,9 @@ SELECT
     payment_method = 'card_not_present' AS card_not_present,
     card_country <> country AS foreign_card,
     account_age_days,
-    email_domain IN ('mailinator.com', 'tempmail.io', 'guerrillamail.com') AS disposable_email
+    email_domain IN ('mailinator.com', 'tempmail.io', 'guerrillamail.com') AS disposable_email,
+    -- Where the event was read (the spec's query.metadata): lineage for the training rows.
+    source_topic,
+    source_partition,
+    source_offset
 FROM travel

@@ -57,5 +57,9 @@ SELECT
     model['score'] AS model_score,
     model['gbdt'] AS gbdt_score,
     model['anomaly'] AS anomaly_score,
-    model['top_features'] AS top_features
+    model['top_features'] AS top_features,
+    -- The Kafka record the event was read from.
+    source_topic,
+    source_partition,
+    source_offset
 FROM blended

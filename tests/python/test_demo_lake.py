@@ -7,7 +7,8 @@ from conftest import S3_CREDENTIALS, read_json, run_riskstream, s3_env
 
 RISK_SCORES_COLUMNS = ["event_id", "event_type", "entity_id", "event_time", "risk_score", "severity",
                        "reasons", "model_version", "rules_score", "model_score", "gbdt_score",
-                       "anomaly_score", "top_features", "batch_id", "scored_at"]
+                       "anomaly_score", "top_features", "source_topic", "source_partition",
+                       "source_offset", "batch_id", "scored_at"]
 
 
 def check_lake(table_uri, storage_options, summary):
@@ -15,6 +16,11 @@ def check_lake(table_uri, storage_options, summary):
     assert scores.column_names == RISK_SCORES_COLUMNS
     assert scores.num_rows == summary["valid_events"]
     assert scores.column("event_id").to_pylist().__len__() == len(set(scores.column("event_id").to_pylist()))
+    # Each row names the record it was read from, and no record is scored twice.
+    positions = set(zip(scores.column("source_topic").to_pylist(), scores.column("source_partition").to_pylist(),
+                        scores.column("source_offset").to_pylist()))
+    assert len(positions) == scores.num_rows
+    assert {topic for topic, _, _ in positions} == {"financial-transactions", "insurance-claims", "iot-telemetry"}
     assert set(scores.column("event_type").to_pylist()) == {"transaction", "claim", "telemetry"}
     assert set(scores.column("severity").to_pylist()) <= {"low", "medium", "high", "critical"}
     assert pc.min(scores.column("risk_score")).as_py() >= 0.0

@@ -41,6 +41,7 @@ file = "{ROOT}/sql/scoring/transactions.sql"
 views = [{{ name = "transaction_features", file = "{ROOT}/sql/features/transactions.sql" }}]
 watermark = {{ column = "event_time", delay = "1 hour" }}
 emit = "onArrival"
+metadata = {{ topic = "source_topic", partition = "source_partition", offset = "source_offset" }}
 """ if sql is None else f"""schema = "transactions"
 file = "{sql}"
 """

@@ -468,26 +468,86 @@ fn dead_letter_rows(
 /// A records batch decoded: the rows, and `dead_letters` rows for the messages that did not decode.
 #[derive(Debug)]
 pub struct DecodedRecords {
-    /// Rows of the declared schema.
+    /// Rows of the view: the declared schema and the metadata columns asked for.
     pub rows: Vec<RecordBatch>,
     /// `dead_letters` rows.
     pub dead_letters: RecordBatch,
 }
 
-/// Decodes the values of a Kafka records batch with `decoder`, turning rejected messages into
-/// `dead_letters` rows stamped with `batch_id` and `recorded_at_micros`.
-pub fn decode_records(
-    decoder: &JsonDecoder,
-    records: &RecordBatch,
-    batch_id: i64,
-    recorded_at_micros: i64,
-) -> Result<DecodedRecords> {
-    let decoded = decoder.decode(values_of(records)?)?;
-    let dead_letters = dead_letter_rows(records, &decoded.rejected, batch_id, recorded_at_micros)?;
-    Ok(DecodedRecords {
-        rows: decoded.batches,
-        dead_letters,
-    })
+/// Decodes the values of Kafka records batches into a declared schema, and carries the Kafka
+/// columns asked for (such as `offset`) alongside each decoded row, renamed.
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    json: JsonDecoder,
+    /// For each metadata column of the view, in order, its Kafka column's name.
+    metadata: Vec<String>,
+    /// The declared schema and the metadata columns.
+    view: SchemaRef,
+}
+
+impl RecordDecoder {
+    /// A decoder of `declared` values giving rows of `view`: the declared fields, then one
+    /// column for each of `metadata`'s Kafka columns, in order.
+    pub fn new(declared: SchemaRef, metadata: Vec<String>, view: SchemaRef) -> Result<Self> {
+        if view.fields().len() != declared.fields().len() + metadata.len() {
+            return Err(JobError::internal(format!(
+                "a view of {} columns for {} declared and {} metadata columns",
+                view.fields().len(),
+                declared.fields().len(),
+                metadata.len()
+            )));
+        }
+        Ok(Self {
+            json: JsonDecoder::new(declared)?,
+            metadata,
+            view,
+        })
+    }
+
+    /// Decodes a records batch, turning rejected messages into `dead_letters` rows stamped with
+    /// `batch_id` and `recorded_at_micros`.
+    pub fn decode(
+        &self,
+        records: &RecordBatch,
+        batch_id: i64,
+        recorded_at_micros: i64,
+    ) -> Result<DecodedRecords> {
+        let decoded = self.json.decode(values_of(records)?)?;
+        let dead_letters =
+            dead_letter_rows(records, &decoded.rejected, batch_id, recorded_at_micros)?;
+        let rows = if self.metadata.is_empty() {
+            decoded.batches
+        } else {
+            self.with_metadata(records, decoded)?
+        };
+        Ok(DecodedRecords { rows, dead_letters })
+    }
+
+    /// Each decoded batch with the Kafka columns of the records its rows came from.
+    fn with_metadata(&self, records: &RecordBatch, decoded: Decoded) -> Result<Vec<RecordBatch>> {
+        let mut start = 0;
+        let mut out = Vec::with_capacity(decoded.batches.len());
+        for batch in decoded.batches {
+            let end = start + batch.num_rows();
+            let origins = UInt32Array::from(decoded.origins[start..end].to_vec());
+            start = end;
+            let mut columns = batch.columns().to_vec();
+            for name in &self.metadata {
+                let column = records.column_by_name(name).ok_or_else(|| {
+                    JobError::internal(format!("records batch has no `{name}` column"))
+                })?;
+                columns.push(
+                    take(column.as_ref(), &origins, None)
+                        .map_err(JobError::arrow("metadata columns"))?,
+                );
+            }
+            out.push(
+                RecordBatch::try_new(Arc::clone(&self.view), columns)
+                    .map_err(JobError::arrow("metadata columns"))?,
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// Waits for decoding threads, in order; a thread that panicked is an internal error.
@@ -790,5 +850,63 @@ mod tests {
             .filter(|i| i % 997 == 0 || i % 1999 == 0)
             .count();
         assert_eq!(out.rejected.len(), expected_bad);
+    }
+
+    /// Metadata columns come from the record each row was decoded from, rejected neighbours
+    /// and all, and the rejected ones still become dead letters with their offsets.
+    #[test]
+    fn metadata_columns_follow_their_rows() {
+        use crate::records::InProcessTopic;
+        use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+        let mut topic = InProcessTopic::new("payments", 1);
+        for i in 0..5_000 {
+            let value = if i % 7 == 3 {
+                format!(r#"{{"id":"x{i}","amount":"#)
+            } else {
+                format!(r#"{{"id":"x{i}","amount":{i}}}"#)
+            };
+            topic.append(b"k", value.as_bytes(), 1_000 + i);
+        }
+        let records = topic.take_batch().unwrap();
+        let view = Arc::new(Schema::new(
+            schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .chain([
+                    Field::new("at_partition", DataType::Int32, false),
+                    Field::new("at_offset", DataType::Int64, false),
+                ])
+                .collect::<Vec<_>>(),
+        ));
+        let decoder = RecordDecoder::new(
+            schema(),
+            vec!["partition".into(), "offset".into()],
+            view.clone(),
+        )
+        .unwrap();
+        let out = decoder.decode(&records, 4, 0).unwrap();
+        let mut rows = 0;
+        for b in &out.rows {
+            assert_eq!(b.schema(), view);
+            let ids = b.column(0).as_string::<i32>();
+            let offsets = b.column(4).as_primitive::<Int64Type>();
+            for k in 0..b.num_rows() {
+                assert_eq!(ids.value(k), format!("x{}", offsets.value(k)));
+                assert_eq!(b.column(3).as_primitive::<Int32Type>().value(k), 0);
+            }
+            rows += b.num_rows();
+        }
+        let bad = (0..5_000).filter(|i| i % 7 == 3).count();
+        assert_eq!(rows, 5_000 - bad);
+        let offsets = out.dead_letters.column_by_name("offset").unwrap();
+        assert!(
+            offsets
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .all(|o| o % 7 == 3)
+        );
+        assert_eq!(out.dead_letters.num_rows(), bad);
     }
 }

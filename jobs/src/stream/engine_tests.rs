@@ -474,6 +474,10 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
 /// Four rolling features, up to an hour back (the rolling benchmark's SQL).
 const ROLLING_SQL: &str = include_str!("../../../bench/rolling_features.sql");
 
+/// The query lines giving the view the Kafka columns the shipped SQL reads, as the shipped specs
+/// do.
+const METADATA: &str = r#"metadata = { topic = "source_topic", partition = "source_partition", offset = "source_offset" }"#;
+
 /// A dense stream of `source` events: few users, policies and devices, 5 events per second of
 /// event time, so frames hold several events per key, and 20,000 events span more than an hour,
 /// so every frame's history is also evicted.
@@ -575,7 +579,7 @@ async fn batch_rows_of(
     keep: &dyn Fn(&str) -> bool,
 ) -> Vec<datafusion::arrow::array::RecordBatch> {
     use crate::generator::{Generator, Message, Stream};
-    use datafusion::arrow::array::{AsArray, BinaryArray};
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray};
     let mut generator = Generator::new(dense_config_of(source, out_of_order)).unwrap();
     let mut values = Vec::new();
     let mut msg = Message::default();
@@ -591,13 +595,58 @@ async fn batch_rows_of(
             values.iter().map(Vec::as_slice),
         ))
         .unwrap();
+    // Where the stream reads each event: the same log's records, through the metadata columns.
+    let spec = spec_of(
+        source,
+        Path::new("/x"),
+        "",
+        METADATA,
+        Path::new(FEATURES_SQL),
+        1,
+    );
+    let with_metadata = crate::decode::RecordDecoder::new(
+        crate::schemas::source_schema(source),
+        spec.query
+            .metadata
+            .iter()
+            .map(|m| m.kafka.clone())
+            .collect(),
+        spec.query.input_schema(),
+    )
+    .unwrap();
+    let mut position = std::collections::HashMap::new();
+    for records in dense_log_of(source, events, out_of_order).records() {
+        for b in with_metadata.decode(records, 0, 0).unwrap().rows {
+            let ids = b.column(0).as_string::<i32>();
+            let at = b.num_columns() - 3;
+            for i in 0..b.num_rows() {
+                let row: Vec<ArrayRef> = (at..at + 3).map(|c| b.column(c).slice(i, 1)).collect();
+                position.insert(ids.value(i).to_string(), row);
+            }
+        }
+    }
     let mut rows = Vec::new();
     for b in decoded.batches {
         let ids = b.column(0).as_string::<i32>();
         let keep: datafusion::arrow::array::BooleanArray = (0..b.num_rows())
             .map(|i| Some(keep(ids.value(i))))
             .collect();
-        rows.push(datafusion::arrow::compute::filter_record_batch(&b, &keep).unwrap());
+        let b = datafusion::arrow::compute::filter_record_batch(&b, &keep).unwrap();
+        let ids = b.column(0).as_string::<i32>();
+        let mut columns = b.columns().to_vec();
+        let mut parts: Vec<Vec<&dyn Array>> = vec![Vec::new(); 3];
+        for i in 0..b.num_rows() {
+            for (part, value) in parts.iter_mut().zip(&position[ids.value(i)]) {
+                part.push(value.as_ref());
+            }
+        }
+        for part in parts {
+            columns.push(datafusion::arrow::compute::concat(&part).unwrap());
+        }
+        rows.push(
+            datafusion::arrow::array::RecordBatch::try_new(spec.query.input_schema(), columns)
+                .unwrap(),
+        );
     }
     let ctx = crate::scoring::session().unwrap();
     let table = datafusion::datasource::MemTable::try_new(rows[0].schema(), vec![rows]).unwrap();
@@ -957,7 +1006,7 @@ async fn shipped_features_stream_as_they_compute_in_one_batch(
         true,
         1_500,
         "",
-        "",
+        METADATA,
     )
     .await;
     assert_eq!(

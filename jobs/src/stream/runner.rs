@@ -14,11 +14,11 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation};
 
-use crate::decode::{JsonDecoder, decode_records};
+use crate::decode::RecordDecoder;
 use crate::error::{JobError, Result};
 use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
 use crate::lake_sink::table_spec;
-use crate::schemas::{dead_letters_schema, kafka_records_schema, timestamp_type};
+use crate::schemas::{dead_letters_schema, timestamp_type};
 use crate::scoring::session;
 use crate::stream::aggregate::AggregateState;
 use crate::stream::alerts::AlertSink;
@@ -387,7 +387,7 @@ impl PlanningClock {
 struct Planner<S> {
     source: Arc<S>,
     /// The declared schema's decoder; `None` hands the raw Kafka columns to the query.
-    decoder: Option<Arc<JsonDecoder>>,
+    decoder: Option<Arc<RecordDecoder>>,
     /// `maxOffsetsPerTrigger`.
     limit: Option<u64>,
     /// Where availableNow and once stop.
@@ -526,8 +526,7 @@ impl<S: RecordSource> Planner<S> {
                 // No declared schema: the query sees Spark's raw Kafka columns.
                 None => out.rows.push(records.records),
                 Some(decoder) => {
-                    let decoded =
-                        decode_records(decoder, &records.records, batch_id, recorded_at_micros)?;
+                    let decoded = decoder.decode(&records.records, batch_id, recorded_at_micros)?;
                     out.rows = decoded.rows;
                     if decoded.dead_letters.num_rows() > 0 {
                         out.dead_letters.push(decoded.dead_letters);
@@ -621,10 +620,7 @@ pub async fn run_with<S: RecordSource>(
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
     // The SQL is checked first: bad SQL fails before anything is created or connected.
-    let input_schema = match spec.query.schema {
-        Some(s) => s.schema(),
-        None => kafka_records_schema(),
-    };
+    let input_schema = spec.query.input_schema();
     let file = spec.query.sql.as_ref().map_or_else(
         || spec.file.display().to_string(),
         |f| f.path.display().to_string(),
@@ -700,7 +696,8 @@ pub async fn run_with<S: RecordSource>(
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
-                let state = IncrementalState::new(plan.clone(), input_schema, on_arrival)?;
+                let state =
+                    IncrementalState::new(plan.clone(), Arc::clone(&input_schema), on_arrival)?;
                 (
                     query.with_incremental(plan),
                     Some(WindowState::Incremental(state)),
@@ -721,7 +718,7 @@ pub async fn run_with<S: RecordSource>(
                 for line in &w.explain {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
-                let state = RollingState::new(input_schema, et.column_index(), w);
+                let state = RollingState::new(Arc::clone(&input_schema), et.column_index(), w);
                 (
                     query.with_windows().await?,
                     Some(WindowState::Generic(state)),
@@ -776,7 +773,11 @@ pub async fn run_with<S: RecordSource>(
         decoder: spec
             .query
             .schema
-            .map(|s| JsonDecoder::new(s.schema()).map(Arc::new))
+            .map(|s| {
+                let metadata = spec.query.metadata.iter().map(|m| m.kafka.clone());
+                RecordDecoder::new(s.schema(), metadata.collect(), Arc::clone(&input_schema))
+                    .map(Arc::new)
+            })
             .transpose()?,
         limit: match options.trigger {
             Trigger::Once => None,

@@ -2,8 +2,9 @@
 //! of generated events to measure the engine without a broker.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::Int32Type;
 
@@ -217,10 +218,26 @@ impl MemorySource {
         })
     }
 
-    /// The same log under the topic name `topic` (a job subscribes by name).
-    pub fn renamed(mut self, topic: &str) -> Self {
+    /// The same log under the topic name `topic` (a job subscribes by name), its records' topic
+    /// column included.
+    pub fn renamed(mut self, topic: &str) -> Result<Self> {
+        for records in &mut self.partitions {
+            let at = records
+                .schema()
+                .index_of("topic")
+                .map_err(JobError::arrow("records"))?;
+            let mut columns = records.columns().to_vec();
+            columns[at] = Arc::new(StringArray::from(vec![topic; records.num_rows()]));
+            *records = RecordBatch::try_new(records.schema(), columns)
+                .map_err(JobError::arrow("records"))?;
+        }
         self.topic = topic.to_string();
-        self
+        Ok(self)
+    }
+
+    /// Each partition's records, with Spark's Kafka columns.
+    pub fn records(&self) -> &[RecordBatch] {
+        &self.partitions
     }
 
     /// Records in the log.

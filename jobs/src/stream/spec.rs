@@ -7,8 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use riskstream_udfs::{RuleSet, SeverityTiers};
 use serde::Deserialize;
 
@@ -129,6 +131,45 @@ pub struct QuerySpec {
     pub watermark: Option<WatermarkSpec>,
     /// When rows computed over windows are emitted (`emit`).
     pub emit: Emit,
+    /// `metadata = { topic = "source_topic", ... }`: Kafka record columns added to the declared
+    /// schema's view, each under the name given, in the order of Spark's Kafka columns.
+    pub metadata: Vec<MetadataColumn>,
+}
+
+/// A Kafka record column (Spark's name) the declared schema's view carries, and its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    /// `topic`, `partition`, `offset`, `timestamp`, `timestampType` or `key`.
+    pub kafka: String,
+    /// The view's column.
+    pub name: String,
+}
+
+impl QuerySpec {
+    /// The schema of the rows the query reads: the declared schema and its metadata columns, or
+    /// Spark's raw Kafka columns.
+    pub fn input_schema(&self) -> SchemaRef {
+        let Some(declared) = self.schema else {
+            return crate::schemas::kafka_records_schema();
+        };
+        let declared = declared.schema();
+        if self.metadata.is_empty() {
+            return declared;
+        }
+        let kafka = crate::schemas::kafka_records_schema();
+        let mut fields: Vec<Field> = declared
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for m in &self.metadata {
+            // Checked when the spec was read.
+            if let Ok(field) = kafka.field_with_name(&m.kafka) {
+                fields.push(field.clone().with_name(&m.name));
+            }
+        }
+        Arc::new(Schema::new(fields))
+    }
 }
 
 /// When a query with window functions emits an event's row (`emit`).
@@ -372,6 +413,8 @@ struct RawQuery {
     emit: Option<String>,
     #[serde(default)]
     views: Vec<RawView>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
 }
 
 /// `views = [{ name, file }]`: a SQL file whose query the job's SQL reads as a view.
@@ -1182,6 +1225,7 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
             ));
         }
     };
+    let metadata = metadata_columns(&raw.metadata, schema, &at)?;
     Ok(QuerySpec {
         schema,
         view,
@@ -1189,7 +1233,68 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
         on_error,
         watermark,
         emit,
+        metadata,
     })
+}
+
+/// `metadata`: which Kafka record columns the declared schema's view carries, and their names.
+fn metadata_columns(
+    raw: &BTreeMap<String, String>,
+    schema: Option<DeclaredSchema>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Vec<MetadataColumn>> {
+    let Some(declared) = schema else {
+        return match raw.keys().next() {
+            None => Ok(Vec::new()),
+            Some(_) => Err(JobError::config(
+                at("metadata"),
+                "is for a declared schema (query.schema); without one the query reads Kafka's \
+                 columns as they are",
+            )),
+        };
+    };
+    let kafka = crate::schemas::kafka_records_schema();
+    let offered: Vec<&str> = kafka
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| *n != "value")
+        .collect();
+    let declared = declared.schema();
+    let mut out = Vec::new();
+    for (column, name) in raw {
+        let key = at(&format!("metadata.{column}"));
+        if !offered.contains(&column.as_str()) {
+            return Err(JobError::config(
+                key,
+                format!(
+                    "is not a Kafka record column (one of {})",
+                    offered.join(", ")
+                ),
+            ));
+        }
+        if !is_sql_name(name) {
+            return Err(JobError::config(
+                key,
+                format!("`{name}` is not a plain SQL name"),
+            ));
+        }
+        if declared.field_with_name(name).is_ok()
+            || out.iter().any(|m: &MetadataColumn| &m.name == name)
+        {
+            return Err(JobError::config(
+                key,
+                format!("`{name}` is already a column of the view"),
+            ));
+        }
+        out.push(MetadataColumn {
+            kafka: column.clone(),
+            name: name.clone(),
+        });
+    }
+    // Spark's column order, whatever the order in the file.
+    out.sort_by_key(|m| offered.iter().position(|o| *o == m.kafka));
+    Ok(out)
 }
 
 fn trigger(file: &Path, raw: Option<BTreeMap<String, toml::Value>>) -> Result<Trigger> {
@@ -1248,6 +1353,7 @@ fn trigger(file: &Path, raw: Option<BTreeMap<String, toml::Value>>) -> Result<Tr
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use datafusion::arrow::datatypes::DataType;
 
     const GOOD: &str = r#"
 name = "score-transactions"
@@ -1476,6 +1582,26 @@ batchIdColumn = "batch_id"
                 "kafka.group.id",
             ),
             (GOOD.replace("name = ", "nmae = "), "nmae"),
+            (
+                GOOD.replace("[query]", "[query]\nmetadata = { value = \"raw\" }"),
+                "query.metadata.value",
+            ),
+            (
+                GOOD.replace("[query]", "[query]\nmetadata = { offset = \"amount\" }"),
+                "query.metadata.offset",
+            ),
+            (
+                GOOD.replace("[query]", "[query]\nmetadata = { offset = \"o\", partition = \"o\" }"),
+                "query.metadata.partition",
+            ),
+            (
+                GOOD.replace("[query]", "[query]\nmetadata = { topic = \"source topic\" }"),
+                "query.metadata.topic",
+            ),
+            (
+                GOOD.replace("schema = \"transactions\"", "metadata = { topic = \"t\" }"),
+                "query.metadata",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err().to_string();
@@ -1484,6 +1610,38 @@ batchIdColumn = "batch_id"
                 "expected `{key}` in: {err}"
             );
         }
+    }
+
+    #[test]
+    fn metadata_columns_join_the_declared_schema_in_kafka_order() {
+        let spec = parse(&GOOD.replace(
+            "[query]",
+            "[query]\nmetadata = { offset = \"source_offset\", topic = \"source_topic\", key = \"kafka_key\" }",
+        ))
+        .unwrap();
+        let kafka: Vec<&str> = spec
+            .query
+            .metadata
+            .iter()
+            .map(|m| m.kafka.as_str())
+            .collect();
+        assert_eq!(kafka, ["key", "topic", "offset"]);
+        let schema = spec.query.input_schema();
+        let declared = crate::schemas::source_schema(Source::Transactions);
+        assert_eq!(schema.fields().len(), declared.fields().len() + 3);
+        let added: Vec<(&str, &DataType)> = schema.fields()[declared.fields().len()..]
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                ("kafka_key", &DataType::Binary),
+                ("source_topic", &DataType::Utf8),
+                ("source_offset", &DataType::Int64)
+            ]
+        );
+        assert_eq!(parse(GOOD).unwrap().query.input_schema(), declared);
     }
 
     const ALERTS: &str = r#"

@@ -23,6 +23,11 @@ use serde_json::json;
 use super::CommandError;
 use crate::cli::{ExportArgs, Format};
 
+/// Numeric columns of the shipped feature tables that are bookkeeping, not features: the
+/// micro-batch, and where the event was read (a model must not learn from Kafka offsets, which
+/// grow with time).
+pub const NOT_FEATURES: &[&str] = &["batch_id", "source_partition", "source_offset"];
+
 pub async fn run(args: ExportArgs) -> Result<(), CommandError> {
     if args.from >= args.to {
         return Err("--from must be before --to".into());
@@ -130,7 +135,8 @@ pub async fn run(args: ExportArgs) -> Result<(), CommandError> {
         "schema": schema.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
         "features": schema.fields().iter()
             .filter(|f| riskstream_udfs::model::is_feature_type(f.data_type())
-                && !["label", "weight", "batch_id"].contains(&f.name().as_str()))
+                && !["label", "weight"].contains(&f.name().as_str())
+                && !NOT_FEATURES.contains(&f.name().as_str()))
             .map(|f| f.name().clone()).collect::<Vec<_>>(),
     });
     std::fs::write(

@@ -104,6 +104,7 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
             .iter()
             .filter(|f| {
                 !not_features.contains(&Some(f.name()))
+                    && !super::export::NOT_FEATURES.contains(&f.name().as_str())
                     && is_feature_type(f.data_type())
                     && !matches!(f.data_type(), DataType::Null)
             })

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod error;
+mod folder;
 mod location;
 mod maintenance;
 mod models;
@@ -14,6 +15,7 @@ mod writer;
 
 pub use catalog::{Catalog, TableEntry};
 pub use error::{LakeError, Result};
+pub use folder::Folder;
 pub use location::LakeLocation;
 pub use maintenance::{
     OptimizeOptions, OptimizeReport, VacuumReport, checkpoint, optimize, vacuum,

@@ -80,9 +80,9 @@ pub struct ExportArgs {
     /// Seed of the down-sampling (which negatives are kept depends on it and the event id only).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The new folder: data.parquet (or data.csv) and manifest.json.
+    /// The new folder, local or s3://bucket/prefix: data.parquet (or data.csv) and manifest.json.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: String,
     /// CSV instead of Parquet.
     #[arg(long)]
     pub csv: bool,
@@ -108,10 +108,11 @@ fn sample_rate(s: &str) -> Result<f64, String> {
 /// `riskstream train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The training set: a folder `riskstream export` wrote (its features, `split` and `weight`
-    /// columns are then used), a Parquet file, or a folder of Parquet files.
+    /// The training set: a folder `riskstream export` wrote, local or s3://bucket/prefix (its
+    /// features, `split` and `weight` columns are then used), a Parquet file, or a folder of
+    /// Parquet files.
     #[arg(long)]
-    pub input: PathBuf,
+    pub input: String,
     /// Column saying which rows validate (`validation`) and which train (anything else);
     /// without it the latest `--validation-fraction` of rows by `--time-column` validate.
     #[arg(long)]

@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
+from conftest import S3_CREDENTIALS, run_riskstream, s3_env
+
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
 
@@ -98,7 +100,9 @@ def test_export_names_what_is_wrong(riskstream_bin, tmp_path):
     assert backwards.returncode != 0 and "--from" in backwards.stderr
 
 
-def test_export_then_train_uses_the_split_features_and_weights(riskstream_bin, tmp_path):
+def build_training_lake(lake):
+    """A feature table of make_data's rows, one a second from T0, and the positives' labels a
+    minute after their events. Returns the labels."""
     from test_models import FEATURES, make_data
 
     X, y = make_data(41, 12000)
@@ -106,7 +110,6 @@ def test_export_then_train_uses_the_split_features_and_weights(riskstream_bin, t
     columns = {"event_id": [f"x{i}" for i in range(len(y))], "event_time": pa.array(times, type=TS)}
     for i, name in enumerate(FEATURES):
         columns[name] = pa.array(X[:, i], mask=np.isnan(X[:, i]))
-    lake = tmp_path / "lake"
     write_deltalake(f"{lake}/tx_features", pa.table(columns))
     positives = [i for i in range(len(y)) if y[i] == 1]
     write_deltalake(f"{lake}/fraud_labels", pa.table({
@@ -114,10 +117,21 @@ def test_export_then_train_uses_the_split_features_and_weights(riskstream_bin, t
         "label": pa.array([1] * len(positives), type=pa.int32()),
         "label_time": pa.array([times[i] + timedelta(minutes=1) for i in positives], type=TS),
     }))
+    return y
+
+
+TRAINING_EXPORT = ["--features", "tx_features", "--labels", "fraud_labels", "--from", "2026-11-01T10:00:00Z",
+                   "--to", "2026-11-01T14:00:00Z", "--cutoff", "2026-11-02T00:00:00Z", "--negative-rate", "0.25"]
+
+
+def test_export_then_train_uses_the_split_features_and_weights(riskstream_bin, tmp_path):
+    from test_models import FEATURES
+
+    lake = tmp_path / "lake"
+    y = build_training_lake(lake)
     done = subprocess.run(
-        [str(riskstream_bin), "export", "--lake", str(lake), "--features", "tx_features", "--labels", "fraud_labels",
-         "--from", "2026-11-01T10:00:00Z", "--to", "2026-11-01T14:00:00Z", "--cutoff", "2026-11-02T00:00:00Z",
-         "--negative-rate", "0.25", "--out", str(tmp_path / "set")], capture_output=True, text=True)
+        [str(riskstream_bin), "export", "--lake", str(lake), *TRAINING_EXPORT, "--out", str(tmp_path / "set")],
+        capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     exported = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert exported["features"] == FEATURES
@@ -138,3 +152,42 @@ def test_export_then_train_uses_the_split_features_and_weights(riskstream_bin, t
     train_rate = y[:11520].mean()
     sampled_rate = train_rate / (train_rate + 0.25 * (1 - train_rate))
     assert abs(base - train_rate) < 0.01, (base, train_rate, sampled_rate)
+
+
+def test_export_to_s3_and_train_from_it(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
+    """The same export written to S3 as to a local folder, and a model trained from either is the
+    same model."""
+    import boto3
+
+    lake = tmp_path / "lake"
+    build_training_lake(lake)
+    env = s3_env(s3_endpoint)
+    remote = f"s3://{s3_bucket}/exports/set"
+    run_riskstream(riskstream_bin, "export", "--lake", str(lake), *TRAINING_EXPORT, "--out", str(tmp_path / "set"))
+    run_riskstream(riskstream_bin, "export", "--lake", str(lake), *TRAINING_EXPORT, "--out", remote, env=env)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                      region_name=S3_CREDENTIALS["AWS_REGION"])
+    def remote_file(name):
+        return s3.get_object(Bucket=s3_bucket, Key=f"exports/set/{name}")["Body"].read()
+    local_manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    remote_manifest = json.loads(remote_file("manifest.json"))
+    assert remote_manifest == local_manifest
+    assert remote_manifest["rows"] > 1000
+    assert pq.read_table(pa.BufferReader(remote_file("data.parquet"))).equals(
+        pq.read_table(tmp_path / "set" / "data.parquet"))
+    # An export is written once: the folder is now taken.
+    again = run_riskstream(riskstream_bin, "export", "--lake", str(lake), *TRAINING_EXPORT, "--out", remote,
+                           env=env, check=False)
+    assert again.returncode != 0 and "not empty" in again.stderr, again.stderr
+
+    train = ["--rounds", "20", "--forest-trees", "10"]
+    run_riskstream(riskstream_bin, "train", "--input", str(tmp_path / "set"), "--out", str(tmp_path / "local"), *train)
+    run_riskstream(riskstream_bin, "train", "--input", remote, "--out", str(tmp_path / "remote"), *train, env=env)
+    for name in ("gbdt.json", "isolation_forest.json"):
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    remote_model = json.loads((tmp_path / "remote" / "model.json").read_text())
+    assert remote_model["metrics"] == json.loads((tmp_path / "local" / "model.json").read_text())["metrics"]
+    missing = run_riskstream(riskstream_bin, "train", "--input", f"s3://{s3_bucket}/exports/none",
+                             "--out", str(tmp_path / "none"), env=env, check=False)
+    assert missing.returncode != 0 and "manifest.json" in missing.stderr, missing.stderr

@@ -15,13 +15,16 @@ use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
 };
-use datafusion::dataframe::DataFrameWriteOptions;
-use riskstream_lake::LakeLocation;
+use datafusion::parquet::arrow::ArrowWriter;
+use riskstream_lake::{Folder, LakeLocation};
 use riskstream_query::LakeSession;
 use serde_json::json;
 
 use super::CommandError;
 use crate::cli::{ExportArgs, Format};
+
+/// The file that describes an export, written last: a folder with one is a finished export.
+pub const EXPORT_MANIFEST: &str = "manifest.json";
 
 /// Numeric columns of the shipped feature tables that are bookkeeping, not features: the
 /// micro-batch, and where the event was read (a model must not learn from Kafka offsets, which
@@ -36,9 +39,10 @@ pub async fn run(args: ExportArgs) -> Result<(), CommandError> {
     let validation_from = args
         .validation_from
         .unwrap_or(args.from + (args.to - args.from) * 4 / 5);
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
-        return Err(format!("--out {}: not empty", args.out.display()).into());
-    }
+    // Checked first: an export is written once, into a new or empty folder.
+    let folder = Folder::create(&args.out)
+        .await
+        .map_err(|e| format!("--out: {e}"))?;
     let session = LakeSession::open(LakeLocation::open_existing(&args.lake)?).await?;
     require_columns(
         &session,
@@ -95,27 +99,21 @@ pub async fn run(args: ExportArgs) -> Result<(), CommandError> {
         .into());
     };
     let schema = first.schema();
-    std::fs::create_dir_all(&args.out)?;
-    let data = args
-        .out
-        .join(if args.csv { "data.csv" } else { "data.parquet" });
+    let data = if args.csv { "data.csv" } else { "data.parquet" };
+    let mut bytes = Vec::new();
     if args.csv {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&data)?);
-        crate::output::write(&mut file, &out, Format::Csv)?;
+        crate::output::write(&mut bytes, &out, Format::Csv)?;
     } else {
-        session
-            .context()
-            .read_batches(out)?
-            .write_parquet(
-                &data.to_string_lossy(),
-                DataFrameWriteOptions::new().with_single_file_output(true),
-                None,
-            )
-            .await?;
+        let mut writer = ArrowWriter::try_new(&mut bytes, Arc::clone(&schema), None)?;
+        for batch in &out {
+            writer.write(batch)?;
+        }
+        writer.close()?;
     }
+    folder.put(data, bytes).await?;
     let kept = counts.positives + counts.negatives_kept;
     let manifest = json!({
-        "data": data.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "data": data,
         "lake": args.lake,
         "features_table": {"name": args.features, "version": features_version},
         "labels_table": {"name": args.labels, "version": labels_version},
@@ -139,10 +137,13 @@ pub async fn run(args: ExportArgs) -> Result<(), CommandError> {
                 && !NOT_FEATURES.contains(&f.name().as_str()))
             .map(|f| f.name().clone()).collect::<Vec<_>>(),
     });
-    std::fs::write(
-        args.out.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)?,
-    )?;
+    // Last: a folder with a manifest is a finished export.
+    folder
+        .put(
+            EXPORT_MANIFEST,
+            serde_json::to_string_pretty(&manifest)?.into_bytes(),
+        )
+        .await?;
     println!("{}", serde_json::to_string_pretty(&manifest)?);
     Ok(())
 }

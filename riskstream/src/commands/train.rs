@@ -8,7 +8,9 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::kernels::boolean::not;
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionContext, col};
+use riskstream_lake::Folder;
 use riskstream_udfs::model::{
     BoostParams, FeatureMatrix, Gbdt, IsolationForest, IsolationForestParams, MANIFEST_FILE,
     ModelManifest, ModelPart, Quality, blend, is_feature_type, quality, train_binary,
@@ -16,6 +18,7 @@ use riskstream_udfs::model::{
 use serde_json::json;
 
 use super::CommandError;
+use super::export::EXPORT_MANIFEST;
 use crate::cli::TrainArgs;
 
 /// The false-positive rate recall is reported at: 1%, an alert budget fraud teams use.
@@ -29,24 +32,24 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         )
         .into());
     }
-    // An export folder brings its data file, feature list, split and weights.
-    let export = read_export_manifest(&args.input)?;
-    let input = match &export {
-        Some(m) => {
-            let data = m
-                .get("data")
-                .and_then(|d| d.as_str())
-                .unwrap_or("data.parquet");
-            if !data.ends_with(".parquet") {
-                return Err(format!(
-                    "--input {}: train reads Parquet exports (export without --csv)",
-                    args.input.display()
-                )
-                .into());
-            }
-            args.input.join(data).to_string_lossy().into_owned()
+    // An export folder (local or S3) brings its data file, feature list, split and weights.
+    let input = args.input.as_str();
+    let ctx = SessionContext::new();
+    let (export, mut frame) = match read_export(input).await? {
+        Some((manifest, batches)) => (Some(manifest), ctx.read_batches(batches)?),
+        None if input.contains("://") => {
+            return Err(format!(
+                "--input {input}: no manifest.json (a remote input must be a folder `riskstream \
+                 export` wrote)"
+            )
+            .into());
         }
-        None => args.input.to_string_lossy().into_owned(),
+        None => (
+            None,
+            ctx.read_parquet(input, ParquetReadOptions::default())
+                .await
+                .map_err(|e| format!("--input {input}: {e}"))?,
+        ),
     };
     let exported = |column: &str| export.as_ref().map(|_| column.to_string());
     let split_column = args.split_column.clone().or_else(|| exported("split"));
@@ -56,11 +59,6 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
         m.get("features")
             .and_then(|f| serde_json::from_value(f.clone()).ok())
     });
-    let ctx = SessionContext::new();
-    let mut frame = ctx
-        .read_parquet(input.as_str(), ParquetReadOptions::default())
-        .await
-        .map_err(|e| format!("--input {input}: {e}"))?;
     let schema = frame.schema().as_arrow().clone();
     let column_type = |name: &str, flag: &str| {
         schema
@@ -288,15 +286,44 @@ pub async fn run(args: TrainArgs) -> Result<(), CommandError> {
 }
 
 /// The manifest of an export folder, if `input` is one.
-fn read_export_manifest(input: &Path) -> Result<Option<serde_json::Value>, CommandError> {
-    let path = input.join("manifest.json");
-    if !input.is_dir() || !path.exists() {
+/// The manifest and rows of the export folder at `input`, local or remote; `None` when it is
+/// not one (no such folder, or no manifest in it).
+async fn read_export(
+    input: &str,
+) -> Result<Option<(serde_json::Value, Vec<RecordBatch>)>, CommandError> {
+    let Ok(folder) = Folder::open(input) else {
         return Ok(None);
+    };
+    let at = |file: &str| format!("--input {input}: {file}");
+    let Some(text) = folder
+        .get(EXPORT_MANIFEST)
+        .await
+        .map_err(|e| at(&e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| at(&format!("{EXPORT_MANIFEST}: {e}")))?;
+    let data = manifest
+        .get("data")
+        .and_then(|d| d.as_str())
+        .unwrap_or("data.parquet")
+        .to_string();
+    if !data.ends_with(".parquet") {
+        return Err(at("train reads Parquet exports (export without --csv)").into());
     }
-    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?,
-    ))
+    let bytes = folder
+        .get(&data)
+        .await
+        .map_err(|e| at(&e.to_string()))?
+        .ok_or_else(|| at(&format!("{data} is missing")))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| at(&format!("{data}: {e}")))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| at(&format!("{data}: {e}")))?;
+    Ok(Some((manifest, batches)))
 }
 
 /// A weight column as `f32`; weights must be positive.

@@ -169,6 +169,24 @@ static DEAD_LETTERS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static BLOCKED_ENTITIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        utf8("entity_id", false),
+        utf8("event_type", true),
+        utf8("event_id", true),
+        Field::new("event_time", timestamp_type(), true),
+        f64("risk_score"),
+        utf8("severity", true),
+        Field::new(
+            "reasons",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            true,
+        ),
+        Field::new("blocked_at", timestamp_type(), false),
+        Field::new("batch_id", DataType::Int64, false),
+    ]))
+});
+
 /// The declared schema of a source's events.
 pub fn source_schema(source: Source) -> SchemaRef {
     match source {
@@ -211,6 +229,13 @@ pub const RISK_SCORES_COLUMNS: &[&str] = &[
     "batch_id",
     "scored_at",
 ];
+
+/// The `blocked_entities` table (`[block]`): one row per blocking, naming the entity and the
+/// scored event that blocked it. The columns up to `reasons` come from the job's output row;
+/// `blocked_at` is the batch's processing time.
+pub fn blocked_entities_schema() -> SchemaRef {
+    Arc::clone(&BLOCKED_ENTITIES)
+}
 
 /// The `dead_letters` table: every message that did not decode, with its raw bytes and the reason.
 pub fn dead_letters_schema() -> SchemaRef {

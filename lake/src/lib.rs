@@ -7,6 +7,7 @@
 mod catalog;
 mod error;
 mod folder;
+mod latest;
 mod location;
 mod maintenance;
 mod models;
@@ -16,6 +17,7 @@ mod writer;
 pub use catalog::{Catalog, TableEntry};
 pub use error::{LakeError, Result};
 pub use folder::Folder;
+pub use latest::LatestTable;
 pub use location::LakeLocation;
 pub use maintenance::{
     OptimizeOptions, OptimizeReport, VacuumReport, checkpoint, optimize, vacuum,

@@ -12,15 +12,20 @@ WITH signals AS (
         -- Several claims for incidents in one city on one day: a staged ring.
         same_place_day_claims >= 3 AS claim_cluster,
         report_delay_days > 30 AS late_report,
-        claim_amount > 20000 AND witnesses = 0 AS no_witnesses_large_claim
+        claim_amount > 20000 AND witnesses = 0 AS no_witnesses_large_claim,
+        -- Blocked by an earlier score (the job's [block] action), read as of this batch.
+        blocked.blocked_id IS NOT NULL AS blocked_entity
     FROM claim_features
+    LEFT JOIN (
+        SELECT DISTINCT entity_id AS blocked_id FROM blocked_entities WHERE event_type = 'claim'
+    ) AS blocked ON blocked.blocked_id = claim_features.policy_id
 ),
 scored AS (
     SELECT
         *,
         claim_rules(
             early_claim, amount_near_coverage_limit, many_prior_claims, amount_vs_type_avg,
-            claim_cluster, late_report, auto_loss_without_police_report, no_witnesses_large_claim
+            claim_cluster, late_report, auto_loss_without_police_report, no_witnesses_large_claim, blocked_entity
         ) AS rules,
         claim_model(
             claim_amount,

@@ -13,8 +13,13 @@ WITH signals AS (
         -- The reading has not moved for five minutes or more.
         flatline_seconds >= 300 AS sensor_flatline,
         reading_load_divergence_10m >= 3 AS sensor_correlation_break,
-        battery_pct < 15 AS low_battery
+        battery_pct < 15 AS low_battery,
+        -- Blocked by an earlier score (the job's [block] action), read as of this batch.
+        blocked.blocked_id IS NOT NULL AS blocked_entity
     FROM telemetry_features
+    LEFT JOIN (
+        SELECT DISTINCT entity_id AS blocked_id FROM blocked_entities WHERE event_type = 'telemetry'
+    ) AS blocked ON blocked.blocked_id = telemetry_features.device_id
 ),
 scored AS (
     SELECT
@@ -22,7 +27,7 @@ scored AS (
         telemetry_rules(
             reading_above_range, reading_below_range, reading_far_out_of_range, reading_spike,
             sensor_flatline, sensor_correlation_break, maintenance_overdue, low_battery,
-            has_error_code
+            has_error_code, blocked_entity
         ) AS rules,
         telemetry_model(
             reading,

@@ -16,8 +16,13 @@ WITH signals AS (
         user_txn_24h >= 2 AND new_device_24h AS new_device,
         amount >= 2000 AS high_amount,
         merchant_category_risk >= 0.5 AS high_risk_merchant,
-        account_age_days < 30 AS new_account
+        account_age_days < 30 AS new_account,
+        -- Blocked by an earlier score (the job's [block] action), read as of this batch.
+        blocked.blocked_id IS NOT NULL AS blocked_entity
     FROM transaction_features
+    LEFT JOIN (
+        SELECT DISTINCT entity_id AS blocked_id FROM blocked_entities WHERE event_type = 'transaction'
+    ) AS blocked ON blocked.blocked_id = transaction_features.user_id
 ),
 scored AS (
     SELECT
@@ -25,7 +30,7 @@ scored AS (
         transaction_rules(
             velocity_5m, card_testing, impossible_travel, amount_vs_user_avg, new_device,
             high_amount, foreign_card, night_time, high_risk_merchant, new_account,
-            disposable_email
+            disposable_email, blocked_entity
         ) AS rules,
         transaction_model(
             amount,

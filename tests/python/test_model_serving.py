@@ -37,8 +37,10 @@ def spec_with_model(tmp_path, lake):
     text = (SPECS / "transactions.toml").read_text()
     text = text.replace('file = "sql/scoring/transactions.sql"', f'file = "{tmp_path / "score.sql"}"')
     # The per-event SQL above needs neither the rolling features nor the shipped model binding.
-    text = re.sub(r"\n(views|watermark|emit) = [^\n]*", "", text)
+    text = re.sub(r"\n(views|watermark|emit|tables) = [^\n]*", "", text)
     text = re.sub(r"\n\[\[models\]\]\n(?:[^\n]+\n)*", "\n", text)
+    # Nor the blocklist, which copies columns this SQL does not write.
+    text = re.sub(r"\n\[block\]\n(?:[^\n]+\n)*", "\n", text)
     text = text.replace('processingTime = "1 second"', 'processingTime = "300ms"')
     text = text.split("\n[alerts]")[0].rsplit("\n#", 1)[0]
     text += f"""

@@ -42,10 +42,15 @@ views = [{{ name = "transaction_features", file = "{ROOT}/sql/features/transacti
 watermark = {{ column = "event_time", delay = "1 hour" }}
 emit = "onArrival"
 metadata = {{ topic = "source_topic", partition = "source_partition", offset = "source_offset" }}
+tables = [{{ name = "blocked_entities", path = "{tmp_path}/lake/blocked_entities" }}]
 """ if sql is None else f"""schema = "transactions"
 file = "{sql}"
 """
     models = f"""
+[block]
+where = "risk_score >= 0.95 AND NOT array_has(reasons, 'blocked_entity')"
+path = "{tmp_path}/lake/blocked_entities"
+
 [[models]]
 function = "transaction_model"
 lake = "{tmp_path}/lake"
@@ -255,7 +260,7 @@ FROM (
         false, false, false, false, false, amount >= 2000, card_country <> country,
         (CAST(date_part('hour', event_time) AS INT) + 48) % 24 < 5,
         merchant_category IN ('electronics', 'jewelry', 'gambling'), account_age_days < 30,
-        email_domain IN ('mailinator.com', 'tempmail.io', 'guerrillamail.com')
+        email_domain IN ('mailinator.com', 'tempmail.io', 'guerrillamail.com'), false
     ) AS r
     FROM transactions
 )

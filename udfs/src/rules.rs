@@ -64,6 +64,8 @@ impl RuleSet {
                     Rule::new("high_risk_merchant", 0.15),
                     Rule::new("new_account", 0.3),
                     Rule::new("disposable_email", 0.3),
+                    // The entity was blocked by an earlier score (`[block]`).
+                    Rule::new("blocked_entity", 0.5),
                 ],
             },
             RuleSet {
@@ -77,6 +79,8 @@ impl RuleSet {
                     Rule::new("late_report", 0.15),
                     Rule::new("no_police_report", 0.15),
                     Rule::new("no_witnesses_large_claim", 0.1),
+                    // The entity was blocked by an earlier score (`[block]`).
+                    Rule::new("blocked_entity", 0.5),
                 ],
             },
             RuleSet {
@@ -91,6 +95,8 @@ impl RuleSet {
                     Rule::new("maintenance_overdue", 0.15),
                     Rule::new("low_battery", 0.1),
                     Rule::new("device_error", 0.3),
+                    // The entity was blocked by an earlier score (`[block]`).
+                    Rule::new("blocked_entity", 0.5),
                 ],
             },
         ]

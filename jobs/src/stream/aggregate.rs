@@ -74,6 +74,20 @@ pub struct Aggregation {
     pub explain: Vec<String>,
 }
 
+/// Whether `plan` reads the view `view` (the stream), subqueries included.
+fn reads_stream(plan: &LogicalPlan, view: &str) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = matches!(node, LogicalPlan::TableScan(scan) if scan.table_name.table() == view);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 /// The streaming aggregation of `plan` (as planned, before analysis) over the view `view` of
 /// rows `input`, checked for what `mode` and the watermark column `time_column` need; `None`
 /// when the query does not aggregate.
@@ -91,10 +105,14 @@ pub fn analyze(
     };
     let mut aggregates = Vec::new();
     let mut distinct = false;
+    // Only what reads the stream is a streaming aggregation: a GROUP BY or DISTINCT over a
+    // table read beside it (`[query] tables`) is computed whole every batch.
     plan.apply_with_subqueries(|node| {
         match node {
-            LogicalPlan::Aggregate(a) => aggregates.push(a.clone()),
-            LogicalPlan::Distinct(_) => distinct = true,
+            LogicalPlan::Aggregate(a) if reads_stream(&a.input, view) => {
+                aggregates.push(a.clone());
+            }
+            LogicalPlan::Distinct(d) if reads_stream(d.input(), view) => distinct = true,
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)

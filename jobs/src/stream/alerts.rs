@@ -8,14 +8,12 @@
 //! again. Every alert carries the query id and batch id as headers, and the row's own columns
 //! (the event id) so a consumer can drop those repeats.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::DFSchema;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -24,6 +22,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use crate::error::{JobError, Result};
 use crate::kafka::{client_config, ensure_topics};
+use crate::stream::row_filter::RowFilter;
 use crate::stream::spec::AlertSinkOptions;
 
 /// Partitions of an alert topic the job creates because it is missing.
@@ -85,7 +84,7 @@ impl SelectedAlerts {
 pub struct AlertSink {
     brokers: String,
     topic: String,
-    predicate: Arc<dyn PhysicalExpr>,
+    filter: RowFilter,
     key_column: Option<usize>,
     producer: BaseProducer<DeliveryContext>,
     /// How long a batch waits for its alerts' reports; `None` when messages never time out.
@@ -101,23 +100,7 @@ impl AlertSink {
         ctx: &SessionContext,
         key: impl Fn(&str) -> String,
     ) -> Result<Self> {
-        let df_schema = DFSchema::try_from(Arc::clone(schema))
-            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
-        let expr = ctx
-            .parse_sql_expr(&options.filter, &df_schema)
-            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
-        let predicate = ctx
-            .create_physical_expr(expr, &df_schema)
-            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
-        let returns = predicate
-            .data_type(schema)
-            .map_err(|e| JobError::config(key("where"), e.to_string()))?;
-        if returns != DataType::Boolean {
-            return Err(JobError::config(
-                key("where"),
-                format!("`{}` is {returns}, not a boolean", options.filter),
-            ));
-        }
+        let filter = RowFilter::new(&options.filter, schema, ctx, key("where"))?;
         let key_column = match &options.key_column {
             None => None,
             Some(name) => Some(schema.index_of(name).map_err(|_| {
@@ -154,7 +137,7 @@ impl AlertSink {
         Ok(Self {
             brokers: options.bootstrap_servers.clone(),
             topic: options.topic.clone(),
-            predicate,
+            filter,
             key_column,
             producer,
             // Zero: messages never time out, and neither does the wait.
@@ -170,26 +153,9 @@ impl AlertSink {
 
     /// The rows of `output` that match the predicate.
     pub fn select(&self, output: &[RecordBatch]) -> Result<SelectedAlerts> {
-        let arrow_err = |context: &'static str| {
-            move |source| JobError::Arrow {
-                context: context.to_string(),
-                source,
-            }
-        };
-        let mut batches = Vec::new();
-        for batch in output {
-            let mask = self
-                .predicate
-                .evaluate(batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(|source| JobError::sql("alerts.where", source))?;
-            let selected = filter_record_batch(batch, mask.as_boolean())
-                .map_err(arrow_err("selecting alerts"))?;
-            if selected.num_rows() > 0 {
-                batches.push(selected);
-            }
-        }
-        Ok(SelectedAlerts { batches })
+        Ok(SelectedAlerts {
+            batches: self.filter.select(output)?,
+        })
     }
 
     /// Publishes `alerts` and waits until the broker acknowledged every one.
@@ -309,6 +275,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Float64Array, StringArray};
     use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
 
     #[test]
     fn rows_become_one_json_object_each_with_nulls_kept() {

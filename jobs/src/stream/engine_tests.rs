@@ -153,7 +153,7 @@ async fn a_job_scores_with_its_specs_rule_weights_and_severity_tiers() {
         &sql,
         "SELECT event_id, r['score'] AS risk_score, risk_severity(r['score']) AS severity FROM \
          (SELECT *, transaction_rules(false, false, false, false, false, amount >= 0, false, \
-         false, false, false, false) AS r FROM transactions)",
+         false, false, false, false, false) AS r FROM transactions)",
     )
     .unwrap();
     let mut spec = spec_for(dir.path(), "", "", &sql, 3000);
@@ -1066,7 +1066,8 @@ fn shipped_spec(name: &str, dir: &Path) -> JobSpec {
             "${RISKSTREAM_CHECKPOINTS:-./checkpoints}",
             &dir.join("checkpoints").display().to_string(),
         )
-        .replace("\"sql/", &format!("\"{root}/sql/"));
+        .replace("\"sql/", &format!("\"{root}/sql/"))
+        .replace("\"jobs/models/", &format!("\"{root}/jobs/models/"));
     JobSpec::parse(Path::new(name), &text).unwrap()
 }
 
@@ -1117,6 +1118,141 @@ async fn the_shipped_feature_jobs_write_one_row_of_features_per_event_behind_the
         let value = |i: usize| counts[0].column(i).as_primitive::<Int64Type>().value(0);
         assert_eq!(value(0), value(1), "{spec}: one row per event");
         assert_eq!(value(0) as u64, summary.output_rows, "{spec}");
+    }
+}
+
+/// The shipped scoring jobs' automated response: an entity is put on the blocklist by the score
+/// that matched `[block] where`, in that score's batch, and every later score of it (and only
+/// those) carries the reason `blocked_entity`, read back from the table the job appends to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_entity_is_blocked_by_its_score_and_its_later_events_say_so() {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    for (spec, source, event_type) in [
+        ("transactions.toml", Source::Transactions, "transaction"),
+        ("claims.toml", Source::Claims, "claim"),
+        ("telemetry.toml", Source::Telemetry, "telemetry"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = shipped_spec(spec, dir.path());
+        spec.alerts = None; // no broker here
+        spec.source.max_offsets_per_trigger = Some(1_000);
+        // A lower bar than the shipped one, so that generated events block enough entities.
+        let filter = "risk_score >= 0.3 AND NOT array_has(reasons, 'blocked_entity')";
+        spec.block.as_mut().unwrap().filter = filter.into();
+        let options = RunOptions {
+            trigger: Trigger::AvailableNow,
+            spec,
+            partitions: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let mut operator = String::new();
+        let summary = run_with(options, dense_log_of(source, 8_000, false), |p| {
+            operator = p.state_operators[0].operator_name.clone();
+        })
+        .await
+        .unwrap();
+        assert_eq!(operator, "incrementalWindows", "{event_type}");
+        assert!(summary.batches >= 8, "{event_type}: {summary:?}");
+        let ctx = lake_session(&dir.path().join("lake")).await;
+        let count = |sql: String| {
+            let ctx = ctx.clone();
+            async move {
+                let out = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                out[0].column(0).as_primitive::<Int64Type>().value(0)
+            }
+        };
+        let blocks = format!(
+            "(SELECT entity_id, min(batch_id) AS blocked_in, count(DISTINCT batch_id) AS batches \
+             FROM blocked_entities WHERE event_type = '{event_type}' GROUP BY entity_id)"
+        );
+        let scores = format!("(SELECT * FROM risk_scores WHERE event_type = '{event_type}')");
+        let blocked = count(format!("SELECT count(*) FROM {blocks}")).await;
+        assert!(blocked >= 3, "{event_type}: {blocked} entities blocked");
+        // One row per matching score, all in the batch that first blocked the entity.
+        assert_eq!(
+            count(format!("SELECT count(*) FROM {scores} WHERE {filter}")).await,
+            count(format!(
+                "SELECT count(*) FROM blocked_entities WHERE event_type = '{event_type}'"
+            ))
+            .await,
+            "{event_type}"
+        );
+        assert_eq!(
+            count(format!("SELECT count(*) FROM {blocks} WHERE batches > 1")).await,
+            0
+        );
+        let flagged = "array_has(s.reasons, 'blocked_entity')";
+        let later = count(format!(
+            "SELECT count(*) FROM {scores} s JOIN {blocks} b ON s.entity_id = b.entity_id \
+             WHERE s.batch_id > b.blocked_in AND {flagged}"
+        ))
+        .await;
+        assert!(
+            later > 0,
+            "{event_type}: no later events of blocked entities"
+        );
+        for wrong in [
+            format!(
+                "SELECT count(*) FROM {scores} s JOIN {blocks} b ON s.entity_id = b.entity_id \
+                 WHERE s.batch_id > b.blocked_in AND NOT {flagged}"
+            ),
+            format!(
+                "SELECT count(*) FROM {scores} s JOIN {blocks} b ON s.entity_id = b.entity_id \
+                 WHERE s.batch_id <= b.blocked_in AND {flagged}"
+            ),
+            format!(
+                "SELECT count(*) FROM {scores} s WHERE {flagged} \
+                 AND s.entity_id NOT IN (SELECT entity_id FROM {blocks})"
+            ),
+        ] {
+            assert_eq!(count(wrong.clone()).await, 0, "{event_type}: {wrong}");
+        }
+    }
+}
+
+/// A table the SQL reads must exist (only the job's own blocklist is created), and the blocklist
+/// needs the columns it copies: both fail at start, naming their key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_tables_and_blocklist_columns_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.sql");
+    std::fs::write(
+        &path,
+        "SELECT event_id, user_id AS entity_id FROM transactions",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake").display().to_string();
+    let block = crate::stream::spec::BlockSpec {
+        filter: "true".into(),
+        path: format!("{lake}/blocked"),
+    };
+    for (query, block, key) in [
+        (
+            format!(r#"tables = [{{ name = "blocked", path = "{lake}/nope" }}]"#),
+            None,
+            "query.tables[0].path",
+        ),
+        // No event_type, severity...: nothing to copy into the blocklist.
+        (String::new(), Some(block), "block.where"),
+    ] {
+        let mut spec = spec_of(Source::Transactions, dir.path(), "", &query, &path, 100);
+        spec.block = block;
+        let options = RunOptions {
+            spec,
+            trigger: Trigger::AvailableNow,
+            partitions: None,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let err = run_with(
+            options,
+            dense_log_of(Source::Transactions, 10, false),
+            |_| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(key), "{key}: {err}");
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+pub mod block;
 pub mod checkpoint;
 pub mod incremental;
 pub mod models;
@@ -12,10 +13,12 @@ pub mod partial;
 pub mod progress;
 pub mod query;
 pub mod rolling;
+pub mod row_filter;
 pub mod runner;
 mod running;
 pub mod source;
 pub mod spec;
+pub mod tables;
 pub mod watermark;
 
 #[cfg(test)]

@@ -169,6 +169,11 @@ impl BatchQuery {
         Ok(self)
     }
 
+    /// The session the query runs in.
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
     /// The schema of the rows the query produces.
     pub fn output_schema(&self) -> &SchemaRef {
         &self.output

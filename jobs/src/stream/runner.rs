@@ -12,16 +12,17 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use riskstream_lake::{AppendOutcome, DeltaAppender, LakeLocation};
+use riskstream_lake::{AppendOutcome, DeltaAppender};
 
 use crate::decode::RecordDecoder;
 use crate::error::{JobError, Result};
 use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
-use crate::lake_sink::table_spec;
+use crate::lake_sink::{table_location, table_spec};
 use crate::schemas::{dead_letters_schema, timestamp_type};
 use crate::scoring::session;
 use crate::stream::aggregate::AggregateState;
 use crate::stream::alerts::AlertSink;
+use crate::stream::block::BlockSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
 use crate::stream::incremental::IncrementalState;
 use crate::stream::models::ServedModels;
@@ -36,6 +37,7 @@ use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
+use crate::stream::tables::QueryTables;
 use crate::stream::watermark::EventTime;
 
 /// How long an idle query waits before looking for new records again.
@@ -85,24 +87,6 @@ struct Sinks {
     schema: SchemaRef,
     batch_id_column: bool,
     processing_time_column: bool,
-}
-
-/// Splits a table path into the lake it lives in and its folder name.
-fn table_location(path: &str, key: &str) -> Result<(LakeLocation, String)> {
-    let trimmed = path.trim_end_matches('/');
-    let (parent, name) = match trimmed.rsplit_once('/') {
-        Some((parent, name)) if !parent.ends_with(":/") => (parent.to_string(), name.to_string()),
-        Some(_) => {
-            return Err(JobError::config(
-                key,
-                format!("`{path}` names a bucket, not a table inside it"),
-            ));
-        }
-        None => (".".to_string(), trimmed.to_string()),
-    };
-    let lake = LakeLocation::parse(if parent.is_empty() { "/" } else { &parent })
-        .map_err(|e| JobError::config(key, e.to_string()))?;
-    Ok((lake, name))
 }
 
 impl Sinks {
@@ -635,6 +619,7 @@ pub async fn run_with<S: RecordSource>(
     riskstream_udfs::register_scoring(&ctx, &spec.rule_sets, &spec.severity);
     // Kept until the run ends: dropping it stops the model refreshers.
     let _models = ServedModels::start(&spec.models, &ctx).await?;
+    let mut lake_tables = QueryTables::open(spec, &ctx).await?;
     let query = BatchQuery::new(
         ctx,
         &spec.query.view,
@@ -734,6 +719,19 @@ pub async fn run_with<S: RecordSource>(
             AlertSink::open(options, &sinks.schema, &session()?, |k| {
                 spec.key(&format!("alerts.{k}"))
             })
+            .await?,
+        ),
+    };
+    let mut block = match &spec.block {
+        None => None,
+        Some(b) => Some(
+            BlockSink::open(
+                b,
+                &sinks.schema,
+                &session()?,
+                spec.sink.checkpoint_interval,
+                |k| spec.key(&format!("block.{k}")),
+            )
             .await?,
         ),
     };
@@ -913,6 +911,7 @@ pub async fn run_with<S: RecordSource>(
         }
 
         let query_start = Instant::now();
+        lake_tables.refresh(query.session()).await?;
         let on_time_rows = rows(&rows_in);
         let rows_in = match &mut rolling {
             Some(r) => r.stage(rows_in, state.watermark_ms)?,
@@ -940,6 +939,10 @@ pub async fn run_with<S: RecordSource>(
         durations.query = ms(query_start.elapsed());
 
         let selected_alerts = alerts.as_ref().map(|a| a.select(&output)).transpose()?;
+        let blocked = block
+            .as_ref()
+            .map(|b| b.rows(&output, batch_id, processing_micros))
+            .transpose()?;
 
         let commit_start = Instant::now();
         let output_rows = rows(&output);
@@ -969,6 +972,10 @@ pub async fn run_with<S: RecordSource>(
                     .append(selected.batches().to_vec(), &query_id, batch_id)
                     .await?,
             ),
+            _ => None,
+        };
+        let block_outcome = match (&mut block, blocked) {
+            (Some(table), Some(rows)) => Some(table.append(rows, &query_id, batch_id).await?),
             _ => None,
         };
         durations.commit = ms(commit_start.elapsed());
@@ -1006,6 +1013,7 @@ pub async fn run_with<S: RecordSource>(
             ("deadLetters", Some(dead_outcome)),
             ("lateEvents", late_outcome),
             ("alerts", alerts_outcome),
+            ("blockedEntities", block_outcome),
         ] {
             if let Some(AppendOutcome::Committed { table_version }) = outcome {
                 table_versions.insert(name.to_string(), table_version);

@@ -32,6 +32,8 @@ pub struct JobSpec {
     pub sink: DeltaSinkOptions,
     /// The Kafka alert sink (`[alerts]`), if any.
     pub alerts: Option<AlertSinkOptions>,
+    /// `[block]`: entities of selected output rows go on a blocklist table.
+    pub block: Option<BlockSpec>,
     /// Models from the lake's registry served as SQL functions (`[[models]]`).
     pub models: Vec<ModelBinding>,
     /// The rule sets the SQL calls, with the spec's weights (`[rules.<set>]`) over the defaults.
@@ -115,6 +117,26 @@ pub enum OnError {
     Fail,
 }
 
+/// `[block]`: the automated response. The entities of the output rows that match `where` are
+/// appended to the Delta table at `path` (schema: `schemas::blocked_entities_schema`), exactly
+/// once, in the batch's commit; a query reads it back through `[query] tables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSpec {
+    /// A SQL predicate over the output's columns.
+    pub filter: String,
+    /// The table, a local folder or `s3://bucket/prefix/table`.
+    pub path: String,
+}
+
+/// A Delta table the query reads under `name`, at its latest version when each batch starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryTable {
+    /// The name the SQL uses.
+    pub name: String,
+    /// The table, a local folder or `s3://bucket/prefix/table`.
+    pub path: String,
+}
+
 /// The query run over each micro-batch.
 #[derive(Debug, Clone)]
 pub struct QuerySpec {
@@ -134,6 +156,8 @@ pub struct QuerySpec {
     /// `metadata = { topic = "source_topic", ... }`: Kafka record columns added to the declared
     /// schema's view, each under the name given, in the order of Spark's Kafka columns.
     pub metadata: Vec<MetadataColumn>,
+    /// `tables`: Delta tables the SQL reads (a stream-static join), refreshed every batch.
+    pub tables: Vec<QueryTable>,
 }
 
 /// A Kafka record column (Spark's name) the declared schema's view carries, and its name there.
@@ -363,6 +387,7 @@ struct RawSpec {
     query: RawQuery,
     write_stream: RawWriteStream,
     alerts: Option<RawAlerts>,
+    block: Option<RawBlock>,
     #[serde(default)]
     models: Vec<RawModel>,
     /// `[rules.<set>]`: rule code -> weight, overriding the set's defaults.
@@ -415,6 +440,25 @@ struct RawQuery {
     views: Vec<RawView>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    tables: Vec<RawTable>,
+}
+
+/// `[block]`: the automated response, entities of the selected output rows put on a table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    #[serde(rename = "where")]
+    filter: String,
+    path: String,
+}
+
+/// `tables = [{ name, path }]`: a Delta table the job's SQL reads, as of each batch.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    name: String,
+    path: String,
 }
 
 /// `views = [{ name, file }]`: a SQL file whose query the job's SQL reads as a view.
@@ -739,6 +783,7 @@ impl JobSpec {
         }
 
         let alerts = raw.alerts.map(|a| alert_options(file, a)).transpose()?;
+        let block = raw.block.map(|b| block_spec(file, b)).transpose()?;
         let models = raw
             .models
             .into_iter()
@@ -765,6 +810,7 @@ impl JobSpec {
             source,
             query,
             alerts,
+            block,
             models,
             rule_sets,
             severity,
@@ -807,6 +853,12 @@ impl JobSpec {
         self.sink.late_events_path = moved(&self.sink.late_events_path);
         if let Some(alerts) = &mut self.alerts {
             alerts.table_path = alerts.table_path.as_deref().map(moved);
+        }
+        if let Some(block) = &mut self.block {
+            block.path = moved(&block.path);
+        }
+        for table in &mut self.query.tables {
+            table.path = moved(&table.path);
         }
         for model in &mut self.models {
             model.lake = lake.to_string();
@@ -1226,6 +1278,28 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
         }
     };
     let metadata = metadata_columns(&raw.metadata, schema, &at)?;
+    let mut tables: Vec<QueryTable> = Vec::new();
+    for (i, t) in raw.tables.into_iter().enumerate() {
+        let key = format!("tables[{i}]");
+        let taken = t.name == view
+            || raw.views.iter().any(|v| v.name == t.name)
+            || tables.iter().any(|o| o.name == t.name);
+        if !is_sql_name(&t.name) || taken {
+            return Err(JobError::config(
+                at(&format!("{key}.name")),
+                format!(
+                    "`{}` is not a plain SQL name the query does not use already",
+                    t.name
+                ),
+            ));
+        }
+        let path = expand_env(&t.path, |name| std::env::var(name).ok())
+            .map_err(|e| JobError::config(at(&format!("{key}.path")), e))?;
+        if path.trim().is_empty() {
+            return Err(JobError::config(at(&format!("{key}.path")), "is empty"));
+        }
+        tables.push(QueryTable { name: t.name, path });
+    }
     Ok(QuerySpec {
         schema,
         view,
@@ -1234,6 +1308,26 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
         watermark,
         emit,
         metadata,
+        tables,
+    })
+}
+
+fn block_spec(file: &Path, raw: RawBlock) -> Result<BlockSpec> {
+    let at = |key: &str| format!("{}: block.{key}", file.display());
+    if raw.filter.trim().is_empty() {
+        return Err(JobError::config(
+            at("where"),
+            "is empty (a predicate such as severity = 'critical')",
+        ));
+    }
+    let path = expand_env(&raw.path, |name| std::env::var(name).ok())
+        .map_err(|e| JobError::config(at("path"), e))?;
+    if path.trim().is_empty() {
+        return Err(JobError::config(at("path"), "is empty"));
+    }
+    Ok(BlockSpec {
+        filter: raw.filter,
+        path,
     })
 }
 
@@ -1601,6 +1695,25 @@ batchIdColumn = "batch_id"
             (
                 GOOD.replace("schema = \"transactions\"", "metadata = { topic = \"t\" }"),
                 "query.metadata",
+            ),
+            (
+                GOOD.replace(
+                    "[query]",
+                    "[query]\ntables = [{ name = \"transactions\", path = \"lake/t\" }]",
+                ),
+                "query.tables[0].name",
+            ),
+            (
+                GOOD.replace("[query]", "[query]\ntables = [{ name = \"t\", path = \"\" }]"),
+                "query.tables[0].path",
+            ),
+            (
+                format!("{GOOD}\n[block]\nwhere = \" \"\npath = \"lake/blocked\"\n"),
+                "block.where",
+            ),
+            (
+                format!("{GOOD}\n[block]\nwhere = \"true\"\npath = \"${{NOPE_NOT_SET}}/b\"\n"),
+                "block.path",
             ),
         ];
         for (text, key) in cases {

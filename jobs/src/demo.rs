@@ -160,8 +160,10 @@ fn demo_spec(
     let mut spec = JobSpec::load(&specs.join(file))?;
     spec.relocate(lake, checkpoints);
     spec.source.max_offsets_per_trigger = Some(batch.max(1));
-    // No broker here: the alerts stay in risk_scores (severity) instead of a topic.
-    spec.alerts = None;
+    // No broker here: the alerts go to their table alone.
+    if let Some(alerts) = &mut spec.alerts {
+        alerts.kafka = None;
+    }
     Ok(spec)
 }
 

@@ -1,6 +1,6 @@
 //! The embedded demo end to end on a local lake: the shipped jobs score every valid event once
-//! with the shipped models, every malformed one is a dead letter, and a rerun of the same demo
-//! writes nothing.
+//! with the shipped models, every malformed one is a dead letter, alerts and blocks reach their
+//! tables, and a rerun of the same demo writes nothing.
 
 #![expect(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,6 +124,36 @@ async fn demo_scores_every_valid_event_once() {
         "fraud {} vs genuine {}",
         avg.value(1),
         avg.value(0)
+    );
+
+    // The alerts' table holds the high and critical scores, once each; the blocklist, one row
+    // per score that blocked its entity.
+    let alerted = count(
+        &lake,
+        "SELECT count(*) FROM risk_scores WHERE severity IN ('high', 'critical')",
+    )
+    .await;
+    assert!(alerted > 0);
+    assert_eq!(count(&lake, "SELECT count(*) FROM alerts").await, alerted);
+    assert_eq!(
+        count(
+            &lake,
+            "SELECT count(*) FROM alerts a JOIN risk_scores s ON a.event_id = s.event_id \
+             AND a.risk_score = s.risk_score"
+        )
+        .await,
+        alerted
+    );
+    let blocking = count(
+        &lake,
+        "SELECT count(*) FROM risk_scores \
+         WHERE risk_score >= 0.95 AND NOT array_has(reasons, 'blocked_entity')",
+    )
+    .await;
+    assert!(blocking > 0);
+    assert_eq!(
+        count(&lake, "SELECT count(*) FROM blocked_entities").await,
+        blocking
     );
 
     let again = demo::run(&options).await.expect("demo reruns");

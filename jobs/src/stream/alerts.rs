@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::prelude::SessionContext;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -22,8 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use crate::error::{JobError, Result};
 use crate::kafka::{client_config, ensure_topics};
-use crate::stream::row_filter::RowFilter;
-use crate::stream::spec::AlertSinkOptions;
+use crate::stream::spec::KafkaAlertOptions;
 
 /// Partitions of an alert topic the job creates because it is missing.
 const NEW_TOPIC_PARTITIONS: i32 = 6;
@@ -58,33 +56,10 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// Alerts selected from one batch's output, ready to publish.
-pub struct SelectedAlerts {
-    batches: Vec<RecordBatch>,
-}
-
-impl SelectedAlerts {
-    /// The selected rows.
-    pub fn batches(&self) -> &[RecordBatch] {
-        &self.batches
-    }
-
-    /// How many alerts.
-    pub fn len(&self) -> usize {
-        self.batches.iter().map(RecordBatch::num_rows).sum()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A job's alert sink.
 pub struct AlertSink {
     brokers: String,
     topic: String,
-    filter: RowFilter,
     key_column: Option<usize>,
     producer: BaseProducer<DeliveryContext>,
     /// How long a batch waits for its alerts' reports; `None` when messages never time out.
@@ -92,15 +67,13 @@ pub struct AlertSink {
 }
 
 impl AlertSink {
-    /// Checks the predicate and key column against the sink's `schema`, creates the topic when
-    /// it is missing and connects the producer. `key` names the spec's section in errors.
+    /// Checks the key column against the sink's `schema`, creates the topic when it is missing
+    /// and connects the producer. `key` names the spec's section in errors.
     pub async fn open(
-        options: &AlertSinkOptions,
+        options: &KafkaAlertOptions,
         schema: &SchemaRef,
-        ctx: &SessionContext,
         key: impl Fn(&str) -> String,
     ) -> Result<Self> {
-        let filter = RowFilter::new(&options.filter, schema, ctx, key("where"))?;
         let key_column = match &options.key_column {
             None => None,
             Some(name) => Some(schema.index_of(name).map_err(|_| {
@@ -137,7 +110,6 @@ impl AlertSink {
         Ok(Self {
             brokers: options.bootstrap_servers.clone(),
             topic: options.topic.clone(),
-            filter,
             key_column,
             producer,
             // Zero: messages never time out, and neither does the wait.
@@ -151,16 +123,9 @@ impl AlertSink {
         format!("KafkaSink[{}]", self.topic)
     }
 
-    /// The rows of `output` that match the predicate.
-    pub fn select(&self, output: &[RecordBatch]) -> Result<SelectedAlerts> {
-        Ok(SelectedAlerts {
-            batches: self.filter.select(output)?,
-        })
-    }
-
     /// Publishes `alerts` and waits until the broker acknowledged every one.
-    pub fn publish(&self, alerts: &SelectedAlerts, query_id: &str, batch_id: i64) -> Result<()> {
-        if alerts.is_empty() {
+    pub fn publish(&self, alerts: &[RecordBatch], query_id: &str, batch_id: i64) -> Result<()> {
+        if alerts.iter().all(|b| b.num_rows() == 0) {
             return Ok(());
         }
         let batch_text = batch_id.to_string();
@@ -173,7 +138,7 @@ impl AlertSink {
                 key: BATCH_ID_HEADER,
                 value: Some(&batch_text),
             });
-        for batch in &alerts.batches {
+        for batch in alerts {
             let values = json_rows(batch)?;
             let keys = match self.key_column {
                 None => None,

@@ -35,6 +35,7 @@ use crate::stream::progress::{
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState};
+use crate::stream::row_filter::RowFilter;
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::tables::QueryTables;
@@ -713,13 +714,20 @@ pub async fn run_with<S: RecordSource>(
         _ => (query, None),
     };
     let mut sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
-    let alerts = match &spec.alerts {
+    // Alerts are the output rows `where` selects: for the table, the topic, or both.
+    let alert_filter = match &spec.alerts {
+        None => None,
+        Some(options) => Some(RowFilter::new(
+            &options.filter,
+            &sinks.schema,
+            &session()?,
+            spec.key("alerts.where"),
+        )?),
+    };
+    let alerts = match spec.alerts.as_ref().and_then(|a| a.kafka.as_ref()) {
         None => None,
         Some(options) => Some(
-            AlertSink::open(options, &sinks.schema, &session()?, |k| {
-                spec.key(&format!("alerts.{k}"))
-            })
-            .await?,
+            AlertSink::open(options, &sinks.schema, |k| spec.key(&format!("alerts.{k}"))).await?,
         ),
     };
     let mut block = match &spec.block {
@@ -938,7 +946,10 @@ pub async fn run_with<S: RecordSource>(
             .collect::<Result<_>>()?;
         durations.query = ms(query_start.elapsed());
 
-        let selected_alerts = alerts.as_ref().map(|a| a.select(&output)).transpose()?;
+        let selected_alerts = alert_filter
+            .as_ref()
+            .map(|f| f.select(&output))
+            .transpose()?;
         let blocked = block
             .as_ref()
             .map(|b| b.rows(&output, batch_id, processing_micros))
@@ -967,11 +978,9 @@ pub async fn run_with<S: RecordSource>(
         };
         // The alerts' table takes them exactly once, with the batch's transaction like the rest.
         let alerts_outcome = match (&mut sinks.alerts, &selected_alerts) {
-            (Some(table), Some(selected)) => Some(
-                table
-                    .append(selected.batches().to_vec(), &query_id, batch_id)
-                    .await?,
-            ),
+            (Some(table), Some(selected)) => {
+                Some(table.append(selected.clone(), &query_id, batch_id).await?)
+            }
             _ => None,
         };
         let block_outcome = match (&mut block, blocked) {
@@ -985,7 +994,7 @@ pub async fn run_with<S: RecordSource>(
         let alerts_published = match (&alerts, &selected_alerts) {
             (Some(sink), Some(selected)) => {
                 tokio::task::block_in_place(|| sink.publish(selected, &query_id, batch_id))?;
-                selected.len() as u64
+                rows(selected)
             }
             _ => 0,
         };

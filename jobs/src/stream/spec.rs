@@ -326,15 +326,23 @@ pub struct AlertSinkOptions {
     /// `where`: a SQL predicate over the sink's columns, such as
     /// `severity IN ('high', 'critical')`.
     pub filter: String,
+    /// Where the alerts are published (`format = "kafka"`); `None` for `format = "delta"`,
+    /// which only writes the table.
+    pub kafka: Option<KafkaAlertOptions>,
+    /// `path`: a Delta table that also receives the alerts, exactly once (the topic gets them at
+    /// least once). Required without Kafka.
+    pub table_path: Option<String>,
+}
+
+/// The Kafka side of an alert sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaAlertOptions {
     /// `kafka.bootstrap.servers`.
     pub bootstrap_servers: String,
     /// `topic`.
     pub topic: String,
     /// `keyColumn`: the column whose value (as text) keys each message; none gives null keys.
     pub key_column: Option<String>,
-    /// `path`: a Delta table that also receives the alerts, exactly once (the topic gets them at
-    /// least once).
-    pub table_path: Option<String>,
     /// Every other `kafka.*` option, passed to the producer without the prefix.
     pub kafka_options: Vec<(String, String)>,
     /// `kafka.message.timeout.ms` (or its other name `kafka.delivery.timeout.ms`): how long the
@@ -1080,11 +1088,11 @@ fn kafka_options(read: &mut Options<'_>) -> Result<KafkaSourceOptions> {
 }
 
 fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
-    if raw.format != "kafka" {
+    if raw.format != "kafka" && raw.format != "delta" {
         return Err(JobError::config(
             format!("{}: alerts.format", file.display()),
             format!(
-                "`{}` is not a supported alert sink (use \"kafka\")",
+                "`{}` is not a supported alert sink (\"kafka\", or \"delta\" for the table alone)",
                 raw.format
             ),
         ));
@@ -1100,6 +1108,15 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
         section: "alerts.options",
         map: raw.options,
     };
+    if raw.format == "delta" {
+        options.check_known(&["path"], None)?;
+        let table_path = Some(options.required("path")?);
+        return Ok(AlertSinkOptions {
+            filter: raw.filter,
+            kafka: None,
+            table_path,
+        });
+    }
     options.check_known(&["topic", "keyColumn", "path"], Some("kafka."))?;
     let bootstrap_servers = options.required("kafka.bootstrap.servers")?;
     let bootstrap_servers =
@@ -1134,12 +1151,14 @@ fn alert_options(file: &Path, raw: RawAlerts) -> Result<AlertSinkOptions> {
     }
     Ok(AlertSinkOptions {
         filter: raw.filter,
-        bootstrap_servers,
-        topic,
-        key_column,
+        kafka: Some(KafkaAlertOptions {
+            bootstrap_servers,
+            topic,
+            key_column,
+            kafka_options: kept,
+            message_timeout,
+        }),
         table_path,
-        kafka_options: kept,
-        message_timeout,
     })
 }
 
@@ -1772,8 +1791,10 @@ keyColumn = "entity_id"
     fn an_alert_sink_parses_and_its_mistakes_are_named() {
         let spec = parse(&format!("{GOOD}{ALERTS}")).unwrap();
         let alerts = spec.alerts.unwrap();
-        assert_eq!(alerts.topic, "risk-alerts");
         assert_eq!(alerts.filter, "severity IN ('high', 'critical')");
+        assert_eq!(alerts.table_path, None);
+        let alerts = alerts.kafka.unwrap();
+        assert_eq!(alerts.topic, "risk-alerts");
         assert_eq!(alerts.key_column.as_deref(), Some("entity_id"));
         assert_eq!(
             alerts.kafka_options,
@@ -1785,12 +1806,33 @@ keyColumn = "entity_id"
             "\"kafka.linger.ms\" = 20",
             "\"kafka.delivery.timeout.ms\" = 120000",
         );
-        let alerts = parse(&format!("{GOOD}{longer}")).unwrap().alerts.unwrap();
+        let alerts = parse(&format!("{GOOD}{longer}"))
+            .unwrap()
+            .alerts
+            .unwrap()
+            .kafka
+            .unwrap();
         assert_eq!(alerts.message_timeout, Duration::from_secs(120));
         assert!(alerts.kafka_options.is_empty());
         assert!(parse(GOOD).unwrap().alerts.is_none());
+        // The table alone.
+        let table = "\n[alerts]\nformat = \"delta\"\nwhere = \"severity = 'critical'\"\n[alerts.options]\npath = \"lake/alerts\"\n";
+        let alerts = parse(&format!("{GOOD}{table}")).unwrap().alerts.unwrap();
+        assert_eq!(alerts.kafka, None);
+        assert_eq!(alerts.table_path.as_deref(), Some("lake/alerts"));
         let cases = [
             (ALERTS.replace("\"kafka\"", "\"redis\""), "alerts.format"),
+            // A table alone needs its path, and takes no Kafka options.
+            (
+                "\n[alerts]\nformat = \"delta\"\nwhere = \"true\"\n".to_string(),
+                "alerts.options.path",
+            ),
+            (
+                ALERTS
+                    .replace("\"kafka\"", "\"delta\"")
+                    .replace("[alerts.options]", "[alerts.options]\npath = \"a\""),
+                "alerts.options",
+            ),
             (
                 ALERTS.replace(
                     "\"kafka.linger.ms\" = 20",

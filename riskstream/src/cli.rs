@@ -345,6 +345,10 @@ pub struct RunArgs {
     /// checkpointLocation.
     #[arg(long, value_parser = partition_list)]
     pub partitions: Option<PartitionList>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, with /healthz and /readyz (such as
+    /// 0.0.0.0:9464).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Partition numbers given with `--partitions`, sorted and without repeats.

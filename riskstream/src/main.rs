@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod metrics;
 mod output;
 
 use std::io::IsTerminal;

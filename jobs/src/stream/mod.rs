@@ -16,6 +16,7 @@ pub mod rolling;
 pub mod row_filter;
 pub mod runner;
 mod running;
+pub mod scores;
 pub mod source;
 pub mod spec;
 pub mod tables;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::stream::checkpoint::PartitionOffsets;
+use crate::stream::scores::ScoreProgress;
 
 /// Time spent in each phase of a batch, in ms (Spark's `durationMs`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,8 +104,11 @@ pub struct StateOperatorProgress {
 pub struct AlertProgress {
     /// Such as `KafkaSink[risk-alerts]`.
     pub description: String,
-    /// Alerts published and acknowledged by this batch (a replay publishes its alerts again).
+    /// Alerts published and acknowledged by this batch (a replay publishes its alerts again);
+    /// 0 for a table alone.
     pub num_output_rows: u64,
+    /// Rows the alerts' `where` selected, per severity (when the output has one).
+    pub by_severity: BTreeMap<String, u64>,
 }
 
 /// One batch's report: Spark's `StreamingQueryProgress` fields.
@@ -142,6 +146,9 @@ pub struct QueryProgress {
     /// The alert sink, when the job has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertProgress>,
+    /// Riskstream's addition: the batch's scores, when the output has a `risk_score`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<ScoreProgress>,
     /// Riskstream's addition: the batch was replayed after a restart.
     pub replayed: bool,
 }

@@ -36,6 +36,7 @@ use crate::stream::progress::{
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState};
 use crate::stream::row_filter::RowFilter;
+use crate::stream::scores::{ScoreProgress, severity_counts};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::tables::QueryTables;
@@ -585,22 +586,45 @@ async fn wait(d: Duration, stop: &AtomicBool) -> bool {
     }
 }
 
+/// What a caller hears of a run, as Spark's `StreamingQueryListener` does: the start, once the
+/// query is planned, its tables open and its checkpoint read, and every batch's progress. A
+/// closure taking the progress is an observer.
+pub trait RunObserver {
+    /// The query has started (its id: the Delta `txn` appId).
+    fn started(&mut self, _query_id: &str) {}
+    /// A batch committed.
+    fn progress(&mut self, progress: &QueryProgress);
+}
+
+impl<F: FnMut(&QueryProgress)> RunObserver for F {
+    fn progress(&mut self, progress: &QueryProgress) {
+        self(progress);
+    }
+}
+
 /// Runs the job from Kafka until its trigger says stop (availableNow, once) or `stop` is set,
-/// calling `on_progress` after every batch.
-pub async fn run(
-    options: RunOptions,
-    on_progress: impl FnMut(&QueryProgress),
-) -> Result<RunSummary> {
+/// telling `observer` of its start and every batch.
+pub async fn run(options: RunOptions, observer: impl RunObserver) -> Result<RunSummary> {
     let source = KafkaSource::new(&options.spec.source, options.partitions.clone())?;
-    run_with(options, source, on_progress).await
+    run_observed(options, source, observer).await
 }
 
 /// Runs the job from `source` (the spec's `readStream` gives its options, such as
-/// `maxOffsetsPerTrigger`, but not where records come from).
+/// `maxOffsetsPerTrigger`, but not where records come from), calling `on_progress` after every
+/// batch.
 pub async fn run_with<S: RecordSource>(
     options: RunOptions,
     source: S,
-    mut on_progress: impl FnMut(&QueryProgress),
+    on_progress: impl FnMut(&QueryProgress),
+) -> Result<RunSummary> {
+    run_observed(options, source, on_progress).await
+}
+
+/// The same, telling `observer` of the start too.
+pub async fn run_observed<S: RecordSource>(
+    options: RunOptions,
+    source: S,
+    mut observer: impl RunObserver,
 ) -> Result<RunSummary> {
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
@@ -724,6 +748,7 @@ pub async fn run_with<S: RecordSource>(
             spec.key("alerts.where"),
         )?),
     };
+    let alerts_table_path = spec.alerts.as_ref().and_then(|a| a.table_path.as_deref());
     let alerts = match spec.alerts.as_ref().and_then(|a| a.kafka.as_ref()) {
         None => None,
         Some(options) => Some(
@@ -766,6 +791,7 @@ pub async fn run_with<S: RecordSource>(
         checkpoint = checkpoint.location(),
         "query started"
     );
+    observer.started(&query_id);
 
     // availableNow and once read up to the log ends seen now, then stop.
     let target = match options.trigger {
@@ -946,6 +972,7 @@ pub async fn run_with<S: RecordSource>(
             .collect::<Result<_>>()?;
         durations.query = ms(query_start.elapsed());
 
+        let scores = ScoreProgress::of(&output);
         let selected_alerts = alert_filter
             .as_ref()
             .map(|f| f.select(&output))
@@ -1081,17 +1108,22 @@ pub async fn run_with<S: RecordSource>(
                 num_late_rows: late_outcome.map(|o| written(o, late_rows)),
                 table_versions,
             },
-            alerts: alerts.as_ref().map(|sink| AlertProgress {
-                description: sink.description(),
+            alerts: selected_alerts.as_ref().map(|selected| AlertProgress {
+                description: alerts.as_ref().map_or_else(
+                    || format!("DeltaSink[{}]", alerts_table_path.unwrap_or_default()),
+                    AlertSink::description,
+                ),
                 num_output_rows: alerts_published,
+                by_severity: severity_counts(selected),
             }),
+            scores,
             replayed,
         };
         let json = progress.to_json();
         checkpoint.write_progress(batch_id, &json).await?;
         checkpoint.purge_before(batch_id).await?;
         tracing::info!(target: "riskstream::progress", "{json}");
-        on_progress(&progress);
+        observer.progress(&progress);
 
         summary.batches += 1;
         summary.replayed_batches += u64::from(replayed);

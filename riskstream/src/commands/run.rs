@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use riskstream_jobs::stream::runner::{self, RunOptions};
+use riskstream_jobs::stream::progress::QueryProgress;
+use riskstream_jobs::stream::runner::{self, RunObserver, RunOptions};
 use riskstream_jobs::stream::spec::{JobSpec, Trigger};
 
 use super::CommandError;
 use crate::cli::RunArgs;
+use crate::metrics::{self, JobMetrics};
 
 pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     let mut spec = JobSpec::load(&args.spec)?;
@@ -43,25 +45,23 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
         bar
     });
     let name = spec.name.clone();
+    let metrics = JobMetrics::new(&name);
+    if let Some(addr) = args.metrics_addr {
+        let bound = metrics::serve(addr, Arc::clone(&metrics)).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     let options = RunOptions {
         spec,
         trigger,
         partitions: args.partitions.map(|p| p.0),
         stop,
     };
-    let summary = runner::run(options, |p| {
-        if let Some(bar) = &status {
-            bar.set_message(format!(
-                "{name}: batch {} · {} rows in {} ms · {:.0} rows/s · {} dead letters",
-                p.batch_id,
-                p.num_input_rows,
-                p.batch_duration,
-                p.processed_rows_per_second,
-                p.sink.num_dead_letter_rows
-            ));
-        }
-    })
-    .await;
+    let observer = Observer {
+        metrics,
+        status: &status,
+        name: &name,
+    };
+    let summary = runner::run(options, observer).await;
     if let Some(bar) = &status {
         bar.finish_and_clear();
     }
@@ -76,6 +76,34 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
         summary.dead_letter_rows
     );
     Ok(())
+}
+
+/// Hears the run: the metrics and the terminal's status line.
+struct Observer<'a> {
+    metrics: Arc<JobMetrics>,
+    status: &'a Option<ProgressBar>,
+    name: &'a str,
+}
+
+impl RunObserver for Observer<'_> {
+    fn started(&mut self, _query_id: &str) {
+        self.metrics.start();
+    }
+
+    fn progress(&mut self, p: &QueryProgress) {
+        self.metrics.observe(p);
+        if let Some(bar) = self.status {
+            bar.set_message(format!(
+                "{}: batch {} · {} rows in {} ms · {:.0} rows/s · {} dead letters",
+                self.name,
+                p.batch_id,
+                p.num_input_rows,
+                p.batch_duration,
+                p.processed_rows_per_second,
+                p.sink.num_dead_letter_rows
+            ));
+        }
+    }
 }
 
 /// The first SIGINT/SIGTERM asks the runner to stop after the batch in flight; the second exits.

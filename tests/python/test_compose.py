@@ -2,6 +2,7 @@
 service's build context, mounted folders and setup script exist, and the services the stack
 promises are there. Where the `docker compose` plugin exists, `docker compose config` is run too."""
 
+import json
 import shutil
 import subprocess
 
@@ -31,6 +32,27 @@ def test_compose_file_is_consistent_with_the_repository():
     assert services["generator"]["command"][0] == "generate"
     assert services["demo"]["command"][0] == "demo"
     assert services["flight-sql"]["command"][0] == "serve"
+
+    # The three scoring jobs run the shipped specs with their metrics on 9464, which is what
+    # Prometheus scrapes; Grafana is provisioned with the dashboard.
+    jobs = {"score-transactions": "transactions", "score-claims": "claims", "score-telemetry": "telemetry"}
+    for name, spec in jobs.items():
+        command = services[name]["command"]
+        assert command[:2] == ["run", f"jobs/specs/{spec}.toml"], name
+        assert (ROOT / command[1]).exists()
+        assert command[command.index("--metrics-addr") + 1] == "0.0.0.0:9464"
+        assert services[name]["environment"]["RISKSTREAM_LAKE"].startswith("s3://lake/")
+    prometheus = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
+    scrape = prometheus["scrape_configs"][0]
+    assert scrape["honor_labels"] is True, "the samples' job label names the job"
+    assert sorted(scrape["static_configs"][0]["targets"]) == sorted(f"{n}:9464" for n in jobs)
+    assert {"prometheus", "grafana"} <= set(services)
+    datasources = yaml.safe_load((ROOT / "config/grafana/provisioning/datasources/prometheus.yml").read_text())
+    dashboard = json.loads((ROOT / "config/grafana/dashboards/riskstream.json").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
 
 
 def test_docker_compose_config_where_the_plugin_exists():

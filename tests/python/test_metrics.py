@@ -1,6 +1,7 @@
 """`riskstream run --metrics-addr`: Prometheus metrics, /healthz and /readyz of a running job,
 read over HTTP as Prometheus would, and checked against the lake and the topic."""
 
+import json
 import re
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
+from conftest import ROOT
 from streamjobs import TRANSACTIONS_TOPIC, StreamJob
 from test_stream_job import acknowledged, transactions_only
 
@@ -110,6 +112,12 @@ def test_a_running_job_reports_its_metrics(riskstream_bin, kafka_bootstrap, tmp_
         versions = {dict(k)["table"] for k in values(samples, "riskstream_table_version")}
         assert "table" in versions
         assert one("riskstream_state_rows") > 0
+        # Every metric the shipped Grafana dashboard plots is one the job serves.
+        dashboard = json.loads((ROOT / "config/grafana/dashboards/riskstream.json").read_text())
+        plotted = {name for panel in dashboard["panels"] for target in panel["targets"]
+                   for name in re.findall(r"riskstream_[a-z_]+", target["expr"])}
+        served = {name for name, _ in samples}
+        assert plotted and plotted <= served, plotted - served
         # The events are from 2026-11-01 on, an hour's delay behind the latest.
         assert 3600 <= one("riskstream_watermark_delay_seconds") < 10 * 365 * 86400
     finally:

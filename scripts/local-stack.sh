@@ -99,8 +99,9 @@ start() {
   done
   for job in "${JOBS[@]}"; do wait_log "$job" "metrics on http"; done
 
-  local flight
+  local flight flight_metrics
   flight=$(free_port)
+  flight_metrics=$(free_port)
   cat > "$STATE/serve.toml" <<TOML
 lake = "$RISKSTREAM_LAKE"
 bind = "127.0.0.1:$flight"
@@ -109,10 +110,12 @@ bind = "127.0.0.1:$flight"
 users = [{ name = "analyst", password_env = "STACK_ANALYST_PASSWORD" }]
 TOML
   STACK_ANALYST_PASSWORD=${STACK_ANALYST_PASSWORD:-local-stack} \
-    "$BIN" serve --config "$STATE/serve.toml" >"$STATE/serve.log" 2>&1 &
+    "$BIN" serve --config "$STATE/serve.toml" --metrics-addr "127.0.0.1:$flight_metrics" \
+    >"$STATE/serve.log" 2>&1 &
   echo $! > "$STATE/serve.pid"
-  wait_log serve "grpc://"
+  wait_log serve "metrics on http"
   echo "export STACK_FLIGHT=grpc://127.0.0.1:$flight" >> "$STATE/env"
+  echo "export STACK_FLIGHT_METRICS=http://127.0.0.1:$flight_metrics" >> "$STATE/env"
   log "running; addresses in $STATE/env"
   cat "$STATE/env"
 }

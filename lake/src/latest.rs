@@ -38,6 +38,19 @@ impl LatestTable {
             .update_incremental(None)
             .await
             .map_err(LakeError::delta(&self.name))?;
+        self.provider().await
+    }
+
+    /// A provider of the table at `version` (a replay reading what its first run read).
+    pub async fn at_version(&mut self, version: u64) -> Result<Arc<dyn TableProvider>> {
+        self.table
+            .load_version(version)
+            .await
+            .map_err(LakeError::delta(&self.name))?;
+        self.provider().await
+    }
+
+    async fn provider(&self) -> Result<Arc<dyn TableProvider>> {
         self.table
             .table_provider()
             .await

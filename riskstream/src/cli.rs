@@ -10,9 +10,28 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "riskstream", version, about)]
 pub struct Cli {
+    /// Log lines as text (default) or as one JSON object each, for log collectors (also
+    /// RISKSTREAM_LOG_FORMAT).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "RISKSTREAM_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields (the message among them).
+    Json,
 }
 
 /// The subcommands.
@@ -529,6 +548,10 @@ pub struct ServeArgs {
     /// picks a free port, printed on start).
     #[arg(long)]
     pub bind: Option<String>,
+    /// Serve Prometheus metrics (statements, rows, durations) on http://ADDR/metrics, with
+    /// /healthz and /readyz.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Output formats of `riskstream sql`.

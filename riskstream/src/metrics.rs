@@ -17,6 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use riskstream_jobs::stream::progress::QueryProgress;
 use riskstream_jobs::stream::scores::SCORE_BOUNDS;
+use riskstream_query::flight::{Outcome, QUERY_SECONDS_BOUNDS, QueryStats};
 
 use crate::commands::CommandError;
 
@@ -84,6 +85,14 @@ struct JobState {
     table_versions: BTreeMap<String, u64>,
 }
 
+/// What the metrics endpoint serves.
+pub trait Exporter: Send + Sync + 'static {
+    /// The metrics in Prometheus's text format.
+    fn render(&self) -> String;
+    /// Whether `/readyz` says ready.
+    fn ready(&self) -> bool;
+}
+
 /// A job's metrics, shared by the runner (which observes) and the HTTP server (which reads).
 #[derive(Debug)]
 pub struct JobMetrics {
@@ -129,11 +138,6 @@ impl JobMetrics {
     /// The query has started: the job is ready.
     pub fn start(&self) {
         self.state().ready = true;
-    }
-
-    /// Whether the query has started.
-    pub fn ready(&self) -> bool {
-        self.state().ready
     }
 
     /// Takes in a batch's progress.
@@ -198,8 +202,7 @@ impl JobMetrics {
         }
     }
 
-    /// The metrics in Prometheus's text format.
-    pub fn render(&self) -> String {
+    fn render_job(&self) -> String {
         let s = self.state();
         let mut out = Exposition::new(&self.job);
         let none: &[(&str, &str)] = &[];
@@ -333,6 +336,72 @@ impl JobMetrics {
     }
 }
 
+impl Exporter for JobMetrics {
+    fn render(&self) -> String {
+        self.render_job()
+    }
+
+    fn ready(&self) -> bool {
+        self.state().ready
+    }
+}
+
+/// The Flight SQL server's metrics: statements by outcome, rows sent, fetch durations.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    name: String,
+    stats: Arc<QueryStats>,
+}
+
+impl ServerMetrics {
+    /// Metrics of the server `name` (the `job` label) from its figures.
+    pub fn new(name: &str, stats: Arc<QueryStats>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_string(),
+            stats,
+        })
+    }
+}
+
+impl Exporter for ServerMetrics {
+    fn render(&self) -> String {
+        let s = self.stats.snapshot();
+        let mut out = Exposition::new(&self.name);
+        let name = "riskstream_flight_queries_total";
+        out.family(
+            name,
+            "counter",
+            "Flight SQL statements whose fetch ended, by outcome",
+        );
+        for outcome in [Outcome::Ok, Outcome::Error, Outcome::Cancelled] {
+            let n = s.queries.get(outcome.as_str()).copied().unwrap_or(0);
+            out.sample(name, &[("outcome", outcome.as_str())], n as f64);
+        }
+        let name = "riskstream_flight_rows_total";
+        out.family(name, "counter", "Rows sent to Flight SQL clients");
+        out.sample(name, &[], s.rows as f64);
+        let name = "riskstream_flight_queries_running";
+        out.family(name, "gauge", "Flight SQL fetches running now");
+        out.sample(name, &[], s.running as f64);
+        let histogram = Histogram {
+            bounds: QUERY_SECONDS_BOUNDS.to_vec(),
+            count: s.duration_counts.iter().sum(),
+            counts: s.duration_counts,
+            sum: s.duration_sum,
+        };
+        out.histogram(
+            "riskstream_flight_query_duration_seconds",
+            "Time from a statement's first batch asked for to its last sent",
+            &histogram,
+        );
+        out.text
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
 /// Prometheus's text format, every sample labelled with the job.
 struct Exposition {
     job: String,
@@ -393,9 +462,13 @@ fn number(value: f64) -> String {
     }
 }
 
-/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (the query has started) on
-/// `addr`, in the background. Returns the address bound (port 0 picks one).
-pub async fn serve(addr: SocketAddr, metrics: Arc<JobMetrics>) -> Result<SocketAddr, CommandError> {
+/// Serves `/metrics`, `/healthz` (the process answers) and `/readyz` (the exporter is ready: a
+/// job's query has started) on `addr`, in the background. Returns the address bound (port 0
+/// picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<dyn Exporter>,
+) -> Result<SocketAddr, CommandError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
@@ -413,7 +486,7 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<JobMetrics>) -> Result<SocketA
     Ok(bound)
 }
 
-async fn metrics_page(State(metrics): State<Arc<JobMetrics>>) -> impl IntoResponse {
+async fn metrics_page(State(metrics): State<Arc<dyn Exporter>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -423,7 +496,7 @@ async fn metrics_page(State(metrics): State<Arc<JobMetrics>>) -> impl IntoRespon
     )
 }
 
-async fn readiness(State(metrics): State<Arc<JobMetrics>>) -> impl IntoResponse {
+async fn readiness(State(metrics): State<Arc<dyn Exporter>>) -> impl IntoResponse {
     if metrics.ready() {
         (StatusCode::OK, "ready\n")
     } else {

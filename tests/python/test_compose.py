@@ -45,7 +45,9 @@ def test_compose_file_is_consistent_with_the_repository():
     prometheus = yaml.safe_load((ROOT / "config" / "prometheus.yml").read_text())
     scrape = prometheus["scrape_configs"][0]
     assert scrape["honor_labels"] is True, "the samples' job label names the job"
-    assert sorted(scrape["static_configs"][0]["targets"]) == sorted(f"{n}:9464" for n in jobs)
+    assert sorted(scrape["static_configs"][0]["targets"]) == sorted([f"{n}:9464" for n in jobs] + ["flight-sql:9465"])
+    serve = services["flight-sql"]["command"]
+    assert serve[serve.index("--metrics-addr") + 1] == "0.0.0.0:9465"
     assert {"prometheus", "grafana"} <= set(services)
     datasources = yaml.safe_load((ROOT / "config/grafana/provisioning/datasources/prometheus.yml").read_text())
     dashboard = json.loads((ROOT / "config/grafana/dashboards/riskstream.json").read_text())

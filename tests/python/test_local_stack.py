@@ -3,7 +3,9 @@ server, the three scoring jobs and the Flight SQL server. Smoke test: every gene
 read by its job (its metrics say so), scored into the lake on S3, and answered over Flight SQL;
 the stack stops cleanly."""
 
+import json
 import os
+import re
 import subprocess
 import time
 
@@ -63,6 +65,16 @@ def test_the_local_stack_scores_every_event_and_serves_it(riskstream_bin, kafka_
                 cur.execute("SELECT event_type, count(*) AS n FROM risk_scores GROUP BY event_type")
                 counts = {row[0]: row[1] for row in cur.fetchall()}
         assert counts == {EVENT_TYPES[job]: n for job, n in written.items()}
+        # The server counted that statement.
+        served, _ = parse(get(f"{stack['STACK_FLIGHT_METRICS']}/metrics")[2])
+        assert values(served, "riskstream_flight_queries_total")[frozenset({("outcome", "ok")})] >= 1
+        assert values(served, "riskstream_flight_rows_total")[frozenset()] >= len(counts)
+        assert values(served, "riskstream_flight_query_duration_seconds_count")[frozenset()] >= 1
+        # Every Flight metric the shipped dashboard plots is one the server serves.
+        dashboard = json.loads((ROOT / "config/grafana/dashboards/riskstream.json").read_text())
+        plotted = {name for panel in dashboard["panels"] for target in panel["targets"]
+                   for name in re.findall(r"riskstream_flight_[a-z_]+", target["expr"])}
+        assert plotted and plotted <= {name for name, _ in served}, plotted
 
         # And the alerts reached their topic.
         alerts_topic = stack["STACK_TOPIC_PREFIX"] + "risk-alerts"

@@ -356,6 +356,38 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Records the versions of the tables read beside the stream (`[query] tables`) by batch
+    /// `batch_id`, before its query runs: a replay reads the same versions, so it writes and
+    /// publishes what the first run did.
+    pub async fn write_table_versions(
+        &self,
+        batch_id: i64,
+        versions: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let path = Path::from(format!("tables/{batch_id}"));
+        let text = serde_json::to_string(versions).unwrap_or_default();
+        self.store
+            .put(&path, PutPayload::from(text.into_bytes()))
+            .await
+            .map_err(|e| self.error(&path, e))?;
+        Ok(())
+    }
+
+    /// The table versions batch `batch_id` read, if it recorded them.
+    pub async fn table_versions(&self, batch_id: i64) -> Result<Option<BTreeMap<String, u64>>> {
+        let path = Path::from(format!("tables/{batch_id}"));
+        match self.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| self.error(&path, e))?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| self.corrupt(&path, format!("unreadable table versions: {e}")))
+            }
+            Err(riskstream_lake::object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&path, e)),
+        }
+    }
+
     /// Deletes log entries older than the retained window behind `batch_id`.
     pub async fn purge_before(&self, batch_id: i64) -> Result<()> {
         let oldest_kept = batch_id - BATCHES_TO_RETAIN;
@@ -363,7 +395,7 @@ impl Checkpoint {
             // Every tenth batch is often enough; listings cost a request each.
             return Ok(());
         }
-        for folder in ["offsets", "commits", "progress"] {
+        for folder in ["offsets", "commits", "progress", "tables"] {
             for (batch, path) in self.entries(folder).await? {
                 if batch < oldest_kept {
                     self.store

@@ -1211,6 +1211,56 @@ async fn a_blocked_entity_is_blocked_by_its_score_and_its_later_events_say_so() 
     }
 }
 
+/// A batch replayed after a crash reads the blocklist as its first run did, even though the first
+/// run's own blocks were committed before the crash: it computes the same scores (so it would
+/// publish the same alerts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_reads_the_blocklist_its_first_run_read() {
+    // 1,000 records per batch: the last batch is a full one.
+    const EVENTS: u64 = 5_967;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = shipped_spec("transactions.toml", dir.path());
+    spec.alerts = None;
+    spec.source.max_offsets_per_trigger = Some(1_000);
+    spec.block.as_mut().unwrap().filter =
+        "risk_score >= 0.3 AND NOT array_has(reasons, 'blocked_entity')".into();
+    let options = |spec: &JobSpec| RunOptions {
+        trigger: Trigger::AvailableNow,
+        spec: spec.clone(),
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let mut first = Vec::new();
+    run_with(
+        options(&spec),
+        dense_log_of(Source::Transactions, EVENTS, false),
+        |p| first.push(p.clone()),
+    )
+    .await
+    .unwrap();
+    let last = first.last().unwrap().clone();
+    assert!(last.batch_id >= 4);
+    // The last batch blocked entities: a replay reading the table as it is now would see them.
+    let blocked_in_last = last.sink.table_versions.contains_key("blockedEntities");
+    assert!(blocked_in_last, "{:?}", last.sink.table_versions);
+    // A crash after the batch's tables committed, before its commit record.
+    let checkpoint = dir.path().join("checkpoints/score-transactions");
+    std::fs::remove_file(checkpoint.join(format!("commits/{}", last.batch_id))).unwrap();
+    let mut again = Vec::new();
+    run_with(
+        options(&spec),
+        dense_log_of(Source::Transactions, EVENTS, false),
+        |p| again.push(p.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.len(), 1);
+    let replay = &again[0];
+    assert!(replay.replayed);
+    assert_eq!(replay.batch_id, last.batch_id);
+    assert_eq!(replay.scores, last.scores);
+}
+
 /// A table the SQL reads must exist (only the job's own blocklist is created), and the blocklist
 /// needs the columns it copies: both fail at start, naming their key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

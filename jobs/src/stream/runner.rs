@@ -945,7 +945,9 @@ pub async fn run_observed<S: RecordSource>(
         }
 
         let query_start = Instant::now();
-        lake_tables.refresh(query.session()).await?;
+        lake_tables
+            .for_batch(query.session(), &checkpoint, batch_id)
+            .await?;
         let on_time_rows = rows(&rows_in);
         let rows_in = match &mut rolling {
             Some(r) => r.stage(rows_in, state.watermark_ms)?,

@@ -1,13 +1,20 @@
 //! Delta tables a job's SQL reads beside its stream (`[query] tables`): each is registered under
 //! its name and brought up to its latest version before every batch, so a batch sees what was
-//! committed before it started (a blocklist the job itself appends to included).
+//! committed before it started (a blocklist the job itself appends to included). The versions a
+//! batch read are recorded in the checkpoint before its query runs, and a replay of the batch
+//! reads those versions: it computes, writes and publishes what the first run did, even when the
+//! first run's own blocks were committed before the crash.
 
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use riskstream_lake::LatestTable;
 
 use crate::error::{JobError, Result};
 use crate::lake_sink::table_location;
 use crate::stream::block;
+use crate::stream::checkpoint::Checkpoint;
 use crate::stream::spec::JobSpec;
 
 /// The tables, by SQL name.
@@ -32,20 +39,55 @@ impl QueryTables {
                 .map_err(|e| JobError::config(key, e.to_string()))?;
             tables.push((t.name.clone(), table));
         }
+        // Registered now so that the query plans; each batch registers the versions it reads.
         let mut out = Self { tables };
         out.refresh(ctx).await?;
         Ok(out)
     }
 
     /// Brings every table to its latest version in `ctx`.
-    pub async fn refresh(&mut self, ctx: &SessionContext) -> Result<()> {
+    async fn refresh(&mut self, ctx: &SessionContext) -> Result<()> {
         for (name, table) in &mut self.tables {
             let provider = table.refresh().await?;
-            let sql_err = |e| JobError::sql(name.as_str(), e);
-            ctx.deregister_table(name.as_str()).map_err(sql_err)?;
-            ctx.register_table(name.as_str(), provider)
-                .map_err(sql_err)?;
+            register(ctx, name, provider)?;
         }
         Ok(())
     }
+
+    /// Registers in `ctx` the versions batch `batch_id` reads: those it recorded, when it is a
+    /// replay that got that far; else the latest, recorded before the batch's query runs.
+    pub async fn for_batch(
+        &mut self,
+        ctx: &SessionContext,
+        checkpoint: &Checkpoint,
+        batch_id: i64,
+    ) -> Result<()> {
+        if self.tables.is_empty() {
+            return Ok(());
+        }
+        if let Some(versions) = checkpoint.table_versions(batch_id).await? {
+            for (name, table) in &mut self.tables {
+                let provider = match versions.get(name.as_str()) {
+                    Some(v) => table.at_version(*v).await?,
+                    None => table.refresh().await?,
+                };
+                register(ctx, name, provider)?;
+            }
+            return Ok(());
+        }
+        self.refresh(ctx).await?;
+        let versions = self
+            .tables
+            .iter()
+            .filter_map(|(name, t)| t.version().map(|v| (name.clone(), v)))
+            .collect();
+        checkpoint.write_table_versions(batch_id, &versions).await
+    }
+}
+
+fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+    let sql_err = |e| JobError::sql(name, e);
+    ctx.deregister_table(name).map_err(sql_err)?;
+    ctx.register_table(name, provider).map_err(sql_err)?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod service;
+mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 pub use auth::Authenticator;
 pub use config::{DEFAULT_BIND, ServeConfig, TlsFiles};
 pub use service::{LakeFlightService, Limits};
+pub use stats::{Outcome, QUERY_SECONDS_BOUNDS, QueryStats, StatsSnapshot};
 
 use crate::error::{QueryError, Result};
 use crate::session::LakeSession;
@@ -72,6 +74,11 @@ impl FlightServer {
             listener,
             tls,
         })
+    }
+
+    /// The server's query figures, for its metrics.
+    pub fn stats(&self) -> Arc<QueryStats> {
+        self.service.stats()
     }
 
     /// The address it listens on (the port the system chose, when bound to port 0).

@@ -49,6 +49,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Authenticator;
+use super::stats::{Outcome, QueryStats};
 use crate::error::QueryError;
 use crate::session::{CATALOG, LakeSession, SCHEMA};
 
@@ -74,6 +75,7 @@ pub struct LakeFlightService {
     auth: Authenticator,
     limits: Limits,
     running: Running,
+    stats: Arc<QueryStats>,
     sql_info: SqlInfoData,
     type_info: XdbcTypeInfoData,
 }
@@ -305,9 +307,15 @@ impl LakeFlightService {
             auth,
             limits,
             running: Arc::new(Mutex::new(HashMap::new())),
+            stats: Arc::new(QueryStats::default()),
             sql_info,
             type_info: type_info()?,
         })
+    }
+
+    /// The server's query figures, for its metrics.
+    pub fn stats(&self) -> Arc<QueryStats> {
+        Arc::clone(&self.stats)
     }
 
     async fn plan(&self, handle: &Handle) -> Result<LogicalPlan, Status> {
@@ -359,10 +367,11 @@ impl LakeFlightService {
                 .query_timeout
                 .map(|t| tokio::time::Instant::now() + t),
             cancel,
-            _registration: Registration {
-                id: handle.id,
-                running: Arc::clone(&self.running),
-            },
+            registration: Registration::new(
+                handle.id,
+                Arc::clone(&self.running),
+                Arc::clone(&self.stats),
+            ),
             done: false,
         };
         let limited = futures::stream::unfold(fetch, Fetch::next);
@@ -401,10 +410,29 @@ impl LakeFlightService {
 }
 
 /// Removes a fetch from the running ones when its stream ends or is dropped (the client went
-/// away: DataFusion's stream is dropped with it, which stops the query).
+/// away: DataFusion's stream is dropped with it, which stops the query), and counts it.
 struct Registration {
     id: String,
     running: Running,
+    stats: Arc<QueryStats>,
+    started: std::time::Instant,
+    /// Set when the fetch ends; a fetch dropped before its end was cancelled.
+    outcome: Outcome,
+    rows: u64,
+}
+
+impl Registration {
+    fn new(id: String, running: Running, stats: Arc<QueryStats>) -> Self {
+        stats.started();
+        Self {
+            id,
+            running,
+            stats,
+            started: std::time::Instant::now(),
+            outcome: Outcome::Cancelled,
+            rows: 0,
+        }
+    }
 }
 
 impl Drop for Registration {
@@ -413,6 +441,8 @@ impl Drop for Registration {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
+        self.stats
+            .finished(self.outcome, self.rows, self.started.elapsed());
     }
 }
 
@@ -423,7 +453,7 @@ struct Fetch {
     limits: Limits,
     deadline: Option<tokio::time::Instant>,
     cancel: Arc<Notify>,
-    _registration: Registration,
+    registration: Registration,
     done: bool,
 }
 
@@ -448,9 +478,14 @@ impl Fetch {
                 humantime::format_duration(self.limits.query_timeout.unwrap_or_default())
             )))),
         };
-        let item = match item? {
+        let Some(item) = item else {
+            self.registration.outcome = Outcome::Ok;
+            return None;
+        };
+        let item = match item {
             Ok(batch) => {
                 self.rows += batch.num_rows() as u64;
+                self.registration.rows = self.rows;
                 match self.limits.max_rows {
                     Some(max) if self.rows > max => fail(Status::resource_exhausted(format!(
                         "the result has more than limits.max_rows ({max}) rows: add a LIMIT or a filter"
@@ -464,6 +499,15 @@ impl Fetch {
             Err(other) => Err(other),
         };
         self.done = item.is_err();
+        if self.done {
+            let cancelled =
+                matches!(&item, Err(FlightError::Tonic(s)) if s.code() == tonic::Code::Cancelled);
+            self.registration.outcome = if cancelled {
+                Outcome::Cancelled
+            } else {
+                Outcome::Error
+            };
+        }
         Some((item, self))
     }
 }

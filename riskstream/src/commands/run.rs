@@ -12,7 +12,7 @@ use riskstream_jobs::stream::spec::{JobSpec, Trigger};
 
 use super::CommandError;
 use crate::cli::RunArgs;
-use crate::metrics::{self, JobMetrics};
+use crate::metrics::{self, Exporter, JobMetrics};
 
 pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     let mut spec = JobSpec::load(&args.spec)?;
@@ -47,7 +47,7 @@ pub async fn run(args: RunArgs) -> Result<(), CommandError> {
     let name = spec.name.clone();
     let metrics = JobMetrics::new(&name);
     if let Some(addr) = args.metrics_addr {
-        let bound = metrics::serve(addr, Arc::clone(&metrics)).await?;
+        let bound = metrics::serve(addr, Arc::clone(&metrics) as Arc<dyn Exporter>).await?;
         eprintln!("metrics on http://{bound}/metrics");
     }
     let options = RunOptions {

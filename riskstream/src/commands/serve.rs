@@ -5,6 +5,7 @@ use riskstream_query::flight::{FlightServer, ServeConfig};
 
 use super::CommandError;
 use crate::cli::ServeArgs;
+use crate::metrics::{self, ServerMetrics};
 
 pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let config = ServeConfig::load(
@@ -28,6 +29,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
             "no authentication"
         }
     );
+    // After the line above, which clients wait for first.
+    if let Some(metrics_addr) = args.metrics_addr {
+        let exporter = ServerMetrics::new("flight-sql", server.stats());
+        let bound = metrics::serve(metrics_addr, exporter).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+    }
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
         match (

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, in a release build: the generator into a null sink and into the local broker (tansu
 # with its fast in-memory storage), the embedded demo end to end, and streaming jobs (`riskstream
-# run`) from the broker to Delta: throughput, fixed overhead per batch, and event-to-commit latency.
+# run`) from the broker to Delta: throughput, fixed overhead per batch, and latency at 10,000, 50,000
+# and 100,000 events/s from event time to the Delta commit and to the alert on Kafka.
 # Prints one line per figure; BENCHMARKS.md records the results with this command.
 #
 #   scripts/bench.sh [EVENTS]        default 5,000,000 events for the null sink
@@ -80,33 +81,52 @@ RISKSTREAM_MAX_OFFSETS_PER_TRIGGER=120 "$BIN" run jobs/specs/transactions.toml -
 read -r ROWS BATCHES _ AVG < <(progress_stats "$WORK/tiny-cp/score-transactions")
 echo "fixed overhead per batch (batches of 120 records): $AVG ms per batch on average ($BATCHES batches)"
 
-# Latency: the generator paces events at 50,000/s with event time = send time, while the job runs
-# with no trigger (next batch as soon as the last ends); a row's latency is its batch's commit time
-# (progress timestamp + triggerExecution) minus its event time.
-stream_env bench3. "$WORK/lat-lake" "$WORK/lat-cp"
+# Latency at fixed input rates: the generator paces events (event time = send time) while the job
+# runs with no trigger (next batch as soon as the last ends). A row's latency to Delta is its
+# batch's commit time (progress timestamp + triggerExecution) minus its event time; an alert's
+# latency to Kafka is its record's timestamp (set by the job's producer when it sends) minus its
+# event time.
 sed '/^trigger = /d' jobs/specs/transactions.toml > "$WORK/latency.toml"
-sed -i "s#sql/scoring#$ROOT/sql/scoring#" "$WORK/latency.toml"
-"$BIN" generate --to "kafka://$RISKSTREAM_TEST_KAFKA" --topic-prefix bench3. --source transactions \
-  --count 10 --seed 4 --quiet 2>/dev/null
-"$BIN" run "$WORK/latency.toml" >/dev/null 2>&1 &
-JOB=$!
-sleep 3
-"$BIN" generate --to "kafka://$RISKSTREAM_TEST_KAFKA" --topic-prefix bench3. --source transactions \
-  --rate 50000 --duration 20s --out-of-order 0 --late 0 --seed 5 --quiet 2>/dev/null
-sleep 3
-kill -TERM $JOB; wait $JOB || true
-"$PY" - "$WORK/lat-lake/risk_scores" "$WORK/lat-cp/score-transactions" <<'PYEOF'
+sed -i "s#\"sql/#\"$ROOT/sql/#; s#\"jobs/models/#\"$ROOT/jobs/models/#" "$WORK/latency.toml"
+for RATE in 10000 50000 100000; do
+  stream_env "lat$RATE." "$WORK/lat$RATE-lake" "$WORK/lat$RATE-cp"
+  "$BIN" generate --to "kafka://$RISKSTREAM_TEST_KAFKA" --topic-prefix "lat$RATE." --source transactions \
+    --count 10 --seed 4 --quiet 2>/dev/null
+  "$BIN" run "$WORK/latency.toml" >/dev/null 2>&1 &
+  JOB=$!
+  sleep 3
+  "$BIN" generate --to "kafka://$RISKSTREAM_TEST_KAFKA" --topic-prefix "lat$RATE." --source transactions \
+    --rate "$RATE" --duration 20s --out-of-order 0 --late 0 --seed 5 --quiet 2>/dev/null
+  sleep 5
+  kill -TERM $JOB; wait $JOB || true
+  "$PY" - "$RATE" "$WORK/lat$RATE-lake/risk_scores" "$WORK/lat$RATE-cp/score-transactions" \
+    "$RISKSTREAM_TEST_KAFKA" "lat$RATE.risk-alerts" <<'PYEOF'
 import datetime, json, pathlib, sys
 from deltalake import DeltaTable
+from kafka import KafkaConsumer, TopicPartition
+rate, table, checkpoint, bootstrap, topic = sys.argv[1:]
+ts = lambda text: datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 commit = {}
-for p in pathlib.Path(sys.argv[2], "progress").iterdir():
+for p in pathlib.Path(checkpoint, "progress").iterdir():
     r = json.loads(p.read_text())
-    start = datetime.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")).timestamp()
-    commit[r["batchId"]] = start + r["durationMs"]["triggerExecution"] / 1000
-t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=["batch_id", "event_time"]).to_pydict()
+    commit[r["batchId"]] = ts(r["timestamp"]) + r["durationMs"]["triggerExecution"] / 1000
+t = DeltaTable(table).to_pyarrow_table(columns=["batch_id", "event_time"]).to_pydict()
 # Batch 0 holds the warm-up events; the checkpoint keeps the last 100 batches' reports.
-lat = sorted(commit[b] - e.timestamp() for b, e in zip(t["batch_id"], t["event_time"]) if b > 0 and b in commit)
-q = lambda f: lat[min(len(lat) - 1, int(f * len(lat)))] * 1000
-print(f"event -> committed in Delta at 50,000 events/s (no trigger): p50 {q(0.5):.0f} ms, p95 {q(0.95):.0f} ms, "
-      f"p99 {q(0.99):.0f} ms ({len(lat)} events, {len(commit)} batches)")
+delta = sorted(commit[b] - e.timestamp() for b, e in zip(t["batch_id"], t["event_time"]) if b > 0 and b in commit)
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+consumer.assign(parts)
+consumer.seek_to_beginning(*parts)
+alerts = []
+for record in consumer:
+    alert = json.loads(record.value)
+    if alert["batch_id"] > 0:
+        alerts.append(record.timestamp / 1000 - ts(alert["event_time"]))
+alerts.sort()
+def q(values, f):
+    return values[min(len(values) - 1, int(f * len(values)))] * 1000 if values else float("nan")
+for name, values in (("committed in Delta", delta), ("alert on Kafka", alerts)):
+    print(f"event -> {name} at {int(rate):,} events/s (no trigger): p50 {q(values, 0.5):.0f} ms, "
+          f"p95 {q(values, 0.95):.0f} ms, p99 {q(values, 0.99):.0f} ms ({len(values)} rows, {len(commit)} batches)")
 PYEOF
+done

@@ -946,7 +946,7 @@ pub async fn run_observed<S: RecordSource>(
 
         let query_start = Instant::now();
         lake_tables
-            .for_batch(query.session(), &checkpoint, batch_id)
+            .for_batch(query.session(), &checkpoint, batch_id, replayed)
             .await?;
         let on_time_rows = rows(&rows_in);
         let rows_in = match &mut rolling {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde::Serialize;
@@ -64,11 +64,13 @@ pub fn severity_counts(batches: &[RecordBatch]) -> BTreeMap<String, u64> {
         else {
             continue;
         };
-        let tiers = tiers.as_string::<i32>();
-        for i in 0..tiers.len() {
-            if !tiers.is_null(i) {
-                *out.entry(tiers.value(i).to_string()).or_default() += 1;
-            }
+        // Counted by borrowed text: a handful of tiers, not a string per row.
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for tier in tiers.as_string::<i32>().iter().flatten() {
+            *counts.entry(tier).or_default() += 1;
+        }
+        for (tier, n) in counts {
+            *out.entry(tier.to_string()).or_default() += n;
         }
     }
     out

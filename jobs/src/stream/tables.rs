@@ -55,17 +55,24 @@ impl QueryTables {
     }
 
     /// Registers in `ctx` the versions batch `batch_id` reads: those it recorded, when it is a
-    /// replay that got that far; else the latest, recorded before the batch's query runs.
+    /// replay (`replayed`) that got that far; else the latest, recorded before the batch's query
+    /// runs. Only a replay looks for a record: a new batch has none.
     pub async fn for_batch(
         &mut self,
         ctx: &SessionContext,
         checkpoint: &Checkpoint,
         batch_id: i64,
+        replayed: bool,
     ) -> Result<()> {
         if self.tables.is_empty() {
             return Ok(());
         }
-        if let Some(versions) = checkpoint.table_versions(batch_id).await? {
+        let recorded = if replayed {
+            checkpoint.table_versions(batch_id).await?
+        } else {
+            None
+        };
+        if let Some(versions) = recorded {
             for (name, table) in &mut self.tables {
                 let provider = match versions.get(name.as_str()) {
                     Some(v) => table.at_version(*v).await?,

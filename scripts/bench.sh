@@ -3,7 +3,8 @@
 # with its fast in-memory storage), the embedded demo end to end, and streaming jobs (`riskstream
 # run`) from the broker to Delta: throughput, fixed overhead per batch, and latency at 10,000, 50,000
 # and 100,000 events/s from event time to the Delta commit and to the alert on Kafka.
-# Prints one line per figure; BENCHMARKS.md records the results with this command.
+# Prints one line per figure, and writes the latency percentiles to bench/results/latency-RATE.json
+# (or $RISKSTREAM_BENCH_RESULTS); BENCHMARKS.md records the results with this command.
 #
 #   scripts/bench.sh [EVENTS]        default 5,000,000 events for the null sink
 set -euo pipefail
@@ -15,6 +16,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}
 EVENTS=${1:-5000000}
 BIN=$CARGO_TARGET_DIR/release/riskstream
 WORK=$(mktemp -d /tmp/riskstream-bench.XXXXXX)
+# The latency percentiles go here too, for bench/plot.py.
+RESULTS=${RISKSTREAM_BENCH_RESULTS:-$ROOT/bench/results}
+mkdir -p "$RESULTS"
 export RISKSTREAM_SERVICES_DIR=$WORK/services
 
 cargo build --release --quiet --bin riskstream
@@ -100,11 +104,11 @@ for RATE in 10000 50000 100000; do
   sleep 5
   kill -TERM $JOB; wait $JOB || true
   "$PY" - "$RATE" "$WORK/lat$RATE-lake/risk_scores" "$WORK/lat$RATE-cp/score-transactions" \
-    "$RISKSTREAM_TEST_KAFKA" "lat$RATE.risk-alerts" <<'PYEOF'
+    "$RISKSTREAM_TEST_KAFKA" "lat$RATE.risk-alerts" "$RESULTS/latency-$RATE.json" <<'PYEOF'
 import datetime, json, pathlib, sys
 from deltalake import DeltaTable
 from kafka import KafkaConsumer, TopicPartition
-rate, table, checkpoint, bootstrap, topic = sys.argv[1:]
+rate, table, checkpoint, bootstrap, topic, results = sys.argv[1:]
 ts = lambda text: datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 commit = {}
 for p in pathlib.Path(checkpoint, "progress").iterdir():
@@ -128,5 +132,11 @@ def q(values, f):
 for name, values in (("committed in Delta", delta), ("alert on Kafka", alerts)):
     print(f"event -> {name} at {int(rate):,} events/s (no trigger): p50 {q(values, 0.5):.0f} ms, "
           f"p95 {q(values, 0.95):.0f} ms, p99 {q(values, 0.99):.0f} ms ({len(values)} rows, {len(commit)} batches)")
+# Every percentile, for bench/plot.py's latency curves.
+points = [p / 1000 for p in range(0, 1000, 5)] + [0.999]
+pathlib.Path(results).write_text(json.dumps({
+    "rate": int(rate), "batches": len(commit), "percentiles": points,
+    "delta_ms": [q(delta, f) for f in points], "alert_ms": [q(alerts, f) for f in points],
+}, indent=1) + "\n")
 PYEOF
 done

@@ -323,6 +323,29 @@ pub enum BenchCommand {
     /// timed), then runs the spec's decoding, SQL and Delta sinks over them (availableNow) and
     /// reports events/s. The spec's alerts are left out (they need a broker).
     Engine(EngineBenchArgs),
+    /// Nexmark's queries (bench/nexmark/q*.toml): generates the benchmark's bids into an
+    /// in-process log first (not timed), then runs the spec over them (availableNow) and
+    /// reports bids/s.
+    Nexmark(NexmarkBenchArgs),
+}
+
+/// `riskstream bench nexmark`.
+#[derive(Debug, Args)]
+pub struct NexmarkBenchArgs {
+    /// The query's job spec, such as bench/nexmark/q5.toml; its query.schema is the bid's.
+    pub spec: PathBuf,
+    /// Bids to generate and run (about 92% of a Nexmark stream's events).
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Nexmark events (people, auctions and bids) per second of event time.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_rate: u64,
+    /// A new folder for the run's tables and checkpoint (instead of the spec's paths).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 /// `riskstream bench engine`.

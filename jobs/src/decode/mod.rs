@@ -27,7 +27,7 @@ use datafusion::arrow::array::{
     StringArray, UInt32Array,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
 use crate::error::{JobError, Result};
 use crate::schemas::dead_letters_schema;
@@ -472,6 +472,11 @@ pub struct DecodedRecords {
     pub rows: Vec<RecordBatch>,
     /// `dead_letters` rows.
     pub dead_letters: RecordBatch,
+}
+
+/// Whether the JSON decoder fills a column of type `data_type`.
+pub fn decodes(data_type: &DataType) -> bool {
+    Kind::of(data_type).is_some()
 }
 
 /// Decodes the values of Kafka records batches into a declared schema, and carries the Kafka

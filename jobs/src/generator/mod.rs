@@ -10,6 +10,7 @@ mod geo;
 mod iot;
 pub mod json;
 mod malformed;
+pub mod nexmark;
 mod rng;
 mod transactions;
 

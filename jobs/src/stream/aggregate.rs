@@ -18,7 +18,7 @@ use datafusion::arrow::compute::{
     SortColumn, concat_batches, filter_record_batch, lexsort_to_indices, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
-use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Aggregate, Expr, Filter, LogicalPlan, Projection, lit};
 use riskstream_udfs::{
@@ -142,6 +142,17 @@ pub fn analyze(
             "ROLLUP, CUBE and GROUPING SETS are not supported over a stream".into(),
         ));
     }
+    // The stream is read through the GROUP BY only: rows read beside it (a join or a union
+    // with the stream) would be each batch's new rows alone, or the open groups' rows again.
+    // Spark refuses such queries too.
+    if scans_of(plan, view) > scans_of(&agg.input, view) {
+        return Err(refuse(
+            "a streaming aggregation reads the stream only through its GROUP BY (no join or \
+             union with the stream's rows beside it), as in Spark; a window function over the \
+             aggregation's groups can often say the same"
+                .into(),
+        ));
+    }
     // The window call among the keys, and the other keys.
     let (calls, keys): (Vec<&Expr>, Vec<&Expr>) = agg.group_expr.iter().partition(|e| {
         matches!(e, Expr::ScalarFunction(f) if matches!(f.func.name(), WINDOW | SESSION_WINDOW))
@@ -208,6 +219,7 @@ pub fn analyze(
             time_column.map_or(String::new(), |c| format!(" `{c}`"))
         )));
     }
+    let over = windows_over_groups(plan, agg, mode, &grouping).map_err(refuse)?;
     let session = calls
         .first()
         .is_some_and(|c| matches!(c, Expr::ScalarFunction(f) if f.func.name() == SESSION_WINDOW));
@@ -235,12 +247,148 @@ pub fn analyze(
             mode.as_str()
         ),
     }];
+    let explain = if over > 0 {
+        let mut explain = explain;
+        explain.push(format!(
+            "{over} window function(s) over the aggregation's groups, computed over the groups \
+             each batch writes"
+        ));
+        explain
+    } else {
+        explain
+    };
     Ok(Some(Aggregation {
         grouping,
         mode,
         partial,
         explain,
     }))
+}
+
+/// How many times `plan` reads the view `view`, subqueries included.
+fn scans_of(plan: &LogicalPlan, view: &str) -> usize {
+    let mut scans = 0;
+    let _ = plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::TableScan(scan) if scan.table_name.table() == view) {
+            scans += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    scans
+}
+
+/// Checks the window functions (OVER) computed over the groups of the streaming aggregation
+/// `agg`, and counts them. They see the groups a batch writes, so they give what the same SQL
+/// gives over the whole input only when each of their partitions is written whole, in one
+/// batch: complete mode writes every group; append mode writes a window's groups together,
+/// when the watermark passes its end, so there a window function must be partitioned by the
+/// window. Update mode writes only the groups that changed, which no window function can use.
+/// (Window functions under the aggregation, over the stream's rows, are refused elsewhere.)
+fn windows_over_groups(
+    plan: &LogicalPlan,
+    agg: &Aggregate,
+    mode: OutputMode,
+    grouping: &Grouping,
+) -> std::result::Result<usize, String> {
+    let key = agg
+        .group_expr
+        .iter()
+        .position(|e| matches!(e, Expr::ScalarFunction(f) if f.func.name() == WINDOW))
+        .map(|i| agg.schema.field(i).name().clone());
+    let mut count = 0;
+    let mut problem = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let LogicalPlan::Window(w) = node else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        if !contains(&w.input, agg) {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        for e in &w.window_expr {
+            count += 1;
+            let partition_by = match e.clone().unalias() {
+                Expr::WindowFunction(wf) => wf.params.partition_by,
+                _ => Vec::new(),
+            };
+            let by_window = |key: &String| {
+                partition_by
+                    .iter()
+                    .any(|p| derives_from(p, &w.input, agg, key))
+            };
+            let fine = match (mode, grouping, &key) {
+                (OutputMode::Complete, _, _) => true,
+                (OutputMode::Append, Grouping::Window { .. }, Some(key)) => by_window(key),
+                _ => false,
+            };
+            if !fine {
+                problem = Some(format!(
+                    "a window function over the aggregation's groups sees the groups each batch \
+                     writes: in {} mode it must be PARTITION BY the GROUP BY's window() (such as \
+                     window.start), so that each of its partitions is written whole{}",
+                    mode.as_str(),
+                    if mode == OutputMode::Update {
+                        " (update mode writes only changed groups: use append or complete)"
+                    } else {
+                        ""
+                    }
+                ));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match problem {
+        Some(problem) => Err(problem),
+        None => Ok(count),
+    }
+}
+
+/// Whether `plan` has the aggregation `agg` in it.
+fn contains(plan: &LogicalPlan, agg: &Aggregate) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        found = matches!(node, LogicalPlan::Aggregate(a) if *a == *agg);
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+/// Whether `expr`, over the output of `plan`, is the column `key` of the aggregation `agg` or a
+/// field of it (`window.start`), through projections, aliases and filters.
+fn derives_from(expr: &Expr, plan: &LogicalPlan, agg: &Aggregate, key: &str) -> bool {
+    match expr {
+        Expr::Alias(a) => derives_from(&a.expr, plan, agg, key),
+        Expr::ScalarFunction(f) if f.func.name() == "get_field" => f
+            .args
+            .first()
+            .is_some_and(|a| derives_from(a, plan, agg, key)),
+        Expr::Column(c) => match plan {
+            LogicalPlan::Aggregate(a) if a == agg => c.name == key,
+            LogicalPlan::Projection(p) => p
+                .schema
+                .index_of_column_by_name(c.relation.as_ref(), &c.name)
+                .is_some_and(|i| derives_from(&p.expr[i], &p.input, agg, key)),
+            LogicalPlan::SubqueryAlias(s) => derives_from(
+                &Expr::Column(Column::from_name(&c.name)),
+                &s.input,
+                agg,
+                key,
+            ),
+            LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Window(_)
+            | LogicalPlan::Limit(_) => plan
+                .inputs()
+                .first()
+                .is_some_and(|input| derives_from(expr, input, agg, key)),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// True when `plan` passes the view's column `name` through unchanged (projections, filters,

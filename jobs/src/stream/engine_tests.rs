@@ -1541,4 +1541,35 @@ async fn output_modes_the_query_cannot_honour_are_refused_naming_file_and_key() 
         err.contains("writeStream.outputMode") && err.contains("GROUP BY"),
         "{err}"
     );
+    // The stream's rows beside its aggregation: each batch would join the closing windows to
+    // its own new rows only.
+    let err = run(
+        "SELECT t.* FROM transactions t JOIN (SELECT window(event_time, '1 minute') AS w, \
+         MAX(amount) AS m FROM transactions GROUP BY window(event_time, '1 minute')) x \
+         ON t.amount = x.m",
+        "",
+    )
+    .await;
+    assert!(
+        err.contains("q.sql") && err.contains("only through its GROUP BY"),
+        "{err}"
+    );
+    // A window function over the groups sees one batch's groups: it must take a window whole.
+    let per_user = "SELECT user_id, n, MAX(n) OVER (PARTITION BY {by}) AS most FROM (\
+         SELECT user_id, window.start AS start, COUNT(*) AS n FROM transactions \
+         GROUP BY user_id, window(event_time, '1 minute'))";
+    let err = run(per_user.replace("{by}", "user_id").leak(), "").await;
+    assert!(
+        err.contains("q.sql") && err.contains("PARTITION BY the GROUP BY's window()"),
+        "{err}"
+    );
+    let err = run(
+        per_user.replace("{by}", "start").leak(),
+        r#"outputMode = "update""#,
+    )
+    .await;
+    assert!(
+        err.contains("update mode writes only changed groups"),
+        "{err}"
+    );
 }

@@ -24,3 +24,5 @@ pub mod watermark;
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod nexmark_tests;

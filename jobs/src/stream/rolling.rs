@@ -60,7 +60,9 @@ pub fn analyze(
     let mut grouped = false;
     plan.apply_with_subqueries(|node| {
         match node {
-            LogicalPlan::Window(w) => {
+            // Window functions over a GROUP BY's groups are the aggregation's to check and
+            // run (`aggregate::analyze`); these are over the stream's rows.
+            LogicalPlan::Window(w) if !has_aggregate(&w.input) => {
                 for e in &w.window_expr {
                     found.push(check(e, time_column));
                 }
@@ -90,6 +92,11 @@ pub fn analyze(
         windows.explain.push(line);
     }
     Ok(Some(windows))
+}
+
+fn has_aggregate(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| Ok(matches!(node, LogicalPlan::Aggregate(_))))
+        .unwrap_or(false)
 }
 
 fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, String), String> {

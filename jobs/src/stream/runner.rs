@@ -805,6 +805,7 @@ pub async fn run_observed<S: RecordSource>(
         decoder: spec
             .query
             .schema
+            .as_ref()
             .map(|s| {
                 let metadata = spec.query.metadata.iter().map(|m| m.kafka.clone());
                 RecordDecoder::new(s.schema(), metadata.collect(), Arc::clone(&input_schema))

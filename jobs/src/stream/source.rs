@@ -131,9 +131,23 @@ impl MemorySource {
         while made < events {
             generator.next_message(&mut msg);
             if let Some(Stream::Events(_)) = msg.stream {
-                log.append(&msg)?;
+                log.append(&msg.key, &msg.value)?;
                 made += 1;
             }
+        }
+        log.finish()
+    }
+
+    /// `records` (key, value) in topic `topic`, partitioned by key as Kafka's default
+    /// partitioner would.
+    pub fn from_records(
+        topic: &str,
+        partitions: i32,
+        records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> Result<Self> {
+        let mut log = ChunkedLog::new(topic, partitions, 1 << 20);
+        for (key, value) in records {
+            log.append(&key, &value)?;
         }
         log.finish()
     }
@@ -166,7 +180,7 @@ impl MemorySource {
             if let Some(stream) = msg.stream
                 && let Some((_, log)) = logs.iter_mut().find(|(s, _)| *s == stream)
             {
-                log.append(msg)?;
+                log.append(&msg.key, &msg.value)?;
             }
             Ok(())
         };
@@ -272,10 +286,10 @@ impl ChunkedLog {
         }
     }
 
-    fn append(&mut self, msg: &Message) -> Result<()> {
+    fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         // The record timestamp is the append time, as a broker's CreateTime would be.
         self.topic
-            .append(&msg.key, &msg.value, chrono::Utc::now().timestamp_millis());
+            .append(key, value, chrono::Utc::now().timestamp_millis());
         if self.topic.pending_rows() == self.chunk {
             self.chunks.push(self.topic.take_batch()?);
         }

@@ -173,7 +173,7 @@ impl QuerySpec {
     /// The schema of the rows the query reads: the declared schema and its metadata columns, or
     /// Spark's raw Kafka columns.
     pub fn input_schema(&self) -> SchemaRef {
-        let Some(declared) = self.schema else {
+        let Some(declared) = &self.schema else {
             return crate::schemas::kafka_records_schema();
         };
         let declared = declared.schema();
@@ -227,20 +227,24 @@ pub struct SqlFile {
     pub sql: String,
 }
 
-/// A schema shipped with Riskstream, named in a spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The schema of a job's JSON values (`query.schema`): one shipped with Riskstream, named, or the
+/// user's own, written as Spark DDL (`'auction BIGINT, price BIGINT, at TIMESTAMP'`, as
+/// `from_json` and `DataStreamReader.schema` take it).
+#[derive(Debug, Clone, PartialEq)]
 pub enum DeclaredSchema {
     /// A source's events.
     Events(Source),
     /// `fraud-labels` messages.
     Labels,
+    /// A schema given in DDL; the spec names its view (`query.view`).
+    Ddl(SchemaRef),
 }
 
 impl DeclaredSchema {
     /// The names a spec may use.
     pub const NAMES: [&'static str; 4] = ["transactions", "claims", "telemetry", "fraud_labels"];
 
-    fn parse(name: &str) -> Option<Self> {
+    fn named(name: &str) -> Option<Self> {
         Some(match name {
             "transactions" => Self::Events(Source::Transactions),
             "claims" => Self::Events(Source::Claims),
@@ -250,22 +254,52 @@ impl DeclaredSchema {
         })
     }
 
+    /// A shipped schema's name, or a DDL schema whose every column the JSON decoder fills.
+    fn parse(text: &str) -> std::result::Result<Self, String> {
+        if let Some(named) = Self::named(text) {
+            return Ok(named);
+        }
+        if !text.trim().contains(char::is_whitespace) {
+            return Err(format!(
+                "`{text}` is not a declared schema (one of {}) nor a DDL schema such as \
+                 'id STRING, at TIMESTAMP'",
+                Self::NAMES.join(", ")
+            ));
+        }
+        let fields = riskstream_udfs::parse_ddl_schema(text)?;
+        if let Some(f) = fields
+            .iter()
+            .find(|f| !crate::decode::decodes(f.data_type()))
+        {
+            return Err(format!(
+                "column `{}`: {} is not a type the JSON decoder fills (STRING, DOUBLE, BIGINT, \
+                 INT, BOOLEAN, DATE, TIMESTAMP)",
+                f.name(),
+                f.data_type()
+            ));
+        }
+        Ok(Self::Ddl(Arc::new(Schema::new(fields))))
+    }
+
     /// The arrow schema.
-    pub fn schema(self) -> datafusion::arrow::datatypes::SchemaRef {
+    pub fn schema(&self) -> SchemaRef {
         match self {
-            Self::Events(source) => crate::schemas::source_schema(source),
+            Self::Events(source) => crate::schemas::source_schema(*source),
             Self::Labels => crate::schemas::labels_schema(),
+            Self::Ddl(schema) => Arc::clone(schema),
         }
     }
 
-    /// The name used in specs.
-    pub fn name(self) -> &'static str {
-        match self {
+    /// The name a shipped schema is used by in specs, which is also its view's default name;
+    /// `None` for a DDL schema.
+    pub fn name(&self) -> Option<&'static str> {
+        Some(match self {
             Self::Events(Source::Transactions) => "transactions",
             Self::Events(Source::Claims) => "claims",
             Self::Events(Source::Telemetry) => "telemetry",
             Self::Labels => "fraud_labels",
-        }
+            Self::Ddl(_) => return None,
+        })
     }
 }
 
@@ -1191,20 +1225,20 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
     let at = |key: &str| format!("{}: query.{key}", file.display());
     let schema = match raw.schema {
         None => None,
-        Some(name) => Some(DeclaredSchema::parse(&name).ok_or_else(|| {
-            JobError::config(
-                at("schema"),
-                format!(
-                    "`{name}` is not a declared schema (one of {})",
-                    DeclaredSchema::NAMES.join(", ")
-                ),
-            )
-        })?),
+        Some(text) => {
+            Some(DeclaredSchema::parse(&text).map_err(|e| JobError::config(at("schema"), e))?)
+        }
     };
-    let view = raw.view.unwrap_or_else(|| match schema {
-        Some(s) => s.name().to_string(),
-        None => "kafka".to_string(),
-    });
+    let view = match (raw.view, &schema) {
+        (Some(view), _) => view,
+        (None, None) => "kafka".to_string(),
+        (None, Some(s)) => s.name().map(str::to_string).ok_or_else(|| {
+            JobError::config(
+                at("view"),
+                "is needed with a DDL schema: the name the SQL reads the rows by",
+            )
+        })?,
+    };
     if !is_sql_name(&view) {
         return Err(JobError::config(
             at("view"),
@@ -1296,7 +1330,7 @@ fn query_spec(file: &Path, raw: RawQuery) -> Result<QuerySpec> {
             ));
         }
     };
-    let metadata = metadata_columns(&raw.metadata, schema, &at)?;
+    let metadata = metadata_columns(&raw.metadata, schema.as_ref(), &at)?;
     let mut tables: Vec<QueryTable> = Vec::new();
     for (i, t) in raw.tables.into_iter().enumerate() {
         let key = format!("tables[{i}]");
@@ -1353,7 +1387,7 @@ fn block_spec(file: &Path, raw: RawBlock) -> Result<BlockSpec> {
 /// `metadata`: which Kafka record columns the declared schema's view carries, and their names.
 fn metadata_columns(
     raw: &BTreeMap<String, String>,
-    schema: Option<DeclaredSchema>,
+    schema: Option<&DeclaredSchema>,
     at: &dyn Fn(&str) -> String,
 ) -> Result<Vec<MetadataColumn>> {
     let Some(declared) = schema else {
@@ -1466,7 +1500,7 @@ fn trigger(file: &Path, raw: Option<BTreeMap<String, toml::Value>>) -> Result<Tr
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
     const GOOD: &str = r#"
 name = "score-transactions"
@@ -1589,6 +1623,64 @@ batchIdColumn = "batch_id"
         assert!(spec.sink.merge_schema);
         assert_eq!(spec.query.view, "transactions");
         assert_eq!(spec.query.on_error, OnError::DeadLetter);
+    }
+
+    #[test]
+    fn a_ddl_schema_is_decoded_under_the_view_it_names() {
+        let ddl = "schema = \"auction BIGINT, price BIGINT, channel STRING, date_time TIMESTAMP\"";
+        let spec = parse(
+            &GOOD
+                .replace(
+                    "schema = \"transactions\"",
+                    &format!("{ddl}\nview = \"bid\""),
+                )
+                .replace("event_time", "date_time"),
+        )
+        .unwrap();
+        assert_eq!(spec.query.view, "bid");
+        let schema = spec.query.input_schema();
+        let columns: Vec<(&str, &DataType)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().as_str(), f.data_type()))
+            .collect();
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(
+            columns,
+            [
+                ("auction", &DataType::Int64),
+                ("price", &DataType::Int64),
+                ("channel", &DataType::Utf8),
+                ("date_time", &utc)
+            ]
+        );
+
+        // Refused, naming the key: no view to read it by, a type the decoder does not fill,
+        // text that is neither a shipped name nor DDL.
+        for (schema, key, why) in [
+            (ddl, "query.view", "DDL schema"),
+            (
+                "schema = \"a BIGINT, tags ARRAY<STRING>\"\nview = \"v\"",
+                "query.schema",
+                "column `tags`",
+            ),
+            (
+                "schema = \"a BIGNUM\"\nview = \"v\"",
+                "query.schema",
+                "BIGNUM",
+            ),
+            ("schema = \"trades\"", "query.schema", "DDL schema such as"),
+        ] {
+            let text = GOOD.replace("schema = \"transactions\"", schema).replace(
+                "watermark = { column = \"event_time\", delay = \"10 minutes\" }",
+                "",
+            );
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("x.toml: {key}")) && error.contains(why),
+                "{schema}: {error}"
+            );
+        }
     }
 
     #[test]

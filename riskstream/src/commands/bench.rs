@@ -1,29 +1,35 @@
 //! `riskstream bench`: measurements that need no broker.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use riskstream_jobs::generator::GeneratorConfig;
+use datafusion::arrow::datatypes::Schema;
+use riskstream_jobs::generator::{GeneratorConfig, nexmark};
 use riskstream_jobs::stream::progress::QueryProgress;
 use riskstream_jobs::stream::runner::{self, RunOptions};
 use riskstream_jobs::stream::source::MemorySource;
 use riskstream_jobs::stream::spec::{DeclaredSchema, JobSpec, TopicSelection, Trigger};
 
 use super::{CommandError, write_summary};
-use crate::cli::{BenchArgs, BenchCommand, EngineBenchArgs};
+use crate::cli::{BenchArgs, BenchCommand, EngineBenchArgs, NexmarkBenchArgs};
 
 /// First event time of generated benchmark events (fixed, so runs are comparable).
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
+/// Partitions of the in-process topic of Nexmark's bids.
+const NEXMARK_PARTITIONS: i32 = 12;
+
 pub async fn run(args: BenchArgs) -> Result<(), CommandError> {
     match args.command {
         BenchCommand::Engine(args) => engine(args).await,
+        BenchCommand::Nexmark(args) => nexmark(args).await,
     }
 }
 
 async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
-    let mut spec = JobSpec::load(&args.spec)?;
+    let (spec, topic) = prepare(&args.spec, &args.out)?;
     let Some(DeclaredSchema::Events(source)) = spec.query.schema else {
         return Err(format!(
             "{}: query.schema must name generated events (transactions, claims or telemetry)",
@@ -31,22 +37,6 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         )
         .into());
     };
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
-        return Err(format!(
-            "--out {}: not empty (the run needs a new folder)",
-            args.out.display()
-        )
-        .into());
-    }
-    let out = std::path::absolute(&args.out)?;
-    let lake = out.display().to_string();
-    spec.relocate(&lake, &format!("{lake}/checkpoints"));
-    spec.alerts = None;
-    let topic = match &spec.source.topics {
-        TopicSelection::Subscribe(topics) => topics[0].clone(),
-        TopicSelection::Pattern(_) => source.topic().to_string(),
-    };
-
     eprintln!(
         "generating {} {} events in process (not timed)",
         args.events,
@@ -60,9 +50,80 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         MemorySource::generate(&topic, source.partitions(), config, events)
     })
     .await??;
+    measure(&args.spec, spec, log, args.summary.as_deref()).await
+}
+
+async fn nexmark(args: NexmarkBenchArgs) -> Result<(), CommandError> {
+    let (spec, topic) = prepare(&args.spec, &args.out)?;
+    let bid = Arc::new(Schema::new(
+        riskstream_udfs::parse_ddl_schema(nexmark::BID_SCHEMA_DDL)
+            .map_err(|e| format!("the bid schema: {e}"))?,
+    ));
+    if spec.query.schema != Some(DeclaredSchema::Ddl(bid)) {
+        return Err(format!(
+            "{}: query.schema must be Nexmark's bid, \"{}\"",
+            args.spec.display(),
+            nexmark::BID_SCHEMA_DDL
+        )
+        .into());
+    }
+    eprintln!(
+        "generating {} Nexmark bids in process (not timed)",
+        args.events
+    );
+    let run = nexmark::NexmarkRun {
+        base_time_ms: START_MS as u64,
+        events_per_second: args.event_rate as usize,
+    };
+    let events = args.events as usize;
+    let log = tokio::task::spawn_blocking(move || {
+        MemorySource::from_records(&topic, NEXMARK_PARTITIONS, nexmark::bids(run).take(events))
+    })
+    .await??;
+    measure(&args.spec, spec, log, args.summary.as_deref()).await
+}
+
+/// The spec at `path` with its tables and checkpoint moved into the new folder `out` and its
+/// alerts left out (they need a broker), and the topic its in-process log is to have.
+fn prepare(path: &Path, out: &Path) -> Result<(JobSpec, String), CommandError> {
+    let mut spec = JobSpec::load(path)?;
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        return Err(format!(
+            "--out {}: not empty (the run needs a new folder)",
+            out.display()
+        )
+        .into());
+    }
+    let out = std::path::absolute(out)?;
+    let lake = out.display().to_string();
+    spec.relocate(&lake, &format!("{lake}/checkpoints"));
+    spec.alerts = None;
+    let topic = match (&spec.source.topics, &spec.query.schema) {
+        (TopicSelection::Subscribe(topics), _) => topics[0].clone(),
+        (TopicSelection::Pattern(_), Some(DeclaredSchema::Events(source))) => {
+            source.topic().to_string()
+        }
+        (TopicSelection::Pattern(_), _) => {
+            return Err(format!(
+                "{}: a benchmark job subscribes to one topic",
+                path.display()
+            )
+            .into());
+        }
+    };
+    Ok((spec, topic))
+}
+
+/// Runs `spec` over `log` (availableNow), prints events/s, time per phase and memory, and
+/// writes them to `summary` as JSON if asked.
+async fn measure(
+    path: &Path,
+    spec: JobSpec,
+    log: MemorySource,
+    summary_path: Option<&Path>,
+) -> Result<(), CommandError> {
     let records = log.len();
     let before_run = memory_kib("VmRSS");
-
     let options = RunOptions {
         spec,
         trigger: Trigger::AvailableNow,
@@ -82,10 +143,12 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         "commit": phase(|p| p.duration_ms.commit),
     });
     println!(
-        "in-process source -> decode -> SQL -> Delta ({}): {rate:.0} events/s ({} events in {} batches, {elapsed:.2} s)",
-        args.spec.display(),
+        "in-process source -> decode -> SQL -> Delta ({}): {rate:.0} events/s ({} events in {} \
+         batches, {elapsed:.2} s, {} rows written)",
+        path.display(),
         summary.input_rows,
-        summary.batches
+        summary.batches,
+        summary.output_rows
     );
     println!("  time per phase (ms, all batches; decode summed over threads): {phases}");
     let state = reports.last().and_then(|p| p.state_operators.first());
@@ -100,11 +163,11 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
         state.map_or(0, |s| s.num_rows_total),
         state.map_or(0, |s| s.memory_used_bytes) as f64 / (1024.0 * 1024.0)
     );
-    if let Some(path) = &args.summary {
+    if let Some(out) = summary_path {
         write_summary(
-            path,
+            out,
             &serde_json::json!({
-                "spec": args.spec.display().to_string(),
+                "spec": path.display().to_string(),
                 "events": records,
                 "input_rows": summary.input_rows,
                 "output_rows": summary.output_rows,

@@ -1,7 +1,8 @@
-"""The GBDT evaluator against XGBoost itself: models trained here with the `xgboost` package
-(several depths, missing values, a categorical feature, two objectives) are scored by
-`riskstream model predict`, which calls the same SQL function the jobs do, and must give
-XGBoost's predictions to 1e-6 and its path contributions (`approx_contribs`) to 1e-5."""
+"""The GBDT evaluator against XGBoost and LightGBM themselves: models trained here with the
+`xgboost` and `lightgbm` packages (several depths, missing values, a categorical feature, two
+objectives) are scored by `riskstream model predict`, which calls the same SQL function the jobs
+do, and must give their predictions to 1e-6, and XGBoost's path contributions
+(`approx_contribs`) to 1e-5."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import lightgbm as lgb
 import xgboost as xgb
 from conftest import S3_CREDENTIALS, run_riskstream, s3_env
 
@@ -60,8 +62,9 @@ def train(X, y, params, rounds, categorical):
     return booster, dtrain
 
 
-def predict_with_riskstream(riskstream_bin, tmp_path, booster, X, top):
-    model_path = tmp_path / "model.json"
+def predict_with_riskstream(riskstream_bin, tmp_path, booster, X, top, model_file="model.json"):
+    """Saves `booster` (XGBoost's or LightGBM's) as `model_file` and scores `X` with it."""
+    model_path = tmp_path / model_file
     booster.save_model(model_path)
     write_input(tmp_path / "input.parquet", X)
     out = tmp_path / "scored.parquet"
@@ -118,6 +121,49 @@ def test_gbdt_matches_xgboost(riskstream_bin, tmp_path, name, params, rounds, ca
             assert abs(listed.get(feature, 0.0) - want) < 1e-5, (row, feature, listed, want)
         sizes = [abs(entry["contribution"]) for entry in top]
         assert sizes == sorted(sizes, reverse=True)
+
+
+LIGHTGBM_CASES = [
+    # (name, params, rounds, categorical, missing values in training)
+    ("31-leaves", {"objective": "binary", "num_leaves": 31, "learning_rate": 0.1}, 100, False, True),
+    ("depth3", {"objective": "binary", "max_depth": 3, "num_leaves": 8, "learning_rate": 0.3}, 40, False, True),
+    # Trained without missing values: LightGBM then reads a missing value as 0.
+    ("no-missing-in-training", {"objective": "binary", "num_leaves": 15}, 40, False, False),
+    ("categorical", {"objective": "binary", "num_leaves": 15, "min_data_per_group": 20, "cat_smooth": 1}, 60, True, True),
+    ("sigmoid-0.5", {"objective": "binary", "sigmoid": 0.5, "num_leaves": 7}, 30, False, True),
+    ("regression", {"objective": "regression", "num_leaves": 15}, 30, False, True),
+]
+
+
+@pytest.mark.parametrize(
+    "name,params,rounds,categorical,missing", LIGHTGBM_CASES, ids=[c[0] for c in LIGHTGBM_CASES]
+)
+def test_gbdt_matches_lightgbm(riskstream_bin, tmp_path, name, params, rounds, categorical, missing):
+    # Values that are float32 already: the evaluator reads features as float32 (as XGBoost does),
+    # LightGBM compares float64.
+    X, y = make_data(11, 6000)
+    X = X.astype(np.float32).astype(np.float64)
+    if not missing:
+        X = np.nan_to_num(X, nan=1.0)
+    data = lgb.Dataset(
+        X, label=y, feature_name=FEATURES,
+        categorical_feature=[f for f in FEATURES if categorical and f in CATEGORICAL],
+    )
+    booster = lgb.train(dict(params, seed=7, num_threads=2, verbose=-1), data, num_boost_round=rounds)
+    X_test, _ = make_data(12, 4000)
+    X_test[:50, 0] *= 100
+    X_test = X_test.astype(np.float32).astype(np.float64)
+    expected = booster.predict(X_test)
+    margins = booster.predict(X_test, raw_score=True)
+
+    scored = predict_with_riskstream(riskstream_bin, tmp_path, booster, X_test, len(FEATURES), "model.txt")
+    assert scored.num_rows == len(expected)
+    np.testing.assert_allclose(scored.column("gbdt").to_numpy(), expected, rtol=0, atol=1e-6)
+    # The path contributions add up to the margin, less the same expected value on every row.
+    sums = np.array([sum(e["contribution"] for e in top) for top in scored.column("top_features").to_pylist()])
+    scale = params.get("sigmoid", 1.0) if params["objective"] == "binary" else 1.0
+    bias = scale * margins - sums
+    np.testing.assert_allclose(bias, bias[0], rtol=0, atol=1e-4)
 
 
 def test_top_features_are_limited_and_input_columns_kept(riskstream_bin, tmp_path):

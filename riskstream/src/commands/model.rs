@@ -173,25 +173,28 @@ async fn evaluate(args: EvaluateArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Reads a model folder (its `model.json`), or one model file: XGBoost's JSON (a `learner`
-/// object) or our isolation forest, either alone being the whole score, versioned by the file's
-/// name.
+/// Reads a model folder (its `model.json`), or one model file: a GBDT (XGBoost's JSON, a
+/// `learner` object, or LightGBM's text) or our isolation forest, either alone being the whole
+/// score, versioned by the file's name.
 pub fn load_model(path: &Path, top_features: usize) -> Result<ScoringModel, CommandError> {
     let at = |e: &dyn std::fmt::Display| format!("--model {}: {e}", path.display());
     if path.is_dir() {
         return load_folder(path).map_err(|e| at(&e).into());
     }
     let bytes = std::fs::read(path).map_err(|e| at(&e))?;
-    let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| at(&e))?;
     let version = path
         .file_stem()
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    let model = if probe.get("learner").is_some() {
-        let gbdt = Gbdt::from_xgboost_json(&bytes).map_err(|e| at(&e))?;
-        ScoringModel::new(version, Some((gbdt, 1.0)), None, top_features)
-    } else {
+    // Our isolation forest is a JSON object without XGBoost's `learner`; anything else is a
+    // GBDT file, LightGBM's text or XGBoost's JSON.
+    let forest = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.is_object() && v.get("learner").is_none());
+    let model = if forest {
         let forest = IsolationForest::from_json(&bytes).map_err(|e| at(&e))?;
         ScoringModel::new(version, None, Some((forest, 1.0)), top_features)
+    } else {
+        let gbdt = Gbdt::from_model_file(&bytes).map_err(|e| at(&e))?;
+        ScoringModel::new(version, Some((gbdt, 1.0)), None, top_features)
     };
     model.map_err(|e| at(&e).into())
 }

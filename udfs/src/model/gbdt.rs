@@ -69,6 +69,21 @@ impl Gbdt {
         super::xgboost::read(bytes)
     }
 
+    /// Reads a model saved by LightGBM as text.
+    pub fn from_lightgbm_text(bytes: &[u8]) -> Result<Self, super::ModelError> {
+        super::lightgbm::read(bytes)
+    }
+
+    /// Reads a model file of either format: LightGBM's text (its first line is `tree`) or
+    /// XGBoost's JSON.
+    pub fn from_model_file(bytes: &[u8]) -> Result<Self, super::ModelError> {
+        if super::lightgbm::is_lightgbm(bytes) {
+            Self::from_lightgbm_text(bytes)
+        } else {
+            Self::from_xgboost_json(bytes)
+        }
+    }
+
     /// Feature names, in the order the model reads them.
     pub fn features(&self) -> &[String] {
         &self.features

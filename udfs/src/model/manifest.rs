@@ -1,5 +1,5 @@
 //! A model version on disk: a folder with `model.json` (this manifest) beside the files of its
-//! parts, an XGBoost JSON GBDT and our isolation forest. The manifest records what scoring
+//! parts, a GBDT (XGBoost's JSON or LightGBM's text) and our isolation forest. The manifest records what scoring
 //! needs (features, weights) and what an auditor asks (how it was trained, on what, how well).
 
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ impl ModelManifest {
         };
         let gbdt = match &self.gbdt {
             Some(part) => Some((
-                Gbdt::from_xgboost_json(&read(&part.file).map_err(invalid)?)?,
+                Gbdt::from_model_file(&read(&part.file).map_err(invalid)?)?,
                 part.weight,
             )),
             None => None,

@@ -8,6 +8,7 @@ mod features;
 mod flat;
 mod gbdt;
 mod iforest;
+mod lightgbm;
 mod manifest;
 mod metrics;
 mod tree;

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: a job's state is millions of small per-key allocations
+/// that grow and shrink from several threads, and glibc's per-thread arenas kept freed memory
+/// that mimalloc returns (BENCHMARKS.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The demo prints its own summary; a job's progress lines (one per batch of each of its jobs)

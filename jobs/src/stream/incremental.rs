@@ -18,8 +18,8 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
-    TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{
@@ -492,6 +492,13 @@ pub struct IncrementalState {
 /// A full snapshot every this many batches; deltas in between.
 const FULL_SNAPSHOT_EVERY: usize = 10;
 
+/// Entries per record batch of a full snapshot's histories (few in tests, so that the restart
+/// tests read histories written in many batches).
+#[cfg(not(test))]
+const SNAPSHOT_ROWS: usize = 65_536;
+#[cfg(test)]
+const SNAPSHOT_ROWS: usize = 1_000;
+
 /// What a snapshot of the state is written as, and which older snapshots it makes unneeded.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -702,14 +709,15 @@ impl IncrementalState {
         };
         push_part(&mut out, &ipc(&pending)?);
         for g in &mut self.groups {
-            let part = if full {
-                g.history_batch()?
+            if full {
+                g.write_history(&mut out)?;
             } else {
-                datafusion::arrow::compute::concat_batches(&g.history_schema(), &g.appended)
-                    .map_err(JobError::arrow("writing the state snapshot"))?
-            };
+                let part =
+                    datafusion::arrow::compute::concat_batches(&g.history_schema(), &g.appended)
+                        .map_err(JobError::arrow("writing the state snapshot"))?;
+                push_part(&mut out, &ipc(&part)?);
+            }
             g.appended.clear();
-            push_part(&mut out, &ipc(&part)?);
         }
         let drop_before = if full {
             // The previous chain is still needed until this batch commits.
@@ -757,9 +765,11 @@ impl IncrementalState {
         }
         self.read_pending(&mut cursor).ok_or_else(mismatch)?;
         for g in &mut self.groups {
-            let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+            let (_, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
             g.clear();
-            g.append_entries(&batch).map_err(|_| mismatch())?;
+            for batch in &batches {
+                g.append_entries(batch).map_err(|_| mismatch())?;
+            }
         }
         for delta in deltas {
             let mut cursor = Cursor::new(delta.as_slice());
@@ -1030,37 +1040,60 @@ impl GroupState {
         Ok(())
     }
 
-    fn history_batch(&self) -> Result<RecordBatch> {
-        let mut keys = Vec::new();
-        let mut times = Vec::new();
+    /// Writes every key's history into `out` as one part: an Arrow IPC file written in place,
+    /// in record batches of [`SNAPSHOT_ROWS`] entries, so that a full snapshot holds no second
+    /// copy of a group's history beside its own bytes.
+    fn write_history(&self, out: &mut Vec<u8>) -> Result<()> {
+        let arrow = || JobError::arrow("writing the state snapshot");
+        let schema = self.history_schema();
         let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
         let i64_count = self.plan.args.len() - f64_count;
-        let mut f64s: Vec<Vec<Option<f64>>> = vec![Vec::new(); f64_count];
-        let mut i64s: Vec<Vec<Option<i64>>> = vec![Vec::new(); i64_count];
+        let start = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut *out, &schema)
+            .map_err(arrow())?;
+        let mut keys = BinaryBuilder::new();
+        let mut times = Int64Builder::new();
+        let mut f64s: Vec<Float64Builder> = (0..f64_count).map(|_| Float64Builder::new()).collect();
+        let mut i64s: Vec<Int64Builder> = (0..i64_count).map(|_| Int64Builder::new()).collect();
+        let mut rows = 0;
+        let mut flush = |keys: &mut BinaryBuilder,
+                         times: &mut Int64Builder,
+                         f64s: &mut [Float64Builder],
+                         i64s: &mut [Int64Builder]|
+         -> Result<()> {
+            let mut columns: Vec<ArrayRef> =
+                vec![Arc::new(keys.finish()), Arc::new(times.finish())];
+            columns.extend(f64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+            columns.extend(i64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+            let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(arrow())?;
+            writer.write(&batch).map_err(arrow())
+        };
         for (key, h) in self.keys.iter().zip(&self.histories) {
             for (j, t) in h.times.iter().enumerate() {
-                keys.push(key.as_ref());
-                times.push(*t);
-                for (c, col) in h.f64s.iter().enumerate() {
-                    f64s[c].push(col[j]);
+                keys.append_value(key);
+                times.append_value(*t);
+                for (b, col) in f64s.iter_mut().zip(&h.f64s) {
+                    b.append_option(col[j]);
                 }
-                for (c, col) in h.i64s.iter().enumerate() {
-                    i64s[c].push(col[j]);
+                for (b, col) in i64s.iter_mut().zip(&h.i64s) {
+                    b.append_option(col[j]);
+                }
+                rows += 1;
+                if rows == SNAPSHOT_ROWS {
+                    flush(&mut keys, &mut times, &mut f64s, &mut i64s)?;
+                    rows = 0;
                 }
             }
         }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from(keys)),
-            Arc::new(Int64Array::from(times)),
-        ];
-        for v in f64s {
-            columns.push(Arc::new(Float64Array::from(v)));
+        if rows > 0 {
+            flush(&mut keys, &mut times, &mut f64s, &mut i64s)?;
         }
-        for v in i64s {
-            columns.push(Arc::new(Int64Array::from(v)));
-        }
-        RecordBatch::try_new(self.history_schema(), columns)
-            .map_err(JobError::arrow("writing the state snapshot"))
+        writer.finish().map_err(arrow())?;
+        drop(writer);
+        let length = (out.len() - start - 8) as u64;
+        out[start..start + 8].copy_from_slice(&length.to_le_bytes());
+        Ok(())
     }
 
     fn clear(&mut self) {
@@ -1387,15 +1420,21 @@ fn push_part(out: &mut Vec<u8>, part: &[u8]) {
     out.extend_from_slice(part);
 }
 
+/// The next part's rows as one batch.
 fn read_part(cursor: &mut Cursor<&[u8]>) -> Option<RecordBatch> {
+    let (schema, batches) = read_part_file(cursor)?;
+    datafusion::arrow::compute::concat_batches(&schema, &batches).ok()
+}
+
+/// The next part's schema and record batches, as written.
+fn read_part_file(cursor: &mut Cursor<&[u8]>) -> Option<(SchemaRef, Vec<RecordBatch>)> {
     let mut len = [0u8; 8];
     cursor.read_exact(&mut len).ok()?;
     let len = usize::try_from(u64::from_le_bytes(len)).ok()?;
     let start = usize::try_from(cursor.position()).ok()?;
     let bytes = cursor.get_ref().get(start..start.checked_add(len)?)?;
     cursor.set_position((start + len) as u64);
-    let (schema, batches) = crate::stream::checkpoint::read_ipc_file(bytes).ok()?;
-    datafusion::arrow::compute::concat_batches(&schema, &batches).ok()
+    crate::stream::checkpoint::read_ipc_file(bytes).ok()
 }
 
 #[cfg(test)]

@@ -166,6 +166,30 @@ def test_gbdt_matches_lightgbm(riskstream_bin, tmp_path, name, params, rounds, c
     np.testing.assert_allclose(bias, bias[0], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "params,why",
+    [
+        ({"objective": "regression", "reg_sqrt": True}, "`sqrt`"),
+        ({"objective": "binary", "boosting": "rf", "bagging_freq": 1, "bagging_fraction": 0.5}, "average_output"),
+    ],
+    ids=["reg_sqrt", "random-forest"],
+)
+def test_lightgbm_models_it_cannot_score_are_refused(riskstream_bin, tmp_path, params, why):
+    X, y = make_data(3, 1000)
+    booster = lgb.train(dict(params, seed=7, num_threads=2, verbose=-1), lgb.Dataset(X, label=y), num_boost_round=5)
+    booster.save_model(tmp_path / "model.txt")
+    write_input(tmp_path / "input.parquet", X)
+    result = subprocess.run(
+        [
+            str(riskstream_bin), "model", "predict", "--model", str(tmp_path / "model.txt"),
+            "--input", str(tmp_path / "input.parquet"), "--out", str(tmp_path / "out.parquet"),
+        ],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "model.txt" in result.stderr and why in result.stderr, result.stderr
+
+
 def test_top_features_are_limited_and_input_columns_kept(riskstream_bin, tmp_path):
     X, y = make_data(5, 2000)
     booster, _ = train(X, y, {"objective": "binary:logistic", "max_depth": 4}, 20, False)

@@ -75,17 +75,17 @@ pub struct Aggregation {
 }
 
 /// Whether `plan` reads the view `view` (the stream), subqueries included.
-fn reads_stream(plan: &LogicalPlan, view: &str) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        found = matches!(node, LogicalPlan::TableScan(scan) if scan.table_name.table() == view);
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+pub(crate) fn reads_stream(plan: &LogicalPlan, view: &str) -> bool {
+    scans_of(plan, view) > 0
+}
+
+/// Whether `plan` has an aggregation of the stream `view` in it: window functions above one are
+/// over its groups, not over the stream's rows.
+pub(crate) fn aggregates_stream(plan: &LogicalPlan, view: &str) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::Aggregate(a) if reads_stream(&a.input, view)))
+    })
+    .unwrap_or(false)
 }
 
 /// The streaming aggregation of `plan` (as planned, before analysis) over the view `view` of
@@ -229,7 +229,7 @@ pub fn analyze(
     } else {
         "the open groups' rows are kept"
     };
-    let explain = vec![match &grouping {
+    let mut explain = vec![match &grouping {
         Grouping::Window { window, .. } => format!(
             "aggregation over window({} us, slide {} us): {} mode; {kept} until the watermark \
              passes their window's end",
@@ -247,16 +247,12 @@ pub fn analyze(
             mode.as_str()
         ),
     }];
-    let explain = if over > 0 {
-        let mut explain = explain;
+    if over > 0 {
         explain.push(format!(
             "{over} window function(s) over the aggregation's groups, computed over the groups \
              each batch writes"
         ));
-        explain
-    } else {
-        explain
-    };
+    }
     Ok(Some(Aggregation {
         grouping,
         mode,
@@ -345,16 +341,8 @@ fn windows_over_groups(
 
 /// Whether `plan` has the aggregation `agg` in it.
 fn contains(plan: &LogicalPlan, agg: &Aggregate) -> bool {
-    let mut found = false;
-    let _ = plan.apply(|node| {
-        found = matches!(node, LogicalPlan::Aggregate(a) if *a == *agg);
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    plan.exists(|node| Ok(matches!(node, LogicalPlan::Aggregate(a) if a == agg)))
+        .unwrap_or(false)
 }
 
 /// Whether `expr`, over the output of `plan`, is the column `key` of the aggregation `agg` or a
@@ -378,10 +366,8 @@ fn derives_from(expr: &Expr, plan: &LogicalPlan, agg: &Aggregate, key: &str) -> 
                 agg,
                 key,
             ),
-            LogicalPlan::Filter(_)
-            | LogicalPlan::Sort(_)
-            | LogicalPlan::Window(_)
-            | LogicalPlan::Limit(_) => plan
+            // Not through a LIMIT: it can cut a window's groups apart.
+            LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Window(_) => plan
                 .inputs()
                 .first()
                 .is_some_and(|input| derives_from(expr, input, agg, key)),

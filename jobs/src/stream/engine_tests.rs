@@ -1572,4 +1572,26 @@ async fn output_modes_the_query_cannot_honour_are_refused_naming_file_and_key() 
         err.contains("update mode writes only changed groups"),
         "{err}"
     );
+    // A LIMIT between the groups and the window function can split a window.
+    let err = run(
+        "SELECT user_id, n, MAX(n) OVER (PARTITION BY start) AS most FROM (\
+         SELECT user_id, window.start AS start, COUNT(*) AS n FROM transactions \
+         GROUP BY user_id, window(event_time, '1 minute') LIMIT 10)",
+        "",
+    )
+    .await;
+    assert!(
+        err.contains("PARTITION BY the GROUP BY's window()"),
+        "{err}"
+    );
+    // A window function over the stream's rows beside a GROUP BY of something else.
+    let err = run(
+        "SELECT t.user_id, COUNT(*) OVER (PARTITION BY t.user_id ORDER BY t.event_time \
+         RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) AS n \
+         FROM transactions t JOIN (SELECT column1 AS k, COUNT(*) AS c FROM (VALUES ('a')) \
+         GROUP BY column1) x ON t.currency = x.k",
+        "",
+    )
+    .await;
+    assert!(err.contains("GROUP BY and OVER"), "{err}");
 }

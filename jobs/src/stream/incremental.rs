@@ -765,7 +765,10 @@ impl IncrementalState {
         }
         self.read_pending(&mut cursor).ok_or_else(mismatch)?;
         for g in &mut self.groups {
-            let (_, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
+            let (schema, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
+            if schema != g.history_schema() {
+                return Err(mismatch());
+            }
             g.clear();
             for batch in &batches {
                 g.append_entries(batch).map_err(|_| mismatch())?;

@@ -84,7 +84,7 @@ impl BatchQuery {
             return Ok(None);
         }
         let df = self.dataframe(Vec::new()).await?;
-        let windows = rolling::analyze(df.logical_plan(), time_column, &self.file);
+        let windows = rolling::analyze(df.logical_plan(), &self.view, time_column, &self.file);
         self.release()?;
         windows
     }

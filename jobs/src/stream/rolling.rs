@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
-use crate::stream::aggregate::AggregateState;
+use crate::stream::aggregate::{AggregateState, aggregates_stream};
 use crate::stream::checkpoint::Checkpoint;
 use crate::stream::incremental::{IncrementalState, Snapshot};
 
@@ -53,6 +53,7 @@ pub struct Windows {
 /// Errors name the SQL `file`.
 pub fn analyze(
     plan: &LogicalPlan,
+    view: &str,
     time_column: Option<&str>,
     file: &str,
 ) -> Result<Option<Windows>> {
@@ -62,7 +63,7 @@ pub fn analyze(
         match node {
             // Window functions over a GROUP BY's groups are the aggregation's to check and
             // run (`aggregate::analyze`); these are over the stream's rows.
-            LogicalPlan::Window(w) if !has_aggregate(&w.input) => {
+            LogicalPlan::Window(w) if !aggregates_stream(&w.input, view) => {
                 for e in &w.window_expr {
                     found.push(check(e, time_column));
                 }
@@ -92,11 +93,6 @@ pub fn analyze(
         windows.explain.push(line);
     }
     Ok(Some(windows))
-}
-
-fn has_aggregate(plan: &LogicalPlan) -> bool {
-    plan.exists(|node| Ok(matches!(node, LogicalPlan::Aggregate(_))))
-        .unwrap_or(false)
 }
 
 fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, String), String> {
@@ -562,7 +558,7 @@ mod tests {
         let table = MemTable::try_new(schema, vec![vec![]]).unwrap();
         ctx.register_table("t", Arc::new(table)).unwrap();
         let df = ctx.sql(sql).await.unwrap();
-        analyze(df.logical_plan(), time_column, "sql/features/t.sql")
+        analyze(df.logical_plan(), "t", time_column, "sql/features/t.sql")
     }
 
     const FRAME: &str = "PARTITION BY user_id ORDER BY event_time RANGE BETWEEN";

@@ -259,7 +259,8 @@ impl DeclaredSchema {
         if let Some(named) = Self::named(text) {
             return Ok(named);
         }
-        if !text.trim().contains(char::is_whitespace) {
+        // A bare word names a shipped schema (Spark's DDL also takes `name:TYPE`).
+        if text.trim().chars().all(|c| c.is_alphanumeric() || c == '_') {
             return Err(format!(
                 "`{text}` is not a declared schema (one of {}) nor a DDL schema such as \
                  'id STRING, at TIMESTAMP'",
@@ -267,6 +268,11 @@ impl DeclaredSchema {
             ));
         }
         let fields = riskstream_udfs::parse_ddl_schema(text)?;
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.name() == f.name()) {
+                return Err(format!("column `{}` is declared twice", f.name()));
+            }
+        }
         if let Some(f) = fields
             .iter()
             .find(|f| !crate::decode::decodes(f.data_type()))
@@ -1668,6 +1674,11 @@ batchIdColumn = "batch_id"
                 "schema = \"a BIGNUM\"\nview = \"v\"",
                 "query.schema",
                 "BIGNUM",
+            ),
+            (
+                "schema = \"a BIGINT, a STRING\"\nview = \"v\"",
+                "query.schema",
+                "declared twice",
             ),
             ("schema = \"trades\"", "query.schema", "DDL schema such as"),
         ] {

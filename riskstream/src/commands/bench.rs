@@ -156,7 +156,8 @@ async fn measure(
     let mib =
         |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
     println!(
-        "  memory: peak resident {} MiB, {} MiB of it before the run (the generated log); state \
+        "  memory: peak resident {} MiB, {} MiB of it before the run (the generated log, and \
+         what generating it freed that the allocator keeps); state \
          after the last batch: {} rows, {:.0} MiB",
         mib(peak),
         mib(before_run),

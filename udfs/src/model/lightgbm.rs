@@ -65,6 +65,19 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
             .copied()
             .ok_or_else(|| invalid(format!("the header has no `{key}`")))
     };
+    // v3 and v4 send a missing categorical value right; v2 read it as category 0.
+    let version = get("version")?;
+    if !matches!(version, "v3" | "v4") {
+        return Err(invalid(format!(
+            "model format {version} is not supported (v3, v4: LightGBM 3 and later)"
+        )));
+    }
+    // A random forest (`boosting=rf`) averages its trees where boosting sums them.
+    if header_flag(body, "average_output") {
+        return Err(invalid(
+            "random-forest models (average_output) are not supported",
+        ));
+    }
     if get("num_class")? != "1" || get("num_tree_per_iteration")? != "1" {
         return Err(invalid(
             "models with several outputs (multi-class) are not supported; train one binary model per class",
@@ -108,6 +121,12 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
             (Objective::Logistic, sigmoid)
         }
         "regression" | "regression_l1" | "huber" | "fair" | "quantile" | "mape" => {
+            // `sqrt` (reg_sqrt) squares the output back: not a margin this evaluator gives.
+            if let Some(word) = objective_words.find(|w| !w.contains(':')) {
+                return Err(invalid(format!(
+                    "objective option `{word}` is not supported"
+                )));
+            }
             (Objective::Identity, 1.0)
         }
         other => {
@@ -129,6 +148,13 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
     }
     // LightGBM folds its starting score into the first tree's leaves.
     Gbdt::new(features, categorical, objective, 0.0, trees, covers).map_err(invalid)
+}
+
+/// Whether the header has the bare line `flag`.
+fn header_flag(body: &str, flag: &str) -> bool {
+    body.split("\nTree=")
+        .next()
+        .is_some_and(|header| header.lines().any(|l| l.trim() == flag))
 }
 
 fn key_values(block: &str) -> Block<'_> {

@@ -222,24 +222,25 @@ impl LakeSchema {
         let log_store = table.log_store();
         let store = log_store.object_store(None);
         let log_path = log_store.log_path();
-        let mut files: Vec<(i64, deltalake::Path)> = store
+        let mut files: Vec<(i64, deltalake::Path, i64)> = store
             .list(Some(log_path))
-            .map_ok(|meta| meta.location)
-            .try_filter_map(|location| async move {
-                let version = location
+            .try_filter_map(|meta| async move {
+                let version = meta
+                    .location
                     .filename()
                     .and_then(|f| f.strip_suffix(".json"))
                     .filter(|stem| stem.len() == 20)
                     .and_then(|stem| stem.parse::<i64>().ok());
-                Ok(version.map(|v| (v, location)))
+                let written = meta.last_modified.timestamp_millis();
+                Ok(version.map(|v| (v, meta.location, written)))
             })
             .try_collect()
             .await
             .map_err(store_err)?;
-        files.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
+        files.sort_by_key(|(v, _, _)| std::cmp::Reverse(*v));
         files.truncate(limit.unwrap_or(usize::MAX));
         let mut commits = Vec::with_capacity(files.len());
-        for (version, location) in files {
+        for (version, location, timestamp_ms) in files {
             let bytes = store
                 .get(&location)
                 .await
@@ -253,7 +254,11 @@ impl LakeSchema {
                 .find_map(|action| action.get("commitInfo").cloned())
                 .and_then(|info| serde_json::from_value::<CommitInfo>(info).ok())
                 .unwrap_or_default();
-            commits.push(Commit { version, info });
+            commits.push(Commit {
+                version,
+                timestamp_ms,
+                info,
+            });
         }
         Ok(commits)
     }
@@ -279,6 +284,10 @@ impl LakeSchema {
 pub struct Commit {
     /// The version the commit made.
     pub version: i64,
+    /// When its commit file was written, in ms since the epoch: the commit's timestamp, as
+    /// Delta defines it without in-commit timestamps, and what `TIMESTAMP AS OF` compares
+    /// (the writer's own `commitInfo.timestamp` is taken before the write and can be earlier).
+    pub timestamp_ms: i64,
     /// What the writer recorded about it (empty when it recorded nothing).
     pub info: CommitInfo,
 }

@@ -211,3 +211,33 @@ async fn checkpoints_come_every_interval() {
         (12 * ROWS, 12 * ROWS)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commits_history_timestamp_reads_that_version_back() {
+    let (dir, lake, mut appender) = new_lake(None).await;
+    for n in 0..3 {
+        appender.append(vec![batch(n)], "job", n).await.unwrap();
+    }
+    // A commit file written well after its writer stamped `commitInfo.timestamp` (a loaded
+    // machine, a slow store): Delta's commit time is the file's, and both DESCRIBE HISTORY and
+    // TIMESTAMP AS OF must use it.
+    let log = dir.path().join("lake/events/_delta_log");
+    let later = std::time::SystemTime::now() + Duration::from_secs(10);
+    for (version, delay) in [(2, 0), (3, 10)] {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(log.join(format!("{version:020}.json")))
+            .unwrap();
+        file.set_modified(later + Duration::from_secs(delay))
+            .unwrap();
+    }
+    let (schema, _) = entry_and_table(&lake).await;
+    let history = schema.history("events", None).await.unwrap();
+    for commit in &history {
+        let at = TableVersion::TimestampMillis(commit.timestamp_ms);
+        let rows = commit.version * ROWS;
+        assert_eq!(census(&lake, at).await, (rows, rows), "{}", commit.version);
+    }
+    let stamped = history.iter().find(|c| c.version == 2).unwrap();
+    assert!(stamped.timestamp_ms > stamped.info.timestamp.unwrap() + 5_000);
+}

@@ -195,7 +195,7 @@ fn history_batch(commits: &[Commit]) -> Result<RecordBatch> {
             commits.iter().map(|c| c.version),
         )),
         Arc::new(
-            TimestampMillisecondArray::from_iter(commits.iter().map(|c| c.info.timestamp))
+            TimestampMillisecondArray::from_iter_values(commits.iter().map(|c| c.timestamp_ms))
                 .with_timezone("UTC"),
         ),
         text(&|c| c.info.user_id.clone()),

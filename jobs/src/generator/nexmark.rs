@@ -6,6 +6,9 @@
 //! only bids are kept, with the event times the full stream gives them, so a run of N bids is
 //! the bid part of about N × 50 / 46 Nexmark events.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use nexmark::EventGenerator;
 use nexmark::config::{NexmarkConfig, RateShape};
 use nexmark::event::{Bid, Event};
@@ -16,6 +19,11 @@ use super::json::JsonObject;
 /// are in cents, as the generator makes them.
 pub const BID_SCHEMA_DDL: &str = "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, \
      url STRING, date_time TIMESTAMP, extra STRING";
+
+/// [`BID_SCHEMA_DDL`] as an Arrow schema.
+pub fn bid_schema() -> Result<SchemaRef, String> {
+    riskstream_udfs::parse_ddl_schema(BID_SCHEMA_DDL).map(|fields| Arc::new(Schema::new(fields)))
+}
 
 /// The generator's settings for a run.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +74,8 @@ fn bid_json(bid: &Bid) -> Vec<u8> {
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{Int64Type, Schema, TimestampMicrosecondType};
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
     use super::*;
     use crate::decode::JsonDecoder;
@@ -81,9 +87,7 @@ mod tests {
             events_per_second: 10_000,
         };
         let records: Vec<_> = bids(run).take(4_600).collect();
-        let schema = Arc::new(Schema::new(
-            riskstream_udfs::parse_ddl_schema(BID_SCHEMA_DDL).unwrap(),
-        ));
+        let schema = bid_schema().unwrap();
         let values: Vec<&[u8]> = records.iter().map(|(_, v)| v.as_slice()).collect();
         let decoded = JsonDecoder::new(schema)
             .unwrap()

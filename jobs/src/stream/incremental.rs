@@ -1049,48 +1049,22 @@ impl GroupState {
     fn write_history(&self, out: &mut Vec<u8>) -> Result<()> {
         let arrow = || JobError::arrow("writing the state snapshot");
         let schema = self.history_schema();
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        let i64_count = self.plan.args.len() - f64_count;
         let start = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut *out, &schema)
             .map_err(arrow())?;
-        let mut keys = BinaryBuilder::new();
-        let mut times = Int64Builder::new();
-        let mut f64s: Vec<Float64Builder> = (0..f64_count).map(|_| Float64Builder::new()).collect();
-        let mut i64s: Vec<Int64Builder> = (0..i64_count).map(|_| Int64Builder::new()).collect();
-        let mut rows = 0;
-        let mut flush = |keys: &mut BinaryBuilder,
-                         times: &mut Int64Builder,
-                         f64s: &mut [Float64Builder],
-                         i64s: &mut [Int64Builder]|
-         -> Result<()> {
-            let mut columns: Vec<ArrayRef> =
-                vec![Arc::new(keys.finish()), Arc::new(times.finish())];
-            columns.extend(f64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-            columns.extend(i64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-            let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(arrow())?;
-            writer.write(&batch).map_err(arrow())
-        };
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let mut slice = HistorySlice::new(f64_count, self.plan.args.len() - f64_count);
         for (key, h) in self.keys.iter().zip(&self.histories) {
-            for (j, t) in h.times.iter().enumerate() {
-                keys.append_value(key);
-                times.append_value(*t);
-                for (b, col) in f64s.iter_mut().zip(&h.f64s) {
-                    b.append_option(col[j]);
-                }
-                for (b, col) in i64s.iter_mut().zip(&h.i64s) {
-                    b.append_option(col[j]);
-                }
-                rows += 1;
-                if rows == SNAPSHOT_ROWS {
-                    flush(&mut keys, &mut times, &mut f64s, &mut i64s)?;
-                    rows = 0;
+            for j in 0..h.times.len() {
+                slice.push(key, h, j);
+                if slice.rows == SNAPSHOT_ROWS {
+                    writer.write(&slice.finish(&schema)?).map_err(arrow())?;
                 }
             }
         }
-        if rows > 0 {
-            flush(&mut keys, &mut times, &mut f64s, &mut i64s)?;
+        if slice.rows > 0 {
+            writer.write(&slice.finish(&schema)?).map_err(arrow())?;
         }
         writer.finish().map_err(arrow())?;
         drop(writer);
@@ -1134,6 +1108,59 @@ impl GroupState {
             );
         }
         Ok(())
+    }
+}
+
+/// Entries of a group's histories on their way into a snapshot, column by column.
+struct HistorySlice {
+    keys: BinaryBuilder,
+    times: Int64Builder,
+    f64s: Vec<Float64Builder>,
+    i64s: Vec<Int64Builder>,
+    rows: usize,
+}
+
+impl HistorySlice {
+    fn new(f64_count: usize, i64_count: usize) -> Self {
+        Self {
+            keys: BinaryBuilder::new(),
+            times: Int64Builder::new(),
+            f64s: (0..f64_count).map(|_| Float64Builder::new()).collect(),
+            i64s: (0..i64_count).map(|_| Int64Builder::new()).collect(),
+            rows: 0,
+        }
+    }
+
+    /// Adds entry `j` of `key`'s history `h`.
+    fn push(&mut self, key: &[u8], h: &History, j: usize) {
+        self.keys.append_value(key);
+        self.times.append_value(h.times[j]);
+        for (b, col) in self.f64s.iter_mut().zip(&h.f64s) {
+            b.append_option(col[j]);
+        }
+        for (b, col) in self.i64s.iter_mut().zip(&h.i64s) {
+            b.append_option(col[j]);
+        }
+        self.rows += 1;
+    }
+
+    /// The entries pushed since the last call, as a batch of `schema` (the history schema).
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(self.keys.finish()), Arc::new(self.times.finish())];
+        columns.extend(
+            self.f64s
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.extend(
+            self.i64s
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        self.rows = 0;
+        RecordBatch::try_new(Arc::clone(schema), columns)
+            .map_err(JobError::arrow("writing the state snapshot"))
     }
 }
 

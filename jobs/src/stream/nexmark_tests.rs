@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use datafusion::arrow::array::{BinaryArray, RecordBatch};
-use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::generator::nexmark::{BID_SCHEMA_DDL, NexmarkRun, bids};
+use crate::generator::nexmark::{NexmarkRun, bid_schema, bids};
 use crate::stream::checkpoint::Checkpoint;
 use crate::stream::runner::{RunOptions, run_with};
 use crate::stream::source::MemorySource;
@@ -101,9 +100,7 @@ async fn nexmark_queries_over_a_stream_equal_the_same_sql_over_the_whole_input()
         events_per_second: 1_000,
     };
     let records: Vec<(Vec<u8>, Vec<u8>)> = bids(run).take(BIDS).collect();
-    let schema = Arc::new(Schema::new(
-        riskstream_udfs::parse_ddl_schema(BID_SCHEMA_DDL).unwrap(),
-    ));
+    let schema = bid_schema().unwrap();
     let decoded = crate::decode::JsonDecoder::new(Arc::clone(&schema))
         .unwrap()
         .decode(&BinaryArray::from_iter_values(

@@ -111,9 +111,7 @@ impl MemorySource {
         config: GeneratorConfig,
         events: u64,
     ) -> Result<Self> {
-        // One binary array of every value would pass the 2 GiB its 32-bit offsets can address
-        // (about 4,000,000 events): records are taken out in chunks.
-        Self::generate_in_chunks(topic, partitions, config, events, 1 << 20)
+        Self::generate_in_chunks(topic, partitions, config, events, LOG_CHUNK)
     }
 
     fn generate_in_chunks(
@@ -145,7 +143,7 @@ impl MemorySource {
         partitions: i32,
         records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> Result<Self> {
-        let mut log = ChunkedLog::new(topic, partitions, 1 << 20);
+        let mut log = ChunkedLog::new(topic, partitions, LOG_CHUNK);
         for (key, value) in records {
             log.append(&key, &value)?;
         }
@@ -161,18 +159,17 @@ impl MemorySource {
     ) -> Result<(Vec<(Stream, Self)>, GeneratorStats)> {
         let mut generator =
             Generator::new(config).map_err(|reason| JobError::config("generator", reason))?;
-        let chunk = 1 << 20;
         let mut logs: Vec<(Stream, ChunkedLog)> = Source::ALL
             .iter()
             .map(|s| {
                 (
                     Stream::Events(*s),
-                    ChunkedLog::new(s.topic(), s.partitions(), chunk),
+                    ChunkedLog::new(s.topic(), s.partitions(), LOG_CHUNK),
                 )
             })
             .chain([(
                 Stream::Labels,
-                ChunkedLog::new(LABELS_TOPIC, LABELS_PARTITIONS, chunk),
+                ChunkedLog::new(LABELS_TOPIC, LABELS_PARTITIONS, LOG_CHUNK),
             )])
             .collect();
         let mut msg = Message::default();
@@ -264,6 +261,9 @@ impl MemorySource {
         self.len() == 0
     }
 }
+
+/// Records per chunk of an in-process log (see [`ChunkedLog`]).
+const LOG_CHUNK: usize = 1 << 20;
 
 /// An in-process topic taken out in chunks as it grows: one binary array of every value would
 /// pass the 2 GiB its 32-bit offsets can address (about 4,000,000 events).

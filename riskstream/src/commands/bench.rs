@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::Schema;
 use riskstream_jobs::generator::{GeneratorConfig, nexmark};
 use riskstream_jobs::stream::progress::QueryProgress;
 use riskstream_jobs::stream::runner::{self, RunOptions};
@@ -55,10 +54,7 @@ async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {
 
 async fn nexmark(args: NexmarkBenchArgs) -> Result<(), CommandError> {
     let (spec, topic) = prepare(&args.spec, &args.out)?;
-    let bid = Arc::new(Schema::new(
-        riskstream_udfs::parse_ddl_schema(nexmark::BID_SCHEMA_DDL)
-            .map_err(|e| format!("the bid schema: {e}"))?,
-    ));
+    let bid = nexmark::bid_schema().map_err(|e| format!("the bid schema: {e}"))?;
     if spec.query.schema != Some(DeclaredSchema::Ddl(bid)) {
         return Err(format!(
             "{}: query.schema must be Nexmark's bid, \"{}\"",

@@ -58,7 +58,8 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
         .next()
         .ok_or_else(|| invalid("no trees"))?;
     let mut blocks = body.split("\nTree=");
-    let header: Block = key_values(blocks.next().unwrap_or_default());
+    let header_text = blocks.next().unwrap_or_default();
+    let header: Block = key_values(header_text);
     let get = |key: &str| {
         header
             .get(key)
@@ -73,7 +74,7 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
         )));
     }
     // A random forest (`boosting=rf`) averages its trees where boosting sums them.
-    if header_flag(body, "average_output") {
+    if header_text.lines().any(|l| l.trim() == "average_output") {
         return Err(invalid(
             "random-forest models (average_output) are not supported",
         ));
@@ -148,13 +149,6 @@ pub fn read(bytes: &[u8]) -> Result<Gbdt, ModelError> {
     }
     // LightGBM folds its starting score into the first tree's leaves.
     Gbdt::new(features, categorical, objective, 0.0, trees, covers).map_err(invalid)
-}
-
-/// Whether the header has the bare line `flag`.
-fn header_flag(body: &str, flag: &str) -> bool {
-    body.split("\nTree=")
-        .next()
-        .is_some_and(|header| header.lines().any(|l| l.trim() == flag))
 }
 
 fn key_values(block: &str) -> Block<'_> {

@@ -199,6 +199,10 @@ impl IncrementalPlan {
             };
             group.specs.push(Spec { arg, ..spec });
         }
+        // A history entry's validity word has a bit per argument column.
+        if groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
+            return None;
+        }
         // The window operators' output: the view's columns, then the computed ones in the order
         // the top operator lists them.
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -381,93 +385,192 @@ fn spec_of(
     ))
 }
 
-/// One key's kept events: times in order, and the group's argument columns.
+/// One key's kept events in time order, all in one ring buffer of words: entry after entry, each
+/// `stride` words long — the event time, then (when the group keeps argument columns) a word of
+/// validity bits (bit `c` set: column `c` holds a value), then the columns' values, doubles by
+/// their bits. A million keys with a few entries each cost mostly what each key costs: one
+/// buffer per key, instead of one per column of 16-byte `Option`s, is what keeps that small.
 #[derive(Debug, Default, Clone)]
-/// Ring buffers: history is cut at the front every batch, and a `Vec` would shift what is left.
 struct History {
-    times: VecDeque<i64>,
-    f64s: Vec<VecDeque<Option<f64>>>,
-    i64s: Vec<VecDeque<Option<i64>>>,
+    words: VecDeque<u64>,
 }
 
-impl History {
-    /// Adds an entry at its place in time order: after the entries at the same or an earlier
-    /// time. Entries mostly arrive in order, so this is mostly a push at the back.
-    fn insert(
-        &mut self,
-        time: i64,
-        f64s: impl Iterator<Item = Option<f64>>,
-        i64s: impl Iterator<Item = Option<i64>>,
-    ) {
-        let at = match self.times.back() {
-            Some(&last) if last > time => self.times.partition_point(|&t| t <= time),
-            _ => self.times.len(),
-        };
-        self.times.insert(at, time);
-        for (column, value) in self.f64s.iter_mut().zip(f64s) {
-            column.insert(at, value);
-        }
-        for (column, value) in self.i64s.iter_mut().zip(i64s) {
-            column.insert(at, value);
-        }
+/// A history with its group's entry width, as frames read it.
+#[derive(Clone, Copy)]
+struct Entries<'a> {
+    h: &'a History,
+    stride: usize,
+}
+
+impl Entries<'_> {
+    fn f64(self, i: usize, c: usize) -> Option<f64> {
+        self.h.f64(self.stride, i, c)
+    }
+
+    fn i64(self, i: usize, c: usize) -> Option<i64> {
+        self.h.i64(self.stride, i, c)
     }
 }
 
-/// A group's keyed histories: each key's history in an arena, found by its encoded key.
+/// Argument columns a group can keep: one validity word holds their bits.
+const MAX_COLUMNS: usize = 64;
+
+/// The words one entry takes, for a group keeping `columns` argument columns.
+fn stride_of(columns: usize) -> usize {
+    if columns == 0 { 1 } else { 2 + columns }
+}
+
+impl History {
+    /// Entries held, at `stride` words each.
+    fn len(&self, stride: usize) -> usize {
+        self.words.len() / stride
+    }
+
+    fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn time(&self, stride: usize, i: usize) -> i64 {
+        self.words[i * stride] as i64
+    }
+
+    /// Column `c` of entry `i`, as its raw word; `None` when null.
+    fn word(&self, stride: usize, i: usize, c: usize) -> Option<u64> {
+        let at = i * stride;
+        (self.words[at + 1] >> c & 1 == 1).then(|| self.words[at + 2 + c])
+    }
+
+    fn f64(&self, stride: usize, i: usize, c: usize) -> Option<f64> {
+        self.word(stride, i, c).map(f64::from_bits)
+    }
+
+    fn i64(&self, stride: usize, i: usize, c: usize) -> Option<i64> {
+        self.word(stride, i, c).map(|w| w as i64)
+    }
+
+    /// How many entries come before the first whose time is not `before`.
+    fn partition_point(&self, stride: usize, before: impl Fn(i64) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len(stride));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if before(self.time(stride, mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Adds an entry at its place in time order: after the entries at the same or an earlier
+    /// time. Entries mostly arrive in order, so this is mostly a push at the back.
+    fn insert(&mut self, stride: usize, time: i64, values: impl Iterator<Item = Option<u64>>) {
+        let len = self.len(stride);
+        let at = if len > 0 && self.time(stride, len - 1) > time {
+            self.partition_point(stride, |t| t <= time)
+        } else {
+            len
+        };
+        // Growing by half, not doubling, keeps the slack of a million small buffers down.
+        if self.words.len() + stride > self.words.capacity() {
+            self.words
+                .reserve_exact((self.words.capacity() / 2).max(2 * stride));
+        }
+        let mut entry = [0u64; 2 + MAX_COLUMNS];
+        entry[0] = time as u64;
+        if stride > 1 {
+            for (c, value) in values.enumerate() {
+                if let Some(word) = value {
+                    entry[1] |= 1 << c;
+                    entry[2 + c] = word;
+                }
+            }
+        }
+        if at == len {
+            self.words.extend(&entry[..stride]);
+        } else {
+            // Out of order: into the middle, word by word.
+            for (k, &word) in entry[..stride].iter().enumerate() {
+                self.words.insert(at * stride + k, word);
+            }
+        }
+    }
+
+    /// Drops the entries before `keep_from`, and gives back memory the history no longer
+    /// needs.
+    fn cut_before(&mut self, stride: usize, keep_from: i64) {
+        let cut = self.partition_point(stride, |t| t < keep_from);
+        if cut == 0 {
+            return;
+        }
+        self.words.drain(..cut * stride);
+        if self.words.is_empty() {
+            self.words = VecDeque::new();
+        } else if self.words.len() * 4 < self.words.capacity() {
+            self.words.shrink_to(self.words.len() * 2);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.words.capacity() * 8
+    }
+}
+
+/// A group's keyed histories: each key's history in an arena slot, found by its encoded key,
+/// which is held once (in the index).
 struct GroupState {
     plan: GroupPlan,
+    /// Words per history entry.
+    stride: usize,
+    /// The longest lookback of the group's frames.
+    lookback_us: i64,
     converter: RowConverter,
-    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
-    keys: Vec<Box<[u8]>>,
+    index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     histories: Vec<History>,
+    /// Slots whose key's history ran out, for the next new keys.
+    free: Vec<u32>,
     /// Entries added since the last snapshot, for the next delta.
     appended: Vec<RecordBatch>,
 }
 
 impl GroupState {
-    fn empty_history(&self) -> History {
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        History {
-            times: VecDeque::new(),
-            f64s: vec![VecDeque::new(); f64_count],
-            i64s: vec![VecDeque::new(); self.plan.args.len() - f64_count],
-        }
-    }
-
     /// The arena slot of `key`, made when new.
     fn slot(&mut self, key: &[u8]) -> usize {
         if let Some(&slot) = self.index.get(key) {
-            return slot;
+            return slot as usize;
         }
-        let slot = self.histories.len();
-        self.histories.push(self.empty_history());
-        self.keys.push(key.into());
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.histories.push(History::default());
+                (self.histories.len() - 1) as u32
+            }
+        };
         self.index.insert(key.into(), slot);
-        slot
+        slot as usize
     }
 
-    /// Drops entries before `keep_from`, and keys left with none.
-    fn evict(&mut self, keep_from: i64) {
-        let mut slot = 0;
-        while slot < self.histories.len() {
-            let h = &mut self.histories[slot];
-            let cut = h.times.partition_point(|&t| t < keep_from);
-            if cut > 0 {
-                h.times.drain(..cut);
-                h.f64s.iter_mut().for_each(|c| drop(c.drain(..cut)));
-                h.i64s.iter_mut().for_each(|c| drop(c.drain(..cut)));
+    /// Drops the entries no event after `watermark_us` can reach, and keys left with none.
+    /// Each group keeps only its own longest lookback: a per-card frame of two minutes keeps
+    /// two minutes, whatever the per-user frames beside it keep.
+    fn evict(&mut self, watermark_us: i64) {
+        let keep_from = watermark_us.saturating_sub(self.lookback_us);
+        let mut emptied = false;
+        for h in &mut self.histories {
+            if !h.is_empty() {
+                h.cut_before(self.stride, keep_from);
+                emptied |= h.is_empty();
             }
-            if !h.times.is_empty() {
-                slot += 1;
-                continue;
-            }
-            // Move the last key into the empty slot.
-            self.histories.swap_remove(slot);
-            let gone = self.keys.swap_remove(slot);
-            self.index.remove(&gone);
-            if let Some(moved) = self.keys.get(slot) {
-                self.index.insert(moved.clone(), slot);
-            }
+        }
+        if emptied {
+            let (histories, free) = (&self.histories, &mut self.free);
+            self.index.retain(|_, slot| {
+                let kept = !histories[*slot as usize].is_empty();
+                if !kept {
+                    free.push(*slot);
+                }
+                kept
+            });
         }
     }
 }
@@ -482,7 +585,8 @@ pub struct IncrementalState {
     /// Emit every row in the batch it arrives in (`emit = "onArrival"`), not once the
     /// watermark passes it.
     on_arrival: bool,
-    /// Where history was last cut: entries before it are gone.
+    /// The watermark minus the query's longest lookback: where the group with that lookback
+    /// last cut its history (each group cuts at its own lookback from the same watermark).
     keep_from: i64,
     /// The batch of the full snapshot the last snapshot builds on, and how many deltas since.
     base: Option<i64>,
@@ -532,11 +636,13 @@ impl IncrementalState {
                     .collect();
                 Ok(GroupState {
                     plan: g.clone(),
+                    stride: stride_of(g.args.len()),
+                    lookback_us: g.specs.iter().map(|s| s.lookback_us).max().unwrap_or(0),
                     converter: RowConverter::new(fields)
                         .map_err(JobError::arrow("encoding window keys"))?,
                     index: HashMap::default(),
-                    keys: Vec::new(),
                     histories: Vec::new(),
+                    free: Vec::new(),
                     appended: Vec::new(),
                 })
             })
@@ -558,8 +664,7 @@ impl IncrementalState {
         let kept: usize = self
             .groups
             .iter()
-            .flat_map(|g| &g.histories)
-            .map(|h| h.times.len())
+            .flat_map(|g| g.histories.iter().map(|h| h.len(g.stride)))
             .sum();
         kept + self
             .pending
@@ -568,23 +673,18 @@ impl IncrementalState {
             .sum::<usize>()
     }
 
-    /// Approximate bytes held.
+    /// Approximate bytes held: histories with their buffers, keys with their index entries.
     pub fn bytes(&self) -> usize {
+        // An index entry: the boxed key and the slot, padded, and a control byte.
+        const ENTRY: usize = 24 + 1;
         let kept: usize = self
             .groups
             .iter()
             .map(|g| {
-                g.keys
-                    .iter()
-                    .zip(&g.histories)
-                    .map(|(k, h)| {
-                        2 * k.len()
-                            + 64
-                            + h.times.capacity() * 8
-                            + h.f64s.iter().map(|c| c.capacity() * 16).sum::<usize>()
-                            + h.i64s.iter().map(|c| c.capacity() * 16).sum::<usize>()
-                    })
-                    .sum::<usize>()
+                g.histories.iter().map(History::bytes).sum::<usize>()
+                    + g.free.capacity() * 4
+                    + g.index.capacity() * ENTRY
+                    + g.index.keys().map(|k| k.len()).sum::<usize>()
             })
             .sum();
         kept + self
@@ -679,10 +779,9 @@ impl IncrementalState {
         }
         // Events still to come are after the watermark, so their frames start after it minus
         // the lookback.
-        let keep_from = watermark_us.saturating_sub(self.plan.lookback_us);
-        self.keep_from = keep_from;
+        self.keep_from = watermark_us.saturating_sub(self.plan.lookback_us);
         for g in &mut self.groups {
-            g.evict(keep_from);
+            g.evict(watermark_us);
         }
         Ok(out)
     }
@@ -785,10 +884,13 @@ impl IncrementalState {
             keep_from.copy_from_slice(&head[14..22]);
             let keep_from = i64::from_le_bytes(keep_from);
             self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+            // Deltas hold where the query's longest lookback cut history; each group cuts at
+            // its own lookback from the same watermark.
+            let watermark_us = keep_from.saturating_add(self.plan.lookback_us);
             for g in &mut self.groups {
                 let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
                 g.append_entries(&batch).map_err(|_| mismatch())?;
-                g.evict(keep_from);
+                g.evict(watermark_us);
             }
             self.keep_from = keep_from;
         }
@@ -847,38 +949,14 @@ impl GroupState {
             }
             let slot = self.slot(encoded.row(row).as_ref());
             self.histories[slot].insert(
+                self.stride,
                 times.value(row),
-                args.iter().filter_map(|a| match a {
-                    Arg::F64(v) => Some(v.is_valid(row).then(|| v.value(row))),
-                    Arg::I64(_) => None,
-                }),
-                args.iter().filter_map(|a| match a {
-                    Arg::I64(v) => Some(v.is_valid(row).then(|| v.value(row))),
-                    Arg::F64(_) => None,
-                }),
+                args.iter().map(|a| a.word(row)),
             );
             slots[row] = Some(slot);
         }
         self.record_appended(&encoded, &times, &args, order)?;
-        // Where each argument column lives in a history: its index among the group's columns
-        // of its kind.
-        let positions: Vec<(Kind, usize)> = {
-            let (mut f, mut i) = (0, 0);
-            self.plan
-                .args
-                .iter()
-                .map(|a| match a.1 {
-                    Kind::F64 => {
-                        f += 1;
-                        (Kind::F64, f - 1)
-                    }
-                    kind @ (Kind::I64 | Kind::Hash) => {
-                        i += 1;
-                        (kind, i - 1)
-                    }
-                })
-                .collect()
-        };
+        let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
         let specs = &self.plan.specs;
@@ -911,7 +989,7 @@ impl GroupState {
             .collect();
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
-        let mut needs = vec![vec![Needs::default(); positions.len()]; frames.len()];
+        let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
         for (i, spec) in specs.iter().enumerate() {
             if let Some(arg) = spec.arg {
                 let need = &mut needs[frame_of[i]][arg];
@@ -930,29 +1008,29 @@ impl GroupState {
             .filter_map(|&r| slots[r as usize].map(|slot| (slot, r as usize)))
             .collect();
         runs.sort_by_key(|&(slot, _)| slot);
-        let mut frame_state: Vec<Frame> =
-            frames.iter().map(|_| Frame::new(positions.len())).collect();
+        let mut frame_state: Vec<Frame> = frames.iter().map(|_| Frame::new(kinds.len())).collect();
         let mut previous_slot = None;
+        let stride = self.stride;
         for &(slot, row) in &runs {
             let h = &self.histories[slot];
             let t = times.value(row);
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
             for (k, (lookback, end)) in frames.iter().enumerate() {
-                let lo = h
-                    .times
-                    .partition_point(|&x| x < t.saturating_sub(*lookback));
-                let hi = h.times.partition_point(|&x| x <= t.saturating_sub(*end));
-                frame_state[k].slide(h, (lo, hi.max(lo)), new_key, &needs[k], &positions);
+                let (from, to) = (t.saturating_sub(*lookback), t.saturating_sub(*end));
+                let lo = h.partition_point(stride, |x| x < from);
+                let hi = h.partition_point(stride, |x| x <= to);
+                let entries = Entries { h, stride };
+                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, &needs[k], &kinds);
             }
             for (i, spec) in specs.iter().enumerate() {
                 let frame = &frame_state[frame_of[i]];
                 let kept = spec
                     .arg
-                    .and_then(|arg| frame.value(spec.agg, arg, positions[arg].0));
+                    .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]));
                 let value = match kept {
                     Some(value) => value,
-                    None => aggregate(spec, h, frame.lo, frame.hi, &positions),
+                    None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, &kinds),
                 };
                 match value {
                     Value::F64(v) => f64s[i][row] = v,
@@ -1053,11 +1131,15 @@ impl GroupState {
         out.extend_from_slice(&0u64.to_le_bytes());
         let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut *out, &schema)
             .map_err(arrow())?;
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        let mut slice = HistorySlice::new(f64_count, self.plan.args.len() - f64_count);
-        for (key, h) in self.keys.iter().zip(&self.histories) {
-            for j in 0..h.times.len() {
-                slice.push(key, h, j);
+        let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
+        let mut slice = HistorySlice::new(&kinds);
+        for (key, &slot) in &self.index {
+            let h = Entries {
+                h: &self.histories[slot as usize],
+                stride: self.stride,
+            };
+            for j in 0..h.h.len(self.stride) {
+                slice.push(key, h, j, &kinds);
                 if slice.rows == SNAPSHOT_ROWS {
                     writer.write(&slice.finish(&schema)?).map_err(arrow())?;
                 }
@@ -1075,8 +1157,8 @@ impl GroupState {
 
     fn clear(&mut self) {
         self.index.clear();
-        self.keys.clear();
         self.histories.clear();
+        self.free.clear();
         self.appended.clear();
     }
 
@@ -1085,26 +1167,39 @@ impl GroupState {
         if batch.schema() != self.history_schema() {
             return Err(JobError::internal("snapshot columns".into()));
         }
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        let i64_count = self.plan.args.len() - f64_count;
         let keys = batch.column(0).as_binary::<i32>();
         let times = batch.column(1).as_primitive::<Int64Type>();
-        let f64_columns: Vec<_> = (0..f64_count)
-            .map(|c| batch.column(2 + c).as_primitive::<Float64Type>())
+        // The argument columns in the group's order: the snapshot lists doubles first.
+        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
+        let (mut f, mut i) = (0, 0);
+        let columns: Vec<&ArrayRef> = self
+            .plan
+            .args
+            .iter()
+            .map(|a| {
+                let at = if a.1 == Kind::F64 {
+                    f += 1;
+                    f - 1
+                } else {
+                    i += 1;
+                    f64_count + i - 1
+                };
+                batch.column(2 + at)
+            })
             .collect();
-        let i64_columns: Vec<_> = (0..i64_count)
-            .map(|c| batch.column(2 + f64_count + c).as_primitive::<Int64Type>())
+        let words: Vec<Arg> = columns
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Float64 => Arg::F64(c.as_primitive::<Float64Type>().clone()),
+                _ => Arg::I64(c.as_primitive::<Int64Type>().clone()),
+            })
             .collect();
         for row in 0..batch.num_rows() {
             let slot = self.slot(keys.value(row));
             self.histories[slot].insert(
+                self.stride,
                 times.value(row),
-                f64_columns
-                    .iter()
-                    .map(|col| col.is_valid(row).then(|| col.value(row))),
-                i64_columns
-                    .iter()
-                    .map(|col| col.is_valid(row).then(|| col.value(row))),
+                words.iter().map(|a| a.word(row)),
             );
         }
         Ok(())
@@ -1121,25 +1216,30 @@ struct HistorySlice {
 }
 
 impl HistorySlice {
-    fn new(f64_count: usize, i64_count: usize) -> Self {
+    /// For a group keeping argument columns of `kinds`.
+    fn new(kinds: &[Kind]) -> Self {
+        let f64_count = kinds.iter().filter(|k| **k == Kind::F64).count();
         Self {
             keys: BinaryBuilder::new(),
             times: Int64Builder::new(),
             f64s: (0..f64_count).map(|_| Float64Builder::new()).collect(),
-            i64s: (0..i64_count).map(|_| Int64Builder::new()).collect(),
+            i64s: (f64_count..kinds.len())
+                .map(|_| Int64Builder::new())
+                .collect(),
             rows: 0,
         }
     }
 
     /// Adds entry `j` of `key`'s history `h`.
-    fn push(&mut self, key: &[u8], h: &History, j: usize) {
+    fn push(&mut self, key: &[u8], h: Entries<'_>, j: usize, kinds: &[Kind]) {
         self.keys.append_value(key);
-        self.times.append_value(h.times[j]);
-        for (b, col) in self.f64s.iter_mut().zip(&h.f64s) {
-            b.append_option(col[j]);
-        }
-        for (b, col) in self.i64s.iter_mut().zip(&h.i64s) {
-            b.append_option(col[j]);
+        self.times.append_value(h.h.time(h.stride, j));
+        let (mut f, mut i) = (self.f64s.iter_mut(), self.i64s.iter_mut());
+        for (c, kind) in kinds.iter().enumerate() {
+            match kind {
+                Kind::F64 => f.next().map(|b| b.append_option(h.f64(j, c))),
+                _ => i.next().map(|b| b.append_option(h.i64(j, c))),
+            };
         }
         self.rows += 1;
     }
@@ -1181,6 +1281,14 @@ impl Arg {
             Kind::Hash => Arg::I64(value_hashes(column)?),
         })
     }
+
+    /// Row `row` as a history word: a double by its bits, an integer as it is.
+    fn word(&self, row: usize) -> Option<u64> {
+        match self {
+            Arg::F64(v) => v.is_valid(row).then(|| v.value(row).to_bits()),
+            Arg::I64(v) => v.is_valid(row).then(|| v.value(row) as u64),
+        }
+    }
 }
 
 enum Value {
@@ -1192,36 +1300,26 @@ enum Value {
 /// The aggregate of `spec` over entries `lo..hi` of a history, for the functions a sliding frame
 /// does not keep (row counts, first and last values), with the semantics of SQL (and
 /// DataFusion): an empty frame gives 0 rows and NULL otherwise.
-fn aggregate(spec: &Spec, h: &History, lo: usize, hi: usize, positions: &[(Kind, usize)]) -> Value {
+fn aggregate(spec: &Spec, h: Entries<'_>, lo: usize, hi: usize, kinds: &[Kind]) -> Value {
     if spec.agg == Agg::CountRows {
         return Value::I64(Some((hi - lo) as i64));
     }
     let Some(arg) = spec.arg else {
         return Value::Null;
     };
-    // The frame's first and last events, nulls included (`RESPECT NULLS`).
-    let edge = |last: bool| (hi > lo).then(|| if last { hi - 1 } else { lo });
-    match positions[arg] {
-        (Kind::F64, c) => {
-            let column = &h.f64s[c];
-            match spec.agg {
-                Agg::First | Agg::Last => {
-                    Value::F64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
-                }
-                _ => Value::Null,
-            }
-        }
+    if !matches!(spec.agg, Agg::First | Agg::Last) {
+        return Value::Null;
+    }
+    // The frame's first or last event, nulls included (`RESPECT NULLS`); an empty frame's
+    // NULL is what the output starts as.
+    let Some(i) = (hi > lo).then(|| if spec.agg == Agg::Last { hi - 1 } else { lo }) else {
+        return Value::Null;
+    };
+    match kinds[arg] {
+        Kind::F64 => Value::F64(h.f64(i, arg)),
+        Kind::I64 => Value::I64(h.i64(i, arg)),
         // Hashes only serve distinct counts, read from the frame's value counts.
-        (Kind::Hash, _) => Value::Null,
-        (Kind::I64, c) => {
-            let column = &h.i64s[c];
-            match spec.agg {
-                Agg::First | Agg::Last => {
-                    Value::I64(edge(spec.agg == Agg::Last).and_then(|i| column[i]))
-                }
-                _ => Value::Null,
-            }
-        }
+        Kind::Hash => Value::Null,
     }
 }
 
@@ -1335,11 +1433,11 @@ impl Frame {
     /// scratch for a new key or a frame that jumped past the last one).
     fn slide(
         &mut self,
-        h: &History,
+        h: Entries<'_>,
         (lo, hi): (usize, usize),
         new_key: bool,
         needs: &[Needs],
-        positions: &[(Kind, usize)],
+        kinds: &[Kind],
     ) {
         if new_key || lo >= self.hi {
             self.totals.fill(Totals::default());
@@ -1353,7 +1451,7 @@ impl Frame {
             self.lo = lo;
             self.hi = lo;
         }
-        for (p, &(kind, c)) in positions.iter().enumerate() {
+        for (p, &kind) in kinds.iter().enumerate() {
             let need = needs[p];
             for (side, wanted) in [(0, need.min), (1, need.max)] {
                 if !wanted {
@@ -1362,12 +1460,12 @@ impl Frame {
                 match kind {
                     Kind::F64 => {
                         let e = &mut self.f64_extremes[p][side];
-                        (self.hi..hi).for_each(|i| e.enter(i, h.f64s[c][i], side == 1));
+                        (self.hi..hi).for_each(|i| e.enter(i, h.f64(i, p), side == 1));
                         e.leave_before(lo);
                     }
                     _ => {
                         let e = &mut self.i64_extremes[p][side];
-                        (self.hi..hi).for_each(|i| e.enter(i, h.i64s[c][i], side == 1));
+                        (self.hi..hi).for_each(|i| e.enter(i, h.i64(i, p), side == 1));
                         e.leave_before(lo);
                     }
                 }
@@ -1379,21 +1477,19 @@ impl Frame {
             let (entering, leaving) = (self.hi..hi, self.lo..lo);
             match kind {
                 Kind::F64 => {
-                    let column = &h.f64s[c];
-                    entering.for_each(|i| totals.add_f64(column[i], true));
-                    leaving.for_each(|i| totals.add_f64(column[i], false));
+                    entering.for_each(|i| totals.add_f64(h.f64(i, p), true));
+                    leaving.for_each(|i| totals.add_f64(h.f64(i, p), false));
                 }
                 Kind::I64 => {
-                    let column = &h.i64s[c];
-                    entering.for_each(|i| totals.add_i64(column[i], true));
-                    leaving.for_each(|i| totals.add_i64(column[i], false));
+                    entering.for_each(|i| totals.add_i64(h.i64(i, p), true));
+                    leaving.for_each(|i| totals.add_i64(h.i64(i, p), false));
                 }
                 Kind::Hash => {
-                    let (column, values) = (&h.i64s[c], &mut self.distinct[p]);
-                    for v in entering.filter_map(|i| column[i]) {
+                    let values = &mut self.distinct[p];
+                    for v in entering.filter_map(|i| h.i64(i, p)) {
                         *values.entry(v).or_insert(0) += 1;
                     }
-                    for v in leaving.filter_map(|i| column[i]) {
+                    for v in leaving.filter_map(|i| h.i64(i, p)) {
                         if let Some(n) = values.get_mut(&v) {
                             *n -= 1;
                             if *n == 0 {
@@ -1493,6 +1589,218 @@ mod tests {
             let frame = values[lo..hi].iter().flatten();
             assert_eq!(min.value(), frame.clone().min().copied(), "{lo}..{hi}");
             assert_eq!(max.value(), frame.max().copied(), "{lo}..{hi}");
+        }
+    }
+
+    /// Window functions over argument columns with nulls, of both kinds, with distinct counts,
+    /// first and last values, a frame ending before the event, and a second partitioning (by a
+    /// nullable column) that looks back less far than the first.
+    const MIXED_SQL: &str = "SELECT id, \
+        COUNT(x) OVER w AS cx, SUM(x) OVER w AS sx, AVG(x) OVER w AS ax, MIN(x) OVER w AS mnx, \
+        MAX(k) OVER w AS mxk, first_value(x) OVER w AS fx, last_value(k) OVER w AS lk, \
+        COUNT(DISTINCT s) OVER w AS ds, COUNT(*) OVER w AS n, \
+        stddev(x) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '30' SECOND PRECEDING \
+            AND CURRENT ROW) AS sdx, \
+        SUM(k) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND PRECEDING \
+            AND INTERVAL '2' SECOND PRECEDING) AS sk, \
+        MAX(x) OVER (PARTITION BY s ORDER BY t RANGE BETWEEN INTERVAL '3' SECOND PRECEDING \
+            AND CURRENT ROW) AS smx \
+        FROM v WINDOW w AS (PARTITION BY u ORDER BY t \
+            RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)";
+
+    /// Event time is at most this far out of order, under the watermark's delay.
+    const DISORDER_US: i64 = 4_000_000;
+    const DELAY_US: i64 = 5_000_000;
+
+    fn mixed_input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("u", DataType::Utf8, false),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]))
+    }
+
+    /// 3,000 events of 7 keys, a fifth of each argument null, out of order by up to
+    /// [`DISORDER_US`], cut into batches of uneven sizes.
+    fn mixed_batches() -> Vec<RecordBatch> {
+        use datafusion::arrow::array::StringArray;
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let count = 3_000;
+        let mut rows = Vec::new();
+        for id in 0..count {
+            let t = 1_767_225_600_000_000 + id * 300_000 - next(DISORDER_US as u64) as i64;
+            let null = |r: u64| r < 20;
+            rows.push((
+                id,
+                format!("user{}", next(7)),
+                t,
+                (!null(next(100))).then(|| next(10_000) as f64 / 7.0),
+                (!null(next(100))).then(|| next(1_000) as i64 - 500),
+                (!null(next(100))).then(|| format!("m{}", next(5))),
+            ));
+        }
+        let mut batches = Vec::new();
+        let mut at = 0;
+        while at < rows.len() {
+            let take = (1 + next(400) as usize).min(rows.len() - at);
+            let part = &rows[at..at + take];
+            at += take;
+            batches.push(
+                RecordBatch::try_new(
+                    mixed_input(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(part.iter().map(|r| r.0))),
+                        Arc::new(StringArray::from_iter_values(part.iter().map(|r| &r.1))),
+                        Arc::new(TimestampMicrosecondArray::from_iter_values(
+                            part.iter().map(|r| r.2),
+                        )),
+                        Arc::new(Float64Array::from_iter(part.iter().map(|r| r.3))),
+                        Arc::new(Int64Array::from_iter(part.iter().map(|r| r.4))),
+                        Arc::new(StringArray::from_iter(part.iter().map(|r| r.5.clone()))),
+                    ],
+                )
+                .unwrap(),
+            );
+        }
+        batches
+    }
+
+    type Rows = HashMap<i64, Vec<datafusion::common::ScalarValue>>;
+
+    /// `MIXED_SQL`'s output over `rows`, run as a batch, by id.
+    async fn mixed_batch(rows: &[RecordBatch]) -> Rows {
+        let ctx = crate::scoring::session().unwrap();
+        let table = MemTable::try_new(mixed_input(), vec![rows.to_vec()]).unwrap();
+        ctx.register_table("v", Arc::new(table)).unwrap();
+        by_id(&ctx.sql(MIXED_SQL).await.unwrap().collect().await.unwrap())
+    }
+
+    fn by_id(batches: &[RecordBatch]) -> Rows {
+        use datafusion::common::ScalarValue;
+        let mut out = HashMap::new();
+        for b in batches {
+            for row in 0..b.num_rows() {
+                let values: Vec<ScalarValue> = b
+                    .columns()
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row).unwrap())
+                    .collect();
+                let ScalarValue::Int64(Some(id)) = values[0] else {
+                    unreachable!()
+                };
+                out.insert(id, values);
+            }
+        }
+        out
+    }
+
+    fn assert_rows_equal(streamed: &Rows, batch: &Rows, ids: impl Iterator<Item = i64>) {
+        use datafusion::common::ScalarValue;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+        let mut compared = 0;
+        for id in ids {
+            let (s, b) = (&streamed[&id], &batch[&id]);
+            for (x, y) in s.iter().zip(b) {
+                let same = match (x, y) {
+                    (ScalarValue::Float64(Some(x)), ScalarValue::Float64(Some(y))) => close(*x, *y),
+                    _ => x == y,
+                };
+                assert!(same, "event {id}: {x:?} != {y:?}\n{s:?}\n{b:?}");
+            }
+            compared += 1;
+        }
+        assert!(compared > 0);
+    }
+
+    /// Runs `MIXED_SQL` over the batches on the incremental path, restoring the state from its
+    /// snapshots every fourth batch; each batch's output by id, with the ids of its input.
+    async fn mixed_stream(on_arrival: bool) -> Vec<(Vec<i64>, Rows)> {
+        let ctx = crate::scoring::session().unwrap();
+        let input = mixed_input();
+        let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
+        ctx.register_table("v", Arc::new(table)).unwrap();
+        let logical = ctx.sql(MIXED_SQL).await.unwrap().into_unoptimized_plan();
+        let plan = IncrementalPlan::try_new(&logical, "v", &input, 2).unwrap();
+        let mut state =
+            IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
+        let mut chain: Vec<Vec<u8>> = Vec::new();
+        let mut max_time = i64::MIN;
+        let mut out = Vec::new();
+        let batches = mixed_batches();
+        // A last, empty batch with a watermark past every event flushes what waits.
+        let last = batches.len();
+        for (b, batch) in batches.into_iter().map(Some).chain([None]).enumerate() {
+            let ids: Vec<i64> = batch
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect();
+            if let Some(batch) = &batch {
+                let times = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+                max_time = max_time.max(times.values().iter().copied().max().unwrap());
+            }
+            let watermark_ms = if b == last {
+                i64::MAX / 1000
+            } else {
+                (max_time - DELAY_US) / 1000
+            };
+            let rows = state
+                .stage(batch.into_iter().collect(), watermark_ms)
+                .unwrap();
+            let replaced = plan.replace_windows(logical.clone(), rows).unwrap();
+            let written = ctx
+                .execute_logical_plan(replaced)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            out.push((ids, by_id(&written)));
+            let snapshot = state.snapshot(b as i64).unwrap();
+            if IncrementalState::builds_on(&snapshot.bytes).is_none() {
+                chain.clear();
+            }
+            chain.push(snapshot.bytes);
+            if b % 4 == 3 {
+                state =
+                    IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
+                state.restore(b as i64, &chain).unwrap();
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_over_nulls_and_disorder_restored_from_snapshots_equal_the_sql_over_the_whole_input()
+     {
+        let all = mixed_batches();
+        let batch = mixed_batch(&all).await;
+        let streamed: Rows = mixed_stream(false)
+            .await
+            .into_iter()
+            .flat_map(|(_, rows)| rows)
+            .collect();
+        assert_eq!(streamed.len(), batch.len(), "every event once");
+        assert_rows_equal(&streamed, &batch, batch.keys().copied());
+    }
+
+    #[tokio::test]
+    async fn frames_on_arrival_over_nulls_and_disorder_equal_the_sql_over_the_events_received() {
+        let all = mixed_batches();
+        let mut received = Vec::new();
+        for ((ids, streamed), batch) in mixed_stream(true).await.into_iter().zip(all) {
+            received.push(batch);
+            let expected = mixed_batch(&received).await;
+            assert_eq!(streamed.len(), ids.len(), "each event in its own batch");
+            assert_rows_equal(&streamed, &expected, ids.into_iter());
         }
     }
 

@@ -37,13 +37,19 @@ WITH windows AS (
         COUNT(DISTINCT merchant_id) OVER user_24h AS user_distinct_merchants_24h,
         COUNT(DISTINCT device_id) OVER user_24h AS user_distinct_devices_24h,
         COUNT(DISTINCT country) OVER user_24h AS user_distinct_countries_24h,
-        -- Has the user used this device, merchant, country in the last day?
+        -- Customers keep to a few kinds of shop; a run of purchases across many categories is
+        -- not a busy customer but somebody emptying the card, and tells them apart even before
+        -- the job has seen a day of either.
+        COUNT(DISTINCT merchant_category) OVER user_1h AS user_distinct_categories_1h,
+        -- Has the user used this device, merchant, country, kind of shop in the last day?
         COUNT(*) OVER (PARTITION BY user_id, device_id ORDER BY event_time
             RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS device_uses_24h,
         COUNT(*) OVER (PARTITION BY user_id, merchant_id ORDER BY event_time
             RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS merchant_uses_24h,
         COUNT(*) OVER (PARTITION BY user_id, country ORDER BY event_time
-            RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS country_uses_24h
+            RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS country_uses_24h,
+        COUNT(*) OVER (PARTITION BY user_id, merchant_category ORDER BY event_time
+            RANGE BETWEEN INTERVAL '24' HOUR PRECEDING AND INTERVAL '1' MILLISECOND PRECEDING) AS category_uses_24h
     FROM transactions
     WINDOW
         user_1m AS (PARTITION BY user_id ORDER BY event_time RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW),
@@ -78,6 +84,7 @@ SELECT
     user_avg_amount_1h, user_avg_amount_24h, user_max_amount_1h, user_max_amount_24h,
     card_amount_1h, card_amount_24h, card_avg_amount_24h, card_max_amount_24h,
     user_distinct_merchants_24h, user_distinct_devices_24h, user_distinct_countries_24h,
+    user_distinct_categories_1h,
     amount / NULLIF(user_avg_amount_24h, 0) AS amount_vs_user_avg_24h,
     (amount - user_avg_amount_24h) / NULLIF(user_stddev_amount_24h, 0) AS amount_zscore_24h,
     seconds_since_previous,
@@ -86,6 +93,7 @@ SELECT
     device_uses_24h = 0 AS new_device_24h,
     merchant_uses_24h = 0 AS new_merchant_24h,
     country_uses_24h = 0 AS new_country_24h,
+    category_uses_24h = 0 AS new_category_24h,
     -- Local solar hour from the longitude: night is midnight to 5 am where the card is used.
     (CAST(date_part('hour', event_time) AS INT) + CAST(round(longitude / 15) AS INT) + 48) % 24 < 5
         AS night_time,

@@ -40,9 +40,10 @@ scored AS (
             user_avg_amount_1h, user_avg_amount_24h, user_max_amount_1h, user_max_amount_24h,
             card_amount_1h, card_amount_24h, card_avg_amount_24h, card_max_amount_24h,
             user_distinct_merchants_24h, user_distinct_devices_24h, user_distinct_countries_24h,
+            user_distinct_categories_1h,
             amount_vs_user_avg_24h, amount_zscore_24h,
             seconds_since_previous, km_from_previous, speed_kmh_from_previous,
-            new_device_24h, new_merchant_24h, new_country_24h,
+            new_device_24h, new_merchant_24h, new_country_24h, new_category_24h,
             night_time, merchant_category_risk, card_not_present, foreign_card,
             account_age_days, disposable_email
         ) AS model

@@ -811,17 +811,28 @@ fn assert_same(streamed: &Features, batch: &Features, watermark_ms: i64) {
     }
 }
 
-/// The same features in a form the incremental path does not take (an expression as
-/// argument), so DataFusion's window operator evaluates them over the kept rows.
+/// The same features in a form the incremental path does not take (expressions as
+/// arguments), so DataFusion's window operator evaluates them over the kept rows.
 fn generic_sql() -> String {
+    ROLLING_SQL
+        .replace("COUNT(*)", "COUNT(1 + 0)")
+        .replace("SUM(amount)", "SUM(amount * 1.0)")
+        .replace("AVG(amount)", "AVG(amount * 1.0)")
+        .replace("MAX(amount)", "MAX(amount * 1.0)")
+}
+
+/// The same with one function (the hour's sum) in that form: the engine evaluates the others,
+/// and DataFusion's operator that one over their output and the kept rows.
+fn mixed_sql() -> String {
     ROLLING_SQL.replace("SUM(amount)", "SUM(amount * 1.0)")
 }
 
-/// Both paths, the incremental one and the generic one, over the same stream.
-fn paths() -> [(String, &'static str); 2] {
+/// Every path, the incremental one, the generic one and the two mixed, over the same stream.
+fn paths() -> [(String, &'static str); 3] {
     [
         (ROLLING_SQL.to_string(), "incrementalWindows"),
         (generic_sql(), "windows"),
+        (mixed_sql(), "mixedWindows"),
     ]
 }
 
@@ -1288,20 +1299,7 @@ async fn missing_tables_and_blocklist_columns_are_refused_naming_the_key() {
     ] {
         let mut spec = spec_of(Source::Transactions, dir.path(), "", &query, &path, 100);
         spec.block = block;
-        let options = RunOptions {
-            spec,
-            trigger: Trigger::AvailableNow,
-            partitions: None,
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let err = run_with(
-            options,
-            dense_log_of(Source::Transactions, 10, false),
-            |_| {},
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = start_error(spec).await;
         assert!(err.contains(key), "{key}: {err}");
     }
 }
@@ -1489,6 +1487,24 @@ fn the_benchmark_jobs_are_valid_specs() {
     }
 }
 
+/// The error a job over a few transactions stops with.
+async fn start_error(spec: JobSpec) -> String {
+    let options = RunOptions {
+        spec,
+        trigger: Trigger::AvailableNow,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    run_with(
+        options,
+        dense_log_of(Source::Transactions, 10, false),
+        |_| {},
+    )
+    .await
+    .unwrap_err()
+    .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_modes_the_query_cannot_honour_are_refused_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -1504,20 +1520,7 @@ async fn output_modes_the_query_cannot_honour_are_refused_naming_file_and_key() 
                 &path,
                 100,
             );
-            let options = RunOptions {
-                spec,
-                trigger: Trigger::AvailableNow,
-                partitions: None,
-                stop: Arc::new(AtomicBool::new(false)),
-            };
-            run_with(
-                options,
-                dense_log_of(Source::Transactions, 10, false),
-                |_| {},
-            )
-            .await
-            .unwrap_err()
-            .to_string()
+            start_error(spec).await
         }
     };
     let err = run(
@@ -1594,4 +1597,26 @@ async fn output_modes_the_query_cannot_honour_are_refused_naming_file_and_key() 
     )
     .await;
     assert!(err.contains("GROUP BY and OVER"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_arrival_is_refused_naming_the_functions_left_to_the_generic_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.sql");
+    std::fs::write(&path, mixed_sql()).unwrap();
+    let spec = spec_for(
+        dir.path(),
+        "",
+        "watermark = { column = \"event_time\", delay = \"1 minute\" }\nemit = \"onArrival\"",
+        &path,
+        100,
+    );
+    let err = start_error(spec).await;
+    // The sum over an expression, not the functions the engine evaluates beside it.
+    assert!(
+        err.contains("query.emit")
+            && err.contains("amount * Float64(1)")
+            && !err.contains("count("),
+        "{err}"
+    );
 }

@@ -4,7 +4,9 @@
 //! engine keeps per key only the event times and the argument columns within the lookback, and
 //! computes each emitted event's frame from them. The query's window operators are then replaced
 //! by a scan of the emitted rows with their computed columns, and the rest of the SQL runs as
-//! written. Any other window query runs on the generic path (`rolling.rs`).
+//! written. Window functions of other shapes stay in window operators over that scan, on the
+//! generic path (`rolling.rs`): it keeps the emitted rows, computed columns included, for their
+//! frames. A query whose windows this path cannot replace at all runs on the generic path alone.
 //!
 //! By default emission follows the same rule as the generic path: an event is emitted once the
 //! watermark after its batch has passed it, so the frames it sees are complete, and emitted event
@@ -97,14 +99,20 @@ pub struct IncrementalPlan {
     view: String,
     time_index: usize,
     groups: Vec<GroupPlan>,
-    /// The window operators' output schema: the view's columns, then the computed ones.
+    /// The rows this path emits: the view's columns, then the computed ones.
     output: SchemaRef,
     lookback_us: i64,
+    /// The window functions left to DataFusion's operator (the generic path, over the emitted
+    /// rows and the rows kept for their frames), by output name, with their lookback.
+    rest: Vec<(String, i64)>,
 }
 
 impl IncrementalPlan {
     /// The plan for `plan`'s window functions over the view `view` (rows of `input`), ordered by
-    /// the column `time_index`; `None` when some part needs the generic path.
+    /// the column `time_index`: those of the shapes it evaluates, and the rest left to the
+    /// generic path (see [`rest`](Self::rest)). `None` when it evaluates none of them, or when
+    /// the query's shape keeps it from replacing them (windows in subqueries, or not straight
+    /// over the view's only scan).
     pub fn try_new(
         plan: &LogicalPlan,
         view: &str,
@@ -159,6 +167,7 @@ impl IncrementalPlan {
         }
         let top_schema = top.schema();
         let mut groups: Vec<GroupPlan> = Vec::new();
+        let mut rest = Vec::new();
         let mut lookback_us = 0;
         for expr in &exprs {
             let (name, wf) = match expr {
@@ -174,7 +183,15 @@ impl IncrementalPlan {
                 .ok()?
                 .data_type()
                 .clone();
-            let (keys, arg, spec) = spec_of(name, output, wf, input)?;
+            let Some((keys, arg, spec)) = spec_of(name.clone(), output, wf, input) else {
+                // The generic path's own check (`rolling::analyze`) has accepted the frame.
+                let lookback = match &wf.params.window_frame.start_bound {
+                    WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v)?,
+                    _ => return None,
+                };
+                rest.push((name, lookback));
+                continue;
+            };
             lookback_us = lookback_us.max(spec.lookback_us);
             let group = match groups.iter_mut().position(|g| g.keys == keys) {
                 Some(i) => &mut groups[i],
@@ -200,18 +217,22 @@ impl IncrementalPlan {
             group.specs.push(Spec { arg, ..spec });
         }
         // A history entry's validity word has a bit per argument column.
-        if groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
+        if groups.is_empty() || groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
             return None;
         }
-        // The window operators' output: the view's columns, then the computed ones in the order
-        // the top operator lists them.
+        // The emitted rows: the view's columns, then the computed ones in the order the top
+        // operator lists them.
+        let computed: Vec<&str> = groups
+            .iter()
+            .flat_map(|g| g.specs.iter().map(|s| s.name.as_str()))
+            .collect();
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for (qualifier, field) in top_schema.iter() {
-            if qualifier.is_none() {
+            if qualifier.is_none() && computed.contains(&field.name().as_str()) {
                 fields.push(field.as_ref().clone());
             }
         }
-        if fields.len() != top_schema.fields().len() {
+        if fields.len() != input.fields().len() + computed.len() {
             return None;
         }
         Some(Self {
@@ -220,7 +241,19 @@ impl IncrementalPlan {
             groups,
             output: Arc::new(Schema::new(fields)),
             lookback_us,
+            rest,
         })
+    }
+
+    /// The window functions left to the generic path, by output name, with their lookback
+    /// (µs); empty when the engine evaluates them all.
+    pub fn rest(&self) -> &[(String, i64)] {
+        &self.rest
+    }
+
+    /// The rows this path emits: the view's columns and the computed window columns.
+    pub fn output(&self) -> &SchemaRef {
+        &self.output
     }
 
     /// One line per window function, for the job's plan output.
@@ -244,18 +277,29 @@ impl IncrementalPlan {
     }
 
     /// Replaces the window operators of `plan` (the query planned over its view) by a scan of
-    /// `rows`: emitted rows of the view with their computed window columns.
+    /// `rows`: emitted rows of the view with their computed window columns. The functions left
+    /// to the generic path stay, in window operators over that scan; their rows then also carry
+    /// the generic path's emit column (`rows` are what `rolling::RollingState::stage` made of
+    /// the emitted rows).
     pub fn replace_windows(
         &self,
         plan: LogicalPlan,
         rows: Vec<RecordBatch>,
     ) -> Result<LogicalPlan> {
-        let table = MemTable::try_new(Arc::clone(&self.output), vec![rows])
+        let schema = if self.rest.is_empty() {
+            Arc::clone(&self.output)
+        } else {
+            crate::stream::rolling::view_schema(&self.output)
+        };
+        let table = MemTable::try_new(Arc::clone(&schema), vec![rows])
             .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
         let source = provider_as_source(Arc::new(table));
         let view = self.view.clone();
-        let input_columns =
-            self.output.fields().len() - self.groups.iter().map(|g| g.specs.len()).sum::<usize>();
+        let computed: Vec<&str> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.specs.iter().map(|s| s.name.as_str()))
+            .collect();
         plan.transform_down(|node| {
             let LogicalPlan::Window(_) = &node else {
                 return Ok(Transformed::no(node));
@@ -264,24 +308,39 @@ impl IncrementalPlan {
                 LogicalPlanBuilder::scan(view.as_str(), Arc::clone(&source), None)?.build()?;
             // The view's columns keep the view's name; the computed ones are unqualified, as
             // the window operator leaves them.
-            let exprs: Vec<Expr> = self
-                .output
+            let exprs: Vec<Expr> = schema
                 .fields()
                 .iter()
-                .enumerate()
-                .map(|(i, f)| {
+                .map(|f| {
                     let column = Expr::Column(Column::new(Some(view.as_str()), f.name()));
-                    if i < input_columns {
-                        column
-                    } else {
+                    if computed.contains(&f.name().as_str()) {
                         column.alias(f.name())
+                    } else {
+                        column
                     }
                 })
                 .collect();
-            let replaced = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
+            let mut replaced = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
+            // The chain of window operators, top first; what the engine computes leaves them,
+            // and those left with nothing go.
+            let mut chain = Vec::new();
+            let mut at = &node;
+            while let LogicalPlan::Window(w) = at {
+                chain.push(w.window_expr.clone());
+                at = w.input.as_ref();
+            }
+            for exprs in chain.into_iter().rev() {
+                let kept: Vec<Expr> = exprs
+                    .into_iter()
+                    .filter(|e| !computed.contains(&e.schema_name().to_string().as_str()))
+                    .collect();
+                if !kept.is_empty() {
+                    replaced = LogicalPlanBuilder::from(replaced).window(kept)?.build()?;
+                }
+            }
             Ok(Transformed::new(replaced, true, TreeNodeRecursion::Jump))
         })
-        // The scan's projection has the window operators' schema, so nothing above changes.
+        // The computed columns keep the window operators' names, so nothing above changes.
         .map(|t| t.data)
         .map_err(|e| JobError::internal(format!("replacing the window operators: {e}")))
     }

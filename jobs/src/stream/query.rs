@@ -124,7 +124,8 @@ impl BatchQuery {
     }
 
     /// The incremental plan of the query's window functions, ordered by input column
-    /// `time_index`, when they all have the shape it evaluates.
+    /// `time_index`, when some of them have the shape it evaluates (the others are its
+    /// `rest`).
     pub async fn incremental_plan(&self, time_index: usize) -> Result<Option<IncrementalPlan>> {
         let (_, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;
         let plan = IncrementalPlan::try_new(&logical, &self.view, &self.input, time_index);
@@ -150,7 +151,8 @@ impl BatchQuery {
     }
 
     /// The same query with its window functions computed by the engine: `run` takes the emitted
-    /// rows with their computed window columns.
+    /// rows with their computed window columns (and, when the plan leaves some functions to
+    /// the generic path, those rows staged by it: kept rows too, and the emit column).
     pub fn with_incremental(mut self, plan: IncrementalPlan) -> Self {
         self.windows = WindowPath::Incremental(plan);
         self
@@ -264,7 +266,12 @@ impl BatchQuery {
             // The view is only there for planning: the window operators read `rows`.
             WindowPath::Incremental(plan) => {
                 let (state, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;
-                let logical = plan.replace_windows(logical, rows)?;
+                let mut logical = plan.replace_windows(logical, rows)?;
+                if !plan.rest().is_empty() {
+                    // The generic path's operators run over kept rows too: only marked rows
+                    // are this batch's.
+                    logical = rolling::carry_emit_column(logical)?;
+                }
                 datafusion::dataframe::DataFrame::new(state, logical)
             }
             _ => self.dataframe(rows).await?,
@@ -272,8 +279,9 @@ impl BatchQuery {
         let out = df.collect().await.map_err(self.sql_err());
         self.release()?;
         let out: Vec<RecordBatch> = out?.into_iter().filter(|b| b.num_rows() > 0).collect();
-        match self.windows {
+        match &self.windows {
             WindowPath::Generic => rolling::emitted(out),
+            WindowPath::Incremental(plan) if !plan.rest().is_empty() => rolling::emitted(out),
             _ => Ok(out),
         }
     }

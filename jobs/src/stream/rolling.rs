@@ -267,6 +267,29 @@ pub enum WindowState {
     Incremental(IncrementalState),
     /// The rows of a streaming aggregation's open groups (`aggregate.rs`).
     Aggregate(AggregateState),
+    /// Per-key histories for the functions the engine evaluates, then the generic path over
+    /// their output for the rest.
+    Mixed(IncrementalState, RollingState),
+}
+
+/// The first bytes of a snapshot of [`WindowState::Mixed`]: then the incremental part's length
+/// and bytes, then the generic part's bytes.
+const MIXED_MAGIC: &[u8; 6] = b"RSMIX1";
+
+fn mixed_snapshot(incremental: &[u8], generic: &[u8]) -> Vec<u8> {
+    let mut out = MIXED_MAGIC.to_vec();
+    out.extend_from_slice(&(incremental.len() as u64).to_le_bytes());
+    out.extend_from_slice(incremental);
+    out.extend_from_slice(generic);
+    out
+}
+
+/// A mixed snapshot's incremental and generic parts.
+fn mixed_parts(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = bytes.strip_prefix(MIXED_MAGIC.as_slice())?;
+    let (len, rest) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 impl WindowState {
@@ -276,6 +299,10 @@ impl WindowState {
             Self::Generic(s) => s.stage(rows, watermark_ms),
             Self::Incremental(s) => s.stage(rows, watermark_ms),
             Self::Aggregate(s) => s.stage(rows, watermark_ms),
+            Self::Mixed(incremental, generic) => {
+                let computed = incremental.stage(rows, watermark_ms)?;
+                generic.stage(computed, watermark_ms)
+            }
         }
     }
 
@@ -292,6 +319,15 @@ impl WindowState {
                 bytes: s.snapshot()?,
                 drop_before: Some(batch_id - 1),
             }),
+            // The incremental part's chain decides what can go: the generic part, whole each
+            // time, needs only the batch before, which the chain always keeps.
+            Self::Mixed(incremental, generic) => {
+                let part = incremental.snapshot(batch_id)?;
+                Ok(Snapshot {
+                    bytes: mixed_snapshot(&part.bytes, &generic.snapshot()?),
+                    drop_before: part.drop_before,
+                })
+            }
         }
     }
 
@@ -320,6 +356,32 @@ impl WindowState {
                 chain.reverse();
                 s.restore(batch_id, &chain)
             }
+            Self::Mixed(incremental, generic) => {
+                let mismatch = || JobError::Checkpoint {
+                    location: format!("{}/state/{batch_id}.arrow", checkpoint.location()),
+                    reason: "not a snapshot of this query's window functions; give the job a \
+                             new checkpointLocation"
+                        .into(),
+                };
+                let last = read(batch_id).await?;
+                let (_, generic_part) = mixed_parts(&last).ok_or_else(mismatch)?;
+                generic.restore(generic_part)?;
+                let mut chain = vec![last];
+                while let Some(before) = chain
+                    .last()
+                    .and_then(|b| mixed_parts(b))
+                    .and_then(|(part, _)| IncrementalState::builds_on(part))
+                {
+                    chain.push(read(before).await?);
+                }
+                chain.reverse();
+                let parts = chain
+                    .iter()
+                    .map(|b| mixed_parts(b).map(|(part, _)| part.to_vec()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(mismatch)?;
+                incremental.restore(batch_id, &parts)
+            }
         }
     }
 
@@ -329,6 +391,7 @@ impl WindowState {
             Self::Generic(s) => s.rows(),
             Self::Incremental(s) => s.rows(),
             Self::Aggregate(s) => s.rows(),
+            Self::Mixed(incremental, generic) => incremental.rows() + generic.rows(),
         }
     }
 
@@ -338,6 +401,7 @@ impl WindowState {
             Self::Generic(s) => s.bytes(),
             Self::Incremental(s) => s.bytes(),
             Self::Aggregate(s) => s.bytes(),
+            Self::Mixed(incremental, generic) => incremental.bytes() + generic.bytes(),
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::stream::progress::{
     ms,
 };
 use crate::stream::query::{BatchQuery, add_batch_columns};
-use crate::stream::rolling::{RollingState, WindowState};
+use crate::stream::rolling::{RollingState, WindowState, Windows};
 use crate::stream::row_filter::RowFilter;
 use crate::stream::scores::{ScoreProgress, severity_counts};
 use crate::stream::source::RecordSource;
@@ -702,7 +702,7 @@ pub async fn run_observed<S: RecordSource>(
             )
         }
         (None, Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
-            Some(plan) => {
+            Some(plan) if plan.rest().is_empty() => {
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
@@ -713,18 +713,50 @@ pub async fn run_observed<S: RecordSource>(
                     Some(WindowState::Incremental(state)),
                 )
             }
-            None if on_arrival => {
+            // Some functions incremental, the rest on the generic path over their output.
+            Some(plan) if !on_arrival => {
+                for line in plan.explain() {
+                    tracing::info!(target: "riskstream::plan", "window {line}");
+                }
+                let rest: Vec<&str> = plan.rest().iter().map(|(name, _)| name.as_str()).collect();
+                for line in &w.explain {
+                    if rest
+                        .iter()
+                        .any(|name| line.starts_with(&format!("{name}: ")))
+                    {
+                        tracing::info!(target: "riskstream::plan", "window {line}");
+                    }
+                }
+                let generic = Windows {
+                    lookback_us: plan.rest().iter().map(|r| r.1).max().unwrap_or(0),
+                    explain: Vec::new(),
+                };
+                let state = WindowState::Mixed(
+                    IncrementalState::new(plan.clone(), Arc::clone(&input_schema), false)?,
+                    RollingState::new(Arc::clone(plan.output()), et.column_index(), &generic),
+                );
+                (query.with_incremental(plan), Some(state))
+            }
+            plan if on_arrival => {
+                let others = match &plan {
+                    Some(plan) => plan
+                        .rest()
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    None => w.explain.join("; "),
+                };
                 return Err(JobError::config(
                     spec.key("query.emit"),
                     format!(
                         "`onArrival` needs window functions the engine evaluates incrementally \
                          (an aggregate of a column over a RANGE frame, partitioned by columns, \
-                         straight over the view); {file} has others: {}",
-                        w.explain.join("; ")
+                         straight over the view); {file} has others: {others}"
                     ),
                 ));
             }
-            None => {
+            _ => {
                 for line in &w.explain {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
@@ -1083,6 +1115,7 @@ pub async fn run_observed<S: RecordSource>(
                     operator_name: match &rolling {
                         Some(WindowState::Incremental(_)) => "incrementalWindows".into(),
                         Some(WindowState::Generic(_)) => "windows".into(),
+                        Some(WindowState::Mixed(..)) => "mixedWindows".into(),
                         // Spark's name for the operator that keeps aggregation state.
                         Some(WindowState::Aggregate(_)) => "stateStoreSave".into(),
                         None => "watermark".into(),

@@ -1,5 +1,6 @@
 //! Rolling features evaluated incrementally: for the common shape of feature SQL (COUNT, SUM,
-//! AVG, MIN and MAX of a column over `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` or
+//! AVG, MIN and MAX of a column, or of an expression over the row, over
+//! `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` or
 //! `... AND INTERVAL ... PRECEDING`, partitioned by columns, straight over the job's view), the
 //! engine keeps per key only the event times and the argument columns within the lookback, and
 //! computes each emitted event's frame from them. The query's window operators are then replaced
@@ -28,13 +29,18 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFrameUnits,
     WindowFunctionDefinition,
 };
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
@@ -88,8 +94,8 @@ struct Spec {
 #[derive(Debug, Clone)]
 struct GroupPlan {
     keys: Vec<usize>,
-    /// Input columns kept per key, and how.
-    args: Vec<(usize, Kind)>,
+    /// The arguments kept per key, and how.
+    args: Vec<ArgColumn>,
     specs: Vec<Spec>,
 }
 
@@ -108,8 +114,9 @@ pub struct IncrementalPlan {
 }
 
 impl IncrementalPlan {
-    /// The plan for `plan`'s window functions over the view `view` (rows of `input`), ordered by
-    /// the column `time_index`: those of the shapes it evaluates, and the rest left to the
+    /// The plan for `plan`'s window functions (`plan` analyzed: the types of argument
+    /// expressions coerced) over the view `view` (rows of `input`), ordered by the column
+    /// `time_index`: those of the shapes it evaluates, and the rest left to the
     /// generic path (see [`rest`](Self::rest)). `None` when it evaluates none of them, or when
     /// the query's shape keeps it from replacing them (windows in subqueries, or not straight
     /// over the view's only scan).
@@ -166,6 +173,7 @@ impl IncrementalPlan {
             return None;
         }
         let top_schema = top.schema();
+        let view_schema = DFSchema::try_from_qualified_schema(view, input).ok()?;
         let mut groups: Vec<GroupPlan> = Vec::new();
         let mut rest = Vec::new();
         let mut lookback_us = 0;
@@ -183,7 +191,8 @@ impl IncrementalPlan {
                 .ok()?
                 .data_type()
                 .clone();
-            let Some((keys, arg, spec)) = spec_of(name.clone(), output, wf, input) else {
+            let Some((keys, arg, spec)) = spec_of(name.clone(), output, wf, input, &view_schema)
+            else {
                 // The generic path's own check (`rolling::analyze`) has accepted the frame.
                 let lookback = match &wf.params.window_frame.start_bound {
                     WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v)?,
@@ -346,14 +355,44 @@ impl IncrementalPlan {
     }
 }
 
-/// An input column a window function reads, and how it is kept.
-type ArgColumn = (usize, Kind);
+/// What a window function reads: a column of the view, or an expression over the view's
+/// columns (`SUM(amount * rate)`, `COUNT(CASE WHEN ... END)`), evaluated on each batch's due rows
+/// and kept like a column.
+#[derive(Debug, Clone, PartialEq)]
+enum ArgSource {
+    Column(usize),
+    Expr(Expr),
+}
+
+/// An argument a window function reads, and how it is kept.
+type ArgColumn = (ArgSource, Kind);
+
+/// True for an expression whose value depends on its row alone: no subquery, aggregate, window
+/// function or volatile function (`random()` would differ between a stream and a batch).
+fn row_local(e: &Expr) -> bool {
+    !e.is_volatile()
+        && !e
+            .exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_)
+                        | Expr::OuterReferenceColumn(..)
+                        | Expr::AggregateFunction(_)
+                        | Expr::WindowFunction(_)
+                        | Expr::Placeholder(_)
+                ))
+            })
+            .unwrap_or(true)
+}
 
 fn spec_of(
     name: String,
     output: DataType,
     wf: &WindowFunction,
     input: &SchemaRef,
+    view: &DFSchema,
 ) -> Option<(Vec<usize>, Option<ArgColumn>, Spec)> {
     let WindowFunction { fun, params } = wf;
     let function = match fun {
@@ -391,18 +430,31 @@ fn spec_of(
     let arg = match agg {
         Agg::CountRows => None,
         _ => {
-            let index = column(&params.args[0])?;
-            let kind = match input.field(index).data_type() {
+            let (source, arg_type) = match &params.args[0] {
+                Expr::Column(c) => {
+                    let index = input.index_of(&c.name).ok()?;
+                    (
+                        ArgSource::Column(index),
+                        input.field(index).data_type().clone(),
+                    )
+                }
+                e if row_local(e) => (ArgSource::Expr(e.clone()), e.get_type(view).ok()?),
+                _ => return None,
+            };
+            let kind = match arg_type {
                 _ if agg == Agg::CountDistinct => Kind::Hash,
                 DataType::Float64 => Kind::F64,
                 DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::I64,
                 _ => return None,
             };
-            Some((index, kind))
+            Some(((source, kind), arg_type))
         }
     };
     // The output types these aggregates give in DataFusion; anything else is left to it.
-    let arg_type = arg.map(|(i, _)| input.field(i).data_type().clone());
+    let (arg, arg_type) = match arg {
+        Some((arg, arg_type)) => (Some(arg), Some(arg_type)),
+        None => (None, None),
+    };
     let expected = match (agg, &arg_type) {
         (Agg::CountRows | Agg::Count | Agg::CountDistinct, _) => DataType::Int64,
         (Agg::Avg | Agg::StddevSamp | Agg::StddevPop | Agg::VarSamp | Agg::VarPop, _) => {
@@ -579,6 +631,8 @@ impl History {
 /// which is held once (in the index).
 struct GroupState {
     plan: GroupPlan,
+    /// How each argument is read from a batch's rows.
+    readers: Vec<ArgReader>,
     /// Words per history entry.
     stride: usize,
     /// The longest lookback of the group's frames.
@@ -684,6 +738,8 @@ impl IncrementalState {
     /// Empty state for `plan` over rows of `input`, emitting rows on arrival or once the
     /// watermark passes them.
     pub fn new(plan: IncrementalPlan, input: SchemaRef, on_arrival: bool) -> Result<Self> {
+        let view = DFSchema::try_from_qualified_schema(plan.view.as_str(), &input)
+            .map_err(|e| JobError::internal(format!("the view's schema: {e}")))?;
         let groups = plan
             .groups
             .iter()
@@ -693,8 +749,14 @@ impl IncrementalState {
                     .iter()
                     .map(|&k| SortField::new(input.field(k).data_type().clone()))
                     .collect();
+                let readers = g
+                    .args
+                    .iter()
+                    .map(|(source, _)| ArgReader::new(source, &view))
+                    .collect::<Result<_>>()?;
                 Ok(GroupState {
                     plan: g.clone(),
+                    readers,
                     stride: stride_of(g.args.len()),
                     lookback_us: g.specs.iter().map(|s| s.lookback_us).max().unwrap_or(0),
                     converter: RowConverter::new(fields)
@@ -994,10 +1056,10 @@ impl GroupState {
             .map_err(JobError::arrow("encoding window keys"))?;
         let times = times_of(rows, time_index)?;
         let args: Vec<Arg> = self
-            .plan
-            .args
+            .readers
             .iter()
-            .map(|&(i, kind)| Arg::of(rows.column(i), kind))
+            .zip(&self.plan.args)
+            .map(|(reader, (_, kind))| Arg::of(&reader.read(rows)?, *kind))
             .collect::<Result<_>>()?;
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
@@ -1320,6 +1382,39 @@ impl HistorySlice {
         self.rows = 0;
         RecordBatch::try_new(Arc::clone(schema), columns)
             .map_err(JobError::arrow("writing the state snapshot"))
+    }
+}
+
+/// Reads an argument from a batch's rows: its column, or its expression evaluated.
+enum ArgReader {
+    Column(usize),
+    Expr(Arc<dyn PhysicalExpr>),
+}
+
+impl ArgReader {
+    fn new(source: &ArgSource, view: &DFSchema) -> Result<Self> {
+        Ok(match source {
+            ArgSource::Column(index) => Self::Column(*index),
+            ArgSource::Expr(expr) => Self::Expr(
+                create_physical_expr(
+                    expr,
+                    view,
+                    &ExecutionProps::new(),
+                    &PhysicalPlanningContext::default(),
+                )
+                .map_err(|e| JobError::internal(format!("the window argument `{expr}`: {e}")))?,
+            ),
+        })
+    }
+
+    fn read(&self, rows: &RecordBatch) -> Result<ArrayRef> {
+        match self {
+            Self::Column(index) => Ok(Arc::clone(rows.column(*index))),
+            Self::Expr(expr) => expr
+                .evaluate(rows)
+                .and_then(|v| v.into_array(rows.num_rows()))
+                .map_err(|e| JobError::internal(format!("evaluating a window argument: {e}"))),
+        }
     }
 }
 
@@ -1651,13 +1746,14 @@ mod tests {
         }
     }
 
-    /// Window functions over argument columns with nulls, of both kinds, with distinct counts,
-    /// first and last values, a frame ending before the event, and a second partitioning (by a
-    /// nullable column) that looks back less far than the first.
+    /// Window functions over argument columns with nulls, of both kinds, over expressions of
+    /// them, with distinct counts, first and last values, a frame ending before the event, and a
+    /// second partitioning (by a nullable column) that looks back less far than the first.
     const MIXED_SQL: &str = "SELECT id, \
         COUNT(x) OVER w AS cx, SUM(x) OVER w AS sx, AVG(x) OVER w AS ax, MIN(x) OVER w AS mnx, \
         MAX(k) OVER w AS mxk, first_value(x) OVER w AS fx, last_value(k) OVER w AS lk, \
         COUNT(DISTINCT s) OVER w AS ds, COUNT(*) OVER w AS n, \
+        SUM(x * 2 + k) OVER w AS se, COUNT(CASE WHEN x > 500 THEN 1 END) OVER w AS ce, \
         stddev(x) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '30' SECOND PRECEDING \
             AND CURRENT ROW) AS sdx, \
         SUM(k) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND PRECEDING \
@@ -1787,8 +1883,15 @@ mod tests {
         let input = mixed_input();
         let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
         ctx.register_table("v", Arc::new(table)).unwrap();
-        let logical = ctx.sql(MIXED_SQL).await.unwrap().into_unoptimized_plan();
+        // Analyzed, as the job plans it: argument expressions are evaluated with their types
+        // coerced.
+        let (state, logical) = ctx.sql(MIXED_SQL).await.unwrap().into_parts();
+        let logical = state
+            .analyzer()
+            .execute_and_check(logical, state.config_options(), |_, _| {})
+            .unwrap();
         let plan = IncrementalPlan::try_new(&logical, "v", &input, 2).unwrap();
+        assert!(plan.rest().is_empty(), "all incremental: {:?}", plan.rest());
         let mut state =
             IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
         let mut chain: Vec<Vec<u8>> = Vec::new();

@@ -21,16 +21,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// builds; its Rust bindings do not name it.
 const MI_OPTION_PURGE_DELAY: i32 = 15;
 
-/// Freed memory goes back to the system after 100 ms (1 s for whole arenas), not mimalloc v3's
-/// 1 s (10 s for arenas). A job frees a batch's buffers every batch; with the default, a job
+/// Freed memory goes back to the system after 100 ms, not mimalloc v3's 1 s. A job frees a batch's buffers every batch; with the default, a job
 /// kept what the last seconds of batches freed resident, about 200 MB more at its peak. 10 ms
 /// saved a little more memory but cost a fifth of the feature job's speed (BENCHMARKS.md,
 /// "Memory"). `MIMALLOC_PURGE_DELAY` still overrides it.
 #[expect(unsafe_code, reason = "mimalloc's options are set through its C API")]
 fn return_freed_memory_promptly() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's integer options by its index in `mi_option_t`;
-        // mimalloc reads options at each use, so setting one while it runs is supported.
+        // SAFETY: sets one of mimalloc's integer options by its index in `mi_option_t`. Setting
+        // options is not thread-safe; this runs first in `main`, before any thread starts, and
+        // mimalloc reads the purge delay at each purge.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
     }
 }

@@ -33,13 +33,14 @@ use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::ExprSchemable;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFrameUnits,
     WindowFunctionDefinition,
 };
+use datafusion::logical_expr::{ExprSchemable, Volatility};
+use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::prelude::Column;
 
@@ -117,9 +118,10 @@ impl IncrementalPlan {
     /// The plan for `plan`'s window functions (`plan` analyzed: the types of argument
     /// expressions coerced) over the view `view` (rows of `input`), ordered by the column
     /// `time_index`: those of the shapes it evaluates, and the rest left to the
-    /// generic path (see [`rest`](Self::rest)). `None` when it evaluates none of them, or when
+    /// generic path (see [`rest`](Self::rest)). `None` when it evaluates none of them, when
     /// the query's shape keeps it from replacing them (windows in subqueries, or not straight
-    /// over the view's only scan).
+    /// over the view's only scan), or when a partitioning's functions read more than 64
+    /// arguments: the generic path then takes them all.
     pub fn try_new(
         plan: &LogicalPlan,
         view: &str,
@@ -368,23 +370,33 @@ enum ArgSource {
 type ArgColumn = (ArgSource, Kind);
 
 /// True for an expression whose value depends on its row alone: no subquery, aggregate, window
-/// function or volatile function (`random()` would differ between a stream and a batch).
+/// function, variable, or function that is not immutable (`random()`, or `now()`, fixed when
+/// planned, would differ between a stream and a batch).
 fn row_local(e: &Expr) -> bool {
-    !e.is_volatile()
-        && !e
-            .exists(|e| {
-                Ok(matches!(
-                    e,
-                    Expr::ScalarSubquery(_)
-                        | Expr::Exists(_)
-                        | Expr::InSubquery(_)
-                        | Expr::OuterReferenceColumn(..)
-                        | Expr::AggregateFunction(_)
-                        | Expr::WindowFunction(_)
-                        | Expr::Placeholder(_)
-                ))
-            })
-            .unwrap_or(true)
+    !e.exists(|e| {
+        Ok(match e {
+            Expr::ScalarFunction(f) => f.func.signature().volatility != Volatility::Immutable,
+            Expr::ScalarSubquery(_)
+            | Expr::Exists(_)
+            | Expr::InSubquery(_)
+            | Expr::OuterReferenceColumn(..)
+            | Expr::AggregateFunction(_)
+            | Expr::WindowFunction(_)
+            | Expr::ScalarVariable(..)
+            | Expr::Placeholder(_) => true,
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
+}
+
+/// `e` as the physical planner takes it: simplified, which some functions need before they can
+/// run (`coalesce` becomes a CASE); `None` if it cannot be.
+fn simplified(e: &Expr, view: &DFSchema) -> Option<Expr> {
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::new(view.clone()))
+        .build();
+    ExprSimplifier::new(context).simplify(e.clone()).ok()
 }
 
 fn spec_of(
@@ -438,7 +450,11 @@ fn spec_of(
                         input.field(index).data_type().clone(),
                     )
                 }
-                e if row_local(e) => (ArgSource::Expr(e.clone()), e.get_type(view).ok()?),
+                e if row_local(e) => {
+                    let e = simplified(e, view)?;
+                    let t = e.get_type(view).ok()?;
+                    (ArgSource::Expr(e), t)
+                }
                 _ => return None,
             };
             let kind = match arg_type {
@@ -1754,6 +1770,7 @@ mod tests {
         MAX(k) OVER w AS mxk, first_value(x) OVER w AS fx, last_value(k) OVER w AS lk, \
         COUNT(DISTINCT s) OVER w AS ds, COUNT(*) OVER w AS n, \
         SUM(x * 2 + k) OVER w AS se, COUNT(CASE WHEN x > 500 THEN 1 END) OVER w AS ce, \
+        SUM(COALESCE(x, 0)) OVER w AS zx, \
         stddev(x) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '30' SECOND PRECEDING \
             AND CURRENT ROW) AS sdx, \
         SUM(k) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND PRECEDING \
@@ -1999,6 +2016,15 @@ mod tests {
             plan_of(&filtered).await.is_some(),
             "a filter above the windows is fine"
         );
+        // A function whose argument is not fixed by its row (now() is planned once) is left to
+        // the generic path; the count beside it is not.
+        let planned_now = format!(
+            "SELECT event_id, {COUNT_5M} n, SUM(CASE WHEN event_time < now() THEN amount END) \
+             OVER (PARTITION BY user_id ORDER BY event_time \
+             RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW) s FROM transactions"
+        );
+        let plan = plan_of(&planned_now).await.unwrap();
+        assert_eq!(plan.rest().len(), 1, "{:?}", plan.rest());
         let below = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE amount > 1");
         assert!(
             plan_of(&below).await.is_none(),

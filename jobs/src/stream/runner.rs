@@ -751,8 +751,9 @@ pub async fn run_observed<S: RecordSource>(
                     spec.key("query.emit"),
                     format!(
                         "`onArrival` needs window functions the engine evaluates incrementally \
-                         (an aggregate of a column over a RANGE frame, partitioned by columns, \
-                         straight over the view); {file} has others: {others}"
+                         (an aggregate of a column or of an expression over the row, over a \
+                         RANGE frame, partitioned by columns, straight over the view); {file} \
+                         has others: {others}"
                     ),
                 ));
             }

@@ -233,10 +233,7 @@ impl IncrementalPlan {
         }
         // The emitted rows: the view's columns, then the computed ones in the order the top
         // operator lists them.
-        let computed: Vec<&str> = groups
-            .iter()
-            .flat_map(|g| g.specs.iter().map(|s| s.name.as_str()))
-            .collect();
+        let computed = computed_names(&groups);
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for (qualifier, field) in top_schema.iter() {
             if qualifier.is_none() && computed.contains(&field.name().as_str()) {
@@ -306,11 +303,7 @@ impl IncrementalPlan {
             .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
         let source = provider_as_source(Arc::new(table));
         let view = self.view.clone();
-        let computed: Vec<&str> = self
-            .groups
-            .iter()
-            .flat_map(|g| g.specs.iter().map(|s| s.name.as_str()))
-            .collect();
+        let computed = computed_names(&self.groups);
         plan.transform_down(|node| {
             let LogicalPlan::Window(_) = &node else {
                 return Ok(Transformed::no(node));
@@ -355,6 +348,14 @@ impl IncrementalPlan {
         .map(|t| t.data)
         .map_err(|e| JobError::internal(format!("replacing the window operators: {e}")))
     }
+}
+
+/// The names of the columns the groups' window functions compute.
+fn computed_names(groups: &[GroupPlan]) -> Vec<&str> {
+    groups
+        .iter()
+        .flat_map(|g| g.specs.iter().map(|s| s.name.as_str()))
+        .collect()
 }
 
 /// What a window function reads: a column of the view, or an expression over the view's

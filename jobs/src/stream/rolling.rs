@@ -344,43 +344,42 @@ impl WindowState {
                         .into(),
                 })
         };
+        // The snapshots from the full one the state after `batch_id` builds on, in order.
+        let chain = |builds_on: fn(&[u8]) -> Option<i64>| async move {
+            let mut chain = vec![read(batch_id).await?];
+            while let Some(before) = chain.last().and_then(|b| builds_on(b)) {
+                chain.push(read(before).await?);
+            }
+            chain.reverse();
+            Ok::<_, JobError>(chain)
+        };
         match self {
             Self::Generic(s) => s.restore(&read(batch_id).await?),
             Self::Aggregate(s) => s.restore(&read(batch_id).await?),
-            Self::Incremental(s) => {
-                // Back to the full snapshot the chain starts from, then forward.
-                let mut chain = vec![read(batch_id).await?];
-                while let Some(before) = chain.last().and_then(|b| IncrementalState::builds_on(b)) {
-                    chain.push(read(before).await?);
-                }
-                chain.reverse();
-                s.restore(batch_id, &chain)
-            }
+            Self::Incremental(s) => s.restore(batch_id, &chain(IncrementalState::builds_on).await?),
             Self::Mixed(incremental, generic) => {
-                let mismatch = || JobError::Checkpoint {
-                    location: format!("{}/state/{batch_id}.arrow", checkpoint.location()),
-                    reason: "not a snapshot of this query's window functions; give the job a \
-                             new checkpointLocation"
-                        .into(),
-                };
-                let last = read(batch_id).await?;
-                let (_, generic_part) = mixed_parts(&last).ok_or_else(mismatch)?;
-                generic.restore(generic_part)?;
-                let mut chain = vec![last];
-                while let Some(before) = chain
-                    .last()
-                    .and_then(|b| mixed_parts(b))
-                    .and_then(|(part, _)| IncrementalState::builds_on(part))
-                {
-                    chain.push(read(before).await?);
-                }
-                chain.reverse();
+                let chain = chain(|b| {
+                    mixed_parts(b).and_then(|(part, _)| IncrementalState::builds_on(part))
+                })
+                .await?;
                 let parts = chain
                     .iter()
-                    .map(|b| mixed_parts(b).map(|(part, _)| part.to_vec()))
+                    .map(|b| mixed_parts(b))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(mismatch)?;
-                incremental.restore(batch_id, &parts)
+                    .ok_or_else(|| JobError::Checkpoint {
+                        location: format!("{}/state/{batch_id}.arrow", checkpoint.location()),
+                        reason: "not a snapshot of this query's window functions; give the job \
+                                 a new checkpointLocation"
+                            .into(),
+                    })?;
+                // The generic part whole from the last snapshot, the incremental one from the
+                // chain.
+                if let Some((_, last)) = parts.last() {
+                    generic.restore(last)?;
+                }
+                let incremental_parts: Vec<Vec<u8>> =
+                    parts.iter().map(|(part, _)| part.to_vec()).collect();
+                incremental.restore(batch_id, &incremental_parts)
             }
         }
     }

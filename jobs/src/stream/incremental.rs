@@ -100,6 +100,16 @@ struct GroupPlan {
     specs: Vec<Spec>,
 }
 
+impl GroupPlan {
+    /// The arguments in the order a snapshot lists their columns: the doubles, then the
+    /// integers and hashes, each in the group's order.
+    fn snapshot_order(&self) -> Vec<usize> {
+        let doubles = (0..self.args.len()).filter(|&p| self.args[p].1 == Kind::F64);
+        let others = (0..self.args.len()).filter(|&p| self.args[p].1 != Kind::F64);
+        doubles.chain(others).collect()
+    }
+}
+
 /// What the incremental path evaluates for a query.
 #[derive(Debug, Clone)]
 pub struct IncrementalPlan {
@@ -532,11 +542,11 @@ struct Entries<'a> {
 
 impl Entries<'_> {
     fn f64(self, i: usize, c: usize) -> Option<f64> {
-        self.h.f64(self.stride, i, c)
+        self.h.word(self.stride, i, c).map(f64::from_bits)
     }
 
     fn i64(self, i: usize, c: usize) -> Option<i64> {
-        self.h.i64(self.stride, i, c)
+        self.h.word(self.stride, i, c).map(|w| w as i64)
     }
 }
 
@@ -566,14 +576,6 @@ impl History {
     fn word(&self, stride: usize, i: usize, c: usize) -> Option<u64> {
         let at = i * stride;
         (self.words[at + 1] >> c & 1 == 1).then(|| self.words[at + 2 + c])
-    }
-
-    fn f64(&self, stride: usize, i: usize, c: usize) -> Option<f64> {
-        self.word(stride, i, c).map(f64::from_bits)
-    }
-
-    fn i64(&self, stride: usize, i: usize, c: usize) -> Option<i64> {
-        self.word(stride, i, c).map(|w| w as i64)
     }
 
     /// How many entries come before the first whose time is not `before`.
@@ -983,7 +985,7 @@ impl IncrementalState {
 
     /// Restores the state after `batch_id` from its chain of snapshots: a full one first, then
     /// the deltas after it, in order.
-    pub fn restore(&mut self, batch_id: i64, chain: &[Vec<u8>]) -> Result<()> {
+    pub fn restore<B: AsRef<[u8]>>(&mut self, batch_id: i64, chain: &[B]) -> Result<()> {
         let mismatch = || {
             JobError::internal(
                 "the state snapshot does not match the query's window functions: the job \
@@ -994,7 +996,7 @@ impl IncrementalState {
         let Some((full, deltas)) = chain.split_first() else {
             return Err(mismatch());
         };
-        let mut cursor = Cursor::new(full.as_slice());
+        let mut cursor = Cursor::new(full.as_ref());
         let mut magic = [0u8; 6];
         cursor.read_exact(&mut magic).map_err(|_| mismatch())?;
         if &magic != b"RSINC1" {
@@ -1012,7 +1014,7 @@ impl IncrementalState {
             }
         }
         for delta in deltas {
-            let mut cursor = Cursor::new(delta.as_slice());
+            let mut cursor = Cursor::new(delta.as_ref());
             let mut head = [0u8; 22];
             cursor.read_exact(&mut head).map_err(|_| mismatch())?;
             if &head[..6] != b"RSDLT1" {
@@ -1242,15 +1244,11 @@ impl GroupState {
             datafusion::arrow::compute::take(a, &picked, None)
                 .map_err(JobError::arrow("recording window entries"))
         };
-        for a in args {
-            if let Arg::F64(v) = a {
-                columns.push(filtered(v)?);
-            }
-        }
-        for a in args {
-            if let Arg::I64(v) = a {
-                columns.push(filtered(v)?);
-            }
+        for p in self.plan.snapshot_order() {
+            columns.push(match &args[p] {
+                Arg::F64(v) => filtered(v)?,
+                Arg::I64(v) => filtered(v)?,
+            });
         }
         self.appended.push(
             RecordBatch::try_new(self.history_schema(), columns)
@@ -1307,24 +1305,11 @@ impl GroupState {
         }
         let keys = batch.column(0).as_binary::<i32>();
         let times = batch.column(1).as_primitive::<Int64Type>();
-        // The argument columns in the group's order: the snapshot lists doubles first.
-        let f64_count = self.plan.args.iter().filter(|a| a.1 == Kind::F64).count();
-        let (mut f, mut i) = (0, 0);
-        let columns: Vec<&ArrayRef> = self
-            .plan
-            .args
-            .iter()
-            .map(|a| {
-                let at = if a.1 == Kind::F64 {
-                    f += 1;
-                    f - 1
-                } else {
-                    i += 1;
-                    f64_count + i - 1
-                };
-                batch.column(2 + at)
-            })
-            .collect();
+        // The argument columns in the group's order.
+        let mut columns: Vec<&ArrayRef> = vec![batch.column(0); self.plan.args.len()];
+        for (at, p) in self.plan.snapshot_order().into_iter().enumerate() {
+            columns[p] = batch.column(2 + at);
+        }
         let words: Vec<Arg> = columns
             .iter()
             .map(|c| match c.data_type() {

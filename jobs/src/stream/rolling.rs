@@ -377,8 +377,7 @@ impl WindowState {
                 if let Some((_, last)) = parts.last() {
                     generic.restore(last)?;
                 }
-                let incremental_parts: Vec<Vec<u8>> =
-                    parts.iter().map(|(part, _)| part.to_vec()).collect();
+                let incremental_parts: Vec<&[u8]> = parts.iter().map(|(part, _)| *part).collect();
                 incremental.restore(batch_id, &incremental_parts)
             }
         }

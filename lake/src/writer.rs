@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU64;
 
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
@@ -12,6 +12,7 @@ use deltalake::kernel::{StructType, Transaction};
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 
@@ -103,9 +104,21 @@ impl DeltaAppender {
                 .await
                 .map_err(delta)?
         };
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
+        let mut writer_properties =
+            WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+        // Floating-point columns (features, scores) rarely repeat a value: a dictionary for
+        // them is built only to be dropped when it outgrows its page, and building it was a
+        // tenth of a feature job's time. They are written plain, then compressed.
+        for field in spec.schema.fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Float16 | DataType::Float32 | DataType::Float64
+            ) {
+                writer_properties = writer_properties
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let writer_properties = writer_properties.build();
         Ok(Self {
             spec,
             table: Some(table),

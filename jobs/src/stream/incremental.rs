@@ -21,9 +21,11 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, Float64Array,
-    Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBufferBuilder,
+    Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray,
+    UInt32Array,
 };
+use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
@@ -665,6 +667,59 @@ struct GroupState {
     appended: Vec<RecordBatch>,
 }
 
+/// Each group's computed columns over a batch's due `rows`. Groups keep their own histories, so
+/// they are evaluated side by side, on as many threads as there are cores: while a batch's
+/// windows are computed, the next batch's decoding leaves most of the other core idle. The
+/// groups with the most functions go first, so that the last to finish is a small one.
+fn evaluate_groups(
+    groups: &mut [GroupState],
+    rows: &RecordBatch,
+    time_index: usize,
+    order: &UInt32Array,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(groups.len());
+    if threads <= 1 {
+        return groups
+            .iter_mut()
+            .map(|g| g.evaluate(rows, time_index, order))
+            .collect();
+    }
+    let mut queue: Vec<(usize, &mut GroupState)> = groups.iter_mut().enumerate().collect();
+    queue.sort_by_key(|(_, g)| std::cmp::Reverse(g.plan.specs.len()));
+    let queue = std::sync::Mutex::new(queue.into_iter());
+    let mut done: Vec<(usize, Result<Vec<ArrayRef>>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        // The lock is only held to take the next group.
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .next();
+                        let Some((i, group)) = next else {
+                            return mine;
+                        };
+                        mine.push((i, group.evaluate(rows, time_index, order)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, computed)| computed).collect()
+}
+
 impl GroupState {
     /// The arena slot of `key`, made when new.
     fn slot(&mut self, key: &[u8]) -> usize {
@@ -895,8 +950,9 @@ impl IncrementalState {
             let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
                 .map_err(JobError::arrow("ordering emitted rows"))?;
             let mut columns = rows.columns().to_vec();
-            for g in &mut self.groups {
-                columns.extend(g.evaluate(&rows, self.plan.time_index, &order)?);
+            for computed in evaluate_groups(&mut self.groups, &rows, self.plan.time_index, &order)?
+            {
+                columns.extend(computed);
             }
             // Computed columns in the order the plan's output lists them.
             let input_len = self.input.fields().len();
@@ -1112,20 +1168,9 @@ impl GroupState {
             })
             .collect();
         // Rows without a key's history (no event time) get what an empty frame gives.
-        let mut f64s: Vec<Vec<Option<f64>>> = specs
+        let mut outputs: Vec<Filling> = specs
             .iter()
-            .map(|s| match s.output {
-                DataType::Float64 => vec![None; n],
-                _ => Vec::new(),
-            })
-            .collect();
-        let mut i64s: Vec<Vec<Option<i64>>> = specs
-            .iter()
-            .map(|s| match (&s.output, s.agg) {
-                (DataType::Float64, _) => Vec::new(),
-                (DataType::Int64, Agg::Count | Agg::CountRows) => vec![Some(0); n],
-                _ => vec![None; n],
-            })
+            .map(|s| Filling::new(n, matches!(s.agg, Agg::Count | Agg::CountRows)))
             .collect();
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
@@ -1172,31 +1217,14 @@ impl GroupState {
                     Some(value) => value,
                     None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, &kinds),
                 };
-                match value {
-                    Value::F64(v) => f64s[i][row] = v,
-                    Value::I64(v) => i64s[i][row] = v,
-                    Value::Null => {}
-                }
+                outputs[i].set(row, value);
             }
         }
-        let mut outputs = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.iter().enumerate() {
-            let array: ArrayRef = match &spec.output {
-                DataType::Float64 => Arc::new(Float64Array::from(std::mem::take(&mut f64s[i]))),
-                DataType::Int64 => Arc::new(Int64Array::from(std::mem::take(&mut i64s[i]))),
-                t @ DataType::Timestamp(..) => Arc::new(
-                    TimestampMicrosecondArray::from(std::mem::take(&mut i64s[i]))
-                        .with_data_type(t.clone()),
-                ),
-                other => {
-                    return Err(JobError::internal(format!(
-                        "unexpected window output type {other}"
-                    )));
-                }
-            };
-            outputs.push(array);
-        }
-        Ok(outputs)
+        specs
+            .iter()
+            .zip(outputs)
+            .map(|(spec, filled)| filled.finish(&spec.output))
+            .collect()
     }
 
     /// The columns of history entries in snapshots: the encoded key, the time, then the
@@ -1451,6 +1479,53 @@ enum Value {
     F64(Option<f64>),
     I64(Option<i64>),
     Null,
+}
+
+/// A computed column as its rows are set, in any order: values as 64-bit words (a double by its
+/// bits) and validity bits, made into the array without a copy.
+struct Filling {
+    words: Vec<u64>,
+    valid: BooleanBufferBuilder,
+}
+
+impl Filling {
+    /// `n` rows, each valid (holding 0) or null until set.
+    fn new(n: usize, valid: bool) -> Self {
+        let mut bits = BooleanBufferBuilder::new(n);
+        bits.append_n(n, valid);
+        Self {
+            words: vec![0; n],
+            valid: bits,
+        }
+    }
+
+    fn set(&mut self, row: usize, value: Value) {
+        let word = match value {
+            Value::F64(v) => v.map(f64::to_bits),
+            Value::I64(v) => v.map(|v| v as u64),
+            Value::Null => return,
+        };
+        self.valid.set_bit(row, word.is_some());
+        self.words[row] = word.unwrap_or(0);
+    }
+
+    fn finish(mut self, output: &DataType) -> Result<ArrayRef> {
+        let nulls = Some(NullBuffer::new(self.valid.finish())).filter(|n| n.null_count() > 0);
+        let words = Buffer::from_vec(self.words);
+        Ok(match output {
+            DataType::Float64 => Arc::new(Float64Array::new(ScalarBuffer::from(words), nulls)),
+            DataType::Int64 => Arc::new(Int64Array::new(ScalarBuffer::from(words), nulls)),
+            t @ DataType::Timestamp(..) => Arc::new(
+                TimestampMicrosecondArray::new(ScalarBuffer::from(words), nulls)
+                    .with_data_type(t.clone()),
+            ),
+            other => {
+                return Err(JobError::internal(format!(
+                    "unexpected window output type {other}"
+                )));
+            }
+        })
+    }
 }
 
 /// The aggregate of `spec` over entries `lo..hi` of a history, for the functions a sliding frame

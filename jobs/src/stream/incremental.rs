@@ -668,56 +668,22 @@ struct GroupState {
 }
 
 /// Each group's computed columns over a batch's due `rows`. Groups keep their own histories, so
-/// they are evaluated side by side, on as many threads as there are cores: while a batch's
-/// windows are computed, the next batch's decoding leaves most of the other core idle. The
-/// groups with the most functions go first, so that the last to finish is a small one.
+/// they are evaluated side by side, one per core: while a batch's windows are computed, the next
+/// batch's decoding leaves most of the other core idle. The threads are rayon's, which outlive
+/// the batch: what a group allocates as it grows is reused by the same threads batch after batch
+/// rather than left to the allocator by threads that end.
 fn evaluate_groups(
     groups: &mut [GroupState],
     rows: &RecordBatch,
     time_index: usize,
     order: &UInt32Array,
 ) -> Result<Vec<Vec<ArrayRef>>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(groups.len());
-    if threads <= 1 {
-        return groups
-            .iter_mut()
-            .map(|g| g.evaluate(rows, time_index, order))
-            .collect();
-    }
-    let mut queue: Vec<(usize, &mut GroupState)> = groups.iter_mut().enumerate().collect();
-    queue.sort_by_key(|(_, g)| std::cmp::Reverse(g.plan.specs.len()));
-    let queue = std::sync::Mutex::new(queue.into_iter());
-    let mut done: Vec<(usize, Result<Vec<ArrayRef>>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        // The lock is only held to take the next group.
-                        let next = queue
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .next();
-                        let Some((i, group)) = next else {
-                            return mine;
-                        };
-                        mine.push((i, group.evaluate(rows, time_index, order)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, computed)| computed).collect()
+    use rayon::prelude::*;
+    groups
+        .par_iter_mut()
+        .with_max_len(1)
+        .map(|g| g.evaluate(rows, time_index, order))
+        .collect()
 }
 
 impl GroupState {
@@ -1138,20 +1104,23 @@ impl GroupState {
             .collect::<Result<_>>()?;
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
-        let mut slots: Vec<Option<usize>> = vec![None; n];
-        for row in order.values().iter().map(|&r| r as usize) {
-            if times.is_null(row) {
+        // Each row with its key's slot, in time order (rows without a time have no key's
+        // history).
+        let mut runs: Vec<(u32, u32)> = Vec::with_capacity(n);
+        for &row in order.values() {
+            if times.is_null(row as usize) {
                 continue;
             }
-            let slot = self.slot(encoded.row(row).as_ref());
+            let slot = self.slot(encoded.row(row as usize).as_ref());
             self.histories[slot].insert(
                 self.stride,
-                times.value(row),
-                args.iter().map(|a| a.word(row)),
+                times.value(row as usize),
+                args.iter().map(|a| a.word(row as usize)),
             );
-            slots[row] = Some(slot);
+            runs.push((slot as u32, row));
         }
-        self.record_appended(&encoded, &times, &args, order)?;
+        let joined = UInt32Array::from_iter_values(runs.iter().map(|&(_, row)| row));
+        self.record_appended(&encoded, &times, &args, &joined)?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1185,18 +1154,14 @@ impl GroupState {
                 }
             }
         }
-        // The due rows by key, each key's in time order (`order` is the batch's time order), so
-        // a key's frames only slide forward.
-        let mut runs: Vec<(usize, usize)> = order
-            .values()
-            .iter()
-            .filter_map(|&r| slots[r as usize].map(|slot| (slot, r as usize)))
-            .collect();
+        // The due rows by key, each key's in time order (a stable sort of rows in time order),
+        // so a key's frames only slide forward.
         runs.sort_by_key(|&(slot, _)| slot);
         let mut frame_state: Vec<Frame> = frames.iter().map(|_| Frame::new(kinds.len())).collect();
         let mut previous_slot = None;
         let stride = self.stride;
         for &(slot, row) in &runs {
+            let (slot, row) = (slot as usize, row as usize);
             let h = &self.histories[slot];
             let t = times.value(row);
             let new_key = previous_slot != Some(slot);
@@ -1244,38 +1209,31 @@ impl GroupState {
         Arc::new(Schema::new(fields))
     }
 
-    /// Keeps the entries a batch added (rows with an event time) for the next delta snapshot.
+    /// Keeps the entries a batch added for the next delta snapshot: rows `joined`, in the
+    /// order they joined the histories, so a restore appends them the same way.
     fn record_appended(
         &mut self,
         encoded: &datafusion::arrow::row::Rows,
         times: &TimestampMicrosecondArray,
         args: &[Arg],
-        order: &UInt32Array,
+        joined: &UInt32Array,
     ) -> Result<()> {
-        // In the order they joined the histories, so a restore appends them the same way.
-        let rows: Vec<usize> = order
-            .values()
-            .iter()
-            .map(|&r| r as usize)
-            .filter(|&r| times.is_valid(r))
-            .collect();
-        let picked = UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32));
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(BinaryArray::from_iter_values(
-                rows.iter().map(|&r| encoded.row(r)),
+                joined.values().iter().map(|&r| encoded.row(r as usize)),
             )),
             Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|&r| times.value(r)),
+                joined.values().iter().map(|&r| times.value(r as usize)),
             )),
         ];
-        let filtered = |a: &dyn Array| {
-            datafusion::arrow::compute::take(a, &picked, None)
+        let picked = |a: &dyn Array| {
+            datafusion::arrow::compute::take(a, joined, None)
                 .map_err(JobError::arrow("recording window entries"))
         };
         for p in self.plan.snapshot_order() {
             columns.push(match &args[p] {
-                Arg::F64(v) => filtered(v)?,
-                Arg::I64(v) => filtered(v)?,
+                Arg::F64(v) => picked(v)?,
+                Arg::I64(v) => picked(v)?,
             });
         }
         self.appended.push(

@@ -1018,15 +1018,6 @@ pub async fn run_observed<S: RecordSource>(
             .map(|b| b.rows(&output, batch_id, processing_micros))
             .transpose()?;
 
-        // The state's snapshot is built on another thread while the tables take the batch: the
-        // batch has finished changing the state. It is written after them, as before, and
-        // before the batch's commit record.
-        let snapshotting = rolling.take().map(|mut r| {
-            tokio::task::spawn_blocking(move || {
-                let snapshot = r.snapshot(batch_id);
-                (r, snapshot)
-            })
-        });
         let commit_start = Instant::now();
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
@@ -1071,14 +1062,8 @@ pub async fn run_observed<S: RecordSource>(
             _ => 0,
         };
         durations.alerts = ms(alerts_start.elapsed());
-        if let Some(snapshotting) = snapshotting {
-            let (r, snapshot) = snapshotting.await.map_err(|e| {
-                JobError::Internal(format!(
-                    "the state snapshot of batch {batch_id} failed: {e}"
-                ))
-            })?;
-            rolling = Some(r);
-            let snapshot = snapshot?;
+        if let Some(r) = &mut rolling {
+            let snapshot = r.snapshot(batch_id)?;
             checkpoint
                 .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
                 .await?;

@@ -21,15 +21,15 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, BooleanBufferBuilder,
-    Float64Array, Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray,
-    UInt32Array,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanBufferBuilder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{cast, filter_record_batch, sort_to_indices};
+use datafusion::arrow::compute::{cast, interleave_record_batch, sort_to_indices};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -855,38 +855,47 @@ impl IncrementalState {
             .sum::<usize>()
     }
 
-    /// Splits the pending rows and `new_rows` into those the watermark (`limit_us`) has reached
-    /// and those still waiting for it.
+    /// Splits the pending rows and `new_rows` into those the watermark (`limit_us`) has reached,
+    /// as one batch in the order they came, and those still waiting for it. Each row is copied
+    /// once, to where it goes.
     fn split_due(
         &mut self,
         new_rows: Vec<RecordBatch>,
         limit_us: i64,
-    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let mut due = Vec::new();
-        let mut pending = Vec::new();
-        for batch in std::mem::take(&mut self.pending)
+    ) -> Result<(Option<RecordBatch>, Vec<RecordBatch>)> {
+        let batches: Vec<RecordBatch> = std::mem::take(&mut self.pending)
             .into_iter()
             .chain(new_rows)
-        {
-            let times = times_of(&batch, self.plan.time_index)?;
-            // A row without an event time has no frame to wait for.
-            let waiting: BooleanArray = times
-                .iter()
-                .map(|t| Some(t.is_some_and(|t| t > limit_us)))
-                .collect();
-            let now: BooleanArray = waiting.iter().map(|w| w.map(|w| !w)).collect();
-            if now.true_count() > 0 {
-                due.push(
-                    filter_record_batch(&batch, &now).map_err(JobError::arrow("emitting rows"))?,
-                );
-            }
-            if waiting.true_count() > 0 {
-                pending.push(
-                    filter_record_batch(&batch, &waiting)
-                        .map_err(JobError::arrow("emitting rows"))?,
-                );
+            .filter(|b| b.num_rows() > 0)
+            .collect();
+        // (batch, row) of each row, by where it goes.
+        let mut due = Vec::new();
+        let mut waiting = Vec::new();
+        for (b, batch) in batches.iter().enumerate() {
+            let times = times_of(batch, self.plan.time_index)?;
+            for (r, t) in times.iter().enumerate() {
+                // A row without an event time has no frame to wait for.
+                if t.is_some_and(|t| t > limit_us) {
+                    waiting.push((b, r));
+                } else {
+                    due.push((b, r));
+                }
             }
         }
+        let from: Vec<&RecordBatch> = batches.iter().collect();
+        let gather = |rows: &[(usize, usize)]| {
+            interleave_record_batch(&from, rows).map_err(JobError::arrow("emitting rows"))
+        };
+        let due = match (&batches[..], waiting.is_empty()) {
+            ([], _) => None,
+            ([only], true) => Some(only.clone()),
+            _ => (!due.is_empty()).then(|| gather(&due)).transpose()?,
+        };
+        let pending = if waiting.is_empty() {
+            Vec::new()
+        } else {
+            vec![gather(&waiting)?]
+        };
         Ok((due, pending))
     }
 
@@ -901,16 +910,19 @@ impl IncrementalState {
         let watermark_us = watermark_ms.saturating_mul(1000);
         let (due, pending) = if self.on_arrival {
             // Nothing waits: every row is due now.
-            let rows = new_rows.into_iter().filter(|b| b.num_rows() > 0);
-            (rows.collect(), Vec::new())
+            let rows: Vec<RecordBatch> =
+                new_rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+            let rows = (!rows.is_empty())
+                .then(|| datafusion::arrow::compute::concat_batches(&self.input, &rows))
+                .transpose()
+                .map_err(JobError::arrow("emitting rows"))?;
+            (rows, Vec::new())
         } else {
             self.split_due(new_rows, watermark_us)?
         };
         self.pending = pending;
         let mut out = Vec::new();
-        if !due.is_empty() {
-            let rows = datafusion::arrow::compute::concat_batches(&self.input, &due)
-                .map_err(JobError::arrow("emitting rows"))?;
+        if let Some(rows) = due {
             // Rows join their keys' histories in event-time order, which keeps every history
             // sorted as it grows; the rows themselves stay where they are.
             let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
@@ -962,21 +974,24 @@ impl IncrementalState {
             out.extend_from_slice(&self.keep_from.to_le_bytes());
             out
         };
-        let pending = if self.pending.is_empty() {
-            RecordBatch::new_empty(Arc::clone(&self.input))
-        } else {
-            datafusion::arrow::compute::concat_batches(&self.input, &self.pending)
-                .map_err(JobError::arrow("writing the state snapshot"))?
+        // Sized for the rows a delta holds, so that the bytes are not copied as they grow.
+        let size = |batches: &[RecordBatch]| -> usize {
+            batches.iter().map(RecordBatch::get_array_memory_size).sum()
         };
-        push_part(&mut out, &ipc(&pending)?);
+        out.reserve(
+            size(&self.pending)
+                + self
+                    .groups
+                    .iter()
+                    .map(|g| if full { 0 } else { size(&g.appended) })
+                    .sum::<usize>(),
+        );
+        write_batches(&mut out, &self.input, &self.pending)?;
         for g in &mut self.groups {
             if full {
                 g.write_history(&mut out)?;
             } else {
-                let part =
-                    datafusion::arrow::compute::concat_batches(&g.history_schema(), &g.appended)
-                        .map_err(JobError::arrow("writing the state snapshot"))?;
-                push_part(&mut out, &ipc(&part)?);
+                write_batches(&mut out, &g.history_schema(), &g.appended)?;
             }
             g.appended.clear();
         }
@@ -1249,32 +1264,26 @@ impl GroupState {
     fn write_history(&self, out: &mut Vec<u8>) -> Result<()> {
         let arrow = || JobError::arrow("writing the state snapshot");
         let schema = self.history_schema();
-        let start = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes());
-        let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(&mut *out, &schema)
-            .map_err(arrow())?;
-        let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
-        let mut slice = HistorySlice::new(&kinds);
-        for (key, &slot) in &self.index {
-            let h = Entries {
-                h: &self.histories[slot as usize],
-                stride: self.stride,
-            };
-            for j in 0..h.h.len(self.stride) {
-                slice.push(key, h, j, &kinds);
-                if slice.rows == SNAPSHOT_ROWS {
-                    writer.write(&slice.finish(&schema)?).map_err(arrow())?;
+        write_part(out, &schema, |writer| {
+            let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
+            let mut slice = HistorySlice::new(&kinds);
+            for (key, &slot) in &self.index {
+                let h = Entries {
+                    h: &self.histories[slot as usize],
+                    stride: self.stride,
+                };
+                for j in 0..h.h.len(self.stride) {
+                    slice.push(key, h, j, &kinds);
+                    if slice.rows == SNAPSHOT_ROWS {
+                        writer.write(&slice.finish(&schema)?).map_err(arrow())?;
+                    }
                 }
             }
-        }
-        if slice.rows > 0 {
-            writer.write(&slice.finish(&schema)?).map_err(arrow())?;
-        }
-        writer.finish().map_err(arrow())?;
-        drop(writer);
-        let length = (out.len() - start - 8) as u64;
-        out[start..start + 8].copy_from_slice(&length.to_le_bytes());
-        Ok(())
+            if slice.rows > 0 {
+                writer.write(&slice.finish(&schema)?).map_err(arrow())?;
+            }
+            Ok(())
+        })
     }
 
     fn clear(&mut self) {
@@ -1726,13 +1735,35 @@ fn times_of(batch: &RecordBatch, index: usize) -> Result<TimestampMicrosecondArr
         .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))
 }
 
-fn ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
-    crate::stream::checkpoint::ipc_file(&batch.schema(), std::slice::from_ref(batch))
+/// Appends a part to a snapshot: its length, then an Arrow IPC file of `schema` that `write`
+/// fills, written in place (no second copy of the part).
+fn write_part(
+    out: &mut Vec<u8>,
+    schema: &SchemaRef,
+    write: impl FnOnce(&mut FileWriter<&mut Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let arrow = || JobError::arrow("writing the state snapshot");
+    let start = out.len();
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let mut writer = FileWriter::try_new(&mut *out, schema).map_err(arrow())?;
+    write(&mut writer)?;
+    writer.finish().map_err(arrow())?;
+    drop(writer);
+    let length = (out.len() - start - 8) as u64;
+    out[start..start + 8].copy_from_slice(&length.to_le_bytes());
+    Ok(())
 }
 
-fn push_part(out: &mut Vec<u8>, part: &[u8]) {
-    out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-    out.extend_from_slice(part);
+/// Appends a part holding `batches` (read back as one batch).
+fn write_batches(out: &mut Vec<u8>, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    write_part(out, schema, |writer| {
+        for batch in batches {
+            writer
+                .write(batch)
+                .map_err(JobError::arrow("writing the state snapshot"))?;
+        }
+        Ok(())
+    })
 }
 
 /// The next part's rows as one batch.

@@ -21,11 +21,13 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanBufferBuilder, Float64Array,
-    Float64Builder, Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBufferBuilder, Float64Array, Float64Builder,
+    Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{cast, interleave_record_batch, sort_to_indices};
+use datafusion::arrow::compute::{
+    cast, interleave_record_batch, sort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -663,8 +665,6 @@ struct GroupState {
     histories: Vec<History>,
     /// Slots whose key's history ran out, for the next new keys.
     free: Vec<u32>,
-    /// Entries added since the last snapshot, for the next delta.
-    appended: Vec<RecordBatch>,
 }
 
 /// Each group's computed columns over a batch's due `rows`. Groups keep their own histories, so
@@ -744,6 +744,15 @@ pub struct IncrementalState {
     /// The batch of the full snapshot the last snapshot builds on, and how many deltas since.
     base: Option<i64>,
     deltas: usize,
+    /// The input columns histories are built from (keys, event time, arguments and what
+    /// argument expressions read), in input order; groups read rows of these columns only.
+    kept: Vec<usize>,
+    /// Those columns' schema, and where the event time is among them.
+    kept_schema: SchemaRef,
+    kept_time: usize,
+    /// The rows that joined the histories since the last snapshot, of `kept_schema`, in the
+    /// order they joined: what the next delta holds, once for every group.
+    joined: Vec<RecordBatch>,
 }
 
 /// A full snapshot every this many batches; deltas in between.
@@ -780,35 +789,69 @@ impl IncrementalState {
     pub fn new(plan: IncrementalPlan, input: SchemaRef, on_arrival: bool) -> Result<Self> {
         let view = DFSchema::try_from_qualified_schema(plan.view.as_str(), &input)
             .map_err(|e| JobError::internal(format!("the view's schema: {e}")))?;
+        let mut kept = vec![plan.time_index];
+        for g in &plan.groups {
+            kept.extend(&g.keys);
+            for (source, _) in &g.args {
+                match source {
+                    ArgSource::Column(index) => kept.push(*index),
+                    ArgSource::Expr(expr) => {
+                        for column in expr.column_refs() {
+                            kept.push(view.index_of_column(column).map_err(|e| {
+                                JobError::internal(format!("the window argument `{expr}`: {e}"))
+                            })?);
+                        }
+                    }
+                }
+            }
+        }
+        kept.sort_unstable();
+        kept.dedup();
+        let kept_schema = Arc::new(
+            input
+                .project(&kept)
+                .map_err(JobError::arrow("the window state's columns"))?,
+        );
+        let kept_view = DFSchema::try_from_qualified_schema(plan.view.as_str(), &kept_schema)
+            .map_err(|e| JobError::internal(format!("the view's schema: {e}")))?;
+        // Where an input column is among the kept ones.
+        let at = |index: usize| kept.binary_search(&index).unwrap_or_default();
         let groups = plan
             .groups
             .iter()
             .map(|g| {
+                let mut g = g.clone();
+                g.keys = g.keys.iter().map(|&k| at(k)).collect();
+                for (source, _) in &mut g.args {
+                    if let ArgSource::Column(index) = source {
+                        *index = at(*index);
+                    }
+                }
                 let fields = g
                     .keys
                     .iter()
-                    .map(|&k| SortField::new(input.field(k).data_type().clone()))
+                    .map(|&k| SortField::new(kept_schema.field(k).data_type().clone()))
                     .collect();
                 let readers = g
                     .args
                     .iter()
-                    .map(|(source, _)| ArgReader::new(source, &view))
+                    .map(|(source, _)| ArgReader::new(source, &kept_view))
                     .collect::<Result<_>>()?;
                 Ok(GroupState {
-                    plan: g.clone(),
-                    readers,
                     stride: stride_of(g.args.len()),
                     lookback_us: g.specs.iter().map(|s| s.lookback_us).max().unwrap_or(0),
                     converter: RowConverter::new(fields)
                         .map_err(JobError::arrow("encoding window keys"))?,
+                    plan: g,
+                    readers,
                     index: HashMap::default(),
                     histories: Vec::new(),
                     free: Vec::new(),
-                    appended: Vec::new(),
                 })
             })
             .collect::<Result<_>>()?;
         Ok(Self {
+            kept_time: at(plan.time_index),
             plan,
             input,
             groups,
@@ -817,6 +860,9 @@ impl IncrementalState {
             keep_from: i64::MIN,
             base: None,
             deltas: 0,
+            kept,
+            kept_schema,
+            joined: Vec::new(),
         })
     }
 
@@ -927,11 +973,26 @@ impl IncrementalState {
             // sorted as it grows; the rows themselves stay where they are.
             let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
                 .map_err(JobError::arrow("ordering emitted rows"))?;
+            let kept = rows
+                .project(&self.kept)
+                .map_err(JobError::arrow("emitting rows"))?;
             let mut columns = rows.columns().to_vec();
-            for computed in evaluate_groups(&mut self.groups, &rows, self.plan.time_index, &order)?
-            {
+            for computed in evaluate_groups(&mut self.groups, &kept, self.kept_time, &order)? {
                 columns.extend(computed);
             }
+            // The rows that joined, for the next delta snapshot: those with an event time, in
+            // the order they joined.
+            let times = times_of(&rows, self.plan.time_index)?;
+            let joined: UInt32Array = order
+                .values()
+                .iter()
+                .copied()
+                .filter(|&r| times.is_valid(r as usize))
+                .collect();
+            self.joined.push(
+                take_record_batch(&kept, &joined)
+                    .map_err(JobError::arrow("recording window entries"))?,
+            );
             // Computed columns in the order the plan's output lists them.
             let input_len = self.input.fields().len();
             let mut ordered = columns[..input_len].to_vec();
@@ -969,7 +1030,7 @@ impl IncrementalState {
         let mut out = if full {
             b"RSINC1".to_vec()
         } else {
-            let mut out = b"RSDLT1".to_vec();
+            let mut out = b"RSDLT2".to_vec();
             out.extend_from_slice(&(batch_id - 1).to_le_bytes());
             out.extend_from_slice(&self.keep_from.to_le_bytes());
             out
@@ -978,23 +1039,16 @@ impl IncrementalState {
         let size = |batches: &[RecordBatch]| -> usize {
             batches.iter().map(RecordBatch::get_array_memory_size).sum()
         };
-        out.reserve(
-            size(&self.pending)
-                + self
-                    .groups
-                    .iter()
-                    .map(|g| if full { 0 } else { size(&g.appended) })
-                    .sum::<usize>(),
-        );
+        out.reserve(size(&self.pending) + if full { 0 } else { size(&self.joined) });
         write_batches(&mut out, &self.input, &self.pending)?;
-        for g in &mut self.groups {
-            if full {
+        if full {
+            for g in &self.groups {
                 g.write_history(&mut out)?;
-            } else {
-                write_batches(&mut out, &g.history_schema(), &g.appended)?;
             }
-            g.appended.clear();
+        } else {
+            write_batches(&mut out, &self.kept_schema, &self.joined)?;
         }
+        self.joined.clear();
         let drop_before = if full {
             // The previous chain is still needed until this batch commits.
             let before = self.base.unwrap_or(batch_id);
@@ -1013,7 +1067,7 @@ impl IncrementalState {
 
     /// The batch whose snapshot a delta snapshot builds on; `None` for a full one.
     pub fn builds_on(bytes: &[u8]) -> Option<i64> {
-        (bytes.get(..6)? == b"RSDLT1").then(|| {
+        matches!(bytes.get(..6)?, b"RSDLT1" | b"RSDLT2").then(|| {
             let mut id = [0u8; 8];
             id.copy_from_slice(bytes.get(6..14)?);
             Some(i64::from_le_bytes(id))
@@ -1054,7 +1108,8 @@ impl IncrementalState {
             let mut cursor = Cursor::new(delta.as_ref());
             let mut head = [0u8; 22];
             cursor.read_exact(&mut head).map_err(|_| mismatch())?;
-            if &head[..6] != b"RSDLT1" {
+            let format = &head[..6];
+            if format != b"RSDLT1" && format != b"RSDLT2" {
                 return Err(mismatch());
             }
             let mut keep_from = [0u8; 8];
@@ -1064,10 +1119,25 @@ impl IncrementalState {
             // Deltas hold where the query's longest lookback cut history; each group cuts at
             // its own lookback from the same watermark.
             let watermark_us = keep_from.saturating_add(self.plan.lookback_us);
-            for g in &mut self.groups {
-                let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
-                g.append_entries(&batch).map_err(|_| mismatch())?;
-                g.evict(watermark_us);
+            if format == b"RSDLT2" {
+                // The rows that joined, in the order they joined, join again.
+                let joined = read_part(&mut cursor).ok_or_else(mismatch)?;
+                if joined.schema() != self.kept_schema {
+                    return Err(mismatch());
+                }
+                let order: Vec<u32> = (0..joined.num_rows() as u32).collect();
+                for g in &mut self.groups {
+                    g.join(&joined, self.kept_time, &order)
+                        .map_err(|_| mismatch())?;
+                    g.evict(watermark_us);
+                }
+            } else {
+                // Deltas written before 2026-12 hold each group's new entries.
+                for g in &mut self.groups {
+                    let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+                    g.append_entries(&batch).map_err(|_| mismatch())?;
+                    g.evict(watermark_us);
+                }
             }
             self.keep_from = keep_from;
         }
@@ -1091,15 +1161,14 @@ impl IncrementalState {
 }
 
 impl GroupState {
-    /// Appends `rows` (due, in time order) to their keys' histories and computes the group's
-    /// window columns for them.
-    fn evaluate(
+    /// Adds rows of `rows` to their keys' histories in the order of `order`, skipping rows
+    /// without an event time; returns each added row with its key's slot, in that order.
+    fn join(
         &mut self,
         rows: &RecordBatch,
         time_index: usize,
-        order: &UInt32Array,
-    ) -> Result<Vec<ArrayRef>> {
-        let n = rows.num_rows();
+        order: &[u32],
+    ) -> Result<Vec<(u32, u32)>> {
         let key_columns: Vec<ArrayRef> = self
             .plan
             .keys
@@ -1117,12 +1186,8 @@ impl GroupState {
             .zip(&self.plan.args)
             .map(|(reader, (_, kind))| Arg::of(&reader.read(rows)?, *kind))
             .collect::<Result<_>>()?;
-        // First every due row joins its key's history, so peers of an event (same time) are in
-        // its frame whichever comes first; then each row's frame is read from its key's history.
-        // Each row with its key's slot, in time order (rows without a time have no key's
-        // history).
-        let mut runs: Vec<(u32, u32)> = Vec::with_capacity(n);
-        for &row in order.values() {
+        let mut runs: Vec<(u32, u32)> = Vec::with_capacity(order.len());
+        for &row in order {
             if times.is_null(row as usize) {
                 continue;
             }
@@ -1134,8 +1199,22 @@ impl GroupState {
             );
             runs.push((slot as u32, row));
         }
-        let joined = UInt32Array::from_iter_values(runs.iter().map(|&(_, row)| row));
-        self.record_appended(&encoded, &times, &args, &joined)?;
+        Ok(runs)
+    }
+
+    /// Appends `rows` (due; `order` is their event-time order) to their keys' histories and
+    /// computes the group's window columns for them.
+    fn evaluate(
+        &mut self,
+        rows: &RecordBatch,
+        time_index: usize,
+        order: &UInt32Array,
+    ) -> Result<Vec<ArrayRef>> {
+        let n = rows.num_rows();
+        let times = times_of(rows, time_index)?;
+        // First every due row joins its key's history, so peers of an event (same time) are in
+        // its frame whichever comes first; then each row's frame is read from its key's history.
+        let mut runs = self.join(rows, time_index, order.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1224,40 +1303,6 @@ impl GroupState {
         Arc::new(Schema::new(fields))
     }
 
-    /// Keeps the entries a batch added for the next delta snapshot: rows `joined`, in the
-    /// order they joined the histories, so a restore appends them the same way.
-    fn record_appended(
-        &mut self,
-        encoded: &datafusion::arrow::row::Rows,
-        times: &TimestampMicrosecondArray,
-        args: &[Arg],
-        joined: &UInt32Array,
-    ) -> Result<()> {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from_iter_values(
-                joined.values().iter().map(|&r| encoded.row(r as usize)),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                joined.values().iter().map(|&r| times.value(r as usize)),
-            )),
-        ];
-        let picked = |a: &dyn Array| {
-            datafusion::arrow::compute::take(a, joined, None)
-                .map_err(JobError::arrow("recording window entries"))
-        };
-        for p in self.plan.snapshot_order() {
-            columns.push(match &args[p] {
-                Arg::F64(v) => picked(v)?,
-                Arg::I64(v) => picked(v)?,
-            });
-        }
-        self.appended.push(
-            RecordBatch::try_new(self.history_schema(), columns)
-                .map_err(JobError::arrow("recording window entries"))?,
-        );
-        Ok(())
-    }
-
     /// Writes every key's history into `out` as one part: an Arrow IPC file written in place,
     /// in record batches of [`SNAPSHOT_ROWS`] entries, so that a full snapshot holds no second
     /// copy of a group's history beside its own bytes.
@@ -1290,7 +1335,6 @@ impl GroupState {
         self.index.clear();
         self.histories.clear();
         self.free.clear();
-        self.appended.clear();
     }
 
     /// Adds snapshot entries to their keys' histories, each at its place in time order.
@@ -1946,6 +1990,15 @@ mod tests {
     /// Runs `MIXED_SQL` over the batches on the incremental path, restoring the state from its
     /// snapshots every fourth batch; each batch's output by id, with the ids of its input.
     async fn mixed_stream(on_arrival: bool) -> Vec<(Vec<i64>, Rows)> {
+        mixed_stream_with(on_arrival, |_, _| None).await
+    }
+
+    /// The stream of [`mixed_stream`], with `swap` shown the snapshot chain after each batch:
+    /// when it gives a chain back, the state is restored from that one instead.
+    async fn mixed_stream_with(
+        on_arrival: bool,
+        mut swap: impl FnMut(usize, &[Vec<u8>]) -> Option<Vec<Vec<u8>>>,
+    ) -> Vec<(Vec<i64>, Rows)> {
         let ctx = crate::scoring::session().unwrap();
         let input = mixed_input();
         let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
@@ -1998,7 +2051,12 @@ mod tests {
                 chain.clear();
             }
             chain.push(snapshot.bytes);
-            if b % 4 == 3 {
+            if let Some(other) = swap(b, &chain) {
+                chain = other;
+                state =
+                    IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
+                state.restore(b as i64, &chain).unwrap();
+            } else if b % 4 == 3 {
                 state =
                     IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
                 state.restore(b as i64, &chain).unwrap();
@@ -2007,18 +2065,40 @@ mod tests {
         out
     }
 
+    /// A chain written before deltas held the joined rows once, for every group (a full
+    /// snapshot, then deltas of each group's new entries: this stream's after batch 2, written
+    /// by that version), restores; the stream goes on from it as from its own, and later
+    /// restores read it followed by deltas of the new kind.
+    #[tokio::test]
+    async fn a_chain_of_per_group_deltas_written_before_restores() {
+        let fixture = include_bytes!("fixtures/incremental-chain-v1.bin");
+        let mut older = Vec::new();
+        let mut at = 0;
+        while at < fixture.len() {
+            let len = u64::from_le_bytes(fixture[at..at + 8].try_into().unwrap()) as usize;
+            older.push(fixture[at + 8..at + 8 + len].to_vec());
+            at += 8 + len;
+        }
+        assert_eq!(older.len(), 3);
+        assert!(older[1..].iter().all(|d| d.starts_with(b"RSDLT1")));
+        assert_equals_the_batch(
+            mixed_stream_with(false, |b, _| (b == 2).then(|| older.clone())).await,
+        )
+        .await;
+    }
+
+    /// Asserts that a stream wrote the rows of the SQL over the whole input, each once.
+    async fn assert_equals_the_batch(stream: Vec<(Vec<i64>, Rows)>) {
+        let batch = mixed_batch(&mixed_batches()).await;
+        let streamed: Rows = stream.into_iter().flat_map(|(_, rows)| rows).collect();
+        assert_eq!(streamed.len(), batch.len(), "every event once");
+        assert_rows_equal(&streamed, &batch, batch.keys().copied());
+    }
+
     #[tokio::test]
     async fn frames_over_nulls_and_disorder_restored_from_snapshots_equal_the_sql_over_the_whole_input()
      {
-        let all = mixed_batches();
-        let batch = mixed_batch(&all).await;
-        let streamed: Rows = mixed_stream(false)
-            .await
-            .into_iter()
-            .flat_map(|(_, rows)| rows)
-            .collect();
-        assert_eq!(streamed.len(), batch.len(), "every event once");
-        assert_rows_equal(&streamed, &batch, batch.keys().copied());
+        assert_equals_the_batch(mixed_stream(false).await).await;
     }
 
     #[tokio::test]

@@ -13,6 +13,21 @@ export RISKSTREAM_SERVICES_DIR=${RISKSTREAM_SERVICES_DIR:-$(mktemp -d /tmp/risks
 
 log() { echo "[test] $*" >&2; }
 
+# The target folder outlives clones and keeps what every build left: test binaries linked
+# against earlier dependency sets (a quarter of a GB each) and incremental caches of earlier
+# sessions, tens of GB within days, until the disk fills. Executables (test and bench binaries:
+# no extension; libraries and proc-macros have one) and incremental caches no build touched for
+# a day go; cargo links again whatever it still needs.
+for profile in debug release; do
+  dir=$CARGO_TARGET_DIR/$profile
+  if [ -d "$dir/deps" ]; then
+    find "$dir/deps" -maxdepth 1 -type f -executable ! -name '*.*' -mtime +1 -delete
+  fi
+  if [ -d "$dir/incremental" ]; then
+    find "$dir/incremental" -mindepth 1 -maxdepth 1 -mtime +1 -exec rm -rf {} +
+  fi
+done
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest

@@ -108,7 +108,9 @@ impl DeltaAppender {
             WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
         // Floating-point columns (features, scores) rarely repeat a value: a dictionary for
         // them is built only to be dropped when it outgrows its page, and building it was a
-        // tenth of a feature job's time. They are written plain, then compressed.
+        // tenth of a feature job's time. The declared schema's top-level ones are written
+        // plain, then compressed (nested ones, and columns a schema merge adds, keep Parquet's
+        // default).
         for field in spec.schema.fields() {
             if matches!(
                 field.data_type(),

@@ -2018,13 +2018,19 @@ mod tests {
     /// Runs `MIXED_SQL` over the batches on the incremental path, restoring the state from its
     /// snapshots every fourth batch; each batch's output by id, with the ids of its input.
     async fn mixed_stream(on_arrival: bool) -> Vec<(Vec<i64>, Rows)> {
-        mixed_stream_with(MIXED_SQL, on_arrival, |_, _| None).await
+        mixed_stream_with(MIXED_SQL, mixed_batches(), on_arrival, every_fourth).await
     }
 
-    /// The stream of [`mixed_stream`], with `swap` shown the snapshot chain after each batch:
-    /// when it gives a chain back, the state is restored from that one instead.
+    /// Restores from the state's own chain after every fourth batch.
+    fn every_fourth(b: usize, chain: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+        (b % 4 == 3).then(|| chain.to_vec())
+    }
+
+    /// `sql` over `batches` on the incremental path, with `swap` shown the snapshot chain after
+    /// each batch: when it gives a chain back, the state is restored from that one.
     async fn mixed_stream_with(
         sql: &str,
+        batches: Vec<RecordBatch>,
         on_arrival: bool,
         mut swap: impl FnMut(usize, &[Vec<u8>]) -> Option<Vec<Vec<u8>>>,
     ) -> Vec<(Vec<i64>, Rows)> {
@@ -2046,7 +2052,6 @@ mod tests {
         let mut chain: Vec<Vec<u8>> = Vec::new();
         let mut max_time = i64::MIN;
         let mut out = Vec::new();
-        let batches = mixed_batches();
         // A last, empty batch with a watermark past every event flushes what waits.
         let last = batches.len();
         for (b, batch) in batches.into_iter().map(Some).chain([None]).enumerate() {
@@ -2085,10 +2090,6 @@ mod tests {
                 state =
                     IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
                 state.restore(b as i64, &chain).unwrap();
-            } else if b % 4 == 3 {
-                state =
-                    IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
-                state.restore(b as i64, &chain).unwrap();
             }
         }
         out
@@ -2112,7 +2113,14 @@ mod tests {
         assert!(older[1..].iter().all(|d| d.starts_with(b"RSDLT1")));
         assert_equals_the_batch(
             MIXED_SQL,
-            mixed_stream_with(MIXED_SQL, false, |b, _| (b == 2).then(|| older.clone())).await,
+            mixed_stream_with(MIXED_SQL, mixed_batches(), false, |b, chain| {
+                if b == 2 {
+                    Some(older.clone())
+                } else {
+                    every_fourth(b, chain)
+                }
+            })
+            .await,
         )
         .await;
     }
@@ -2137,7 +2145,36 @@ mod tests {
     async fn columns_only_expressions_read_are_kept_and_restored() {
         let sql = "SELECT id, SUM(id * 2 + k) OVER (PARTITION BY u ORDER BY t \
             RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS si FROM v";
-        assert_equals_the_batch(sql, mixed_stream_with(sql, false, |_, _| None).await).await;
+        let stream = mixed_stream_with(sql, mixed_batches(), false, every_fourth).await;
+        assert_equals_the_batch(sql, stream).await;
+    }
+
+    /// Events at the same time join their keys' histories in one order, and a restored state
+    /// keeps it: with whole-second times (many peers, whose order first and last values see),
+    /// a stream restored after every batch writes what a stream never restored writes.
+    #[tokio::test]
+    async fn restores_keep_the_order_of_events_at_the_same_time() {
+        let tied: Vec<RecordBatch> = mixed_batches()
+            .into_iter()
+            .map(|b| {
+                let times = b.column(2).as_primitive::<TimestampMicrosecondType>();
+                let whole: TimestampMicrosecondArray = times.unary(|t| t - t.rem_euclid(1_000_000));
+                let mut columns = b.columns().to_vec();
+                columns[2] = Arc::new(whole);
+                RecordBatch::try_new(b.schema(), columns).unwrap()
+            })
+            .collect();
+        for on_arrival in [false, true] {
+            let never = mixed_stream_with(MIXED_SQL, tied.clone(), on_arrival, |_, _| None).await;
+            let always = mixed_stream_with(MIXED_SQL, tied.clone(), on_arrival, |_, chain| {
+                Some(chain.to_vec())
+            })
+            .await;
+            assert_eq!(never.len(), always.len());
+            for ((ids, a), (_, b)) in never.iter().zip(&always) {
+                assert_eq!(a, b, "rows of the batch with ids {ids:?}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use datafusion::common::ScalarValue;
+
 use crate::error::{JobError, Result};
 use crate::generator::Source;
 use crate::kafka::{OffsetRange, PartitionRecords};
@@ -955,7 +957,6 @@ fn rows_by_id(
     batches: &[datafusion::arrow::array::RecordBatch],
 ) -> std::collections::HashMap<String, Vec<datafusion::common::ScalarValue>> {
     use datafusion::arrow::datatypes::DataType;
-    use datafusion::common::ScalarValue;
     let mut out = std::collections::HashMap::new();
     for b in batches {
         // The job adds the batch id; the SQL alone does not.
@@ -1014,7 +1015,6 @@ async fn shipped_features_stream_as_they_compute_in_one_batch(
     path: &str,
     values: usize,
 ) {
-    use datafusion::common::ScalarValue;
     let sql = std::fs::read_to_string(path).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (streamed, late, watermark, operator) = stream_rows_of(
@@ -1056,20 +1056,30 @@ async fn shipped_features_stream_as_they_compute_in_one_batch(
             || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
             || (a == 0.0 && (b.is_nan() || b.abs() < 1e-4))
     };
-    let mut compared = 0;
-    for id in due {
-        let (s, b) = (&streamed[id], &batch[id]);
-        assert_eq!(s.len(), b.len());
-        for (x, y) in s.iter().zip(b) {
-            let same = match (x, y) {
-                (ScalarValue::Float64(Some(x)), ScalarValue::Float64(Some(y))) => close(*x, *y),
-                _ => x == y,
-            };
-            assert!(same, "{id}: {x:?} != {y:?}\n{s:?}\n{b:?}");
-            compared += 1;
-        }
-    }
+    let compared: usize = due
+        .into_iter()
+        .map(|id| assert_same_values(id, &streamed[id], &batch[id], close))
+        .sum();
     assert!(compared > values, "{compared} values compared");
+}
+
+/// Asserts that event `id`'s streamed values are its values from the batch run, doubles
+/// compared by `close`; returns how many values were compared.
+pub(super) fn assert_same_values(
+    id: impl std::fmt::Debug,
+    streamed: &[ScalarValue],
+    batch: &[ScalarValue],
+    close: impl Fn(f64, f64) -> bool,
+) -> usize {
+    assert_eq!(streamed.len(), batch.len(), "{id:?}");
+    for (x, y) in streamed.iter().zip(batch) {
+        let same = match (x, y) {
+            (ScalarValue::Float64(Some(x)), ScalarValue::Float64(Some(y))) => close(*x, *y),
+            _ => x == y,
+        };
+        assert!(same, "{id:?}: {x:?} != {y:?}\n{streamed:?}\n{batch:?}");
+    }
+    streamed.len()
 }
 
 /// A shipped spec, its lake and checkpoints moved under `dir`.

@@ -676,13 +676,13 @@ fn evaluate_groups(
     groups: &mut [GroupState],
     rows: &RecordBatch,
     time_index: usize,
-    order: &UInt32Array,
+    joining: &UInt32Array,
 ) -> Result<Vec<Vec<ArrayRef>>> {
     use rayon::prelude::*;
     groups
         .par_iter_mut()
         .with_max_len(1)
-        .map(|g| g.evaluate(rows, time_index, order))
+        .map(|g| g.evaluate(rows, time_index, joining))
         .collect()
 }
 
@@ -986,24 +986,24 @@ impl IncrementalState {
             // sorted as it grows; the rows themselves stay where they are.
             let order = sort_to_indices(rows.column(self.plan.time_index), None, None)
                 .map_err(JobError::arrow("ordering emitted rows"))?;
-            let kept = rows
-                .project(&self.kept)
-                .map_err(JobError::arrow("emitting rows"))?;
-            let mut columns = rows.columns().to_vec();
-            for computed in evaluate_groups(&mut self.groups, &kept, self.kept_time, &order)? {
-                columns.extend(computed);
-            }
-            // The rows that joined, for the next delta snapshot: those with an event time, in
-            // the order they joined.
+            // The rows with an event time, in the order they join every group's histories (a
+            // row without one has no key's history); kept for the next delta snapshot.
             let times = times_of(&rows, self.plan.time_index)?;
-            let joined: UInt32Array = order
+            let joining: UInt32Array = order
                 .values()
                 .iter()
                 .copied()
                 .filter(|&r| times.is_valid(r as usize))
                 .collect();
+            let kept = rows
+                .project(&self.kept)
+                .map_err(JobError::arrow("emitting rows"))?;
+            let mut columns = rows.columns().to_vec();
+            for computed in evaluate_groups(&mut self.groups, &kept, self.kept_time, &joining)? {
+                columns.extend(computed);
+            }
             self.joined.push(
-                take_record_batch(&kept, &joined)
+                take_record_batch(&kept, &joining)
                     .map_err(JobError::arrow("recording window entries"))?,
             );
             // Computed columns in the order the plan's output lists them.
@@ -1175,8 +1175,8 @@ impl IncrementalState {
 }
 
 impl GroupState {
-    /// Adds rows of `rows` to their keys' histories in the order of `order`, skipping rows
-    /// without an event time; returns each added row with its key's slot, in that order.
+    /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
+    /// order; returns each row with its key's slot, in that order.
     fn join(
         &mut self,
         rows: &RecordBatch,
@@ -1202,9 +1202,10 @@ impl GroupState {
             .collect::<Result<_>>()?;
         let mut runs: Vec<(u32, u32)> = Vec::with_capacity(order.len());
         for &row in order {
-            if times.is_null(row as usize) {
-                continue;
-            }
+            debug_assert!(
+                times.is_valid(row as usize),
+                "a row without an event time joins"
+            );
             let slot = self.slot(encoded.row(row as usize).as_ref());
             self.histories[slot].insert(
                 self.stride,
@@ -1216,19 +1217,20 @@ impl GroupState {
         Ok(runs)
     }
 
-    /// Appends `rows` (due; `order` is their event-time order) to their keys' histories and
-    /// computes the group's window columns for them.
+    /// Appends `rows` (due; `joining` lists those with an event time, in event-time order) to
+    /// their keys' histories and computes the group's window columns for them (rows without an
+    /// event time get what an empty frame gives).
     fn evaluate(
         &mut self,
         rows: &RecordBatch,
         time_index: usize,
-        order: &UInt32Array,
+        joining: &UInt32Array,
     ) -> Result<Vec<ArrayRef>> {
         let n = rows.num_rows();
         let times = times_of(rows, time_index)?;
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
-        let mut runs = self.join(rows, time_index, order.values())?;
+        let mut runs = self.join(rows, time_index, joining.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1998,18 +2000,10 @@ mod tests {
     }
 
     fn assert_rows_equal(streamed: &Rows, batch: &Rows, ids: impl Iterator<Item = i64>) {
-        use datafusion::common::ScalarValue;
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
         let mut compared = 0;
         for id in ids {
-            let (s, b) = (&streamed[&id], &batch[&id]);
-            for (x, y) in s.iter().zip(b) {
-                let same = match (x, y) {
-                    (ScalarValue::Float64(Some(x)), ScalarValue::Float64(Some(y))) => close(*x, *y),
-                    _ => x == y,
-                };
-                assert!(same, "event {id}: {x:?} != {y:?}\n{s:?}\n{b:?}");
-            }
+            crate::stream::engine_tests::assert_same_values(id, &streamed[&id], &batch[&id], close);
             compared += 1;
         }
         assert!(compared > 0);

@@ -27,6 +27,10 @@ WITH windows AS (
         STDDEV(load_pct) OVER device_10m AS load_stddev_10m,
         AVG(ambient_temp_c) OVER device_10m AS ambient_mean_10m,
         STDDEV(ambient_temp_c) OVER device_10m AS ambient_stddev_10m,
+        -- How closely the reading follows the load: over ten minutes, and over the hour for
+        -- what the device normally does.
+        CORR(reading, load_pct) OVER device_10m AS reading_load_corr_10m,
+        CORR(reading, load_pct) OVER device_1h AS reading_load_corr_1h,
         -- The device's previous reading within ten minutes.
         LAST_VALUE(reading) OVER device_before_10m AS previous_reading,
         MAX(event_time) OVER device_before_10m AS previous_time,
@@ -72,6 +76,10 @@ SELECT
         (reading - reading_mean_10m) / NULLIF(reading_stddev_10m, 0)
         - (load_pct - load_mean_10m) / NULLIF(load_stddev_10m, 0)
     ) AS reading_load_divergence_10m,
+    reading_load_corr_10m,
+    reading_load_corr_1h,
+    -- A break: the reading stopped following the load it followed over the hour.
+    reading_load_corr_1h - reading_load_corr_10m AS reading_load_corr_drop,
     (ambient_temp_c - ambient_mean_10m) / NULLIF(ambient_stddev_10m, 0) AS ambient_zscore_10m,
     site_readings_10m,
     battery_pct,

@@ -1,5 +1,6 @@
 //! Rolling features evaluated incrementally: for the common shape of feature SQL (COUNT, SUM,
-//! AVG, MIN and MAX of a column, or of an expression over the row, over
+//! AVG, MIN, MAX, VAR, STDDEV and more of a column, or of an expression over the row, and COVAR
+//! and CORR of two, over
 //! `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` or
 //! `... AND INTERVAL ... PRECEDING`, partitioned by columns, straight over the job's view), the
 //! engine keeps per key only the event times and the argument columns within the lookback, and
@@ -49,7 +50,7 @@ use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
-use crate::stream::running::Totals;
+use crate::stream::running::{CoTotals, Totals};
 
 /// An aggregate the engine keeps incrementally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,17 @@ enum Agg {
     StddevPop,
     VarSamp,
     VarPop,
+    /// Of two columns: sample and population covariance, and Pearson's correlation.
+    CovarSamp,
+    CovarPop,
+    Corr,
+}
+
+impl Agg {
+    /// True for the functions of two arguments.
+    fn pairs(self) -> bool {
+        matches!(self, Agg::CovarSamp | Agg::CovarPop | Agg::Corr)
+    }
 }
 
 /// How an argument column is kept: as doubles, as 64-bit integers (timestamps included), or as
@@ -90,6 +102,8 @@ struct Spec {
     agg: Agg,
     /// Index into the group's kept argument columns.
     arg: Option<usize>,
+    /// The second argument of a function of two (COVAR, CORR).
+    arg2: Option<usize>,
     lookback_us: i64,
     /// How far before the event the frame ends (0: at the event, its peers included).
     end_us: i64,
@@ -207,7 +221,7 @@ impl IncrementalPlan {
                 .ok()?
                 .data_type()
                 .clone();
-            let Some((keys, arg, spec)) = spec_of(name.clone(), output, wf, input, &view_schema)
+            let Some((keys, args, spec)) = spec_of(name.clone(), output, wf, input, &view_schema)
             else {
                 // The generic path's own check (`rolling::analyze`) has accepted the frame.
                 let lookback = match &wf.params.window_frame.start_bound {
@@ -229,17 +243,18 @@ impl IncrementalPlan {
                     groups.last_mut()?
                 }
             };
-            let arg = match arg {
-                None => None,
-                Some(column) => Some(match group.args.iter().position(|a| *a == column) {
+            let mut at = Vec::with_capacity(args.len());
+            for column in args {
+                at.push(match group.args.iter().position(|a| *a == column) {
                     Some(i) => i,
                     None => {
                         group.args.push(column);
                         group.args.len() - 1
                     }
-                }),
-            };
-            group.specs.push(Spec { arg, ..spec });
+                });
+            }
+            let (arg, arg2) = (at.first().copied(), at.get(1).copied());
+            group.specs.push(Spec { arg, arg2, ..spec });
         }
         // A history entry's validity word has a bit per argument column.
         if groups.is_empty() || groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
@@ -420,7 +435,7 @@ fn spec_of(
     wf: &WindowFunction,
     input: &SchemaRef,
     view: &DFSchema,
-) -> Option<(Vec<usize>, Option<ArgColumn>, Spec)> {
+) -> Option<(Vec<usize>, Vec<ArgColumn>, Spec)> {
     let WindowFunction { fun, params } = wf;
     let function = match fun {
         WindowFunctionDefinition::AggregateUDF(f) => f.name(),
@@ -452,45 +467,60 @@ fn spec_of(
         ("stddev_pop", [_]) => Agg::StddevPop,
         ("var", [_]) => Agg::VarSamp,
         ("var_pop", [_]) => Agg::VarPop,
+        ("covar_samp", [_, _]) => Agg::CovarSamp,
+        ("covar_pop", [_, _]) => Agg::CovarPop,
+        ("corr", [_, _]) => Agg::Corr,
         _ => return None,
     };
-    let arg = match agg {
-        Agg::CountRows => None,
+    let read = |e: &Expr| {
+        let (source, arg_type) = match e {
+            Expr::Column(c) => {
+                let index = input.index_of(&c.name).ok()?;
+                (
+                    ArgSource::Column(index),
+                    input.field(index).data_type().clone(),
+                )
+            }
+            e if row_local(e) => {
+                let e = simplified(e, view)?;
+                let t = e.get_type(view).ok()?;
+                (ArgSource::Expr(e), t)
+            }
+            _ => return None,
+        };
+        let kind = match arg_type {
+            _ if agg == Agg::CountDistinct => Kind::Hash,
+            DataType::Float64 => Kind::F64,
+            // Covariances read doubles (DataFusion casts their arguments to them).
+            _ if agg.pairs() => return None,
+            DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::I64,
+            _ => return None,
+        };
+        Some(((source, kind), arg_type))
+    };
+    let (args, arg_type): (Vec<ArgColumn>, Option<DataType>) = match agg {
+        Agg::CountRows => (Vec::new(), None),
         _ => {
-            let (source, arg_type) = match &params.args[0] {
-                Expr::Column(c) => {
-                    let index = input.index_of(&c.name).ok()?;
-                    (
-                        ArgSource::Column(index),
-                        input.field(index).data_type().clone(),
-                    )
-                }
-                e if row_local(e) => {
-                    let e = simplified(e, view)?;
-                    let t = e.get_type(view).ok()?;
-                    (ArgSource::Expr(e), t)
-                }
-                _ => return None,
-            };
-            let kind = match arg_type {
-                _ if agg == Agg::CountDistinct => Kind::Hash,
-                DataType::Float64 => Kind::F64,
-                DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::I64,
-                _ => return None,
-            };
-            Some(((source, kind), arg_type))
+            let read: Vec<(ArgColumn, DataType)> =
+                params.args.iter().map(read).collect::<Option<_>>()?;
+            let arg_type = read.first().map(|(_, t)| t.clone());
+            (read.into_iter().map(|(arg, _)| arg).collect(), arg_type)
         }
     };
     // The output types these aggregates give in DataFusion; anything else is left to it.
-    let (arg, arg_type) = match arg {
-        Some((arg, arg_type)) => (Some(arg), Some(arg_type)),
-        None => (None, None),
-    };
     let expected = match (agg, &arg_type) {
         (Agg::CountRows | Agg::Count | Agg::CountDistinct, _) => DataType::Int64,
-        (Agg::Avg | Agg::StddevSamp | Agg::StddevPop | Agg::VarSamp | Agg::VarPop, _) => {
-            DataType::Float64
-        }
+        (
+            Agg::Avg
+            | Agg::StddevSamp
+            | Agg::StddevPop
+            | Agg::VarSamp
+            | Agg::VarPop
+            | Agg::CovarSamp
+            | Agg::CovarPop
+            | Agg::Corr,
+            _,
+        ) => DataType::Float64,
         (Agg::First | Agg::Last, Some(t)) => t.clone(),
         (Agg::Sum, Some(DataType::Float64)) => DataType::Float64,
         (Agg::Sum, Some(DataType::Int64)) => DataType::Int64,
@@ -515,12 +545,13 @@ fn spec_of(
     };
     Some((
         keys,
-        arg,
+        args,
         Spec {
             name,
             output,
             agg,
             arg: None,
+            arg2: None,
             lookback_us,
             end_us,
         },
@@ -1251,7 +1282,19 @@ impl GroupState {
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
         let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
+        // And which pairs of them it keeps co-totals of, for COVAR and CORR (`pair_of`: where
+        // a function's pair is in its frame's list).
+        let mut pairs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); frames.len()];
+        let mut pair_of = vec![0; specs.len()];
         for (i, spec) in specs.iter().enumerate() {
+            if let (true, Some(a), Some(b)) = (spec.agg.pairs(), spec.arg, spec.arg2) {
+                let list = &mut pairs[frame_of[i]];
+                pair_of[i] = list.iter().position(|p| *p == (a, b)).unwrap_or_else(|| {
+                    list.push((a, b));
+                    list.len() - 1
+                });
+                continue;
+            }
             if let Some(arg) = spec.arg {
                 let need = &mut needs[frame_of[i]][arg];
                 match spec.agg {
@@ -1264,7 +1307,10 @@ impl GroupState {
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|&(slot, _)| slot);
-        let mut frame_state: Vec<Frame> = frames.iter().map(|_| Frame::new(kinds.len())).collect();
+        let mut frame_state: Vec<Frame> = pairs
+            .iter()
+            .map(|p| Frame::new(kinds.len(), p.len()))
+            .collect();
         let mut previous_slot = None;
         let stride = self.stride;
         for &(slot, row) in &runs {
@@ -1278,13 +1324,17 @@ impl GroupState {
                 let lo = h.partition_point(stride, |x| x < from);
                 let hi = h.partition_point(stride, |x| x <= to);
                 let entries = Entries { h, stride };
-                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, &needs[k], &kinds);
+                let wants = (&needs[k][..], &pairs[k][..]);
+                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, &kinds);
             }
             for (i, spec) in specs.iter().enumerate() {
                 let frame = &frame_state[frame_of[i]];
-                let kept = spec
-                    .arg
-                    .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]));
+                let kept = if spec.agg.pairs() {
+                    Some(frame.pair_value(spec.agg, pair_of[i]))
+                } else {
+                    spec.arg
+                        .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
+                };
                 let value = match kept {
                     Some(value) => value,
                     None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, &kinds),
@@ -1612,6 +1662,8 @@ struct Frame {
     lo: usize,
     hi: usize,
     totals: Vec<Totals>,
+    /// Per pair of columns the frame's COVAR and CORR read, the totals of its pairs.
+    co_totals: Vec<CoTotals>,
     /// For hashed columns: how many entries of the frame hold each value.
     distinct: Vec<HashMap<i64, u32, foldhash::fast::RandomState>>,
     /// Per column, the candidates for the frame's minimum and maximum (`[min, max]`).
@@ -1661,11 +1713,12 @@ impl<T: PartialOrd + Copy> Extremes<T> {
 }
 
 impl Frame {
-    fn new(columns: usize) -> Self {
+    fn new(columns: usize, pairs: usize) -> Self {
         Self {
             lo: 0,
             hi: 0,
             totals: vec![Totals::default(); columns],
+            co_totals: vec![CoTotals::default(); pairs],
             distinct: (0..columns).map(|_| HashMap::default()).collect(),
             f64_extremes: (0..columns).map(|_| Default::default()).collect(),
             i64_extremes: (0..columns).map(|_| Default::default()).collect(),
@@ -1693,21 +1746,34 @@ impl Frame {
                 Value::I64(self.i64_extremes[p][usize::from(agg == Agg::Max)].value())
             }
             (Agg::CountRows | Agg::First | Agg::Last, _) => return None,
+            (Agg::CovarSamp | Agg::CovarPop | Agg::Corr, _) => return None,
+        })
+    }
+
+    /// The value of the two-column `agg` over the frame's pair `q` (see `slide`).
+    fn pair_value(&self, agg: Agg, q: usize) -> Value {
+        let totals = &self.co_totals[q];
+        Value::F64(match agg {
+            Agg::CovarSamp => totals.covariance(false),
+            Agg::CovarPop => totals.covariance(true),
+            _ => totals.correlation(),
         })
     }
 
     /// Moves the frame to entries `lo..hi` of `h` (for the same key, never backwards; from
-    /// scratch for a new key or a frame that jumped past the last one).
+    /// scratch for a new key or a frame that jumped past the last one), keeping what `needs`
+    /// asks of each column and the co-totals of `pairs` of (double) columns.
     fn slide(
         &mut self,
         h: Entries<'_>,
         (lo, hi): (usize, usize),
         new_key: bool,
-        needs: &[Needs],
+        (needs, pairs): (&[Needs], &[(usize, usize)]),
         kinds: &[Kind],
     ) {
         if new_key || lo >= self.hi {
             self.totals.fill(Totals::default());
+            self.co_totals.fill(CoTotals::default());
             self.distinct.iter_mut().for_each(HashMap::clear);
             for e in self.f64_extremes.iter_mut().flatten() {
                 e.queue.clear();
@@ -1766,6 +1832,10 @@ impl Frame {
                     }
                 }
             }
+        }
+        for (totals, &(a, b)) in self.co_totals.iter_mut().zip(pairs) {
+            (self.hi..hi).for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), true));
+            (self.lo..lo).for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), false));
         }
         self.lo = lo;
         self.hi = hi;
@@ -2141,6 +2211,34 @@ mod tests {
             RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS si FROM v";
         let stream = mixed_stream_with(sql, mixed_batches(), false, every_fourth).await;
         assert_equals_the_batch(sql, stream).await;
+    }
+
+    /// Covariances and correlations of two arguments (an integer one cast to a double, an
+    /// expression) skip the pairs with a null, over disorder and restores.
+    #[tokio::test]
+    async fn covariances_and_correlations_of_two_arguments_equal_the_batch() {
+        let sql = "SELECT id, covar_samp(x, k) OVER w AS cs, covar_pop(x, k) OVER w AS cp, \
+            corr(x, k) OVER w AS c, corr(k, x) OVER w AS ck, corr(x, x * 2 + 1) OVER w AS cl, \
+            corr(x, k) OVER (PARTITION BY s ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND \
+                PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS cb \
+            FROM v WINDOW w AS (PARTITION BY u ORDER BY t \
+                RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)";
+        let stream = mixed_stream_with(sql, mixed_batches(), false, every_fourth).await;
+        let values: usize = stream
+            .iter()
+            .flat_map(|(_, rows)| rows.values())
+            .map(|row| row.iter().filter(|v| !v.is_null()).count())
+            .sum();
+        assert!(values > 10_000, "{values} values");
+        // DataFusion's sliding covariance retracts rows as its frame moves and leaves rounding
+        // noise of about 1e-15 of the products (here up to about 1e6) where a frame's is 0.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e3);
+        let batch = sql_batch(sql, &mixed_batches()).await;
+        let streamed: Rows = stream.into_iter().flat_map(|(_, rows)| rows).collect();
+        assert_eq!(streamed.len(), batch.len(), "every event once");
+        for (id, values) in &batch {
+            crate::stream::engine_tests::assert_same_values(id, &streamed[id], values, close);
+        }
     }
 
     /// Events at the same time join their keys' histories in one order, and a restored state

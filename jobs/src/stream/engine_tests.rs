@@ -464,6 +464,10 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
         let b = r["batchId"].as_i64().unwrap() as usize;
         let op = &r["stateOperators"][0];
         counted += op["numRowsDroppedByWatermark"].as_u64().unwrap();
+        assert!(
+            op["commitTimeMs"].is_u64(),
+            "Spark's name for the state's commit time"
+        );
         let expected = chrono::DateTime::from_timestamp_millis(watermark[b])
             .unwrap()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -96,6 +96,8 @@ pub struct StateOperatorProgress {
     pub memory_used_bytes: u64,
     /// Input rows at or before the watermark (Spark drops them; here they go to `late_events`).
     pub num_rows_dropped_by_watermark: u64,
+    /// Milliseconds spent writing the state's snapshot into the checkpoint.
+    pub commit_time_ms: u64,
 }
 
 /// The alert sink's part of a report (Riskstream's addition).

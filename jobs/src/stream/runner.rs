@@ -1062,12 +1062,14 @@ pub async fn run_observed<S: RecordSource>(
             _ => 0,
         };
         durations.alerts = ms(alerts_start.elapsed());
+        let state_start = Instant::now();
         if let Some(r) = &mut rolling {
             let snapshot = r.snapshot(batch_id)?;
             checkpoint
                 .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
                 .await?;
         }
+        let state_commit_ms = ms(state_start.elapsed());
         let offsets_start = Instant::now();
         checkpoint
             .write_commit(batch_id, state.watermark_ms)
@@ -1125,6 +1127,7 @@ pub async fn run_observed<S: RecordSource>(
                     num_rows_updated: rolling.as_ref().map_or(0, |_| on_time_rows),
                     memory_used_bytes: rolling.as_ref().map_or(0, |r| r.bytes() as u64),
                     num_rows_dropped_by_watermark: late_rows,
+                    commit_time_ms: state_commit_ms,
                 })
                 .into_iter()
                 .collect(),

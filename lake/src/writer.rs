@@ -1,19 +1,25 @@
 //! Exactly-once appends to one Delta table: each commit carries `txn(appId, version)`, and an
 //! append whose version the table already holds for that app id is skipped, so a replayed
 //! micro-batch never writes its rows twice.
+//!
+//! A large append is encoded by one writer per core, each writing its share of the rows to a
+//! file of its own, and committed as one version: deltalake's write operation feeds every file
+//! through one Parquet encoder, which left a feature job's second core idle for most of each
+//! commit (BENCHMARKS.md, "Commits on every core").
 
 use std::num::NonZeroU64;
 
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType, StructTypeExt, Transaction};
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 
 use crate::error::{LakeError, Result};
@@ -52,6 +58,12 @@ pub enum AppendOutcome {
     /// There were no rows to write.
     Empty,
 }
+
+/// Rows each writer of an append takes at least: smaller appends are written as one file.
+const ROWS_PER_WRITER: usize = 100_000;
+
+/// Files written by deltalake's writers are cut at this size.
+const TARGET_FILE_SIZE: u64 = 512 * 1024 * 1024;
 
 /// Appends batches to one Delta table, exactly once per `(app id, version)`.
 #[derive(Debug)]
@@ -207,6 +219,23 @@ impl DeltaAppender {
             return Err(self.delta_error(DeltaTableError::NotInitialized));
         };
         let restore = table.clone();
+        let writers = self.writers_for(&table, &batches, mode);
+        if writers > 1 {
+            let mut table = table;
+            return match self
+                .append_side_by_side(&mut table, batches, writers, app_id, version)
+                .await
+            {
+                Ok(table_version) => {
+                    self.table = Some(table);
+                    Ok(AppendOutcome::Committed { table_version })
+                }
+                Err(e) => {
+                    self.table = Some(restore);
+                    Err(self.delta_error(e))
+                }
+            };
+        }
         let mut write = table.write(batches);
         if self.spec.merge_schema {
             write = write.with_schema_mode(SchemaMode::Merge);
@@ -214,7 +243,7 @@ impl DeltaAppender {
         let result = write
             .with_save_mode(mode)
             .with_partition_columns(self.spec.partition_by.iter().cloned())
-            .with_target_file_size(NonZeroU64::new(512 * 1024 * 1024))
+            .with_target_file_size(NonZeroU64::new(TARGET_FILE_SIZE))
             .with_writer_properties(self.writer_properties.clone())
             .with_commit_properties(
                 CommitProperties::default()
@@ -232,5 +261,141 @@ impl DeltaAppender {
                 Err(self.delta_error(e))
             }
         }
+    }
+
+    /// How many writers encode an append: one per core, each with at least
+    /// [`ROWS_PER_WRITER`] rows; 1 (deltalake's write operation) for overwrites, schema
+    /// merges, and tables whose writes must be checked against invariants, constraints or
+    /// generated columns, which that operation enforces.
+    fn writers_for(&self, table: &DeltaTable, batches: &[RecordBatch], mode: SaveMode) -> usize {
+        if mode != SaveMode::Append || self.spec.merge_schema {
+            return 1;
+        }
+        let Ok(snapshot) = table.snapshot() else {
+            return 1;
+        };
+        let schema = snapshot.schema();
+        let checked = snapshot
+            .metadata()
+            .configuration()
+            .keys()
+            .any(|k| k.starts_with("delta.constraints."))
+            || !schema.get_invariants().is_ok_and(|i| i.is_empty())
+            || !schema.get_generated_columns().is_ok_and(|g| g.is_empty());
+        if checked {
+            return 1;
+        }
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (rows / ROWS_PER_WRITER).clamp(1, cores)
+    }
+
+    /// Appends `batches` with `writers` writers side by side, each encoding its share of the
+    /// rows into files of its own, then commits every file in one version with
+    /// `txn(app_id, version)`. Files of a failed append are left unreferenced (`vacuum` removes
+    /// them).
+    async fn append_side_by_side(
+        &self,
+        table: &mut DeltaTable,
+        batches: Vec<RecordBatch>,
+        writers: usize,
+        app_id: &str,
+        version: i64,
+    ) -> std::result::Result<u64, DeltaTableError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for share in shares(batches, writers) {
+            let mut writer = RecordBatchWriter::for_table(table)?
+                .with_writer_properties(self.writer_properties.clone())
+                .with_target_file_size(TARGET_FILE_SIZE);
+            tasks.spawn(async move {
+                for batch in share {
+                    writer.write(batch).await?;
+                }
+                writer.flush().await
+            });
+        }
+        let mut adds: Vec<Add> = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let written =
+                done.map_err(|e| DeltaTableError::Generic(format!("a writer failed: {e}")))?;
+            adds.extend(written?);
+        }
+        let partition_by =
+            (!self.spec.partition_by.is_empty()).then(|| self.spec.partition_by.clone());
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by,
+            predicate: None,
+        };
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id, version));
+        let committed = CommitBuilder::from(properties)
+            .with_actions(adds.into_iter().map(Action::Add).collect())
+            .build(Some(table.snapshot()?), table.log_store(), operation)
+            .await?;
+        table.state = Some(committed.snapshot());
+        Ok(committed.version() as u64)
+    }
+}
+
+/// `batches` cut into `n` runs of consecutive rows, as even as whole rows allow.
+fn shares(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    let mut share = 0;
+    // Rows each share still takes: the first `total % n` take one more.
+    let size = |i: usize| total / n + usize::from(i < total % n);
+    let mut room = size(0);
+    for batch in batches {
+        let mut at = 0;
+        while at < batch.num_rows() {
+            if room == 0 && share + 1 < n {
+                share += 1;
+                room = size(share);
+            }
+            let take = (batch.num_rows() - at).min(room.max(1));
+            out[share].push(batch.slice(at, take));
+            at += take;
+            room = room.saturating_sub(take);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::{Field, Int64Type, Schema};
+
+    use super::*;
+
+    #[test]
+    fn shares_are_even_runs_of_rows_in_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = |from: i64, to: i64| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from_iter_values(from..to))],
+            )
+            .expect("a batch")
+        };
+        let values = |share: &[RecordBatch]| -> Vec<i64> {
+            share
+                .iter()
+                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                .collect()
+        };
+        let split = shares(vec![batch(0, 3), batch(3, 10), batch(10, 11)], 3);
+        let got: Vec<Vec<i64>> = split.iter().map(|s| values(s)).collect();
+        assert_eq!(
+            got,
+            vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9, 10]]
+        );
+        assert!(split.iter().flatten().all(|b| b.num_rows() > 0));
+        let one = shares(vec![batch(0, 5)], 1);
+        assert_eq!(values(&one[0]), vec![0, 1, 2, 3, 4]);
     }
 }

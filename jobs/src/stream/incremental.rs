@@ -696,6 +696,8 @@ struct GroupState {
     histories: Vec<History>,
     /// Slots whose key's history ran out, for the next new keys.
     free: Vec<u32>,
+    /// How long the group's last batch took: groups start longest first.
+    last_cost: std::time::Duration,
 }
 
 /// Each group's computed columns over a batch's due `rows`. Groups keep their own histories, so
@@ -703,17 +705,49 @@ struct GroupState {
 /// batch's decoding leaves most of the other core idle. The threads are rayon's, which outlive
 /// the batch: what a group allocates as it grows is reused by the same threads batch after batch
 /// rather than left to the allocator by threads that end.
+///
+/// One group (a user's dozens of functions) can cost as much as all the others: each thread
+/// takes the next group as it frees up, the groups that took longest last batch first, so that
+/// the longest does not start last and leave one core to finish it alone.
 fn evaluate_groups(
     groups: &mut [GroupState],
     rows: &RecordBatch,
     time_index: usize,
     joining: &UInt32Array,
 ) -> Result<Vec<Vec<ArrayRef>>> {
-    use rayon::prelude::*;
-    groups
-        .par_iter_mut()
-        .with_max_len(1)
-        .map(|g| g.evaluate(rows, time_index, joining))
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(groups[i].last_cost));
+    // Each group with what its evaluation gave.
+    type Slot<'a> = (&'a mut GroupState, Option<Result<Vec<ArrayRef>>>);
+    let slots: Vec<Mutex<Slot<'_>>> = groups.iter_mut().map(|g| Mutex::new((g, None))).collect();
+    let next = AtomicUsize::new(0);
+    let workers = rayon::current_num_threads().min(slots.len());
+    rayon::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|_| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // Each slot is taken by one thread only: the lock is never contended.
+                    let mut slot = slots[i].lock().unwrap_or_else(|e| e.into_inner());
+                    let started = std::time::Instant::now();
+                    let computed = slot.0.evaluate(rows, time_index, joining);
+                    slot.0.last_cost = started.elapsed();
+                    slot.1 = Some(computed);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            let (_, computed) = slot.into_inner().unwrap_or_else(|e| e.into_inner());
+            computed.unwrap_or_else(|| {
+                Err(JobError::internal(
+                    "a window group was not evaluated".into(),
+                ))
+            })
+        })
         .collect()
 }
 
@@ -884,6 +918,7 @@ impl IncrementalState {
                     index: HashMap::default(),
                     histories: Vec::new(),
                     free: Vec::new(),
+                    last_cost: std::time::Duration::ZERO,
                 })
             })
             .collect::<Result<_>>()?;
@@ -1080,11 +1115,19 @@ impl IncrementalState {
             out.extend_from_slice(&self.keep_from.to_le_bytes());
             out
         };
-        // Sized for the rows a delta holds, so that the bytes are not copied as they grow.
+        // Sized for what the snapshot holds, with room for the files' framing and padding: a
+        // buffer of tens of megabytes outgrowing its estimate by a few kilobytes was copied
+        // into one twice its size, every batch.
         let size = |batches: &[RecordBatch]| -> usize {
             batches.iter().map(RecordBatch::get_array_memory_size).sum()
         };
-        out.reserve(size(&self.pending) + if full { 0 } else { size(&self.joined) });
+        let held = size(&self.pending)
+            + if full {
+                self.groups.iter().map(GroupState::snapshot_bytes).sum()
+            } else {
+                size(&self.joined)
+            };
+        out.reserve(held + held / 32 + (1 << 20));
         write_batches(&mut out, &self.input, &self.pending)?;
         if full {
             for g in &self.groups {
@@ -1392,6 +1435,18 @@ impl GroupState {
             }
             Ok(())
         })
+    }
+
+    /// About the bytes [`write_history`](Self::write_history) writes: per entry, its key (and
+    /// the key's offset), its time, validity and argument words.
+    fn snapshot_bytes(&self) -> usize {
+        self.index
+            .iter()
+            .map(|(key, &slot)| {
+                let entries = self.histories[slot as usize].len(self.stride);
+                entries * (key.len() + 4 + self.stride * 8)
+            })
+            .sum()
     }
 
     fn clear(&mut self) {

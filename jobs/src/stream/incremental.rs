@@ -1065,13 +1065,17 @@ impl IncrementalState {
                 .project(&self.kept)
                 .map_err(JobError::arrow("emitting rows"))?;
             let mut columns = rows.columns().to_vec();
-            for computed in evaluate_groups(&mut self.groups, &kept, self.kept_time, &joining)? {
+            // The joined rows are gathered for the next delta while the groups are evaluated:
+            // a core that runs out of groups takes it rather than wait for the last group.
+            let (computed, joined) = rayon::join(
+                || evaluate_groups(&mut self.groups, &kept, self.kept_time, &joining),
+                || take_record_batch(&kept, &joining),
+            );
+            for computed in computed? {
                 columns.extend(computed);
             }
-            self.joined.push(
-                take_record_batch(&kept, &joining)
-                    .map_err(JobError::arrow("recording window entries"))?,
-            );
+            self.joined
+                .push(joined.map_err(JobError::arrow("recording window entries"))?);
             // Computed columns in the order the plan's output lists them.
             let input_len = self.input.fields().len();
             let mut ordered = columns[..input_len].to_vec();

@@ -1,5 +1,7 @@
 """The embedded demo's lake, read by an outside reader (Python deltalake), locally and on S3."""
 
+import json
+
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
@@ -105,3 +107,39 @@ def test_bad_values_fail_naming_the_flag(riskstream_bin, tmp_path):
         proc = run_riskstream(riskstream_bin, *args, check=False)
         assert proc.returncode != 0, args
         assert flag in proc.stderr, (args, proc.stderr)
+
+
+def test_large_batches_on_s3_are_written_by_a_writer_per_core(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
+    """A batch of 200,000 rows or more is written by one writer per core, each to its own file,
+    all committed in one table version; an outside reader sees every row once."""
+    import os
+
+    import boto3
+
+    env = s3_env(s3_endpoint)
+    uri = f"s3://{s3_bucket}/lake"
+    run_riskstream(riskstream_bin, "demo", "--events", "550000", "--batch-events", "300000", "--seed", "3",
+                   "--lake", uri, "--summary", str(tmp_path / "large.json"), env=env)
+    summary = read_json(tmp_path / "large.json")
+    storage_options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true",
+                       "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                       "AWS_REGION": S3_CREDENTIALS["AWS_REGION"]}
+    check_lake(uri, storage_options, summary)
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                      region_name=S3_CREDENTIALS["AWS_REGION"])
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="lake/risk_scores/_delta_log/")
+    commits = [o["Key"] for o in listed["Contents"] if o["Key"].endswith(".json")]
+    most = 0
+    for key in commits:
+        body = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read().decode()
+        actions = [json.loads(line) for line in body.splitlines() if line]
+        adds = [a["add"] for a in actions if "add" in a]
+        if adds:
+            # Every file of a commit has its statistics, and the commit carries its batch's txn.
+            assert all(json.loads(a["stats"])["numRecords"] > 0 for a in adds), key
+            assert any("txn" in a for a in actions), key
+        most = max(most, len(adds))
+    assert most == min(os.cpu_count() or 1, 2), most

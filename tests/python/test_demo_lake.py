@@ -69,17 +69,22 @@ def test_demo_writes_contract_tables_and_a_rerun_writes_nothing(riskstream_bin, 
     assert out == ["n", str(first["valid_events"])]
 
 
+def demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path, *args):
+    """Runs the demo with `args` into a lake on the S3 server; checks the lake as an outside
+    reader sees it and returns its URI and the demo's summary."""
+    uri = f"s3://{s3_bucket}/lake"
+    run_riskstream(riskstream_bin, "demo", *args, "--lake", uri, "--summary", str(tmp_path / "s3.json"),
+                   env=s3_env(s3_endpoint))
+    summary = read_json(tmp_path / "s3.json")
+    # The variables a command reads are the storage options an outside reader takes.
+    check_lake(uri, s3_env(s3_endpoint), summary)
+    return uri, summary
+
+
 def test_demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path):
     env = s3_env(s3_endpoint)
-    uri = f"s3://{s3_bucket}/lake"
-    run_riskstream(riskstream_bin, "demo", "--events", "8000", "--batch-events", "3000", "--seed", "5",
-                   "--lake", uri, "--summary", str(tmp_path / "s3.json"), env=env)
-    summary = read_json(tmp_path / "s3.json")
-    storage_options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true",
-                       "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                       "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                       "AWS_REGION": S3_CREDENTIALS["AWS_REGION"]}
-    check_lake(uri, storage_options, summary)
+    uri, summary = demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path,
+                              "--events", "8000", "--batch-events", "3000", "--seed", "5")
     out = run_riskstream(riskstream_bin, "sql", "--lake", uri, "--format", "csv",
                          "SELECT count(*) AS n FROM dead_letters", env=env).stdout.splitlines()
     assert out == ["n", str(summary["malformed"])]
@@ -116,17 +121,8 @@ def test_large_batches_on_s3_are_written_by_a_writer_per_core(riskstream_bin, s3
 
     import boto3
 
-    env = s3_env(s3_endpoint)
-    uri = f"s3://{s3_bucket}/lake"
-    run_riskstream(riskstream_bin, "demo", "--events", "550000", "--batch-events", "300000", "--seed", "3",
-                   "--lake", uri, "--summary", str(tmp_path / "large.json"), env=env)
-    summary = read_json(tmp_path / "large.json")
-    storage_options = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true",
-                       "AWS_ACCESS_KEY_ID": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                       "AWS_SECRET_ACCESS_KEY": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                       "AWS_REGION": S3_CREDENTIALS["AWS_REGION"]}
-    check_lake(uri, storage_options, summary)
-
+    demo_on_s3(riskstream_bin, s3_endpoint, s3_bucket, tmp_path,
+               "--events", "550000", "--batch-events", "300000", "--seed", "3")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                       aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                       region_name=S3_CREDENTIALS["AWS_REGION"])

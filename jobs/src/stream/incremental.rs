@@ -1768,11 +1768,34 @@ struct Extremes<T> {
     queue: VecDeque<(usize, T)>,
 }
 
-impl<T: PartialOrd + Copy> Extremes<T> {
+/// How an extremum orders values: integers as numbers; doubles in IEEE total order, which puts
+/// NaN above every number, as Spark and Arrow order it (a frame holding a NaN has it as its
+/// MAX; MIN passes over it).
+trait Ordered: Copy {
+    fn at_most(self, other: Self) -> bool;
+}
+
+impl Ordered for i64 {
+    fn at_most(self, other: Self) -> bool {
+        self <= other
+    }
+}
+
+impl Ordered for f64 {
+    fn at_most(self, other: Self) -> bool {
+        self.total_cmp(&other).is_le()
+    }
+}
+
+impl<T: Ordered> Extremes<T> {
     fn enter(&mut self, index: usize, value: Option<T>, max: bool) {
         let Some(v) = value else { return };
         while let Some(&(_, back)) = self.queue.back() {
-            let beaten = if max { back <= v } else { back >= v };
+            let beaten = if max {
+                back.at_most(v)
+            } else {
+                v.at_most(back)
+            };
             if !beaten {
                 break;
             }
@@ -2328,6 +2351,34 @@ mod tests {
         assert_eq!(streamed.len(), batch.len(), "every event once");
         for (id, values) in &batch {
             crate::stream::engine_tests::assert_same_values(id, &streamed[id], values, close);
+        }
+    }
+
+    /// A NaN is the largest value: the MAX of every frame that holds it, passed over by MIN.
+    #[test]
+    fn nan_is_the_largest_value_of_a_sliding_frame() {
+        let values = [1.0, f64::NAN, 2.0, 3.0, 0.5];
+        let width = 2;
+        let (mut min, mut max) = (Extremes::default(), Extremes::default());
+        let mut seen = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            min.enter(i, Some(v), false);
+            max.enter(i, Some(v), true);
+            let lo = (i + 1).saturating_sub(width);
+            min.leave_before(lo);
+            max.leave_before(lo);
+            seen.push((min.value().unwrap(), max.value().unwrap()));
+        }
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan());
+        let expected = [
+            (1.0, 1.0),
+            (1.0, f64::NAN),
+            (2.0, f64::NAN),
+            (2.0, 3.0),
+            (0.5, 3.0),
+        ];
+        for (got, want) in seen.iter().zip(expected) {
+            assert!(same(got.0, want.0) && same(got.1, want.1), "{seen:?}");
         }
     }
 

@@ -1388,7 +1388,7 @@ impl GroupState {
                     let f = &frame_state[k];
                     (
                         h.step_while(stride, f.lo, |x| x < from),
-                        h.step_while(stride, f.hi.max(f.lo), |x| x <= to),
+                        h.step_while(stride, f.hi, |x| x <= to),
                     )
                 };
                 let entries = Entries { h, stride };

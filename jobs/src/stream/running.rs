@@ -82,12 +82,36 @@ fn divisor(n: u64, population: bool) -> Option<u64> {
     (d > 0).then_some(d)
 }
 
+/// A count of what a frame holds, as a value enters it or leaves it.
+fn step(count: &mut u64, enters: bool) {
+    if enters {
+        *count += 1;
+    } else {
+        *count -= 1;
+    }
+}
+
+/// `n` times the mean product of the deviations of `a` and `b` from their means, from their
+/// sums `sa` and `sb` and the sum of their products `sab`: `sab - sa * sb / n`.
+fn deviations(n: u64, sa: Dd, sb: Dd, sab: Dd) -> f64 {
+    sab.add(sa.mul(sb).div(n as f64).neg()).value()
+}
+
+/// The sum of the squared deviations of `n` values from their mean, from their sum `s` and sum
+/// of squares `ss`. What is left below the sums' own rounding (about 1e-32 of the sum of squares
+/// per value added or removed; 1e-24 allows a hundred million) is no spread at all, and rounding
+/// can never make a spread negative: both are 0.
+fn squared_deviations(n: u64, s: Dd, ss: Dd) -> f64 {
+    let d = deviations(n, s, s, ss);
+    if d <= ss.value() * 1e-24 { 0.0 } else { d }
+}
+
 /// How many NaN, +inf and -inf values a frame holds.
 #[derive(Debug, Clone, Copy, Default)]
 struct NonFinite {
-    nan: u32,
-    positive: u32,
-    negative: u32,
+    nan: u64,
+    positive: u64,
+    negative: u64,
 }
 
 impl NonFinite {
@@ -102,11 +126,7 @@ impl NonFinite {
         } else {
             return false;
         };
-        if enters {
-            *counter += 1;
-        } else {
-            *counter -= 1;
-        }
+        step(counter, enters);
         true
     }
 
@@ -144,11 +164,7 @@ impl Totals {
     /// A double value enters the frame (`enters`) or leaves it.
     pub(crate) fn add_f64(&mut self, v: Option<f64>, enters: bool) {
         let Some(v) = v else { return };
-        if enters {
-            self.n += 1;
-        } else {
-            self.n -= 1;
-        }
+        step(&mut self.n, enters);
         if self.non_finite.count(v, enters) {
             return;
         }
@@ -203,17 +219,7 @@ impl Totals {
         if self.non_finite.any() {
             return Some(f64::NAN);
         }
-        let deviations = self
-            .squares
-            .add(self.sum.mul(self.sum).div(self.n as f64).neg())
-            .value();
-        // What is left below the sums' own rounding (about 1e-32 of the sum of squares per
-        // value added or removed; 1e-24 allows a hundred million) is no spread at all, and
-        // rounding can never make a spread negative.
-        if deviations <= self.squares.value() * 1e-24 {
-            return Some(0.0);
-        }
-        Some(deviations / divisor as f64)
+        Some(squared_deviations(self.n, self.sum, self.squares) / divisor as f64)
     }
 }
 
@@ -236,17 +242,9 @@ impl CoTotals {
     /// SQL.
     pub(crate) fn add(&mut self, x: Option<f64>, y: Option<f64>, enters: bool) {
         let (Some(x), Some(y)) = (x, y) else { return };
-        if enters {
-            self.n += 1;
-        } else {
-            self.n -= 1;
-        }
+        step(&mut self.n, enters);
         if !x.is_finite() || !y.is_finite() {
-            if enters {
-                self.non_finite += 1;
-            } else {
-                self.non_finite -= 1;
-            }
+            step(&mut self.non_finite, enters);
             return;
         }
         let sign = |d: Dd| if enters { d } else { d.neg() };
@@ -257,12 +255,6 @@ impl CoTotals {
         self.xy = self.xy.add(sign(two_prod(x, y)));
     }
 
-    /// `n` times the sum of the deviation products of `a` and `b` (sums `sa`, `sb`, sum of
-    /// products `sab`), i.e. `sab - sa * sb / n`.
-    fn deviations(&self, sa: Dd, sb: Dd, sab: Dd) -> f64 {
-        sab.add(sa.mul(sb).div(self.n as f64).neg()).value()
-    }
-
     /// The covariance, of the population or of a sample (`None` for no pairs, or one pair of
     /// a sample).
     pub(crate) fn covariance(&self, population: bool) -> Option<f64> {
@@ -270,8 +262,8 @@ impl CoTotals {
         if self.non_finite > 0 {
             return Some(f64::NAN);
         }
-        let products = self.deviations(self.x, self.y, self.xy);
-        // Below the sums' rounding (see `Totals::variance`) there is no co-variation.
+        let products = deviations(self.n, self.x, self.y, self.xy);
+        // Below the sums' rounding (see `squared_deviations`) there is no co-variation.
         let scale = (self.xx.value() * self.yy.value()).sqrt();
         if products.abs() <= scale * 1e-24 {
             return Some(0.0);
@@ -288,12 +280,12 @@ impl CoTotals {
         if self.non_finite > 0 {
             return Some(f64::NAN);
         }
-        let spread = |s: Dd, ss: Dd| {
-            let d = self.deviations(s, s, ss);
-            (d > ss.value() * 1e-24).then_some(d)
-        };
-        let (vx, vy) = (spread(self.x, self.xx)?, spread(self.y, self.yy)?);
-        let products = self.deviations(self.x, self.y, self.xy);
+        let vx = squared_deviations(self.n, self.x, self.xx);
+        let vy = squared_deviations(self.n, self.y, self.yy);
+        if vx == 0.0 || vy == 0.0 {
+            return None;
+        }
+        let products = deviations(self.n, self.x, self.y, self.xy);
         Some((products / vx.sqrt() / vy.sqrt()).clamp(-1.0, 1.0))
     }
 }

@@ -72,7 +72,6 @@ pub struct Column {
     field: FieldRef,
     nulls: NullBufferBuilder,
     values: Values,
-    rows: usize,
 }
 
 impl Column {
@@ -95,14 +94,12 @@ impl Column {
             field,
             nulls: NullBufferBuilder::new(capacity),
             values,
-            rows: 0,
         }
     }
 
     /// Appends a value read for this column. The reader only produces slots of the column's kind
     /// (or missing and null, which append a null).
     pub fn append(&mut self, slot: Slot, message: &[u8], scratch: &[u8]) {
-        self.rows += 1;
         let present = !matches!(slot, Slot::Missing | Slot::Null);
         if present {
             self.nulls.append_non_null();
@@ -127,15 +124,9 @@ impl Column {
         }
     }
 
-    /// Rows appended since the last `finish`.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
     /// The column so far as an array of the field's type; the column starts again empty.
     pub fn finish(&mut self) -> Result<ArrayRef> {
         let nulls = self.nulls.finish();
-        self.rows = 0;
         let array: ArrayRef = match &mut self.values {
             Values::Utf8 { offsets, bytes } => {
                 let offsets = std::mem::replace(offsets, vec![0]);

@@ -26,11 +26,12 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, RecordBatchOptions,
     StringArray, UInt32Array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
 use crate::error::{JobError, Result};
 use crate::schemas::dead_letters_schema;
+use crate::stream::watermark::{late_rows, split_rows};
 
 use columns::{Column, Kind, Slot};
 use json::{Reason, Scanner, TRUNCATED, Text, kind_of};
@@ -83,9 +84,13 @@ impl FieldPlan {
 /// Decodes JSON values into a declared schema.
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
-    schema: SchemaRef,
+    declared: SchemaRef,
     fields: Arc<[FieldPlan]>,
     by_name: Arc<HashMap<Box<[u8]>, usize>>,
+    /// The declared columns it builds, ascending; every field is read and checked all the same.
+    built: Arc<[usize]>,
+    /// The schema of the rows it gives: the built columns.
+    output: SchemaRef,
 }
 
 /// The row being read: each column's value, and the buffers escaped strings are resolved into.
@@ -126,15 +131,40 @@ impl JsonDecoder {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         Ok(Self {
-            schema,
+            built: (0..fields.len()).collect(),
+            output: Arc::clone(&schema),
+            declared: schema,
             fields: fields.into(),
             by_name: Arc::new(by_name),
         })
     }
 
-    /// The declared schema.
+    /// The same decoder building only the declared columns `columns` (ascending indexes). A
+    /// message is still read whole and checked against every declared field, so what goes to
+    /// the dead letters does not depend on the columns a query happens to read.
+    pub fn building(&self, columns: &[usize]) -> Result<Self> {
+        if columns.windows(2).any(|w| w[0] >= w[1])
+            || columns.last().is_some_and(|&c| c >= self.fields.len())
+        {
+            return Err(JobError::internal(format!(
+                "columns {columns:?} of a declared schema of {} fields",
+                self.fields.len()
+            )));
+        }
+        let output = self
+            .declared
+            .project(columns)
+            .map_err(JobError::arrow("projecting the declared schema"))?;
+        Ok(Self {
+            built: columns.into(),
+            output: Arc::new(output),
+            ..self.clone()
+        })
+    }
+
+    /// The schema of the rows it gives: the declared schema, or the columns it builds.
     pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.output
     }
 
     /// Decodes every value of `values`; a null value is rejected like an empty one.
@@ -146,12 +176,18 @@ impl JsonDecoder {
             rejected: Vec::new(),
         };
         let mut columns: Vec<Column> = self
-            .schema
-            .fields()
+            .built
             .iter()
-            .zip(self.fields.iter())
-            .map(|(field, plan)| Column::new(Arc::clone(field), plan.kind, n))
+            .map(|&c| {
+                Column::new(
+                    Arc::clone(&self.declared.fields()[c]),
+                    self.fields[c].kind,
+                    n,
+                )
+            })
             .collect();
+        // Rows in the batch being built (there may be no columns to count them).
+        let mut rows = 0;
         let mut row = Row {
             slots: vec![Slot::Missing; self.fields.len()],
             scratch: Vec::new(),
@@ -172,29 +208,30 @@ impl JsonDecoder {
                 continue;
             }
             if text + message.len() > MAX_BATCH_TEXT {
-                out.batches.push(self.finish(&mut columns)?);
+                out.batches.push(self.finish(&mut columns, rows)?);
                 text = 0;
+                rows = 0;
             }
             text += message.len();
-            for (column, slot) in columns.iter_mut().zip(&row.slots) {
-                column.append(*slot, message, &row.scratch);
+            for (column, &c) in columns.iter_mut().zip(self.built.iter()) {
+                column.append(row.slots[c], message, &row.scratch);
             }
+            rows += 1;
             out.origins.push(i as u32);
         }
-        if columns[0].len() > 0 {
-            out.batches.push(self.finish(&mut columns)?);
+        if rows > 0 {
+            out.batches.push(self.finish(&mut columns, rows)?);
         }
         Ok(out)
     }
 
-    fn finish(&self, columns: &mut [Column]) -> Result<RecordBatch> {
-        let rows = columns[0].len();
+    fn finish(&self, columns: &mut [Column], rows: usize) -> Result<RecordBatch> {
         let arrays = columns
             .iter_mut()
             .map(Column::finish)
             .collect::<Result<Vec<ArrayRef>>>()?;
         RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
+            Arc::clone(&self.output),
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
@@ -465,11 +502,15 @@ fn dead_letter_rows(
     RecordBatch::try_new(schema, columns).map_err(JobError::arrow("dead letters"))
 }
 
-/// A records batch decoded: the rows, and `dead_letters` rows for the messages that did not decode.
+/// A records batch decoded: the rows, the late ones apart, and `dead_letters` rows for the
+/// messages that did not decode.
 #[derive(Debug)]
 pub struct DecodedRecords {
-    /// Rows of the view: the declared schema and the metadata columns asked for.
+    /// Rows of the view: the declared schema and the metadata columns asked for (those the
+    /// query reads, when narrowed), after the watermark.
     pub rows: Vec<RecordBatch>,
+    /// Rows at or before the watermark, whole (every declared and metadata column).
+    pub late: Vec<RecordBatch>,
     /// `dead_letters` rows.
     pub dead_letters: RecordBatch,
 }
@@ -481,13 +522,22 @@ pub fn decodes(data_type: &DataType) -> bool {
 
 /// Decodes the values of Kafka records batches into a declared schema, and carries the Kafka
 /// columns asked for (such as `offset`) alongside each decoded row, renamed.
+///
+/// A decoder [`narrowed`](Self::narrowed) to the columns a query reads builds only those
+/// (most of a message's text is in columns no feature reads); given the watermark's column
+/// ([`with_event_time`](Self::with_event_time)) it sets late rows apart and decodes them again
+/// whole, for `late_events`.
 #[derive(Debug, Clone)]
 pub struct RecordDecoder {
     json: JsonDecoder,
     /// For each metadata column of the view, in order, its Kafka column's name.
     metadata: Vec<String>,
-    /// The declared schema and the metadata columns.
+    /// The rows it gives: declared columns, then metadata columns.
     view: SchemaRef,
+    /// Where the view has the watermark's column.
+    event_time: Option<usize>,
+    /// The decoder of whole rows, when this one builds fewer columns.
+    whole: Option<Arc<RecordDecoder>>,
 }
 
 impl RecordDecoder {
@@ -506,52 +556,140 @@ impl RecordDecoder {
             json: JsonDecoder::new(declared)?,
             metadata,
             view,
+            event_time: None,
+            whole: None,
         })
     }
 
+    /// The same decoder giving only the view's columns `columns` (ascending indexes), late rows
+    /// still whole.
+    pub fn narrowed(&self, columns: &[usize]) -> Result<Self> {
+        let declared = self.view.fields().len() - self.metadata.len();
+        let (built, metadata): (Vec<usize>, Vec<usize>) =
+            columns.iter().partition(|&&c| c < declared);
+        let view = self
+            .view
+            .project(columns)
+            .map_err(JobError::arrow("projecting the view"))?;
+        Ok(Self {
+            json: self.json.building(&built)?,
+            metadata: metadata
+                .iter()
+                .map(|&c| self.metadata[c - declared].clone())
+                .collect(),
+            view: Arc::new(view),
+            event_time: None,
+            whole: Some(Arc::new(Self {
+                event_time: None,
+                ..self.clone()
+            })),
+        })
+    }
+
+    /// The same decoder setting apart rows at or before the watermark by the view's column
+    /// `column`.
+    pub fn with_event_time(self, column: usize) -> Self {
+        Self {
+            event_time: Some(column),
+            ..self
+        }
+    }
+
+    /// The schema of the rows it gives.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.view
+    }
+
     /// Decodes a records batch, turning rejected messages into `dead_letters` rows stamped with
-    /// `batch_id` and `recorded_at_micros`.
+    /// `batch_id` and `recorded_at_micros`, and setting apart the rows late at `watermark_ms`.
     pub fn decode(
         &self,
         records: &RecordBatch,
         batch_id: i64,
         recorded_at_micros: i64,
+        watermark_ms: i64,
     ) -> Result<DecodedRecords> {
         let decoded = self.json.decode(values_of(records)?)?;
         let dead_letters =
             dead_letter_rows(records, &decoded.rejected, batch_id, recorded_at_micros)?;
-        let rows = if self.metadata.is_empty() {
-            decoded.batches
-        } else {
-            self.with_metadata(records, decoded)?
+        let limit_us = watermark_ms.saturating_mul(1000);
+        let mut out = DecodedRecords {
+            rows: Vec::with_capacity(decoded.batches.len()),
+            late: Vec::new(),
+            dead_letters,
         };
-        Ok(DecodedRecords { rows, dead_letters })
+        // The records the late rows came from, to decode again whole.
+        let mut late_origins: Vec<u32> = Vec::new();
+        let mut start = 0;
+        for batch in decoded.batches {
+            let origins = &decoded.origins[start..start + batch.num_rows()];
+            start += batch.num_rows();
+            let batch = self.with_metadata(records, batch, origins)?;
+            let late = match self.event_time {
+                Some(column) => late_rows(batch.column(column), limit_us)?,
+                None => None,
+            };
+            let Some(late) = late else {
+                out.rows.push(batch);
+                continue;
+            };
+            let (on_time, late_part) = split_rows(&batch, &late)?;
+            if on_time.num_rows() > 0 {
+                out.rows.push(on_time);
+            }
+            match self.whole {
+                None => out.late.push(late_part),
+                Some(_) => late_origins.extend(
+                    origins
+                        .iter()
+                        .zip(late.values().iter())
+                        .filter_map(|(&o, is_late)| is_late.then_some(o)),
+                ),
+            }
+        }
+        if let Some(whole) = &self.whole
+            && !late_origins.is_empty()
+        {
+            let late_records = take_record_batch(records, &UInt32Array::from(late_origins))
+                .map_err(JobError::arrow("late records"))?;
+            let again = whole.decode(&late_records, batch_id, recorded_at_micros, watermark_ms)?;
+            if again.dead_letters.num_rows() > 0 {
+                return Err(JobError::internal(
+                    "a late record decoded once and not the second time".into(),
+                ));
+            }
+            out.late.extend(again.rows);
+        }
+        Ok(out)
     }
 
-    /// Each decoded batch with the Kafka columns of the records its rows came from.
-    fn with_metadata(&self, records: &RecordBatch, decoded: Decoded) -> Result<Vec<RecordBatch>> {
-        let mut start = 0;
-        let mut out = Vec::with_capacity(decoded.batches.len());
-        for batch in decoded.batches {
-            let end = start + batch.num_rows();
-            let origins = UInt32Array::from(decoded.origins[start..end].to_vec());
-            start = end;
-            let mut columns = batch.columns().to_vec();
-            for name in &self.metadata {
-                let column = records.column_by_name(name).ok_or_else(|| {
-                    JobError::internal(format!("records batch has no `{name}` column"))
-                })?;
-                columns.push(
-                    take(column.as_ref(), &origins, None)
-                        .map_err(JobError::arrow("metadata columns"))?,
-                );
-            }
-            out.push(
-                RecordBatch::try_new(Arc::clone(&self.view), columns)
+    /// A decoded batch with the Kafka columns of the records (`origins`) its rows came from.
+    fn with_metadata(
+        &self,
+        records: &RecordBatch,
+        batch: RecordBatch,
+        origins: &[u32],
+    ) -> Result<RecordBatch> {
+        if self.metadata.is_empty() {
+            return Ok(batch);
+        }
+        let origins = UInt32Array::from(origins.to_vec());
+        let mut columns = batch.columns().to_vec();
+        for name in &self.metadata {
+            let column = records.column_by_name(name).ok_or_else(|| {
+                JobError::internal(format!("records batch has no `{name}` column"))
+            })?;
+            columns.push(
+                take(column.as_ref(), &origins, None)
                     .map_err(JobError::arrow("metadata columns"))?,
             );
         }
-        Ok(out)
+        RecordBatch::try_new_with_options(
+            Arc::clone(&self.view),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(JobError::arrow("metadata columns"))
     }
 }
 
@@ -890,7 +1028,7 @@ mod tests {
             view.clone(),
         )
         .unwrap();
-        let out = decoder.decode(&records, 4, 0).unwrap();
+        let out = decoder.decode(&records, 4, 0, 0).unwrap();
         let mut rows = 0;
         for b in &out.rows {
             assert_eq!(b.schema(), view);
@@ -913,5 +1051,87 @@ mod tests {
                 .all(|o| o % 7 == 3)
         );
         assert_eq!(out.dead_letters.num_rows(), bad);
+    }
+
+    /// Narrowed to some columns, the decoder builds only those; it still refuses the same
+    /// messages (a bad value in a column it does not build makes a dead letter all the same),
+    /// and gives the late rows whole, metadata and all, as the whole decoder does.
+    #[test]
+    fn a_narrowed_decoder_builds_its_columns_and_gives_late_rows_whole() {
+        use crate::records::InProcessTopic;
+        use crate::schemas::timestamp_type;
+        use datafusion::arrow::compute::concat_batches;
+        let declared = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("at", timestamp_type(), false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let mut fields: Vec<Field> = declared
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("at_offset", DataType::Int64, false));
+        let view = Arc::new(Schema::new(fields));
+        let mut topic = InProcessTopic::new("payments", 1);
+        for i in 0..3_000 {
+            let at = (i * 7_919) % 3_000;
+            let amount = if i % 11 == 5 {
+                r#""lots""#.to_string()
+            } else {
+                i.to_string()
+            };
+            let note = if i % 13 == 7 {
+                String::new()
+            } else {
+                format!(r#","note":"n{i}""#)
+            };
+            let value = format!(r#"{{"id":"x{i}","at":{at},"amount":{amount}{note}}}"#);
+            topic.append(b"k", value.as_bytes(), 1_000 + i);
+        }
+        let records = topic.take_batch().unwrap();
+        let whole = RecordDecoder::new(declared, vec!["offset".into()], Arc::clone(&view)).unwrap();
+        let narrow = whole.narrowed(&[0, 1, 4]).unwrap().with_event_time(1);
+        let whole = whole.with_event_time(1);
+        // Late: at or before 1,000 s.
+        let (w, n) = (
+            whole.decode(&records, 3, 9, 1_000_000).unwrap(),
+            narrow.decode(&records, 3, 9, 1_000_000).unwrap(),
+        );
+        let all =
+            |schema: &SchemaRef, batches: &[RecordBatch]| concat_batches(schema, batches).unwrap();
+        let narrow_view = Arc::new(view.project(&[0, 1, 4]).unwrap());
+        assert_eq!(narrow.schema(), &narrow_view);
+        assert_eq!(
+            all(&narrow_view, &n.rows),
+            all(&view, &w.rows).project(&[0, 1, 4]).unwrap()
+        );
+        let late = all(&view, &n.late);
+        assert_eq!(late, all(&view, &w.late));
+        let expected_late = (0..3_000)
+            .filter(|i| i % 11 != 5 && (i * 7_919) % 3_000 <= 1_000)
+            .count();
+        assert_eq!(late.num_rows(), expected_late);
+        assert_eq!(late.column(3).null_count(), {
+            (0..3_000)
+                .filter(|i| i % 11 != 5 && i % 13 == 7 && (i * 7_919) % 3_000 <= 1_000)
+                .count()
+        });
+        assert_eq!(n.dead_letters, w.dead_letters);
+        assert_eq!(
+            n.dead_letters.num_rows(),
+            (0..3_000).filter(|i| i % 11 == 5).count()
+        );
+        let rows: usize = n.rows.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows + late.num_rows() + n.dead_letters.num_rows(), 3_000);
+        // Without the watermark's column nothing is set apart.
+        let unsplit = whole.narrowed(&[0, 1, 4]).unwrap();
+        let out = unsplit.decode(&records, 3, 9, 1_000_000).unwrap();
+        assert!(out.late.is_empty());
+        assert_eq!(
+            out.rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            3_000 - n.dead_letters.num_rows()
+        );
     }
 }

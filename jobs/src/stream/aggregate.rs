@@ -600,13 +600,13 @@ impl AggregateState {
             return p.restore(bytes);
         }
         let (schema, rows) = crate::stream::checkpoint::read_ipc_file(bytes)?;
-        if schema != self.input {
+        let Some(rows) = crate::stream::checkpoint::fit_rows(&self.input, &schema, rows) else {
             return Err(JobError::internal(
                 "the state snapshot's rows do not match the query's input: the job's schema \
                  changed; give it a new checkpointLocation"
                     .into(),
             ));
-        }
+        };
         self.rows = rows;
         Ok(())
     }

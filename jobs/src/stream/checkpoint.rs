@@ -450,10 +450,84 @@ pub(crate) fn read_ipc_file(
     Ok((schema, batches))
 }
 
+/// A snapshot's rows, written with the columns `written`, as rows of `schema`: as they are when
+/// the two agree. A snapshot written before the job built only the columns its query reads
+/// holds every column of the input: those of `schema` are picked by name. `None` when one is
+/// missing or of another type.
+pub(crate) fn fit_rows(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    written: &datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+) -> Option<Vec<datafusion::arrow::array::RecordBatch>> {
+    if written == schema {
+        return Some(batches);
+    }
+    let picked = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let (at, w) = written.column_with_name(f.name())?;
+            (w.data_type() == f.data_type() && (f.is_nullable() || !w.is_nullable())).then_some(at)
+        })
+        .collect::<Option<Vec<usize>>>()?;
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = picked.iter().map(|&at| Arc::clone(b.column(at))).collect();
+            datafusion::arrow::array::RecordBatch::try_new(Arc::clone(schema), columns).ok()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Rows a snapshot kept of every input column restore into an input of fewer columns (a
+    /// job whose decoder now builds only the columns its query reads); a column missing, of
+    /// another type, or required where the snapshot allowed nulls refuses them.
+    #[test]
+    fn snapshot_rows_of_more_columns_fit_an_input_of_fewer() {
+        use datafusion::arrow::array::{
+            ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray,
+        };
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let written = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("note", DataType::Utf8, true),
+            Field::new("amount", DataType::Float64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(StringArray::from(vec![Some("a"), None])),
+            Arc::new(Float64Array::from(vec![Some(1.5), None])),
+        ];
+        let rows = RecordBatch::try_new(Arc::clone(&written), columns).unwrap();
+        let fit = |fields: Vec<Field>| {
+            let schema = Arc::new(Schema::new(fields));
+            fit_rows(&schema, &written, vec![rows.clone()]).map(|mut b| b.remove(0))
+        };
+        let narrow = fit(vec![
+            Field::new("amount", DataType::Float64, true),
+            Field::new("id", DataType::Int64, true),
+        ])
+        .unwrap();
+        assert_eq!(narrow.column(0), rows.column(2));
+        assert_eq!(narrow.column(1), rows.column(0));
+        assert_eq!(
+            fit(written
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect())
+            .unwrap(),
+            rows
+        );
+        assert!(fit(vec![Field::new("city", DataType::Utf8, true)]).is_none());
+        assert!(fit(vec![Field::new("id", DataType::Utf8, false)]).is_none());
+        assert!(fit(vec![Field::new("amount", DataType::Float64, false)]).is_none());
+    }
 
     #[tokio::test]
     async fn state_snapshots_before_the_one_still_needed_are_deleted() {

@@ -451,6 +451,8 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
         );
         assert_eq!(*missed, Some(watermark[*b as usize] * 1000));
     }
+    // The query reads four columns and the decoder builds only those; late rows are whole.
+    late_rows_are_whole(dir.path(), &log(20_000), late.len()).await;
     let first_after_restart = first.batches as usize;
     assert!(
         late.iter()
@@ -474,6 +476,42 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
         assert_eq!(r["eventTime"]["watermark"], expected.as_str());
     }
     assert_eq!(counted as usize, late.len());
+}
+
+/// Every `late_events` row in `dir` holds its event's every declared column, as the whole
+/// decoding of the `log` it came from gives them.
+async fn late_rows_are_whole(dir: &Path, log: &MemorySource, expected: usize) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let declared = crate::schemas::source_schema(Source::Transactions);
+    let decoder = crate::decode::JsonDecoder::new(Arc::clone(&declared)).unwrap();
+    let mut events = std::collections::HashMap::new();
+    for records in log.records() {
+        let values = records.column_by_name("value").unwrap().as_binary::<i32>();
+        for b in decoder.decode(values).unwrap().batches {
+            let ids = b.column(0).as_string::<i32>();
+            for i in 0..b.num_rows() {
+                events.insert(ids.value(i).to_string(), b.slice(i, 1));
+            }
+        }
+    }
+    let ctx = lake_session(dir).await;
+    let late = ctx.sql("SELECT * FROM late_events").await.unwrap();
+    let mut seen = 0;
+    for b in late.collect().await.unwrap() {
+        for i in 0..b.num_rows() {
+            let row = b.slice(i, 1);
+            let id = cast(row.column_by_name("event_id").unwrap(), &DataType::Utf8).unwrap();
+            let event = &events[id.as_string::<i32>().value(0)];
+            for (field, whole) in declared.fields().iter().zip(event.columns()) {
+                let kept = cast(row.column_by_name(field.name()).unwrap(), field.data_type());
+                assert_eq!(&kept.unwrap(), whole, "late_events.{}", field.name());
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, expected);
 }
 
 /// Rolling features of transactions: per user and per card, over frames of different lengths.
@@ -630,7 +668,7 @@ async fn batch_rows_of(
     .unwrap();
     let mut position = std::collections::HashMap::new();
     for records in dense_log_of(source, events, out_of_order).records() {
-        for b in with_metadata.decode(records, 0, 0).unwrap().rows {
+        for b in with_metadata.decode(records, 0, 0, 0).unwrap().rows {
             let ids = b.column(0).as_string::<i32>();
             let at = b.num_columns() - 3;
             for i in 0..b.num_rows() {

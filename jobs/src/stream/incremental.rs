@@ -1249,9 +1249,9 @@ impl IncrementalState {
 
     fn read_pending(&mut self, cursor: &mut Cursor<&[u8]>) -> Option<()> {
         let pending = read_part(cursor)?;
-        if pending.schema() != self.input {
-            return None;
-        }
+        let pending =
+            crate::stream::checkpoint::fit_rows(&self.input, &pending.schema(), vec![pending])?
+                .pop()?;
         self.pending = if pending.num_rows() > 0 {
             vec![pending]
         } else {

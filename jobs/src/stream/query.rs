@@ -77,6 +77,68 @@ impl BatchQuery {
         Ok(query)
     }
 
+    /// The columns of the view the query needs (ascending indexes of its input): those the
+    /// optimizer's projection reads in every scan of the view, and those the SQL's text names
+    /// (an unused one must still be there for the SQL to plan: a view that passes on `*` while
+    /// the query names a column it does not use); `None` when it needs all of them or passes
+    /// its rows through.
+    pub async fn read_columns(&self) -> Result<Option<Vec<usize>>> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        use datafusion::logical_expr::LogicalPlan;
+        let Some(sql) = &self.sql else {
+            return Ok(None);
+        };
+        let named = named_words(sql, &self.file)?;
+        let mut needed: std::collections::BTreeSet<usize> = (0..self.input.fields().len())
+            .filter(|&i| named.contains(self.input.field(i).name()))
+            .collect();
+        let df = self.dataframe(Vec::new()).await?;
+        let optimized = df.into_optimized_plan();
+        self.release()?;
+        let mut all = false;
+        optimized
+            .map_err(self.sql_err())?
+            .apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node
+                    && scan.table_name.table() == self.view
+                {
+                    match &scan.projection {
+                        Some(columns) => needed.extend(columns.iter().copied()),
+                        None => all = true,
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .map_err(self.sql_err())?;
+        Ok(
+            (!all && needed.len() < self.input.fields().len())
+                .then(|| needed.into_iter().collect()),
+        )
+    }
+
+    /// The same query over an input of fewer columns (those it reads); before any of the
+    /// stateful paths is chosen.
+    pub async fn narrowed(mut self, input: SchemaRef) -> Result<Self> {
+        if !matches!(self.windows, WindowPath::None) {
+            return Err(JobError::internal(
+                "a query is narrowed before its window path is chosen".into(),
+            ));
+        }
+        self.input = input;
+        if self.sql.is_some() {
+            let df = self.dataframe(Vec::new()).await?;
+            let output = df.schema().as_arrow().clone();
+            self.release()?;
+            if output != *self.output {
+                return Err(JobError::internal(format!(
+                    "{}: the query's output changed when it read only its columns",
+                    self.file
+                )));
+            }
+        }
+        Ok(self)
+    }
+
     /// The query's window functions, checked against the watermark column `time_column`;
     /// `None` when it has none.
     pub async fn windows(&self, time_column: Option<&str>) -> Result<Option<Windows>> {
@@ -287,6 +349,30 @@ impl BatchQuery {
     }
 }
 
+/// Every word of `sql` that could name a column, as the planner reads it: unquoted words in
+/// lower case (DataFusion folds them), quoted ones as they are. Keywords and function names
+/// come along; a column of that name is kept for nothing, which costs only its decoding.
+fn named_words(sql: &str, file: &str) -> Result<std::collections::HashSet<String>> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| {
+            JobError::sql(
+                file,
+                datafusion::error::DataFusionError::SQL(Box::new(e.into()), None),
+            )
+        })?;
+    Ok(tokens
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_lowercase()),
+            Token::Word(w) => Some(w.value),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Adds the batch's columns to a query's output: the batch id and then the processing time (µs
 /// since the epoch, UTC), each when given, giving rows of `schema`.
 pub fn add_batch_columns(
@@ -309,4 +395,65 @@ pub fn add_batch_columns(
     RecordBatch::try_new(Arc::clone(schema), columns).map_err(JobError::arrow(
         "the query's output does not match the sink table's columns",
     ))
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    async fn read_by(sql: &str) -> Option<Vec<usize>> {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, false),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Float64, true),
+            Field::new("d", DataType::Utf8, true),
+        ]));
+        let ctx = crate::scoring::session().unwrap();
+        let query = BatchQuery::new(ctx, "t", input, "q.sql", Some(sql.into()))
+            .await
+            .unwrap();
+        query.read_columns().await.unwrap()
+    }
+
+    /// The columns a query reads are those of every scan of its view: in subqueries and
+    /// self-joins too; a query reading them all has nothing to narrow.
+    #[tokio::test]
+    async fn a_query_reads_the_columns_of_every_scan_of_its_view() {
+        let read = [
+            ("SELECT a, SUM(c) AS s FROM t GROUP BY a", Some(vec![0, 2])),
+            (
+                "SELECT a FROM t WHERE b IN (SELECT b FROM t WHERE d = 'x')",
+                Some(vec![0, 1, 3]),
+            ),
+            (
+                "SELECT x.a, y.c FROM t x JOIN t y ON x.b = y.b",
+                Some(vec![0, 1, 2]),
+            ),
+            (
+                "SELECT a, COUNT(*) OVER (PARTITION BY a ORDER BY b) AS n FROM t",
+                Some(vec![0, 1]),
+            ),
+            // A column the SQL names is needed even where the optimizer drops it (the SQL
+            // would not plan without it); a wildcard names none.
+            (
+                "WITH w AS (SELECT a, b + 1 AS b1, d FROM t) SELECT a, b1 FROM w",
+                Some(vec![0, 1, 3]),
+            ),
+            (
+                "WITH w AS (SELECT *, b + 1 AS b1 FROM t) SELECT a, b1 FROM w",
+                Some(vec![0, 1]),
+            ),
+            (
+                "WITH w AS (SELECT *, b + 1 AS b1 FROM t) SELECT \"a\", b1, d FROM w WHERE d IS NULL",
+                Some(vec![0, 1, 3]),
+            ),
+            ("SELECT * FROM t", None),
+            ("SELECT d, c, b, a FROM t", None),
+        ];
+        for (sql, columns) in read {
+            assert_eq!(read_by(sql).await, columns, "{sql}");
+        }
+    }
 }

@@ -541,13 +541,15 @@ impl RollingState {
     /// Restores the state a snapshot holds.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let (schema, batches) = crate::stream::checkpoint::read_ipc_file(bytes)?;
-        if schema != snapshot_schema(&self.input) {
+        let fitted =
+            crate::stream::checkpoint::fit_rows(&snapshot_schema(&self.input), &schema, batches);
+        let Some(batches) = fitted else {
             return Err(JobError::internal(
                 "the state snapshot's rows do not match the query's input: the job's schema \
                  changed; give it a new checkpointLocation"
                     .into(),
             ));
-        }
+        };
         self.history.clear();
         self.pending.clear();
         for mut batch in batches {

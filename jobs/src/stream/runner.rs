@@ -345,6 +345,8 @@ enum Planned {
 #[derive(Default)]
 struct DecodedBatch {
     rows: Vec<RecordBatch>,
+    /// Rows the decoder set apart as late, whole.
+    late: Vec<RecordBatch>,
     dead_letters: Vec<RecordBatch>,
     input_rows: u64,
     /// Offsets lost while reading (`failOnDataLoss = false`).
@@ -512,8 +514,14 @@ impl<S: RecordSource> Planner<S> {
                 // No declared schema: the query sees Spark's raw Kafka columns.
                 None => out.rows.push(records.records),
                 Some(decoder) => {
-                    let decoded = decoder.decode(&records.records, batch_id, recorded_at_micros)?;
+                    let decoded = decoder.decode(
+                        &records.records,
+                        batch_id,
+                        recorded_at_micros,
+                        metadata.batch_watermark_ms,
+                    )?;
                     out.rows = decoded.rows;
+                    out.late = decoded.late;
                     if decoded.dead_letters.num_rows() > 0 {
                         out.dead_letters.push(decoded.dead_letters);
                     }
@@ -529,6 +537,7 @@ impl<S: RecordSource> Planner<S> {
         let cancelled = || self.abandoned.load(Ordering::SeqCst);
         for part in self.source.read(&plan.ranges, &decode, &cancelled)? {
             batch.rows.extend(part.rows);
+            batch.late.extend(part.late);
             batch.dead_letters.extend(part.dead_letters);
             batch.input_rows += part.input_rows;
             batch.lost += part.lost;
@@ -629,12 +638,12 @@ pub async fn run_observed<S: RecordSource>(
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
     // The SQL is checked first: bad SQL fails before anything is created or connected.
-    let input_schema = spec.query.input_schema();
+    let mut input_schema = spec.query.input_schema();
     let file = spec.query.sql.as_ref().map_or_else(
         || spec.file.display().to_string(),
         |f| f.path.display().to_string(),
     );
-    let event_time = spec
+    let mut event_time = spec
         .query
         .watermark
         .as_ref()
@@ -653,6 +662,53 @@ pub async fn run_observed<S: RecordSource>(
         spec.query.sql.as_ref().map(|f| f.sql.clone()),
     )
     .await?;
+    let mut decoder = spec
+        .query
+        .schema
+        .as_ref()
+        .map(|s| {
+            let metadata = spec.query.metadata.iter().map(|m| m.kafka.clone());
+            RecordDecoder::new(s.schema(), metadata.collect(), Arc::clone(&input_schema))
+        })
+        .transpose()?;
+    // A decoded input is narrowed to the columns the query reads (and the watermark's): the
+    // others are checked but not built, nor kept in state.
+    let query = match (&mut decoder, query.read_columns().await?) {
+        (Some(whole), Some(mut columns)) => {
+            // The watermark's column, and one column at least to carry the rows.
+            let keep = match &event_time {
+                Some(et) => Some(et.column_index()),
+                None => columns.is_empty().then_some(0),
+            };
+            if let Some(keep) = keep
+                && let Err(at) = columns.binary_search(&keep)
+            {
+                columns.insert(at, keep);
+            }
+            let narrow = Arc::new(
+                input_schema
+                    .project(&columns)
+                    .map_err(JobError::arrow("narrowing the query's input"))?,
+            );
+            let names: Vec<&str> = narrow.fields().iter().map(|f| f.name().as_str()).collect();
+            tracing::info!(
+                target: "riskstream::plan",
+                "input: builds {} of {} columns ({}); late rows whole",
+                columns.len(),
+                input_schema.fields().len(),
+                names.join(", ")
+            );
+            *whole = whole.narrowed(&columns)?;
+            event_time = event_time.map(|et| et.narrowed(&narrow)).transpose()?;
+            input_schema = narrow;
+            query.narrowed(Arc::clone(&input_schema)).await?
+        }
+        _ => query,
+    };
+    let decoder = match (decoder, &event_time) {
+        (Some(d), Some(et)) => Some(d.with_event_time(et.column_index())),
+        (d, _) => d,
+    };
     // Aggregations and window functions make the query stateful: it keeps rows between batches.
     let time_column = spec.query.watermark.as_ref().map(|w| w.column.as_str());
     let mode = spec.sink.output_mode;
@@ -835,16 +891,7 @@ pub async fn run_observed<S: RecordSource>(
     };
     let planner = Planner {
         source: Arc::clone(&source),
-        decoder: spec
-            .query
-            .schema
-            .as_ref()
-            .map(|s| {
-                let metadata = spec.query.metadata.iter().map(|m| m.kafka.clone());
-                RecordDecoder::new(s.schema(), metadata.collect(), Arc::clone(&input_schema))
-                    .map(Arc::new)
-            })
-            .transpose()?,
+        decoder: decoder.map(Arc::new),
         limit: match options.trigger {
             Trigger::Once => None,
             _ => spec.source.max_offsets_per_trigger,
@@ -929,7 +976,7 @@ pub async fn run_observed<S: RecordSource>(
         let (rows_in, late) = match &event_time {
             None => (decoded.rows, None),
             Some(et) => {
-                let split = et.split(decoded.rows, watermark_ms, batch_id)?;
+                let split = et.split(decoded.rows, decoded.late, watermark_ms, batch_id)?;
                 state.watermark_ms = et.next_watermark(watermark_ms, &split.stats);
                 (
                     split.on_time,

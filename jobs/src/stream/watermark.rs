@@ -31,7 +31,11 @@ pub const LATE_COLUMNS: [&str; 2] = ["watermark", "batch_id"];
 /// A job's watermark, resolved against its input schema.
 #[derive(Debug, Clone)]
 pub struct EventTime {
+    name: String,
+    /// Where the column is in the query's input.
     column: usize,
+    /// Where it is in the whole row `late_events` keeps.
+    whole_column: usize,
     delay_ms: i64,
     late_schema: SchemaRef,
 }
@@ -135,9 +139,23 @@ impl EventTime {
         fields.push(Field::new(LATE_COLUMNS[0], timestamp_type(), false));
         fields.push(Field::new(LATE_COLUMNS[1], DataType::Int64, false));
         Ok(Self {
+            name: spec.column.clone(),
             column,
+            whole_column: column,
             delay_ms: i64::try_from(spec.delay.as_millis()).unwrap_or(i64::MAX),
             late_schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The same watermark over a query input of fewer columns, `input` (the columns its query
+    /// reads, the watermark's among them); late rows stay whole.
+    pub fn narrowed(&self, input: &SchemaRef) -> Result<Self> {
+        let column = input.index_of(&self.name).map_err(|_| {
+            JobError::internal(format!("the narrowed input lost column `{}`", self.name))
+        })?;
+        Ok(Self {
+            column,
+            ..self.clone()
         })
     }
 
@@ -151,42 +169,35 @@ impl EventTime {
         &self.late_schema
     }
 
-    /// Splits a batch's rows by the watermark it runs with (ms since the epoch).
-    pub fn split(&self, rows: Vec<RecordBatch>, watermark_ms: i64, batch_id: i64) -> Result<Split> {
+    /// Splits a batch's rows by the watermark it runs with (ms since the epoch). `late` are rows
+    /// already split off whole by the decoder (see [`late_rows`]); the rest may hold late rows
+    /// too, when the query reads Kafka's columns undecoded.
+    pub fn split(
+        &self,
+        rows: Vec<RecordBatch>,
+        late: Vec<RecordBatch>,
+        watermark_ms: i64,
+        batch_id: i64,
+    ) -> Result<Split> {
         let limit = watermark_ms.saturating_mul(1000);
         let mut out = Split::default();
         for batch in rows {
-            let times = batch.column(self.column);
-            let times = times
-                .as_primitive_opt::<TimestampMicrosecondType>()
-                .ok_or_else(|| {
-                    JobError::internal("the watermark column is not a timestamp".into())
-                })?;
-            out.stats.add(times);
-            // Spark drops rows at or before the watermark; a row without an event time is not
-            // late.
-            let bound = Scalar::new(
-                TimestampMicrosecondArray::from_value(limit, 1).with_timezone_opt(times.timezone()),
-            );
-            let late = lt_eq(times, &bound)
-                .map_err(JobError::arrow("comparing event times with the watermark"))?;
-            let late = no_nulls(late);
-            let late_count = late.true_count();
-            if late_count == 0 {
+            out.stats.add(event_times(&batch, self.column)?);
+            let Some(late) = late_rows(batch.column(self.column), limit)? else {
                 out.on_time.push(batch);
                 continue;
+            };
+            let (on_time, late) = split_rows(&batch, &late)?;
+            if on_time.num_rows() > 0 {
+                out.on_time.push(on_time);
             }
-            out.late_rows += late_count as u64;
-            let on_time: BooleanArray =
-                not(&late).map_err(JobError::arrow("splitting late rows"))?;
-            let kept = filter_record_batch(&batch, &on_time)
-                .map_err(JobError::arrow("splitting late rows"))?;
-            if kept.num_rows() > 0 {
-                out.on_time.push(kept);
-            }
-            let late = filter_record_batch(&batch, &late)
-                .map_err(JobError::arrow("splitting late rows"))?;
+            out.late_rows += late.num_rows() as u64;
             out.late.push(self.late_row(late, limit, batch_id)?);
+        }
+        for batch in late {
+            out.stats.add(event_times(&batch, self.whole_column)?);
+            out.late_rows += batch.num_rows() as u64;
+            out.late.push(self.late_row(batch, limit, batch_id)?);
         }
         Ok(out)
     }
@@ -210,6 +221,37 @@ impl EventTime {
             None => current_ms,
         }
     }
+}
+
+fn event_times(batch: &RecordBatch, column: usize) -> Result<&TimestampMicrosecondArray> {
+    batch
+        .column(column)
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))
+}
+
+/// Which of `times` are late at `limit_us` (the watermark in µs), or `None` when none is. As in
+/// Spark, a row at or before the watermark is late; a row without an event time is not.
+pub fn late_rows(times: &ArrayRef, limit_us: i64) -> Result<Option<BooleanArray>> {
+    let times = times
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))?;
+    let bound = Scalar::new(
+        TimestampMicrosecondArray::from_value(limit_us, 1).with_timezone_opt(times.timezone()),
+    );
+    let late = lt_eq(times, &bound)
+        .map_err(JobError::arrow("comparing event times with the watermark"))?;
+    let late = no_nulls(late);
+    Ok((late.true_count() > 0).then_some(late))
+}
+
+/// `batch`'s rows on time and its `late` rows.
+pub fn split_rows(batch: &RecordBatch, late: &BooleanArray) -> Result<(RecordBatch, RecordBatch)> {
+    let on_time: BooleanArray = not(late).map_err(JobError::arrow("splitting late rows"))?;
+    let split = |mask: &BooleanArray| {
+        filter_record_batch(batch, mask).map_err(JobError::arrow("splitting late rows"))
+    };
+    Ok((split(&on_time)?, split(late)?))
 }
 
 #[cfg(test)]
@@ -258,11 +300,13 @@ mod tests {
                     Some(999_999),
                     Some(1_000_001),
                 ])],
+                // A row the decoder set apart, whole.
+                vec![rows(&[Some(500_000)])],
                 1_000,
                 7,
             )
             .unwrap();
-        assert_eq!(split.late_rows, 2);
+        assert_eq!(split.late_rows, 3);
         let kept = &split.on_time[0];
         let ids = kept.column(0).as_string::<i32>();
         assert_eq!(
@@ -274,6 +318,8 @@ mod tests {
         assert_eq!(late.schema(), *et.late_schema());
         let ids = late.column(0).as_string::<i32>();
         assert_eq!(ids.iter().flatten().collect::<Vec<_>>(), vec!["r1", "r3"]);
+        assert_eq!(split.late[1].column(0).as_string::<i32>().value(0), "r0");
+        assert_eq!(split.late[1].schema(), *et.late_schema());
         let missed = late.column(2).as_primitive::<TimestampMicrosecondType>();
         assert!(missed.iter().all(|w| w == Some(1_000_000)));
         assert!(
@@ -289,7 +335,7 @@ mod tests {
         let progress = split.stats.progress(1_000);
         assert_eq!(progress["watermark"], "1970-01-01T00:00:01.000Z");
         assert_eq!(progress["max"], "1970-01-01T00:00:02.000Z");
-        assert_eq!(progress["min"], "1970-01-01T00:00:00.999Z");
+        assert_eq!(progress["min"], "1970-01-01T00:00:00.500Z");
     }
 
     #[test]

@@ -179,6 +179,16 @@ impl BatchQuery {
     pub async fn with_aggregation(mut self, aggregation: &Aggregation) -> Result<Self> {
         self.input = crate::stream::rolling::with_flag(&self.input, aggregate::NEW_COLUMN);
         self.windows = WindowPath::Aggregate(aggregation.mode);
+        // One partition: a batch's rows are one in-memory partition, and splitting them by
+        // group hash for two aggregating threads cost more than it gave while the other core
+        // decodes the next batch (BENCHMARKS.md, "One partition for streaming aggregations").
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 1;
         let df = self.dataframe(Vec::new()).await?;
         self.output = Arc::new(df.schema().as_arrow().clone());
         self.release()?;

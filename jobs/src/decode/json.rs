@@ -139,6 +139,18 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Steps over `"text"` when it is next exactly as written (no escapes); otherwise stays.
+    pub fn take_quoted(&mut self, text: &[u8]) -> bool {
+        let end = self.pos + text.len() + 1;
+        let found = self.bytes.get(self.pos) == Some(&b'"')
+            && self.bytes.get(self.pos + 1..end) == Some(text)
+            && self.bytes.get(end) == Some(&b'"');
+        if found {
+            self.pos = end + 1;
+        }
+        found
+    }
+
     /// Reads a string whose opening quote is next, resolving escapes into `scratch` when it has
     /// any.
     pub fn string(&mut self, scratch: &mut Vec<u8>) -> Result<Text, Reason> {

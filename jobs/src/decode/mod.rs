@@ -263,7 +263,7 @@ impl JsonDecoder {
         s.expect(b'{', "")?;
         s.skip_ws();
         // Producers write fields in the same order every time: try the one after the last
-        // match before looking the name up.
+        // match before reading the name and looking it up.
         let mut hint = 0;
         if s.peek() == Some(b'}') {
             s.expect(b'}', "")?;
@@ -277,14 +277,18 @@ impl JsonDecoder {
                         return Err(format!("expected a field name, found {}", kind_of(b)));
                     }
                 }
-                key.clear();
-                let name = match s.string(key)? {
-                    Text::Message(a, b) => &message[a as usize..b as usize],
-                    Text::Scratch(a, b) => &key[a as usize..b as usize],
-                };
+                // The expected name, quoted, next in the message is taken as it stands
+                // (a name written with escapes is not, and is read the long way below).
                 let column = match self.fields.get(hint) {
-                    Some(f) if *f.name == *name => Some(hint),
-                    _ => self.by_name.get(name).copied(),
+                    Some(f) if s.take_quoted(&f.name) => Some(hint),
+                    _ => {
+                        key.clear();
+                        let name = match s.string(key)? {
+                            Text::Message(a, b) => &message[a as usize..b as usize],
+                            Text::Scratch(a, b) => &key[a as usize..b as usize],
+                        };
+                        self.by_name.get(name).copied()
+                    }
                 };
                 s.expect(b':', "after a field name")?;
                 s.skip_ws();
@@ -845,6 +849,17 @@ mod tests {
             "last one wins"
         );
         assert_eq!(row.column(2).as_string::<i32>().value(0), "12.50");
+        // A name written with escapes is the same name; one that only starts like the field
+        // expected next is another (unknown) one.
+        let row = one(r#"{"\u0069d":"a","amountx":"no","amount":2,"note":"n"}"#).unwrap();
+        assert_eq!(row.column(0).as_string::<i32>().value(0), "a");
+        assert_eq!(
+            row.column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0),
+            2.0
+        );
+        assert!(one(r#"{"id"#).unwrap_err().contains("truncated"));
         let row = one(r#"{"id":"a","amount":"NaN","note":null}"#).unwrap();
         assert!(row.column(2).is_null(0));
         assert!(

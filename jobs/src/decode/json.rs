@@ -110,7 +110,18 @@ impl<'a> Scanner<'a> {
     }
 
     /// Steps over `byte`, which must come next (after whitespace).
+    #[inline]
     pub fn expect(&mut self, byte: u8, context: &str) -> Result<(), Reason> {
+        // Compact JSON has the byte right here.
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            return Ok(());
+        }
+        self.expect_after_ws(byte, context)
+    }
+
+    #[cold]
+    fn expect_after_ws(&mut self, byte: u8, context: &str) -> Result<(), Reason> {
         self.skip_ws();
         match self.peek() {
             Some(b) if b == byte => {
@@ -140,11 +151,16 @@ impl<'a> Scanner<'a> {
     }
 
     /// Steps over `"text"` when it is next exactly as written (no escapes); otherwise stays.
+    #[inline]
     pub fn take_quoted(&mut self, text: &[u8]) -> bool {
         let end = self.pos + text.len() + 1;
+        // Byte by byte: names are short, and a call to memcmp costs more than comparing them.
         let found = self.bytes.get(self.pos) == Some(&b'"')
-            && self.bytes.get(self.pos + 1..end) == Some(text)
-            && self.bytes.get(end) == Some(&b'"');
+            && self.bytes.get(end) == Some(&b'"')
+            && self.bytes[self.pos + 1..end]
+                .iter()
+                .zip(text)
+                .all(|(a, b)| a == b);
         if found {
             self.pos = end + 1;
         }

@@ -89,6 +89,8 @@ pub struct JsonDecoder {
     by_name: Arc<HashMap<Box<[u8]>, usize>>,
     /// The declared columns it builds, ascending; every field is read and checked all the same.
     built: Arc<[usize]>,
+    /// The fields that may not be missing or null.
+    required: Arc<[usize]>,
     /// The schema of the rows it gives: the built columns.
     output: SchemaRef,
 }
@@ -132,6 +134,7 @@ impl JsonDecoder {
             .collect();
         Ok(Self {
             built: (0..fields.len()).collect(),
+            required: (0..fields.len()).filter(|&c| !fields[c].nullable).collect(),
             output: Arc::clone(&schema),
             declared: schema,
             fields: fields.into(),
@@ -322,14 +325,13 @@ impl JsonDecoder {
             Some(b'{' | b'[') => return Err("more than one JSON value".into()),
             Some(_) => return Err("unexpected text after the JSON object".into()),
         }
-        for (plan, slot) in self.fields.iter().zip(slots.iter()) {
-            match slot {
-                Slot::Missing if !plan.nullable => {
+        for &c in self.required.iter() {
+            let plan = &self.fields[c];
+            match slots[c] {
+                Slot::Missing => {
                     return Err(format!("missing required field `{}`", plan.name()));
                 }
-                Slot::Null if !plan.nullable => {
-                    return Err(format!("required field `{}` is null", plan.name()));
-                }
+                Slot::Null => return Err(format!("required field `{}` is null", plan.name())),
                 _ => {}
             }
         }

@@ -13,30 +13,13 @@ use clap::Parser;
 
 /// mimalloc rather than glibc's malloc: a job's state is millions of small per-key allocations
 /// that grow and shrink from several threads, and glibc's per-thread arenas kept freed memory
-/// that mimalloc returns (BENCHMARKS.md, "Memory").
+/// that mimalloc returns (BENCHMARKS.md, "Memory"). Its own purge delay (freed memory goes back
+/// after 1 s) is kept: returning it sooner cost a tenth of the jobs' speed in page faults and
+/// zeroing (BENCHMARKS.md, "The allocator's own purge delay").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in the `mi_option_t` enum of the mimalloc (v3) libmimalloc-sys
-/// builds; its Rust bindings do not name it.
-const MI_OPTION_PURGE_DELAY: i32 = 15;
-
-/// Freed memory goes back to the system after 100 ms, not mimalloc v3's 1 s. A job frees a batch's buffers every batch; with the default, a job
-/// kept what the last seconds of batches freed resident, about 200 MB more at its peak. 10 ms
-/// saved a little more memory but cost a fifth of the feature job's speed (BENCHMARKS.md,
-/// "Memory"). `MIMALLOC_PURGE_DELAY` still overrides it.
-#[expect(unsafe_code, reason = "mimalloc's options are set through its C API")]
-fn return_freed_memory_promptly() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's integer options by its index in `mi_option_t`. Setting
-        // options is not thread-safe; this runs first in `main`, before any thread starts, and
-        // mimalloc reads the purge delay at each purge.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
-    }
-}
-
 fn main() -> ExitCode {
-    return_freed_memory_promptly();
     let cli = cli::Cli::parse();
     // The demo prints its own summary; a job's progress lines (one per batch of each of its jobs)
     // are for `riskstream run`.

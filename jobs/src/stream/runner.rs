@@ -611,6 +611,74 @@ impl<F: FnMut(&QueryProgress)> RunObserver for F {
     }
 }
 
+/// What the job reads: its query, the rows the query reads, the watermark over them, and the
+/// decoder that gives them (none for Kafka's raw columns).
+struct JobInput {
+    query: BatchQuery,
+    schema: SchemaRef,
+    event_time: Option<EventTime>,
+    decoder: Option<RecordDecoder>,
+}
+
+impl JobInput {
+    /// The same input narrowed to the columns the query needs (and the watermark's) when it
+    /// decodes a declared schema: the others are checked but not built, nor kept in state. The
+    /// decoder then sets late rows apart, whole.
+    async fn narrowed(self) -> Result<Self> {
+        let Self {
+            query,
+            schema,
+            mut event_time,
+            decoder,
+        } = self;
+        let (query, schema, decoder) = match (decoder, query.read_columns().await?) {
+            (Some(whole), Some(mut columns)) => {
+                // The watermark's column, and one column at least to carry the rows.
+                let keep = match &event_time {
+                    Some(et) => Some(et.column_index()),
+                    None => columns.is_empty().then_some(0),
+                };
+                if let Some(keep) = keep
+                    && let Err(at) = columns.binary_search(&keep)
+                {
+                    columns.insert(at, keep);
+                }
+                let narrow = Arc::new(
+                    schema
+                        .project(&columns)
+                        .map_err(JobError::arrow("narrowing the query's input"))?,
+                );
+                let names: Vec<&str> = narrow.fields().iter().map(|f| f.name().as_str()).collect();
+                tracing::info!(
+                    target: "riskstream::plan",
+                    "input: builds {} of {} columns ({}); late rows whole",
+                    columns.len(),
+                    schema.fields().len(),
+                    names.join(", ")
+                );
+                event_time = event_time.map(|et| et.narrowed(&narrow)).transpose()?;
+                let decoder = whole.narrowed(&columns)?;
+                (
+                    query.narrowed(Arc::clone(&narrow)).await?,
+                    narrow,
+                    Some(decoder),
+                )
+            }
+            (decoder, _) => (query, schema, decoder),
+        };
+        let decoder = match (decoder, &event_time) {
+            (Some(d), Some(et)) => Some(d.with_event_time(et.column_index())),
+            (d, _) => d,
+        };
+        Ok(Self {
+            query,
+            schema,
+            event_time,
+            decoder,
+        })
+    }
+}
+
 /// Runs the job from Kafka until its trigger says stop (availableNow, once) or `stop` is set,
 /// telling `observer` of its start and every batch.
 pub async fn run(options: RunOptions, observer: impl RunObserver) -> Result<RunSummary> {
@@ -638,12 +706,12 @@ pub async fn run_observed<S: RecordSource>(
     let spec = &options.spec;
     let stop = Arc::clone(&options.stop);
     // The SQL is checked first: bad SQL fails before anything is created or connected.
-    let mut input_schema = spec.query.input_schema();
+    let input_schema = spec.query.input_schema();
     let file = spec.query.sql.as_ref().map_or_else(
         || spec.file.display().to_string(),
         |f| f.path.display().to_string(),
     );
-    let mut event_time = spec
+    let event_time = spec
         .query
         .watermark
         .as_ref()
@@ -662,7 +730,7 @@ pub async fn run_observed<S: RecordSource>(
         spec.query.sql.as_ref().map(|f| f.sql.clone()),
     )
     .await?;
-    let mut decoder = spec
+    let decoder = spec
         .query
         .schema
         .as_ref()
@@ -671,44 +739,19 @@ pub async fn run_observed<S: RecordSource>(
             RecordDecoder::new(s.schema(), metadata.collect(), Arc::clone(&input_schema))
         })
         .transpose()?;
-    // A decoded input is narrowed to the columns the query reads (and the watermark's): the
-    // others are checked but not built, nor kept in state.
-    let query = match (&mut decoder, query.read_columns().await?) {
-        (Some(whole), Some(mut columns)) => {
-            // The watermark's column, and one column at least to carry the rows.
-            let keep = match &event_time {
-                Some(et) => Some(et.column_index()),
-                None => columns.is_empty().then_some(0),
-            };
-            if let Some(keep) = keep
-                && let Err(at) = columns.binary_search(&keep)
-            {
-                columns.insert(at, keep);
-            }
-            let narrow = Arc::new(
-                input_schema
-                    .project(&columns)
-                    .map_err(JobError::arrow("narrowing the query's input"))?,
-            );
-            let names: Vec<&str> = narrow.fields().iter().map(|f| f.name().as_str()).collect();
-            tracing::info!(
-                target: "riskstream::plan",
-                "input: builds {} of {} columns ({}); late rows whole",
-                columns.len(),
-                input_schema.fields().len(),
-                names.join(", ")
-            );
-            *whole = whole.narrowed(&columns)?;
-            event_time = event_time.map(|et| et.narrowed(&narrow)).transpose()?;
-            input_schema = narrow;
-            query.narrowed(Arc::clone(&input_schema)).await?
-        }
-        _ => query,
-    };
-    let decoder = match (decoder, &event_time) {
-        (Some(d), Some(et)) => Some(d.with_event_time(et.column_index())),
-        (d, _) => d,
-    };
+    let JobInput {
+        query,
+        schema: input_schema,
+        event_time,
+        decoder,
+    } = JobInput {
+        query,
+        schema: input_schema,
+        event_time,
+        decoder,
+    }
+    .narrowed()
+    .await?;
     // Aggregations and window functions make the query stateful: it keeps rows between batches.
     let time_column = spec.query.watermark.as_ref().map(|w| w.column.as_str());
     let mode = spec.sink.output_mode;

@@ -570,6 +570,9 @@ impl RecordDecoder {
     /// The same decoder giving only the view's columns `columns` (ascending indexes), late rows
     /// still whole.
     pub fn narrowed(&self, columns: &[usize]) -> Result<Self> {
+        if self.whole.is_some() {
+            return Err(JobError::internal("a decoder is narrowed once".into()));
+        }
         let declared = self.view.fields().len() - self.metadata.len();
         let (built, metadata): (Vec<usize>, Vec<usize>) =
             columns.iter().partition(|&&c| c < declared);

@@ -1019,7 +1019,10 @@ pub async fn run_observed<S: RecordSource>(
         let (rows_in, late) = match &event_time {
             None => (decoded.rows, None),
             Some(et) => {
-                let split = et.split(decoded.rows, decoded.late, watermark_ms, batch_id)?;
+                // A decoder splits the rows as it decodes them (it has the event time: the
+                // input was resolved with the watermark).
+                let decoded_late = planner.decoder.is_some().then_some(decoded.late);
+                let split = et.split(decoded.rows, decoded_late, watermark_ms, batch_id)?;
                 state.watermark_ms = et.next_watermark(watermark_ms, &split.stats);
                 (
                     split.on_time,

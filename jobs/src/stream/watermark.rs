@@ -169,21 +169,25 @@ impl EventTime {
         &self.late_schema
     }
 
-    /// Splits a batch's rows by the watermark it runs with (ms since the epoch). `late` are rows
-    /// already split off whole by the decoder (see [`late_rows`]); the rest may hold late rows
-    /// too, when the query reads Kafka's columns undecoded.
+    /// Splits a batch's rows by the watermark it runs with (ms since the epoch). `decoded_late`
+    /// are the rows the decoder already set apart, whole (see [`late_rows`]), the others being
+    /// on time; without it (Kafka's columns undecoded) the rows are split here.
     pub fn split(
         &self,
         rows: Vec<RecordBatch>,
-        late: Vec<RecordBatch>,
+        decoded_late: Option<Vec<RecordBatch>>,
         watermark_ms: i64,
         batch_id: i64,
     ) -> Result<Split> {
         let limit = watermark_ms.saturating_mul(1000);
         let mut out = Split::default();
         for batch in rows {
-            out.stats.add(event_times(&batch, self.column)?);
-            let Some(late) = late_rows(batch.column(self.column), limit)? else {
+            out.stats.add(timestamps(batch.column(self.column))?);
+            let late = match decoded_late {
+                Some(_) => None,
+                None => late_rows(batch.column(self.column), limit)?,
+            };
+            let Some(late) = late else {
                 out.on_time.push(batch);
                 continue;
             };
@@ -194,8 +198,8 @@ impl EventTime {
             out.late_rows += late.num_rows() as u64;
             out.late.push(self.late_row(late, limit, batch_id)?);
         }
-        for batch in late {
-            out.stats.add(event_times(&batch, self.whole_column)?);
+        for batch in decoded_late.into_iter().flatten() {
+            out.stats.add(timestamps(batch.column(self.whole_column))?);
             out.late_rows += batch.num_rows() as u64;
             out.late.push(self.late_row(batch, limit, batch_id)?);
         }
@@ -223,9 +227,9 @@ impl EventTime {
     }
 }
 
-fn event_times(batch: &RecordBatch, column: usize) -> Result<&TimestampMicrosecondArray> {
-    batch
-        .column(column)
+/// The watermark column's event times.
+fn timestamps(column: &ArrayRef) -> Result<&TimestampMicrosecondArray> {
+    column
         .as_primitive_opt::<TimestampMicrosecondType>()
         .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))
 }
@@ -233,9 +237,7 @@ fn event_times(batch: &RecordBatch, column: usize) -> Result<&TimestampMicroseco
 /// Which of `times` are late at `limit_us` (the watermark in µs), or `None` when none is. As in
 /// Spark, a row at or before the watermark is late; a row without an event time is not.
 pub fn late_rows(times: &ArrayRef, limit_us: i64) -> Result<Option<BooleanArray>> {
-    let times = times
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or_else(|| JobError::internal("the watermark column is not a timestamp".into()))?;
+    let times = timestamps(times)?;
     let bound = Scalar::new(
         TimestampMicrosecondArray::from_value(limit_us, 1).with_timezone_opt(times.timezone()),
     );
@@ -300,13 +302,12 @@ mod tests {
                     Some(999_999),
                     Some(1_000_001),
                 ])],
-                // A row the decoder set apart, whole.
-                vec![rows(&[Some(500_000)])],
+                None,
                 1_000,
                 7,
             )
             .unwrap();
-        assert_eq!(split.late_rows, 3);
+        assert_eq!(split.late_rows, 2);
         let kept = &split.on_time[0];
         let ids = kept.column(0).as_string::<i32>();
         assert_eq!(
@@ -318,8 +319,6 @@ mod tests {
         assert_eq!(late.schema(), *et.late_schema());
         let ids = late.column(0).as_string::<i32>();
         assert_eq!(ids.iter().flatten().collect::<Vec<_>>(), vec!["r1", "r3"]);
-        assert_eq!(split.late[1].column(0).as_string::<i32>().value(0), "r0");
-        assert_eq!(split.late[1].schema(), *et.late_schema());
         let missed = late.column(2).as_primitive::<TimestampMicrosecondType>();
         assert!(missed.iter().all(|w| w == Some(1_000_000)));
         assert!(
@@ -335,7 +334,26 @@ mod tests {
         let progress = split.stats.progress(1_000);
         assert_eq!(progress["watermark"], "1970-01-01T00:00:01.000Z");
         assert_eq!(progress["max"], "1970-01-01T00:00:02.000Z");
-        assert_eq!(progress["min"], "1970-01-01T00:00:00.500Z");
+        assert_eq!(progress["min"], "1970-01-01T00:00:00.999Z");
+
+        // Rows the decoder split: its late rows come whole beside the others, which are on
+        // time; both count in the event times.
+        let decoded = et
+            .split(
+                vec![rows(&[Some(2_000_000), Some(1_500_000)])],
+                Some(vec![rows(&[Some(500_000)])]),
+                1_000,
+                7,
+            )
+            .unwrap();
+        assert_eq!(decoded.late_rows, 1);
+        assert_eq!(decoded.on_time[0].num_rows(), 2);
+        assert_eq!(decoded.late[0].schema(), *et.late_schema());
+        assert_eq!(decoded.late[0].column(0).as_string::<i32>().value(0), "r0");
+        assert_eq!(
+            decoded.stats.progress(1_000)["min"],
+            "1970-01-01T00:00:00.500Z"
+        );
     }
 
     #[test]

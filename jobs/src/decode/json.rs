@@ -2,8 +2,8 @@
 //! and skipping whole values. It checks the syntax of everything it passes over, so a message is
 //! either read whole or turned away with the reason before anything reaches a column.
 //!
-//! The message has been checked to be UTF-8 before scanning starts; string contents are copied
-//! between ASCII delimiters (`"` and `\`), so every span the scanner hands out is UTF-8 too.
+//! Outside strings valid JSON is ASCII, and every string is checked to be UTF-8 as it is read,
+//! so every span the scanner hands out is UTF-8, and a message it reads whole is UTF-8.
 
 use memchr::memchr2;
 
@@ -168,15 +168,35 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads a string whose opening quote is next, resolving escapes into `scratch` when it has
-    /// any.
+    /// any, and checking that its text is UTF-8.
     pub fn string(&mut self, scratch: &mut Vec<u8>) -> Result<Text, Reason> {
         self.pos += 1; // the opening quote
         let start = self.pos;
+        let end = start + plain_run(&self.bytes[start..]);
+        match self.bytes.get(end) {
+            Some(b'"') => {
+                self.pos = end + 1;
+                Ok(Text::Message(start as u32, end as u32))
+            }
+            None => Err(TRUNCATED.into()),
+            // An escape or a byte beyond ASCII.
+            Some(_) => self.string_with_escapes_or_utf8(start, scratch),
+        }
+    }
+
+    /// The rest of [`Scanner::string`] when its text is not plain ASCII.
+    #[cold]
+    fn string_with_escapes_or_utf8(
+        &mut self,
+        start: usize,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Text, Reason> {
         let Some(i) = memchr2(b'"', b'\\', &self.bytes[start..]) else {
             return Err(TRUNCATED.into());
         };
         if self.bytes[start + i] == b'"' {
             self.pos = start + i + 1;
+            self.check_utf8(start)?;
             return Ok(Text::Message(start as u32, (start + i) as u32));
         }
         let from = scratch.len();
@@ -193,9 +213,23 @@ impl<'a> Scanner<'a> {
             self.pos += i;
             if rest[i] == b'"' {
                 self.pos += 1;
+                self.check_utf8(start)?;
                 return Ok(Text::Scratch(from as u32, scratch.len() as u32));
             }
         }
+    }
+
+    /// Checks the string from `start` to the quote just passed. Outside strings only ASCII is
+    /// valid JSON, so checking the strings checks the whole message (escapes are ASCII too).
+    fn check_utf8(&self, start: usize) -> Result<(), Reason> {
+        std::str::from_utf8(&self.bytes[start..self.pos - 1])
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "not UTF-8 text: invalid byte at {}",
+                    start + e.valid_up_to()
+                )
+            })
     }
 
     fn escape(&mut self, scratch: &mut Vec<u8>) -> Result<(), Reason> {
@@ -436,6 +470,37 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How many bytes at the start of `bytes` are plain string text: ASCII, neither `"` nor `\`.
+///
+/// Eight bytes at a time: most strings in events are short, and a word's test costs less than
+/// the setup of a vectorised search. For each byte, `x - 1` borrows into its top bit only when
+/// `x` is zero (and `!x` keeps the top bit only when `x` is below 0x80), so the lowest flagged
+/// byte of the word is the first quote, backslash or non-ASCII byte exactly; bytes above it may
+/// be flagged by the borrow, which does not matter.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let flagged = (zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\')))
+            | w)
+            & TOPS;
+        if flagged != 0 {
+            return i + (flagged.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + bytes[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || !b.is_ascii())
+        .unwrap_or(bytes.len() - i)
+}
+
 /// What kind of value starts with `b`, for messages.
 pub fn kind_of(b: u8) -> &'static str {
     match b {
@@ -548,6 +613,65 @@ mod tests {
             assert!(s.string(&mut Vec::new()).is_err(), "{bad}");
         }
         let mut s = Scanner::new(br#""abc\"#);
+        assert_eq!(s.string(&mut Vec::new()).unwrap_err(), TRUNCATED);
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_quote_backslash_or_non_ascii_byte() {
+        // Every length around a word, every place of the stop, and stops after stops (which a
+        // word's borrow may also flag).
+        for len in 0..20 {
+            for at in 0..=len {
+                for stop in [b'"', b'\\', 0x80, 0xc3, 0xff] {
+                    for after in [b'a', b'"', 0, 0xe9] {
+                        let mut bytes: Vec<u8> = (0..len).map(|i| b' ' + (i % 90) as u8).collect();
+                        bytes.retain(|&b| b != b'"' && b != b'\\');
+                        let at = at.min(bytes.len());
+                        bytes.insert(at, stop);
+                        bytes.insert(at + 1, after);
+                        assert_eq!(plain_run(&bytes), at, "{bytes:?}");
+                        assert_eq!(plain_run(&bytes[..at]), at, "{bytes:?}");
+                    }
+                }
+            }
+        }
+        // Control characters and zero bytes are plain text to the scan.
+        assert_eq!(plain_run(b"\0\x01\x1f\x7f\0\0\0\0\0\0\""), 10);
+    }
+
+    #[test]
+    fn strings_are_utf8_or_turned_away_where_they_are_not() {
+        for text in [
+            "\"caf\u{e9} \u{1f600} \u{4e2d}\"",
+            "\"\\u00e9 \u{e9}\"",
+            "\"\u{e9}\\n\"",
+        ] {
+            let mut s = Scanner::new(text.as_bytes());
+            let mut scratch = Vec::new();
+            let read = s.string(&mut scratch).unwrap();
+            let bytes = match read {
+                Text::Message(a, b) => &text.as_bytes()[a as usize..b as usize],
+                Text::Scratch(a, b) => &scratch[a as usize..b as usize],
+            };
+            let expected: String = serde_json::from_str(text).unwrap();
+            assert_eq!(std::str::from_utf8(bytes).unwrap(), expected);
+            assert_eq!(s.pos(), text.len());
+        }
+        for (bad, at) in [
+            (&b"\"abc\xc3\x28\""[..], 4),
+            (b"\"\xe9t\xc3\xa9\"", 1),
+            (b"\"caf\xc3\xa9 \xff\"", 7),
+            (b"\"\\n\xc3\"", 3),
+            (b"\"\xf0\x9f\x98\"", 1),
+        ] {
+            let mut s = Scanner::new(bad);
+            assert_eq!(
+                s.string(&mut Vec::new()).unwrap_err(),
+                format!("not UTF-8 text: invalid byte at {at}"),
+                "{bad:?}"
+            );
+        }
+        let mut s = Scanner::new(b"\"caf\xc3");
         assert_eq!(s.string(&mut Vec::new()).unwrap_err(), TRUNCATED);
     }
 

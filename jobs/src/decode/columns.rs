@@ -109,8 +109,7 @@ impl Column {
         match &mut self.values {
             Values::Utf8 { offsets, bytes } => {
                 let text = match slot {
-                    Slot::Text(Text::Message(a, b)) => &message[a as usize..b as usize],
-                    Slot::Text(Text::Scratch(a, b)) => &scratch[a as usize..b as usize],
+                    Slot::Text(text) => text.bytes(message, scratch),
                     _ => &[],
                 };
                 bytes.extend_from_slice(text);

@@ -281,10 +281,7 @@ impl JsonDecoder {
                     Some(f) if s.take_quoted(&f.name) => Some(hint),
                     _ => {
                         key.clear();
-                        let name = match s.string(key)? {
-                            Text::Message(a, b) => &message[a as usize..b as usize],
-                            Text::Scratch(a, b) => &key[a as usize..b as usize],
-                        };
+                        let name = s.string(key)?.bytes(message, key);
                         self.by_name.get(name).copied()
                     }
                 };
@@ -371,7 +368,7 @@ impl JsonDecoder {
             (Kind::Utf8, _) => {
                 let start = s.pos();
                 s.skip_value(scratch)?;
-                *slot = Slot::Text(Text::Message(start as u32, s.pos() as u32));
+                *slot = Slot::Text(Text::message(start, s.pos()));
             }
             (Kind::Float64, b'-' | b'0'..=b'9') => {
                 *slot = Slot::F64(
@@ -398,11 +395,7 @@ impl JsonDecoder {
             (Kind::Float64, _) => return Err(mismatch("a number")),
             (Kind::Int64 | Kind::Int32, b'-' | b'0'..=b'9') => {
                 let n = s.number()?;
-                let text = text_of(
-                    Text::Message(n.start as u32, n.end as u32),
-                    message,
-                    scratch,
-                );
+                let text = text_of(Text::message(n.start, n.end), message, scratch);
                 let wrong = |what: &str| format!("field `{}`: {text} is {what}", field());
                 let v = match n.to_i64() {
                     Some(v) => v,
@@ -443,11 +436,7 @@ impl JsonDecoder {
                 let n = s.number()?;
                 let micros = n.to_i64().and_then(|v| v.checked_mul(1_000_000));
                 *slot = Slot::I64(micros.ok_or_else(|| {
-                    let text = text_of(
-                        Text::Message(n.start as u32, n.end as u32),
-                        message,
-                        scratch,
-                    );
+                    let text = text_of(Text::message(n.start, n.end), message, scratch);
                     format!(
                         "field `{}`: {text} is not a whole number of seconds in range",
                         field()
@@ -462,10 +451,7 @@ impl JsonDecoder {
 
 /// A string's text. The message is UTF-8 and spans end at ASCII delimiters, so this never fails.
 fn text_of<'a>(text: Text, message: &'a [u8], scratch: &'a [u8]) -> &'a str {
-    let bytes = match text {
-        Text::Message(a, b) => &message[a as usize..b as usize],
-        Text::Scratch(a, b) => &scratch[a as usize..b as usize],
-    };
+    let bytes = text.bytes(message, scratch);
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 

@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StructArray};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::SessionState;
+use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn;
 use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::{
@@ -160,6 +161,16 @@ impl PartialState {
             .zip(&group_names)
             .map(|(e, name)| e.clone().unalias().alias(name))
             .collect();
+        let window = agg.group_expr.iter().position(|e| window_key(e).is_some());
+        let split = match window {
+            Some(w) => Some((
+                w,
+                agg.group_expr[w]
+                    .get_type(agg.input.schema())
+                    .map_err(internal)?,
+            )),
+            None => None,
+        };
 
         // This batch's partials.
         let mut partial_exprs = Vec::new();
@@ -180,15 +191,22 @@ impl PartialState {
                 }
             }
         }
-        let partial_plan = LogicalPlan::Aggregate(
-            Aggregate::try_new(Arc::clone(&agg.input), group_exprs, partial_exprs)
-                .map_err(internal)?,
-        );
+        let partial_plan = grouped(
+            LogicalPlanBuilder::from(Arc::clone(&agg.input)),
+            group_exprs,
+            split.as_ref(),
+            partial_exprs,
+        )?;
+        let new_schema = joined_schema(partial_plan.schema().as_arrow(), split.as_ref());
         let schema = match &self.schema {
             Some(s) => Arc::clone(s),
-            None => nullable(&Arc::new(partial_plan.schema().as_arrow().clone())),
+            None => nullable(&new_schema),
         };
-        let new = collect(session, partial_plan).await?;
+        let new = joined(
+            collect(session, partial_plan).await?,
+            split.as_ref(),
+            &new_schema,
+        )?;
         // Merge: the state's groups and the batch's, flagged, summed per group.
         let flagged = with_flag(&schema);
         let mut input = Vec::new();
@@ -204,7 +222,7 @@ impl PartialState {
         }
         let table = MemTable::try_new(Arc::clone(&flagged), vec![input]).map_err(internal)?;
         let column = |name: &str| Expr::Column(Column::from_name(name));
-        let keys: Vec<Expr> = group_names.iter().map(|n| column(n)).collect();
+        let keys: Vec<Expr> = group_names.iter().map(|n| column(n).alias(n)).collect();
         let mut merges = Vec::new();
         for (i, (part, _)) in parts.iter().enumerate() {
             let named = |e: Expr, name: &str| e.alias(format!("__p{i}_{name}"));
@@ -222,14 +240,21 @@ impl PartialState {
         merges.push(
             datafusion::functions_aggregate::expr_fn::bool_or(column(CHANGED)).alias(CHANGED),
         );
-        let merge_plan = LogicalPlanBuilder::scan(TABLE, provider_as_source(Arc::new(table)), None)
-            .and_then(|b| b.aggregate(keys, merges))
-            .and_then(|b| b.build())
-            .map_err(internal)?;
-        let merged = collect(session, merge_plan).await?;
+        let merge_plan = grouped(
+            LogicalPlanBuilder::scan(TABLE, provider_as_source(Arc::new(table)), None)
+                .map_err(internal)?,
+            keys,
+            split.as_ref(),
+            merges,
+        )?;
+        let merged_schema = joined_schema(merge_plan.schema().as_arrow(), split.as_ref());
+        let merged = joined(
+            collect(session, merge_plan).await?,
+            split.as_ref(),
+            &merged_schema,
+        )?;
 
         // What this batch writes, and what the state keeps.
-        let window = agg.group_expr.iter().position(|e| window_key(e).is_some());
         let (after_us, until_us) = (
             watermarks.0.saturating_mul(1000),
             watermarks.1.saturating_mul(1000),
@@ -321,6 +346,74 @@ impl PartialState {
         .map(|t| t.data)
         .map_err(internal)
     }
+}
+
+/// `input` aggregated by `keys` (each aliased to its name), with the window's key (`split`: its
+/// index among the keys and its struct type) grouped as two columns, its `start` and `end`
+/// ([`joined`] puts them back together). DataFusion groups primitive columns column by column,
+/// but a struct through its row format, which cost about a fifth of the query's time.
+fn grouped(
+    input: LogicalPlanBuilder,
+    keys: Vec<Expr>,
+    split: Option<&(usize, DataType)>,
+    aggregates: Vec<Expr>,
+) -> Result<LogicalPlan> {
+    let mut group = Vec::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        match split {
+            Some((w, _)) if *w == i => {
+                let name = key.schema_name().to_string();
+                let inner = key.unalias();
+                group.push(get_field(inner.clone(), "start").alias(format!("{name}_start")));
+                group.push(get_field(inner, "end").alias(format!("{name}_end")));
+            }
+            _ => group.push(key),
+        }
+    }
+    input
+        .aggregate(group, aggregates)
+        .and_then(|b| b.build())
+        .map_err(internal)
+}
+
+/// The schema of [`grouped`]'s output once [`joined`]: the window's two columns one struct
+/// again, under the key's name.
+fn joined_schema(schema: &Schema, split: Option<&(usize, DataType)>) -> SchemaRef {
+    let Some((w, struct_type)) = split else {
+        return Arc::new(schema.clone());
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let start = fields.remove(*w);
+    fields.remove(*w);
+    let name = start.name().trim_end_matches("_start").to_string();
+    fields.insert(*w, Field::new(name, struct_type.clone(), true));
+    Arc::new(Schema::new(fields))
+}
+
+/// [`grouped`]'s output batches with the window's `start` and `end` one struct column again, of
+/// the key's type (built here rather than cast in the plan: a cast may not make a column's
+/// fields non-null, and the window's fields are).
+fn joined(
+    batches: Vec<RecordBatch>,
+    split: Option<&(usize, DataType)>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let Some((w, DataType::Struct(fields))) = split else {
+        return Ok(batches);
+    };
+    batches
+        .into_iter()
+        .map(|batch| {
+            let mut columns = batch.columns().to_vec();
+            let start = columns.remove(*w);
+            let end = columns.remove(*w);
+            let window = StructArray::try_new(fields.clone(), vec![start, end], None)
+                .map_err(JobError::arrow("putting windows back together"))?;
+            columns.insert(*w, Arc::new(window));
+            RecordBatch::try_new(Arc::clone(schema), columns)
+                .map_err(JobError::arrow("putting windows back together"))
+        })
+        .collect()
 }
 
 fn internal(e: datafusion::error::DataFusionError) -> JobError {

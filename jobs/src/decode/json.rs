@@ -78,6 +78,7 @@ const POW10: [f64; 23] = [
 
 impl Number {
     /// The nearest f64 (or an error for a number beyond f64's range).
+    #[inline(always)]
     pub fn to_f64(self, message: &[u8]) -> Result<f64, Reason> {
         // Clinger's fast path: an integer below 2^53 divided by an exact power of ten is
         // correctly rounded by one IEEE division. Prices and coordinates almost always fit.
@@ -89,6 +90,12 @@ impl Number {
             let v = m as f64 / POW10[self.fraction_digits as usize];
             return Ok(if self.negative { -v } else { v });
         }
+        self.parsed_f64(message)
+    }
+
+    /// [`Number::to_f64`] through the standard library's parser.
+    #[cold]
+    fn parsed_f64(self, message: &[u8]) -> Result<f64, Reason> {
         let text =
             std::str::from_utf8(&message[self.start..self.end]).map_err(|e| e.to_string())?;
         let v: f64 = text
@@ -324,6 +331,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads a number, which must start next.
+    #[inline]
     pub fn number(&mut self) -> Result<Number, Reason> {
         let start = self.pos;
         let negative = self.peek() == Some(b'-');

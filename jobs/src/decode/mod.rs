@@ -395,8 +395,10 @@ impl JsonDecoder {
             (Kind::Float64, _) => return Err(mismatch("a number")),
             (Kind::Int64 | Kind::Int32, b'-' | b'0'..=b'9') => {
                 let n = s.number()?;
-                let text = text_of(Text::message(n.start, n.end), message, scratch);
-                let wrong = |what: &str| format!("field `{}`: {text} is {what}", field());
+                let wrong = |what: &str| {
+                    let text = text_of(Text::message(n.start, n.end), message, scratch);
+                    format!("field `{}`: {text} is {what}", field())
+                };
                 let v = match n.to_i64() {
                     Some(v) => v,
                     None if n.integer => return Err(wrong("out of range")),
@@ -419,17 +421,23 @@ impl JsonDecoder {
             }
             (Kind::Boolean, _) => return Err(mismatch("true or false")),
             (Kind::Date32, b'"') => {
-                let text = text_of(s.string(scratch)?, message, scratch);
-                *slot = Slot::I32(temporal::date_days(text).ok_or_else(|| {
-                    format!("field `{}`: {} is not a date", field(), quoted(text))
-                })?);
+                let text = s.string(scratch)?;
+                *slot = Slot::I32(
+                    temporal::date_days(text.bytes(message, scratch)).ok_or_else(|| {
+                        let text = text_of(text, message, scratch);
+                        format!("field `{}`: {} is not a date", field(), quoted(text))
+                    })?,
+                );
             }
             (Kind::Date32, _) => return Err(mismatch("a date string")),
             (Kind::Timestamp, b'"') => {
-                let text = text_of(s.string(scratch)?, message, scratch);
-                *slot = Slot::I64(temporal::timestamp_micros(text).ok_or_else(|| {
-                    format!("field `{}`: {} is not a timestamp", field(), quoted(text))
-                })?);
+                let text = s.string(scratch)?;
+                *slot = Slot::I64(
+                    temporal::timestamp_micros(text.bytes(message, scratch)).ok_or_else(|| {
+                        let text = text_of(text, message, scratch);
+                        format!("field `{}`: {} is not a timestamp", field(), quoted(text))
+                    })?,
+                );
             }
             // As in Spark, a number is whole seconds since the epoch.
             (Kind::Timestamp, b'-' | b'0'..=b'9') => {

@@ -7,25 +7,25 @@ use chrono::Utc;
 use datafusion::arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use datafusion::arrow::datatypes::Date32Type;
 
-/// Microseconds since the epoch, UTC; digits past the microsecond are dropped, as Spark does.
-pub fn timestamp_micros(text: &str) -> Option<i64> {
-    rfc3339_micros(text.as_bytes()).or_else(|| {
-        string_to_datetime(&Utc, text)
+/// Microseconds since the epoch, UTC, of a string's text (UTF-8, as the scanner gives it);
+/// digits past the microsecond are dropped, as Spark does.
+pub fn timestamp_micros(text: &[u8]) -> Option<i64> {
+    rfc3339_micros(text).or_else(|| {
+        string_to_datetime(&Utc, std::str::from_utf8(text).ok()?)
             .ok()
             .map(|t| t.timestamp_micros())
     })
 }
 
-/// Days since the epoch.
-pub fn date_days(text: &str) -> Option<i32> {
-    let b = text.as_bytes();
+/// Days since the epoch, of a string's text.
+pub fn date_days(b: &[u8]) -> Option<i32> {
     if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
         let (y, m, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
         if let Some(days) = civil_days(y as i64, m, d) {
             return i32::try_from(days).ok();
         }
     }
-    Date32Type::parse(text)
+    Date32Type::parse(std::str::from_utf8(b).ok()?)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, or `None` for any other shape.
@@ -159,31 +159,35 @@ mod tests {
                 "{text}"
             );
             let date = &text[..10];
-            assert_eq!(date_days(date), Date32Type::parse(date), "{date}");
+            assert_eq!(
+                date_days(date.as_bytes()),
+                Date32Type::parse(date),
+                "{date}"
+            );
         }
     }
 
     #[test]
     fn other_shapes_fall_back_to_arrows_parser() {
         assert_eq!(
-            timestamp_micros("2026-11-22 11:21:10"),
+            timestamp_micros(b"2026-11-22 11:21:10"),
             arrow_micros("2026-11-22T11:21:10Z")
         );
         assert_eq!(
-            timestamp_micros("2026-11-22"),
+            timestamp_micros(b"2026-11-22"),
             arrow_micros("2026-11-22T00:00:00Z")
         );
-        assert_eq!(timestamp_micros("1970-01-01T00:00:00.000001Z"), Some(1));
-        assert_eq!(timestamp_micros("1969-12-31T23:59:59.999999Z"), Some(-1));
-        assert_eq!(timestamp_micros("last tuesday"), None);
-        assert_eq!(timestamp_micros("2026-02-30T00:00:00Z"), None);
-        assert_eq!(date_days("1970-01-02"), Some(1));
-        assert_eq!(date_days("2026-11-2"), Date32Type::parse("2026-11-2"));
-        assert!(date_days("2026-13-01").is_none());
+        assert_eq!(timestamp_micros(b"1970-01-01T00:00:00.000001Z"), Some(1));
+        assert_eq!(timestamp_micros(b"1969-12-31T23:59:59.999999Z"), Some(-1));
+        assert_eq!(timestamp_micros(b"last tuesday"), None);
+        assert_eq!(timestamp_micros(b"2026-02-30T00:00:00Z"), None);
+        assert_eq!(date_days(b"1970-01-02"), Some(1));
+        assert_eq!(date_days(b"2026-11-2"), Date32Type::parse("2026-11-2"));
+        assert!(date_days(b"2026-13-01").is_none());
         assert_eq!(civil_days(2000, 2, 29), Some(11_016));
         assert!(civil_days(1900, 2, 29).is_none());
         assert_eq!(
-            timestamp_micros("2026-11-22T11:21:10.993Z").unwrap() % 1_000_000,
+            timestamp_micros(b"2026-11-22T11:21:10.993Z").unwrap() % 1_000_000,
             993_000
         );
     }

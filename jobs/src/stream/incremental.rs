@@ -760,6 +760,16 @@ fn evaluate_groups(
         .collect()
 }
 
+/// A due row joined to its key's history: the key's arena slot, the row, and its event time
+/// (carried along: once the rows are sorted by key, reading the time from the batch's column
+/// would be a cache miss per row).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    slot: u32,
+    row: u32,
+    time: i64,
+}
+
 impl GroupState {
     /// The arena slot of `key`, made when new.
     fn slot(&mut self, key: &[u8]) -> usize {
@@ -1264,12 +1274,7 @@ impl IncrementalState {
 impl GroupState {
     /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
     /// order; returns each row with its key's slot, in that order.
-    fn join(
-        &mut self,
-        rows: &RecordBatch,
-        time_index: usize,
-        order: &[u32],
-    ) -> Result<Vec<(u32, u32)>> {
+    fn join(&mut self, rows: &RecordBatch, time_index: usize, order: &[u32]) -> Result<Vec<Run>> {
         let key_columns: Vec<ArrayRef> = self
             .plan
             .keys
@@ -1287,19 +1292,24 @@ impl GroupState {
             .zip(&self.plan.args)
             .map(|(reader, (_, kind))| Arg::of(&reader.read(rows)?, *kind))
             .collect::<Result<_>>()?;
-        let mut runs: Vec<(u32, u32)> = Vec::with_capacity(order.len());
+        let mut runs: Vec<Run> = Vec::with_capacity(order.len());
         for &row in order {
             debug_assert!(
                 times.is_valid(row as usize),
                 "a row without an event time joins"
             );
             let slot = self.slot(encoded.row(row as usize).as_ref());
+            let time = times.value(row as usize);
             self.histories[slot].insert(
                 self.stride,
-                times.value(row as usize),
+                time,
                 args.iter().map(|a| a.word(row as usize)),
             );
-            runs.push((slot as u32, row));
+            runs.push(Run {
+                slot: slot as u32,
+                row,
+                time,
+            });
         }
         Ok(runs)
     }
@@ -1314,7 +1324,6 @@ impl GroupState {
         joining: &UInt32Array,
     ) -> Result<Vec<ArrayRef>> {
         let n = rows.num_rows();
-        let times = times_of(rows, time_index)?;
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
         let mut runs = self.join(rows, time_index, joining.values())?;
@@ -1362,17 +1371,16 @@ impl GroupState {
         }
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
-        runs.sort_by_key(|&(slot, _)| slot);
+        runs.sort_by_key(|r| r.slot);
         let mut frame_state: Vec<Frame> = pairs
             .iter()
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
         let mut previous_slot = None;
         let stride = self.stride;
-        for &(slot, row) in &runs {
-            let (slot, row) = (slot as usize, row as usize);
+        for run in &runs {
+            let (slot, row, t) = (run.slot as usize, run.row as usize, run.time);
             let h = &self.histories[slot];
-            let t = times.value(row);
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
             for (k, (lookback, end)) in frames.iter().enumerate() {

@@ -223,7 +223,7 @@ impl PartialState {
         }
         let table = MemTable::try_new(Arc::clone(&flagged), vec![input]).map_err(internal)?;
         let column = |name: &str| Expr::Column(Column::from_name(name));
-        let keys: Vec<Expr> = group_names.iter().map(|n| column(n).alias(n)).collect();
+        let keys: Vec<Expr> = group_names.iter().map(|n| column(n)).collect();
         let mut merges = Vec::new();
         for (i, (part, _)) in parts.iter().enumerate() {
             let named = |e: Expr, name: &str| e.alias(format!("__p{i}_{name}"));
@@ -357,7 +357,7 @@ struct WindowKey {
     data_type: DataType,
 }
 
-/// `input` aggregated by `keys` (each aliased to its name), with the window's key (`split`)
+/// `input` aggregated by `keys` (each named as the state names it), with the window's key (`split`)
 /// grouped as two columns, its `start` and `end` ([`joined`] puts them back together).
 /// DataFusion groups primitive columns column by column, but a struct through its row format,
 /// which cost about a fifth of the query's time.

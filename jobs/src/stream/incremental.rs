@@ -66,6 +66,10 @@ enum Agg {
     Last,
     /// `COUNT(DISTINCT x)`, over hashes of the values.
     CountDistinct,
+    /// `COUNT(*)` partitioned by the group's keys and one more column: the rows of the group's
+    /// frame whose value of that column (the argument, hashed) is the row's own. Read from the
+    /// coarser group's histories, the finer partitioning needs no index or history of its own.
+    KeyRows,
     /// Sample and population standard deviation and variance.
     StddevSamp,
     StddevPop,
@@ -140,6 +144,9 @@ pub struct IncrementalPlan {
     /// The window functions left to DataFusion's operator (the generic path, over the emitted
     /// rows and the rows kept for their frames), by output name, with their lookback.
     rest: Vec<(String, i64)>,
+    /// The keys of each partitioning in the order versions that kept finer row counts in
+    /// groups of their own wrote them to snapshots (see `fold_finer_counts`).
+    unfolded: Vec<Vec<usize>>,
 }
 
 impl IncrementalPlan {
@@ -155,6 +162,18 @@ impl IncrementalPlan {
         view: &str,
         input: &SchemaRef,
         time_index: usize,
+    ) -> Option<Self> {
+        Self::planned(plan, view, input, time_index, true)
+    }
+
+    /// [`try_new`](Self::try_new), with finer row counts read from coarser groups or (as
+    /// versions before that did, for tests of their snapshots) each in a group of its own.
+    fn planned(
+        plan: &LogicalPlan,
+        view: &str,
+        input: &SchemaRef,
+        time_index: usize,
+        fold_counts: bool,
     ) -> Option<Self> {
         // Windows inside subquery expressions are left to the generic path: the rewrite below
         // does not reach into them.
@@ -256,6 +275,10 @@ impl IncrementalPlan {
             let (arg, arg2) = (at.first().copied(), at.get(1).copied());
             group.specs.push(Spec { arg, arg2, ..spec });
         }
+        let unfolded = groups.iter().map(|g| g.keys.clone()).collect();
+        if fold_counts {
+            fold_finer_counts(&mut groups, input);
+        }
         // A history entry's validity word has a bit per argument column.
         if groups.is_empty() || groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
             return None;
@@ -279,6 +302,7 @@ impl IncrementalPlan {
             output: Arc::new(Schema::new(fields)),
             lookback_us,
             rest,
+            unfolded,
         })
     }
 
@@ -299,15 +323,23 @@ impl IncrementalPlan {
             .iter()
             .flat_map(|g| {
                 g.specs.iter().map(move |s| {
-                    format!(
-                        "{}: {:?} over {} back, by {} key column(s), evaluated incrementally",
-                        s.name,
-                        s.agg,
-                        humantime::format_duration(std::time::Duration::from_micros(
-                            s.lookback_us as u64
-                        )),
-                        g.keys.len()
-                    )
+                    let back = humantime::format_duration(std::time::Duration::from_micros(
+                        s.lookback_us as u64,
+                    ));
+                    let keys = g.keys.len();
+                    match (s.agg, s.arg.map(|a| &g.args[a].0)) {
+                        (Agg::KeyRows, Some(ArgSource::Column(c))) => format!(
+                            "{}: CountRows over {back} back, by {keys} key column(s) and `{}`, \
+                             read from the history of the {keys}, evaluated incrementally",
+                            s.name,
+                            self.output.field(*c).name()
+                        ),
+                        _ => format!(
+                            "{}: {:?} over {back} back, by {keys} key column(s), evaluated \
+                             incrementally",
+                            s.name, s.agg
+                        ),
+                    }
                 })
             })
             .collect()
@@ -377,6 +409,82 @@ impl IncrementalPlan {
         .map(|t| t.data)
         .map_err(|e| JobError::internal(format!("replacing the window operators: {e}")))
     }
+}
+
+/// Moves each group that only counts rows (`COUNT(*)`) and is partitioned by another group's
+/// keys and one more column into that group, as counts of the rows sharing the row's value of
+/// that column (`user_id, device_id` into `user_id`: "has this user used this device in the last
+/// day"). A RANGE frame bounds rows by time alone, so the finer partition's frame is the coarser
+/// one's rows with the row's value; the coarser group keeps that column's hashes (as for
+/// `COUNT(DISTINCT ..)`), and the finer keys need no index or histories of their own, which
+/// would cost a key lookup and a history per event. Values match by a 64-bit hash: two values
+/// of a frame share one with odds of about n^2 / 2^65, as for distinct counts. Only columns whose
+/// text tells their values apart (strings, integers, dates, timestamps, booleans) are read so.
+fn fold_finer_counts(groups: &mut Vec<GroupPlan>, input: &SchemaRef) {
+    let mut g = 0;
+    while g < groups.len() {
+        let finer = &groups[g];
+        let coarser = finer
+            .specs
+            .iter()
+            .all(|s| s.agg == Agg::CountRows)
+            .then(|| {
+                groups.iter().enumerate().find_map(|(p, coarser)| {
+                    let extra: Vec<usize> = finer
+                        .keys
+                        .iter()
+                        .copied()
+                        .filter(|k| !coarser.keys.contains(k))
+                        .collect();
+                    let nested = p != g
+                        && !coarser.keys.is_empty()
+                        && coarser.keys.len() + 1 == finer.keys.len()
+                        && coarser.keys.iter().all(|k| finer.keys.contains(k));
+                    match extra[..] {
+                        [column] if nested && hashed_as_text(input.field(column).data_type()) => {
+                            Some((p, column))
+                        }
+                        _ => None,
+                    }
+                })
+            })
+            .flatten();
+        let Some((p, column)) = coarser else {
+            g += 1;
+            continue;
+        };
+        let finer = groups.remove(g);
+        let coarser = &mut groups[if p > g { p - 1 } else { p }];
+        let hashed = (ArgSource::Column(column), Kind::Hash);
+        let arg = match coarser.args.iter().position(|a| *a == hashed) {
+            Some(i) => i,
+            None => {
+                coarser.args.push(hashed);
+                coarser.args.len() - 1
+            }
+        };
+        coarser.specs.extend(finer.specs.into_iter().map(|s| Spec {
+            agg: Agg::KeyRows,
+            arg: Some(arg),
+            ..s
+        }));
+    }
+}
+
+/// True for the types whose values are equal when their texts are (floats are left out: their
+/// text and SQL's equality of them need not agree).
+fn hashed_as_text(t: &DataType) -> bool {
+    t.is_integer()
+        || matches!(
+            t,
+            DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Boolean
+                | DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(..)
+        )
 }
 
 /// The names of the columns the groups' window functions compute.
@@ -1206,13 +1314,31 @@ impl IncrementalState {
             return Err(mismatch());
         }
         self.read_pending(&mut cursor).ok_or_else(mismatch)?;
-        for g in &mut self.groups {
-            let (schema, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
-            if schema != g.history_schema() {
+        let mut parts = Vec::new();
+        while cursor.position() < full.as_ref().len() as u64 {
+            parts.push(read_part_file(&mut cursor).ok_or_else(mismatch)?);
+        }
+        // A part per group; or, written before finer row counts were read from coarser
+        // groups' histories, a part per partitioning, of which the coarser ones are read.
+        let layout: Vec<usize> = if parts.len() == self.groups.len() {
+            (0..parts.len()).collect()
+        } else if parts.len() == self.plan.unfolded.len() {
+            self.plan
+                .groups
+                .iter()
+                .map(|g| self.plan.unfolded.iter().position(|keys| *keys == g.keys))
+                .collect::<Option<_>>()
+                .ok_or_else(mismatch)?
+        } else {
+            return Err(mismatch());
+        };
+        for (g, &part) in self.groups.iter_mut().zip(&layout) {
+            let (schema, batches) = &parts[part];
+            if *schema != g.history_schema() {
                 return Err(mismatch());
             }
             g.clear();
-            for batch in &batches {
+            for batch in batches {
                 g.append_entries(batch).map_err(|_| mismatch())?;
             }
         }
@@ -1273,8 +1399,13 @@ impl IncrementalState {
 
 impl GroupState {
     /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
-    /// order; returns each row with its key's slot, in that order.
-    fn join(&mut self, rows: &RecordBatch, time_index: usize, order: &[u32]) -> Result<Vec<Run>> {
+    /// order; returns each row with its key's slot, in that order, and the rows' arguments.
+    fn join(
+        &mut self,
+        rows: &RecordBatch,
+        time_index: usize,
+        order: &[u32],
+    ) -> Result<(Vec<Run>, Vec<Arg>)> {
         let key_columns: Vec<ArrayRef> = self
             .plan
             .keys
@@ -1311,7 +1442,7 @@ impl GroupState {
                 time,
             });
         }
-        Ok(runs)
+        Ok((runs, args))
     }
 
     /// Appends `rows` (due; `joining` lists those with an event time, in event-time order) to
@@ -1326,7 +1457,7 @@ impl GroupState {
         let n = rows.num_rows();
         // First every due row joins its key's history, so peers of an event (same time) are in
         // its frame whichever comes first; then each row's frame is read from its key's history.
-        let mut runs = self.join(rows, time_index, joining.values())?;
+        let (mut runs, args) = self.join(rows, time_index, joining.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1407,6 +1538,10 @@ impl GroupState {
                 let frame = &frame_state[frame_of[i]];
                 let kept = if spec.agg.pairs() {
                     Some(frame.pair_value(spec.agg, pair_of[i]))
+                } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
+                    Some(Value::I64(Some(
+                        frame.entries_with(arg, args[arg].word(row)),
+                    )))
                 } else {
                     spec.arg
                         .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
@@ -1658,7 +1793,10 @@ impl Filling {
     /// null otherwise.
     fn new(n: usize, spec: &Spec) -> Self {
         let mut bits = BooleanBufferBuilder::new(n);
-        bits.append_n(n, matches!(spec.agg, Agg::Count | Agg::CountRows));
+        bits.append_n(
+            n,
+            matches!(spec.agg, Agg::Count | Agg::CountRows | Agg::KeyRows),
+        );
         Self {
             words: vec![0; n],
             valid: bits,
@@ -1735,6 +1873,7 @@ fn by_totals(agg: Agg) -> bool {
         agg,
         Agg::Count
             | Agg::CountDistinct
+            | Agg::KeyRows
             | Agg::Sum
             | Agg::Avg
             | Agg::StddevSamp
@@ -1752,8 +1891,9 @@ struct Frame {
     totals: Vec<Totals>,
     /// Per pair of columns the frame's COVAR and CORR read, the totals of its pairs.
     co_totals: Vec<CoTotals>,
-    /// For hashed columns: how many entries of the frame hold each value.
+    /// For hashed columns: how many entries of the frame hold each value, and how many none.
     distinct: Vec<HashMap<i64, u32, foldhash::fast::RandomState>>,
+    nulls: Vec<u32>,
     /// Per column, the candidates for the frame's minimum and maximum (`[min, max]`).
     f64_extremes: Vec<[Extremes<f64>; 2]>,
     i64_extremes: Vec<[Extremes<i64>; 2]>,
@@ -1831,6 +1971,7 @@ impl Frame {
             totals: vec![Totals::default(); columns],
             co_totals: vec![CoTotals::default(); pairs],
             distinct: (0..columns).map(|_| HashMap::default()).collect(),
+            nulls: vec![0; columns],
             f64_extremes: (0..columns).map(|_| Default::default()).collect(),
             i64_extremes: (0..columns).map(|_| Default::default()).collect(),
         }
@@ -1856,9 +1997,18 @@ impl Frame {
             (Agg::Min | Agg::Max, _) => {
                 Value::I64(self.i64_extremes[p][usize::from(agg == Agg::Max)].value())
             }
-            (Agg::CountRows | Agg::First | Agg::Last, _) => return None,
+            (Agg::CountRows | Agg::KeyRows | Agg::First | Agg::Last, _) => return None,
             (Agg::CovarSamp | Agg::CovarPop | Agg::Corr, _) => return None,
         })
+    }
+
+    /// How many entries of the frame hold `value` (a hash, or none) in hashed column `p`.
+    fn entries_with(&self, p: usize, value: Option<u64>) -> i64 {
+        let n = match value {
+            Some(hash) => self.distinct[p].get(&(hash as i64)).copied().unwrap_or(0),
+            None => self.nulls[p],
+        };
+        i64::from(n)
     }
 
     /// The value of the two-column `agg` over the frame's pair `q` (see `slide`).
@@ -1886,6 +2036,7 @@ impl Frame {
             self.totals.fill(Totals::default());
             self.co_totals.fill(CoTotals::default());
             self.distinct.iter_mut().for_each(HashMap::clear);
+            self.nulls.fill(0);
             for e in self.f64_extremes.iter_mut().flatten() {
                 e.queue.clear();
             }
@@ -1929,16 +2080,24 @@ impl Frame {
                     leaving.for_each(|i| totals.add_i64(h.i64(i, p), false));
                 }
                 Kind::Hash => {
-                    let values = &mut self.distinct[p];
-                    for v in entering.filter_map(|i| h.i64(i, p)) {
-                        *values.entry(v).or_insert(0) += 1;
+                    let (values, nulls) = (&mut self.distinct[p], &mut self.nulls[p]);
+                    for v in entering.map(|i| h.i64(i, p)) {
+                        match v {
+                            Some(v) => *values.entry(v).or_insert(0) += 1,
+                            None => *nulls += 1,
+                        }
                     }
-                    for v in leaving.filter_map(|i| h.i64(i, p)) {
-                        if let Some(n) = values.get_mut(&v) {
-                            *n -= 1;
-                            if *n == 0 {
-                                values.remove(&v);
+                    for v in leaving.map(|i| h.i64(i, p)) {
+                        match v {
+                            Some(v) => {
+                                if let Some(n) = values.get_mut(&v) {
+                                    *n -= 1;
+                                    if *n == 0 {
+                                        values.remove(&v);
+                                    }
+                                }
                             }
+                            None => *nulls -= 1,
                         }
                     }
                 }
@@ -2207,6 +2366,17 @@ mod tests {
         sql: &str,
         batches: Vec<RecordBatch>,
         on_arrival: bool,
+        swap: impl FnMut(usize, &[Vec<u8>]) -> Option<Vec<Vec<u8>>>,
+    ) -> Vec<(Vec<i64>, Rows)> {
+        stream_planned(sql, batches, on_arrival, true, swap).await
+    }
+
+    /// [`mixed_stream_with`], planned with finer row counts read from coarser groups or not.
+    async fn stream_planned(
+        sql: &str,
+        batches: Vec<RecordBatch>,
+        on_arrival: bool,
+        fold_counts: bool,
         mut swap: impl FnMut(usize, &[Vec<u8>]) -> Option<Vec<Vec<u8>>>,
     ) -> Vec<(Vec<i64>, Rows)> {
         let ctx = crate::scoring::session().unwrap();
@@ -2223,7 +2393,7 @@ mod tests {
             .analyzer()
             .execute_and_check(logical, state.config_options(), |_, _| {})
             .unwrap();
-        let plan = IncrementalPlan::try_new(&logical, "v", &input, 2).unwrap();
+        let plan = IncrementalPlan::planned(&logical, "v", &input, 2, fold_counts).unwrap();
         assert!(plan.rest().is_empty(), "all incremental: {:?}", plan.rest());
         let mut state =
             IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
@@ -2492,9 +2662,112 @@ mod tests {
         }
     }
 
+    /// Row counts partitioned by the user and one more column, a string or an integer, each
+    /// with nulls (a partition of their own), named in either order.
+    const FINER_COUNTS_SQL: &str = "SELECT id, COUNT(*) OVER w AS n, \
+        COUNT(*) OVER (PARTITION BY u, s ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND \
+            PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS us, \
+        COUNT(*) OVER (PARTITION BY k, u ORDER BY t RANGE BETWEEN INTERVAL '10' SECOND \
+            PRECEDING AND CURRENT ROW) AS uk, \
+        COUNT(*) OVER (PARTITION BY s, k ORDER BY t RANGE BETWEEN INTERVAL '5' SECOND \
+            PRECEDING AND CURRENT ROW) AS sk \
+        FROM v WINDOW w AS (PARTITION BY u ORDER BY t \
+            RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)";
+
+    #[tokio::test]
+    async fn row_counts_by_one_more_key_column_read_from_the_coarser_history_equal_the_batch() {
+        let stream = mixed_stream_with(FINER_COUNTS_SQL, mixed_batches(), false, every_fourth);
+        assert_equals_the_batch(FINER_COUNTS_SQL, stream.await).await;
+        // On arrival, each batch's rows see the events received by its end.
+        let stream = mixed_stream_with(FINER_COUNTS_SQL, mixed_batches(), true, every_fourth);
+        let mut received = Vec::new();
+        for ((ids, streamed), batch) in stream.await.into_iter().zip(mixed_batches()) {
+            received.push(batch);
+            let expected = sql_batch(FINER_COUNTS_SQL, &received).await;
+            assert_rows_equal(&streamed, &expected, ids.into_iter());
+        }
+    }
+
+    /// Snapshots written while each finer partitioning had histories of its own restore into
+    /// a state that reads its counts from the coarser group's, where that group already kept
+    /// the finer key's values (as the shipped transaction features' per-user group does), and
+    /// the stream goes on as if it had never stopped.
+    #[tokio::test]
+    async fn snapshots_of_finer_partitionings_restore_into_counts_read_from_the_coarser() {
+        let sql = "SELECT id, COUNT(*) OVER w AS n, COUNT(DISTINCT s) OVER w AS ds, \
+            COUNT(DISTINCT k) OVER w AS dk, \
+            COUNT(*) OVER (PARTITION BY u, s ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND \
+                PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS us, \
+            COUNT(*) OVER (PARTITION BY k, u ORDER BY t RANGE BETWEEN INTERVAL '10' SECOND \
+                PRECEDING AND CURRENT ROW) AS uk \
+            FROM v WINDOW w AS (PARTITION BY u ORDER BY t \
+                RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)";
+        let mut written = Vec::new();
+        stream_planned(sql, mixed_batches(), false, false, |b, chain| {
+            if b == 6 {
+                written = chain.to_vec();
+            }
+            None
+        })
+        .await;
+        assert!(written.len() > 1, "a full snapshot and deltas");
+        let stream = mixed_stream_with(sql, mixed_batches(), false, |b, chain| {
+            if b == 6 {
+                Some(written.clone())
+            } else {
+                every_fourth(b, chain)
+            }
+        });
+        assert_equals_the_batch(sql, stream.await).await;
+    }
+
+    /// The shipped transaction features' "used this device, merchant, country or kind of shop
+    /// in the last day" counts are read from the user's history: two groups, one per user and
+    /// one per card, where each of the four would otherwise keep a history per pair.
+    #[tokio::test]
+    async fn the_shipped_uses_of_the_last_day_are_read_from_the_users_history() {
+        let sql = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../sql/features/transactions.sql"),
+        )
+        .unwrap();
+        // The job's view: the events, and where each was read (the spec's `query.metadata`).
+        let events = crate::schemas::source_schema(crate::generator::Source::Transactions);
+        let mut fields = events.fields().to_vec();
+        fields.extend([
+            Arc::new(Field::new("source_topic", DataType::Utf8, false)),
+            Arc::new(Field::new("source_partition", DataType::Int32, false)),
+            Arc::new(Field::new("source_offset", DataType::Int64, false)),
+        ]);
+        let plan = plan_over(&sql, Arc::new(Schema::new(fields)))
+            .await
+            .unwrap();
+        assert!(plan.rest().is_empty(), "{:?}", plan.rest());
+        assert_eq!(plan.groups.len(), 2, "{:#?}", plan.explain());
+        let explain = plan.explain();
+        // (The window operator names each function by its expression: the aliases are above.)
+        for (name, column) in [
+            ("device_uses_24h", "device_id"),
+            ("merchant_uses_24h", "merchant_id"),
+            ("country_uses_24h", "country"),
+            ("category_uses_24h", "merchant_category"),
+        ] {
+            let read = format!("by 1 key column(s) and `{column}`, read from the history");
+            assert!(
+                explain.iter().any(|l| l.contains(&read)),
+                "{name}: {explain:#?}"
+            );
+        }
+    }
+
     async fn plan_of(sql: &str) -> Option<IncrementalPlan> {
-        let ctx = crate::scoring::session().unwrap();
         let input = crate::schemas::source_schema(crate::generator::Source::Transactions);
+        plan_over(sql, input).await
+    }
+
+    /// The incremental plan of `sql` over the view `transactions` of rows of `input`.
+    async fn plan_over(sql: &str, input: SchemaRef) -> Option<IncrementalPlan> {
+        let ctx = crate::scoring::session().unwrap();
         let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
         ctx.register_table("transactions", Arc::new(table)).unwrap();
         let plan = ctx.sql(sql).await.unwrap().into_unoptimized_plan();

@@ -1474,7 +1474,7 @@ impl GroupState {
             })
             .collect();
         // Rows without a key's history (no event time) get what an empty frame gives.
-        let mut outputs: Vec<Filling> = specs.iter().map(|s| Filling::new(n, s)).collect();
+        let mut outputs = RowValues::new(n, specs);
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
         let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
@@ -1503,14 +1503,31 @@ impl GroupState {
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|r| r.slot);
+        // Each row's own value of the columns its finer row counts match on, gathered in the
+        // order the rows are visited: a tight loop of independent reads, where reading each in
+        // the loop below, rows in key order, would wait for memory once per row.
+        let own: Vec<Vec<Option<u64>>> = (0..kinds.len())
+            .map(|p| {
+                let counted = specs
+                    .iter()
+                    .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p));
+                if counted {
+                    runs.iter().map(|r| args[p].word(r.row as usize)).collect()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
         let mut frame_state: Vec<Frame> = pairs
             .iter()
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
         let mut previous_slot = None;
         let stride = self.stride;
-        for run in &runs {
+        let mut values = Vec::new();
+        for (j, run) in runs.iter().enumerate() {
             let (slot, row, t) = (run.slot as usize, run.row as usize, run.time);
+            outputs.start_row(&mut values);
             let h = &self.histories[slot];
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
@@ -1539,9 +1556,7 @@ impl GroupState {
                 let kept = if spec.agg.pairs() {
                     Some(frame.pair_value(spec.agg, pair_of[i]))
                 } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
-                    Some(Value::I64(Some(
-                        frame.entries_with(arg, args[arg].word(row)),
-                    )))
+                    Some(Value::I64(Some(frame.entries_with(arg, own[arg][j]))))
                 } else {
                     spec.arg
                         .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
@@ -1550,14 +1565,11 @@ impl GroupState {
                     Some(value) => value,
                     None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, &kinds),
                 };
-                outputs[i].set(row, value);
+                outputs.set(&mut values, i, value);
             }
+            outputs.put(row, &values);
         }
-        specs
-            .iter()
-            .zip(outputs)
-            .map(|(spec, filled)| filled.finish(&spec.output))
-            .collect()
+        outputs.finish(specs)
     }
 
     /// The columns of history entries in snapshots: the encoded key, the time, then the
@@ -1778,36 +1790,64 @@ enum Value {
     Null,
 }
 
-/// A computed column as its rows are set, in any order: values as 64-bit words (a double by its
-/// bits) and validity bits, made into the array without a copy.
-struct Filling {
+/// A group's computed values for a batch's rows, row by row: each row's values, then its
+/// validity bits, in one stretch of words (doubles by their bits). Rows are visited key by key,
+/// in no order of their own: a row's values side by side cost a cache miss or two, where a
+/// column per function cost one per function and row (the columns of a large batch are far
+/// larger than the caches). The columns are made from it in one pass, row after row.
+struct RowValues {
     words: Vec<u64>,
-    valid: BooleanBufferBuilder,
-    /// Whether the words are doubles (else integers): a value of the other kind would be
-    /// read as bits of this one.
-    doubles: bool,
+    /// Values per row (the group's functions), and words per row (values, then validity).
+    width: usize,
+    stride: usize,
+    /// A row's words before any value is set: 0 everywhere, counts valid (what an empty
+    /// frame gives: 0 for counts, null otherwise).
+    empty: Vec<u64>,
+    /// Whether each function's values are doubles (else integers): a value of the other kind
+    /// would be read as bits of this one.
+    doubles: Vec<bool>,
 }
 
-impl Filling {
-    /// `n` rows of `spec`'s column, each what an empty frame gives until set: 0 for counts,
-    /// null otherwise.
-    fn new(n: usize, spec: &Spec) -> Self {
-        let mut bits = BooleanBufferBuilder::new(n);
-        bits.append_n(
-            n,
-            matches!(spec.agg, Agg::Count | Agg::CountRows | Agg::KeyRows),
-        );
+impl RowValues {
+    /// `n` rows of `specs`' values, each what an empty frame gives until set.
+    fn new(n: usize, specs: &[Spec]) -> Self {
+        let width = specs.len();
+        let stride = width + width.div_ceil(64);
+        let mut empty = vec![0u64; stride];
+        for (i, spec) in specs.iter().enumerate() {
+            if matches!(spec.agg, Agg::Count | Agg::CountRows | Agg::KeyRows) {
+                empty[width + i / 64] |= 1 << (i % 64);
+            }
+        }
+        let mut words = Vec::with_capacity(n * stride);
+        for _ in 0..n {
+            words.extend_from_slice(&empty);
+        }
         Self {
-            words: vec![0; n],
-            valid: bits,
-            doubles: spec.output == DataType::Float64,
+            words,
+            width,
+            stride,
+            empty,
+            doubles: specs
+                .iter()
+                .map(|s| s.output == DataType::Float64)
+                .collect(),
         }
     }
 
-    fn set(&mut self, row: usize, value: Value) {
+    /// Makes `row` a row's words as they start, to set values in before [`put`](Self::put)
+    /// writes them.
+    fn start_row(&self, row: &mut Vec<u64>) {
+        row.clear();
+        row.extend_from_slice(&self.empty);
+    }
+
+    /// Sets value `i` in `row` (words of one row); `Value::Null` leaves what an empty frame
+    /// gives.
+    fn set(&self, row: &mut [u64], i: usize, value: Value) {
         debug_assert!(
             !matches!(
-                (&value, self.doubles),
+                (&value, self.doubles[i]),
                 (Value::F64(_), false) | (Value::I64(_), true)
             ),
             "a window value of the other kind than its column"
@@ -1817,26 +1857,61 @@ impl Filling {
             Value::I64(v) => v.map(|v| v as u64),
             Value::Null => return,
         };
-        self.valid.set_bit(row, word.is_some());
-        self.words[row] = word.unwrap_or(0);
+        let (mask, bit) = (&mut row[self.width + i / 64], 1u64 << (i % 64));
+        match word {
+            Some(word) => {
+                *mask |= bit;
+                row[i] = word;
+            }
+            None => {
+                *mask &= !bit;
+                row[i] = 0;
+            }
+        }
     }
 
-    fn finish(mut self, output: &DataType) -> Result<ArrayRef> {
-        let nulls = Some(NullBuffer::new(self.valid.finish())).filter(|n| n.null_count() > 0);
-        let words = Buffer::from_vec(self.words);
-        Ok(match output {
-            DataType::Float64 => Arc::new(Float64Array::new(ScalarBuffer::from(words), nulls)),
-            DataType::Int64 => Arc::new(Int64Array::new(ScalarBuffer::from(words), nulls)),
-            t @ DataType::Timestamp(..) => Arc::new(
-                TimestampMicrosecondArray::new(ScalarBuffer::from(words), nulls)
-                    .with_data_type(t.clone()),
-            ),
-            other => {
-                return Err(JobError::internal(format!(
-                    "unexpected window output type {other}"
-                )));
+    /// Writes the words of batch row `at`.
+    fn put(&mut self, at: usize, row: &[u64]) {
+        self.words[at * self.stride..(at + 1) * self.stride].copy_from_slice(row);
+    }
+
+    /// The values as one column per function, of the functions' output types.
+    fn finish(self, specs: &[Spec]) -> Result<Vec<ArrayRef>> {
+        let n = self.words.len() / self.stride.max(1);
+        let mut values: Vec<Vec<u64>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
+        let mut valid: Vec<BooleanBufferBuilder> = (0..self.width)
+            .map(|_| BooleanBufferBuilder::new(n))
+            .collect();
+        for row in self.words.chunks_exact(self.stride) {
+            for (i, (column, bits)) in values.iter_mut().zip(&mut valid).enumerate() {
+                column.push(row[i]);
+                bits.append(row[self.width + i / 64] >> (i % 64) & 1 == 1);
             }
-        })
+        }
+        drop(self.words);
+        specs
+            .iter()
+            .zip(values.into_iter().zip(valid))
+            .map(|(spec, (words, mut bits))| {
+                let nulls = Some(NullBuffer::new(bits.finish())).filter(|n| n.null_count() > 0);
+                let words = Buffer::from_vec(words);
+                Ok(match &spec.output {
+                    DataType::Float64 => {
+                        Arc::new(Float64Array::new(ScalarBuffer::from(words), nulls)) as ArrayRef
+                    }
+                    DataType::Int64 => Arc::new(Int64Array::new(ScalarBuffer::from(words), nulls)),
+                    t @ DataType::Timestamp(..) => Arc::new(
+                        TimestampMicrosecondArray::new(ScalarBuffer::from(words), nulls)
+                            .with_data_type(t.clone()),
+                    ),
+                    other => {
+                        return Err(JobError::internal(format!(
+                            "unexpected window output type {other}"
+                        )));
+                    }
+                })
+            })
+            .collect()
     }
 }
 

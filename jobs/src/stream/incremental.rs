@@ -1314,9 +1314,13 @@ impl IncrementalState {
             return Err(mismatch());
         }
         self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        // Where each part starts; each is read when its group takes it, one at a time.
         let mut parts = Vec::new();
         while cursor.position() < full.as_ref().len() as u64 {
-            parts.push(read_part_file(&mut cursor).ok_or_else(mismatch)?);
+            parts.push(cursor.position());
+            let mut len = [0u8; 8];
+            cursor.read_exact(&mut len).map_err(|_| mismatch())?;
+            cursor.set_position(cursor.position().saturating_add(u64::from_le_bytes(len)));
         }
         // A part per group; or, written before finer row counts were read from coarser
         // groups' histories, a part per partitioning, of which the coarser ones are read.
@@ -1333,12 +1337,13 @@ impl IncrementalState {
             return Err(mismatch());
         };
         for (g, &part) in self.groups.iter_mut().zip(&layout) {
-            let (schema, batches) = &parts[part];
-            if *schema != g.history_schema() {
+            cursor.set_position(parts[part]);
+            let (schema, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
+            if schema != g.history_schema() {
                 return Err(mismatch());
             }
             g.clear();
-            for batch in batches {
+            for batch in &batches {
                 g.append_entries(batch).map_err(|_| mismatch())?;
             }
         }

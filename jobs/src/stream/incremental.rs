@@ -1314,14 +1314,8 @@ impl IncrementalState {
             return Err(mismatch());
         }
         self.read_pending(&mut cursor).ok_or_else(mismatch)?;
-        // Where each part starts; each is read when its group takes it, one at a time.
-        let mut parts = Vec::new();
-        while cursor.position() < full.as_ref().len() as u64 {
-            parts.push(cursor.position());
-            let mut len = [0u8; 8];
-            cursor.read_exact(&mut len).map_err(|_| mismatch())?;
-            cursor.set_position(cursor.position().saturating_add(u64::from_le_bytes(len)));
-        }
+        let parts = part_starts(&mut cursor).ok_or_else(mismatch)?;
+        let written = parts.len();
         // A part per group; or, written before finer row counts were read from coarser
         // groups' histories, a part per partitioning, of which the coarser ones are read.
         let layout: Vec<usize> = if parts.len() == self.groups.len() {
@@ -1374,8 +1368,14 @@ impl IncrementalState {
                     g.evict(watermark_us);
                 }
             } else {
-                // RSDLT1, written before deltas held the joined rows: each group's new entries.
-                for g in &mut self.groups {
+                // RSDLT1, written before deltas held the joined rows: each group's new entries,
+                // a part per group as in the full snapshot.
+                let parts = part_starts(&mut cursor).ok_or_else(mismatch)?;
+                if parts.len() != written {
+                    return Err(mismatch());
+                }
+                for (g, &part) in self.groups.iter_mut().zip(&layout) {
+                    cursor.set_position(*parts.get(part).ok_or_else(mismatch)?);
                     let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
                     g.append_entries(&batch).map_err(|_| mismatch())?;
                     g.evict(watermark_us);
@@ -2253,6 +2253,19 @@ fn write_batches(out: &mut Vec<u8>, schema: &SchemaRef, batches: &[RecordBatch])
         }
         Ok(())
     })
+}
+
+/// Where each part from the cursor's place to the end starts, the cursor left at the end: the
+/// parts are then read one at a time, in any order.
+fn part_starts(cursor: &mut Cursor<&[u8]>) -> Option<Vec<u64>> {
+    let mut starts = Vec::new();
+    while cursor.position() < cursor.get_ref().len() as u64 {
+        starts.push(cursor.position());
+        let mut len = [0u8; 8];
+        cursor.read_exact(&mut len).ok()?;
+        cursor.set_position(cursor.position().checked_add(u64::from_le_bytes(len))?);
+    }
+    Some(starts)
 }
 
 /// The next part's rows as one batch.

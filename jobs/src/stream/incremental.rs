@@ -49,6 +49,8 @@ use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContex
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::prelude::Column;
 
+use rayon::prelude::*;
+
 use crate::error::{JobError, Result};
 use crate::stream::running::{CoTotals, Totals};
 
@@ -1478,8 +1480,7 @@ impl GroupState {
                 })
             })
             .collect();
-        // Rows without a key's history (no event time) get what an empty frame gives.
-        let mut outputs = RowValues::new(n, specs);
+        let layout = RowLayout::new(specs);
         // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
         // AVG, VAR and STDDEV functions.
         let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
@@ -1510,7 +1511,7 @@ impl GroupState {
         runs.sort_by_key(|r| r.slot);
         // Each row's own value of the columns its finer row counts match on, gathered in the
         // order the rows are visited: a tight loop of independent reads, where reading each in
-        // the loop below, rows in key order, would wait for memory once per row.
+        // the visits, rows in key order, would wait for memory once per row.
         let own: Vec<Vec<Option<u64>>> = (0..kinds.len())
             .map(|p| {
                 let counted = specs
@@ -1523,58 +1524,34 @@ impl GroupState {
                 }
             })
             .collect();
-        let mut frame_state: Vec<Frame> = pairs
-            .iter()
-            .map(|p| Frame::new(kinds.len(), p.len()))
-            .collect();
-        let mut previous_slot = None;
-        let stride = self.stride;
-        let mut values = Vec::new();
-        for (j, run) in runs.iter().enumerate() {
-            let (slot, row, t) = (run.slot as usize, run.row as usize, run.time);
-            outputs.start_row(&mut values);
-            let h = &self.histories[slot];
-            let new_key = previous_slot != Some(slot);
-            previous_slot = Some(slot);
-            for (k, (lookback, end)) in frames.iter().enumerate() {
-                let (from, to) = (t.saturating_sub(*lookback), t.saturating_sub(*end));
-                // A key's rows come in time order, so its frame's bounds only move forward:
-                // after the key's first row they are found by stepping on from the last ones.
-                let (lo, hi) = if new_key {
-                    (
-                        h.partition_point(stride, |x| x < from),
-                        h.partition_point(stride, |x| x <= to),
-                    )
-                } else {
-                    let f = &frame_state[k];
-                    (
-                        h.step_while(stride, f.lo, |x| x < from),
-                        h.step_while(stride, f.hi, |x| x <= to),
-                    )
-                };
-                let entries = Entries { h, stride };
-                let wants = (&needs[k][..], &pairs[k][..]);
-                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, &kinds);
-            }
-            for (i, spec) in specs.iter().enumerate() {
-                let frame = &frame_state[frame_of[i]];
-                let kept = if spec.agg.pairs() {
-                    Some(frame.pair_value(spec.agg, pair_of[i]))
-                } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
-                    Some(Value::I64(Some(frame.entries_with(arg, own[arg][j]))))
-                } else {
-                    spec.arg
-                        .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
-                };
-                let value = match kept {
-                    Some(value) => value,
-                    None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, &kinds),
-                };
-                outputs.set(&mut values, i, value);
-            }
-            outputs.put(row, &values);
+        let visits = Visits {
+            histories: &self.histories,
+            stride: self.stride,
+            frames: &frames,
+            frame_of: &frame_of,
+            needs: &needs,
+            pairs: &pairs,
+            pair_of: &pair_of,
+            kinds: &kinds,
+            specs,
+            own: &own,
+            layout: &layout,
+        };
+        // Once joined, the histories are only read: the visits are split between the cores at
+        // key boundaries, each part writing its rows' values to its own stretch of the block
+        // (the rows in visiting order).
+        let mut words = vec![0u64; runs.len() * layout.stride];
+        let mut parts = Vec::new();
+        let mut rest = &mut words[..];
+        for (from, to) in key_parts(&runs, rayon::current_num_threads() * PARTS_PER_THREAD) {
+            let (part, tail) = rest.split_at_mut((to - from) * layout.stride);
+            parts.push((from, to, part));
+            rest = tail;
         }
-        outputs.finish(specs)
+        parts
+            .into_par_iter()
+            .for_each(|(from, to, out)| visits.visit(&runs[from..to], from, out));
+        layout.finish(&words, &runs, n, specs)
     }
 
     /// The columns of history entries in snapshots: the encoded key, the time, then the
@@ -1795,13 +1772,128 @@ enum Value {
     Null,
 }
 
-/// A group's computed values for a batch's rows, row by row: each row's values, then its
-/// validity bits, in one stretch of words (doubles by their bits). Rows are visited key by key,
-/// in no order of their own: a row's values side by side cost a cache miss or two, where a
-/// column per function cost one per function and row (the columns of a large batch are far
-/// larger than the caches). The columns are made from it in one pass, row after row.
-struct RowValues {
-    words: Vec<u64>,
+/// Parts of a group's visits per core: more than one, so that a core that finishes its part
+/// early (or another group) takes another rather than wait for the slowest.
+const PARTS_PER_THREAD: usize = 4;
+
+/// The fewest visited rows a part holds (few in tests, so that their small batches are split).
+#[cfg(not(test))]
+const MIN_PART_ROWS: usize = 8_192;
+#[cfg(test)]
+const MIN_PART_ROWS: usize = 3;
+
+/// `runs` (sorted by key) cut into about `parts` stretches of whole keys, as `(from, to)`.
+fn key_parts(runs: &[Run], parts: usize) -> Vec<(usize, usize)> {
+    let size = runs.len().div_ceil(parts.max(1)).max(MIN_PART_ROWS);
+    let mut cut = Vec::new();
+    let mut from = 0;
+    while from < runs.len() {
+        let mut to = (from + size).min(runs.len());
+        while to < runs.len() && runs[to].slot == runs[to - 1].slot {
+            to += 1;
+        }
+        cut.push((from, to));
+        from = to;
+    }
+    cut
+}
+
+/// What visiting a group's rows reads, once every row has joined its key's history: the
+/// histories, the frames and what each keeps, and the functions.
+struct Visits<'a> {
+    histories: &'a [History],
+    stride: usize,
+    /// Each frame's (lookback, end) before the row's time; `frame_of`: each function's frame.
+    frames: &'a [(i64, i64)],
+    frame_of: &'a [usize],
+    /// What each frame keeps of each argument column and of which pairs of columns, and
+    /// where each two-column function's pair is in its frame's list.
+    needs: &'a [Vec<Needs>],
+    pairs: &'a [Vec<(usize, usize)>],
+    pair_of: &'a [usize],
+    kinds: &'a [Kind],
+    specs: &'a [Spec],
+    /// The visited rows' own values of the columns finer row counts match on, in visiting
+    /// order (empty for other columns).
+    own: &'a [Vec<Option<u64>>],
+    layout: &'a RowLayout,
+}
+
+impl Visits<'_> {
+    /// Computes the values of `runs` (whole keys, each key's rows in time order), the visited
+    /// rows from `first` on, into `out`, one row of the layout per run.
+    fn visit(&self, runs: &[Run], first: usize, out: &mut [u64]) {
+        let Self {
+            histories,
+            stride,
+            frames,
+            frame_of,
+            needs,
+            pairs,
+            pair_of,
+            kinds,
+            specs,
+            own,
+            layout,
+        } = *self;
+        let mut frame_state: Vec<Frame> = pairs
+            .iter()
+            .map(|p| Frame::new(kinds.len(), p.len()))
+            .collect();
+        let mut previous_slot = None;
+        for ((j, run), row) in (first..).zip(runs).zip(out.chunks_exact_mut(layout.stride)) {
+            let (slot, t) = (run.slot as usize, run.time);
+            row.copy_from_slice(&layout.empty);
+            let h = &histories[slot];
+            let new_key = previous_slot != Some(slot);
+            previous_slot = Some(slot);
+            for (k, (lookback, end)) in frames.iter().enumerate() {
+                let (from, to) = (t.saturating_sub(*lookback), t.saturating_sub(*end));
+                // A key's rows come in time order, so its frame's bounds only move forward:
+                // after the key's first row they are found by stepping on from the last ones.
+                let (lo, hi) = if new_key {
+                    (
+                        h.partition_point(stride, |x| x < from),
+                        h.partition_point(stride, |x| x <= to),
+                    )
+                } else {
+                    let f = &frame_state[k];
+                    (
+                        h.step_while(stride, f.lo, |x| x < from),
+                        h.step_while(stride, f.hi, |x| x <= to),
+                    )
+                };
+                let entries = Entries { h, stride };
+                let wants = (&needs[k][..], &pairs[k][..]);
+                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, kinds);
+            }
+            for (i, spec) in specs.iter().enumerate() {
+                let frame = &frame_state[frame_of[i]];
+                let kept = if spec.agg.pairs() {
+                    Some(frame.pair_value(spec.agg, pair_of[i]))
+                } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
+                    Some(Value::I64(Some(frame.entries_with(arg, own[arg][j]))))
+                } else {
+                    spec.arg
+                        .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
+                };
+                let value = match kept {
+                    Some(value) => value,
+                    None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, kinds),
+                };
+                layout.set(row, i, value);
+            }
+        }
+    }
+}
+
+/// How a group's computed values for a batch's rows are laid out, row by row: each row's
+/// values, then its validity bits, in one stretch of words (doubles by their bits). Rows are
+/// visited key by key, in no order of their own: a row's values side by side are written in
+/// visiting order, where a column per function cost a cache miss per function and row (the
+/// columns of a large batch are far larger than the caches). The columns are made from the
+/// rows in one pass, in batch order.
+struct RowLayout {
     /// Values per row (the group's functions), and words per row (values, then validity).
     width: usize,
     stride: usize,
@@ -1813,9 +1905,8 @@ struct RowValues {
     doubles: Vec<bool>,
 }
 
-impl RowValues {
-    /// `n` rows of `specs`' values, each what an empty frame gives until set.
-    fn new(n: usize, specs: &[Spec]) -> Self {
+impl RowLayout {
+    fn new(specs: &[Spec]) -> Self {
         let width = specs.len();
         let stride = width + width.div_ceil(64);
         let mut empty = vec![0u64; stride];
@@ -1824,12 +1915,7 @@ impl RowValues {
                 empty[width + i / 64] |= 1 << (i % 64);
             }
         }
-        let mut words = Vec::with_capacity(n * stride);
-        for _ in 0..n {
-            words.extend_from_slice(&empty);
-        }
         Self {
-            words,
             width,
             stride,
             empty,
@@ -1840,15 +1926,8 @@ impl RowValues {
         }
     }
 
-    /// Makes `row` a row's words as they start, to set values in before [`put`](Self::put)
-    /// writes them.
-    fn start_row(&self, row: &mut Vec<u64>) {
-        row.clear();
-        row.extend_from_slice(&self.empty);
-    }
-
-    /// Sets value `i` in `row` (words of one row); `Value::Null` leaves what an empty frame
-    /// gives.
+    /// Sets value `i` in `row` (words of one row, which start as [`empty`](Self::empty));
+    /// `Value::Null` leaves what an empty frame gives.
     fn set(&self, row: &mut [u64], i: usize, value: Value) {
         debug_assert!(
             !matches!(
@@ -1875,25 +1954,35 @@ impl RowValues {
         }
     }
 
-    /// Writes the words of batch row `at`.
-    fn put(&mut self, at: usize, row: &[u64]) {
-        self.words[at * self.stride..(at + 1) * self.stride].copy_from_slice(row);
-    }
-
-    /// The values as one column per function, of the functions' output types.
-    fn finish(self, specs: &[Spec]) -> Result<Vec<ArrayRef>> {
-        let n = self.words.len() / self.stride.max(1);
+    /// One column per function, of the functions' output types, for a batch of `n` rows:
+    /// the values of `runs[j]`'s row are `words`' row `j`; rows without a run (no event time)
+    /// get what an empty frame gives.
+    fn finish(
+        &self,
+        words: &[u64],
+        runs: &[Run],
+        n: usize,
+        specs: &[Spec],
+    ) -> Result<Vec<ArrayRef>> {
+        // Where each batch row's values are among the visited rows.
+        let mut at = vec![u32::MAX; n];
+        for (j, run) in runs.iter().enumerate() {
+            at[run.row as usize] = j as u32;
+        }
         let mut values: Vec<Vec<u64>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
         let mut valid: Vec<BooleanBufferBuilder> = (0..self.width)
             .map(|_| BooleanBufferBuilder::new(n))
             .collect();
-        for row in self.words.chunks_exact(self.stride) {
+        for &j in &at {
+            let row = match j {
+                u32::MAX => &self.empty[..],
+                j => &words[j as usize * self.stride..(j as usize + 1) * self.stride],
+            };
             for (i, (column, bits)) in values.iter_mut().zip(&mut valid).enumerate() {
                 column.push(row[i]);
                 bits.append(row[self.width + i / 64] >> (i % 64) & 1 == 1);
             }
         }
-        drop(self.words);
         specs
             .iter()
             .zip(values.into_iter().zip(valid))

@@ -880,6 +880,12 @@ struct Run {
     time: i64,
 }
 
+/// Adds `run`'s row (its time and its `args`) to its key's history `h`.
+fn add_entry(h: &mut History, stride: usize, run: &Run, args: &[Arg]) {
+    let row = run.row as usize;
+    h.insert(stride, run.time, args.iter().map(|a| a.word(row)));
+}
+
 impl GroupState {
     /// The arena slot of `key`, made when new.
     fn slot(&mut self, key: &[u8]) -> usize {
@@ -1405,9 +1411,9 @@ impl IncrementalState {
 }
 
 impl GroupState {
-    /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
-    /// order; returns each row with its key's slot, in that order, and the rows' arguments.
-    fn join(
+    /// Finds (or makes) the history of each of rows `order` of `rows` (rows with an event
+    /// time); returns each row with its key's slot, in that order, and the rows' arguments.
+    fn locate(
         &mut self,
         rows: &RecordBatch,
         time_index: usize,
@@ -1437,19 +1443,28 @@ impl GroupState {
                 "a row without an event time joins"
             );
             let slot = self.slot(encoded.row(row as usize).as_ref());
-            let time = times.value(row as usize);
-            self.histories[slot].insert(
-                self.stride,
-                time,
-                args.iter().map(|a| a.word(row as usize)),
-            );
             runs.push(Run {
                 slot: slot as u32,
                 row,
-                time,
+                time: times.value(row as usize),
             });
         }
         Ok((runs, args))
+    }
+
+    /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
+    /// order.
+    fn join(&mut self, rows: &RecordBatch, time_index: usize, order: &[u32]) -> Result<()> {
+        let (runs, args) = self.locate(rows, time_index, order)?;
+        for run in &runs {
+            add_entry(
+                &mut self.histories[run.slot as usize],
+                self.stride,
+                run,
+                &args,
+            );
+        }
+        Ok(())
     }
 
     /// Appends `rows` (due; `joining` lists those with an event time, in event-time order) to
@@ -1462,9 +1477,10 @@ impl GroupState {
         joining: &UInt32Array,
     ) -> Result<Vec<ArrayRef>> {
         let n = rows.num_rows();
-        // First every due row joins its key's history, so peers of an event (same time) are in
-        // its frame whichever comes first; then each row's frame is read from its key's history.
-        let (mut runs, args) = self.join(rows, time_index, joining.values())?;
+        // Each due row is matched with its key's history, and joins it below: all of a key's
+        // rows first, so peers of an event (same time) are in its frame whichever comes first;
+        // then each row's frame is read from its key's history.
+        let (mut runs, args) = self.locate(rows, time_index, joining.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1525,8 +1541,8 @@ impl GroupState {
             })
             .collect();
         let visits = Visits {
-            histories: &self.histories,
             stride: self.stride,
+            args: &args,
             frames: &frames,
             frame_of: &frame_of,
             needs: &needs,
@@ -1537,20 +1553,27 @@ impl GroupState {
             own: &own,
             layout: &layout,
         };
-        // Once joined, the histories are only read: the visits are split between the cores at
-        // key boundaries, each part writing its rows' values to its own stretch of the block
-        // (the rows in visiting order).
+        // Keys' histories are apart from each other, so the rows are split between the cores
+        // at key boundaries: the runs are sorted by slot, so each part holds a stretch of the
+        // slots, and takes that stretch of the histories and of the values (its rows', in
+        // visiting order) for its own.
         let mut words = vec![0u64; runs.len() * layout.stride];
         let mut parts = Vec::new();
-        let mut rest = &mut words[..];
+        let (mut values, mut histories) = (&mut words[..], &mut self.histories[..]);
+        let mut base = 0;
         for (from, to) in key_parts(&runs, rayon::current_num_threads() * PARTS_PER_THREAD) {
-            let (part, tail) = rest.split_at_mut((to - from) * layout.stride);
-            parts.push((from, to, part));
-            rest = tail;
+            let (first, last) = (runs[from].slot as usize, runs[to - 1].slot as usize);
+            let (own_values, rest) = values.split_at_mut((to - from) * layout.stride);
+            let (own_histories, rest_histories) =
+                std::mem::take(&mut histories)[first - base..].split_at_mut(last + 1 - first);
+            parts.push((from, to, first, own_histories, own_values));
+            (values, histories, base) = (rest, rest_histories, last + 1);
         }
         parts
             .into_par_iter()
-            .for_each(|(from, to, out)| visits.visit(&runs[from..to], from, out));
+            .for_each(|(from, to, first, histories, out)| {
+                visits.visit(histories, first, &runs[from..to], from, out)
+            });
         layout.finish(&words, &runs, n, specs)
     }
 
@@ -1798,11 +1821,12 @@ fn key_parts(runs: &[Run], parts: usize) -> Vec<(usize, usize)> {
     cut
 }
 
-/// What visiting a group's rows reads, once every row has joined its key's history: the
-/// histories, the frames and what each keeps, and the functions.
+/// What visiting a group's rows reads: the rows' arguments, the frames and what each keeps,
+/// and the functions.
 struct Visits<'a> {
-    histories: &'a [History],
     stride: usize,
+    /// The batch rows' arguments, which the rows' history entries hold.
+    args: &'a [Arg],
     /// Each frame's (lookback, end) before the row's time; `frame_of`: each function's frame.
     frames: &'a [(i64, i64)],
     frame_of: &'a [usize],
@@ -1820,11 +1844,26 @@ struct Visits<'a> {
 }
 
 impl Visits<'_> {
-    /// Computes the values of `runs` (whole keys, each key's rows in time order), the visited
-    /// rows from `first` on, into `out`, one row of the layout per run.
-    fn visit(&self, runs: &[Run], first: usize, out: &mut [u64]) {
+    /// Adds `runs` (whole keys, each key's rows in time order; the visited rows from `first`
+    /// on) to their keys' histories, `histories` holding those from slot `base` on, and then
+    /// computes their values into `out`, one row of the layout per run.
+    fn visit(
+        &self,
+        histories: &mut [History],
+        base: usize,
+        runs: &[Run],
+        first: usize,
+        out: &mut [u64],
+    ) {
+        for run in runs {
+            add_entry(
+                &mut histories[run.slot as usize - base],
+                self.stride,
+                run,
+                self.args,
+            );
+        }
         let Self {
-            histories,
             stride,
             frames,
             frame_of,
@@ -1835,6 +1874,7 @@ impl Visits<'_> {
             specs,
             own,
             layout,
+            ..
         } = *self;
         let mut frame_state: Vec<Frame> = pairs
             .iter()
@@ -1844,7 +1884,7 @@ impl Visits<'_> {
         for ((j, run), row) in (first..).zip(runs).zip(out.chunks_exact_mut(layout.stride)) {
             let (slot, t) = (run.slot as usize, run.time);
             row.copy_from_slice(&layout.empty);
-            let h = &histories[slot];
+            let h = &histories[slot - base];
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
             for (k, (lookback, end)) in frames.iter().enumerate() {

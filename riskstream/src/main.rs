@@ -19,6 +19,19 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas
+/// and gives freed memory back after its purge delay in pieces smaller than a huge page; the
+/// next touch of such a piece faults in a whole 2 MiB page, zeroed by the kernel. A job that
+/// allocates and frees its batches' buffers paid a fifth of its time for that zeroing, and
+/// decoding and the windows ran slower beside it (BENCHMARKS.md, "Huge pages").
+fn small_pages_only() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        // Only speed depends on it.
+        tracing::debug!("cannot turn transparent huge pages off: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The demo prints its own summary; a job's progress lines (one per batch of each of its jobs)
@@ -42,6 +55,7 @@ fn main() -> ExitCode {
         cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         cli::LogFormat::Json => logs.json().with_current_span(false).init(),
     }
+    small_pages_only();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

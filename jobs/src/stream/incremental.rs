@@ -703,6 +703,24 @@ fn stride_of(columns: usize) -> usize {
     if columns == 0 { 1 } else { 2 + columns }
 }
 
+/// Each row's history entry (its time, the validity bits of its arguments, their words; as a
+/// history holds it), row after row, `stride` words each, made in batch order. Rows join
+/// their keys' histories key by key, in no order of their own: each then reads one entry,
+/// where reading a word from each argument column would wait for memory once per column.
+fn entries_of(times: &[i64], args: &[Arg], stride: usize) -> Vec<u64> {
+    let mut words = vec![0u64; times.len() * stride];
+    for (row, (entry, &time)) in words.chunks_exact_mut(stride).zip(times).enumerate() {
+        entry[0] = time as u64;
+        for (c, arg) in args.iter().enumerate() {
+            if let Some(word) = arg.word(row) {
+                entry[1] |= 1 << c;
+                entry[2 + c] = word;
+            }
+        }
+    }
+    words
+}
+
 impl History {
     /// Entries held, at `stride` words each.
     fn len(&self, stride: usize) -> usize {
@@ -746,9 +764,11 @@ impl History {
         at
     }
 
-    /// Adds an entry at its place in time order: after the entries at the same or an earlier
-    /// time. Entries mostly arrive in order, so this is mostly a push at the back.
-    fn insert(&mut self, stride: usize, time: i64, values: impl Iterator<Item = Option<u64>>) {
+    /// Adds `entry` (`stride` words, its time first) at its place in time order: after the
+    /// entries at the same or an earlier time. Entries mostly arrive in order, so this is
+    /// mostly a push at the back.
+    fn insert(&mut self, stride: usize, entry: &[u64]) {
+        let time = entry[0] as i64;
         let len = self.len(stride);
         let at = if len > 0 && self.time(stride, len - 1) > time {
             self.partition_point(stride, |t| t <= time)
@@ -760,21 +780,11 @@ impl History {
             self.words
                 .reserve_exact((self.words.capacity() / 2).max(2 * stride));
         }
-        let mut entry = [0u64; 2 + MAX_COLUMNS];
-        entry[0] = time as u64;
-        if stride > 1 {
-            for (c, value) in values.enumerate() {
-                if let Some(word) = value {
-                    entry[1] |= 1 << c;
-                    entry[2 + c] = word;
-                }
-            }
-        }
         if at == len {
-            self.words.extend(&entry[..stride]);
+            self.words.extend(entry);
         } else {
             // Out of order: into the middle, word by word.
-            for (k, &word) in entry[..stride].iter().enumerate() {
+            for (k, &word) in entry.iter().enumerate() {
                 self.words.insert(at * stride + k, word);
             }
         }
@@ -880,10 +890,11 @@ struct Run {
     time: i64,
 }
 
-/// Adds `run`'s row (its time and its `args`) to its key's history `h`.
-fn add_entry(h: &mut History, stride: usize, run: &Run, args: &[Arg]) {
-    let row = run.row as usize;
-    h.insert(stride, run.time, args.iter().map(|a| a.word(row)));
+/// Adds `run`'s row to its key's history `h`, its entry read from the batch's `entries`.
+fn add_entry(h: &mut History, stride: usize, run: &Run, entries: &[u64]) -> usize {
+    let at = run.row as usize * stride;
+    h.insert(stride, &entries[at..at + stride]);
+    at
 }
 
 impl GroupState {
@@ -1412,13 +1423,14 @@ impl IncrementalState {
 
 impl GroupState {
     /// Finds (or makes) the history of each of rows `order` of `rows` (rows with an event
-    /// time); returns each row with its key's slot, in that order, and the rows' arguments.
+    /// time); returns each row with its key's slot, in that order, and every row's history
+    /// entry (see [`entries_of`]).
     fn locate(
         &mut self,
         rows: &RecordBatch,
         time_index: usize,
         order: &[u32],
-    ) -> Result<(Vec<Run>, Vec<Arg>)> {
+    ) -> Result<(Vec<Run>, Vec<u64>)> {
         let key_columns: Vec<ArrayRef> = self
             .plan
             .keys
@@ -1449,19 +1461,19 @@ impl GroupState {
                 time: times.value(row as usize),
             });
         }
-        Ok((runs, args))
+        Ok((runs, entries_of(times.values(), &args, self.stride)))
     }
 
     /// Adds rows `order` of `rows` (rows with an event time) to their keys' histories in that
     /// order.
     fn join(&mut self, rows: &RecordBatch, time_index: usize, order: &[u32]) -> Result<()> {
-        let (runs, args) = self.locate(rows, time_index, order)?;
+        let (runs, entries) = self.locate(rows, time_index, order)?;
         for run in &runs {
             add_entry(
                 &mut self.histories[run.slot as usize],
                 self.stride,
                 run,
-                &args,
+                &entries,
             );
         }
         Ok(())
@@ -1480,7 +1492,7 @@ impl GroupState {
         // Each due row is matched with its key's history, and joins it below: all of a key's
         // rows first, so peers of an event (same time) are in its frame whichever comes first;
         // then each row's frame is read from its key's history.
-        let (mut runs, args) = self.locate(rows, time_index, joining.values())?;
+        let (mut runs, entries) = self.locate(rows, time_index, joining.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         // Functions with the same frame share its bounds; each row's history is visited once
         // for all of them.
@@ -1525,24 +1537,17 @@ impl GroupState {
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|r| r.slot);
-        // Each row's own value of the columns its finer row counts match on, gathered in the
-        // order the rows are visited: a tight loop of independent reads, where reading each in
-        // the visits, rows in key order, would wait for memory once per row.
-        let own: Vec<Vec<Option<u64>>> = (0..kinds.len())
-            .map(|p| {
-                let counted = specs
+        // The columns finer row counts match on, which visits read each row's own value of.
+        let counted: Vec<usize> = (0..kinds.len())
+            .filter(|&p| {
+                specs
                     .iter()
-                    .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p));
-                if counted {
-                    runs.iter().map(|r| args[p].word(r.row as usize)).collect()
-                } else {
-                    Vec::new()
-                }
+                    .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p))
             })
             .collect();
         let visits = Visits {
             stride: self.stride,
-            args: &args,
+            entries: &entries,
             frames: &frames,
             frame_of: &frame_of,
             needs: &needs,
@@ -1550,7 +1555,7 @@ impl GroupState {
             pair_of: &pair_of,
             kinds: &kinds,
             specs,
-            own: &own,
+            counted: &counted,
             layout: &layout,
         };
         // Keys' histories are apart from each other, so the rows are split between the cores
@@ -1572,7 +1577,7 @@ impl GroupState {
         parts
             .into_par_iter()
             .for_each(|(from, to, first, histories, out)| {
-                visits.visit(histories, first, &runs[from..to], from, out)
+                visits.visit(histories, first, &runs[from..to], out)
             });
         layout.finish(&words, &runs, n, specs)
     }
@@ -1652,20 +1657,17 @@ impl GroupState {
         for (at, p) in self.plan.snapshot_order().into_iter().enumerate() {
             columns[p] = batch.column(2 + at);
         }
-        let words: Vec<Arg> = columns
+        let args: Vec<Arg> = columns
             .iter()
             .map(|c| match c.data_type() {
                 DataType::Float64 => Arg::F64(c.as_primitive::<Float64Type>().clone()),
                 _ => Arg::I64(c.as_primitive::<Int64Type>().clone()),
             })
             .collect();
-        for row in 0..batch.num_rows() {
+        let entries = entries_of(times.values(), &args, self.stride);
+        for (row, entry) in entries.chunks_exact(self.stride).enumerate() {
             let slot = self.slot(keys.value(row));
-            self.histories[slot].insert(
-                self.stride,
-                times.value(row),
-                words.iter().map(|a| a.word(row)),
-            );
+            self.histories[slot].insert(self.stride, entry);
         }
         Ok(())
     }
@@ -1825,8 +1827,8 @@ fn key_parts(runs: &[Run], parts: usize) -> Vec<(usize, usize)> {
 /// and the functions.
 struct Visits<'a> {
     stride: usize,
-    /// The batch rows' arguments, which the rows' history entries hold.
-    args: &'a [Arg],
+    /// Every batch row's history entry (see [`entries_of`]).
+    entries: &'a [u64],
     /// Each frame's (lookback, end) before the row's time; `frame_of`: each function's frame.
     frames: &'a [(i64, i64)],
     frame_of: &'a [usize],
@@ -1837,34 +1839,25 @@ struct Visits<'a> {
     pair_of: &'a [usize],
     kinds: &'a [Kind],
     specs: &'a [Spec],
-    /// The visited rows' own values of the columns finer row counts match on, in visiting
-    /// order (empty for other columns).
-    own: &'a [Vec<Option<u64>>],
+    /// The argument columns finer row counts match on (a frame's count of the row's own value).
+    counted: &'a [usize],
     layout: &'a RowLayout,
 }
 
 impl Visits<'_> {
-    /// Adds `runs` (whole keys, each key's rows in time order; the visited rows from `first`
-    /// on) to their keys' histories, `histories` holding those from slot `base` on, and then
-    /// computes their values into `out`, one row of the layout per run.
+    /// Adds `runs` (whole keys, each key's rows in time order) to their keys' histories,
+    /// `histories` holding those from slot `base` on, and then computes their values into
+    /// `out`, one row of the layout per run.
     fn visit(
         &self,
         histories: &mut [History],
         base: usize,
         runs: &[Run],
-        first: usize,
         out: &mut [u64],
     ) {
-        for run in runs {
-            add_entry(
-                &mut histories[run.slot as usize - base],
-                self.stride,
-                run,
-                self.args,
-            );
-        }
         let Self {
             stride,
+            entries,
             frames,
             frame_of,
             needs,
@@ -1872,16 +1865,28 @@ impl Visits<'_> {
             pair_of,
             kinds,
             specs,
-            own,
+            counted,
             layout,
-            ..
         } = *self;
+        // Each row's own value of the counted columns, read from its entry as it joins, in
+        // visiting order: the visits below then read them in order.
+        let mut own: Vec<Vec<Option<u64>>> = vec![Vec::new(); kinds.len()];
+        for &p in counted {
+            own[p].reserve(runs.len());
+        }
+        for run in runs {
+            let at = add_entry(&mut histories[run.slot as usize - base], stride, run, entries);
+            let entry = &entries[at..at + stride];
+            for &p in counted {
+                own[p].push((entry[1] >> p & 1 == 1).then_some(entry[2 + p]));
+            }
+        }
         let mut frame_state: Vec<Frame> = pairs
             .iter()
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
         let mut previous_slot = None;
-        for ((j, run), row) in (first..).zip(runs).zip(out.chunks_exact_mut(layout.stride)) {
+        for ((j, run), row) in runs.iter().enumerate().zip(out.chunks_exact_mut(layout.stride)) {
             let (slot, t) = (run.slot as usize, run.time);
             row.copy_from_slice(&layout.empty);
             let h = &histories[slot - base];

@@ -1848,13 +1848,7 @@ impl Visits<'_> {
     /// Adds `runs` (whole keys, each key's rows in time order) to their keys' histories,
     /// `histories` holding those from slot `base` on, and then computes their values into
     /// `out`, one row of the layout per run.
-    fn visit(
-        &self,
-        histories: &mut [History],
-        base: usize,
-        runs: &[Run],
-        out: &mut [u64],
-    ) {
+    fn visit(&self, histories: &mut [History], base: usize, runs: &[Run], out: &mut [u64]) {
         let Self {
             stride,
             entries,
@@ -1875,7 +1869,12 @@ impl Visits<'_> {
             own[p].reserve(runs.len());
         }
         for run in runs {
-            let at = add_entry(&mut histories[run.slot as usize - base], stride, run, entries);
+            let at = add_entry(
+                &mut histories[run.slot as usize - base],
+                stride,
+                run,
+                entries,
+            );
             let entry = &entries[at..at + stride];
             for &p in counted {
                 own[p].push((entry[1] >> p & 1 == 1).then_some(entry[2 + p]));
@@ -1886,7 +1885,11 @@ impl Visits<'_> {
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
         let mut previous_slot = None;
-        for ((j, run), row) in runs.iter().enumerate().zip(out.chunks_exact_mut(layout.stride)) {
+        for ((j, run), row) in runs
+            .iter()
+            .enumerate()
+            .zip(out.chunks_exact_mut(layout.stride))
+        {
             let (slot, t) = (run.slot as usize, run.time);
             row.copy_from_slice(&layout.empty);
             let h = &histories[slot - base];
@@ -2001,7 +2004,8 @@ impl RowLayout {
 
     /// One column per function, of the functions' output types, for a batch of `n` rows:
     /// the values of `runs[j]`'s row are `words`' row `j`; rows without a run (no event time)
-    /// get what an empty frame gives.
+    /// get what an empty frame gives. The columns are made on every core, each core making
+    /// some of them over all rows.
     fn finish(
         &self,
         words: &[u64],
@@ -2014,16 +2018,44 @@ impl RowLayout {
         for (j, run) in runs.iter().enumerate() {
             at[run.row as usize] = j as u32;
         }
-        let mut values: Vec<Vec<u64>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
-        let mut valid: Vec<BooleanBufferBuilder> = (0..self.width)
+        let per_core = self.width.div_ceil(rayon::current_num_threads()).max(1);
+        let made: Vec<Result<Vec<ArrayRef>>> = (0..self.width)
+            .step_by(per_core)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|from| {
+                let to = (from + per_core).min(self.width);
+                self.columns(words, &at, from..to, &specs[from..to])
+            })
+            .collect();
+        let mut columns = Vec::with_capacity(self.width);
+        for made in made {
+            columns.extend(made?);
+        }
+        Ok(columns)
+    }
+
+    /// The columns of functions `functions` (whose specs are `specs`), row `r` of the batch
+    /// being `words`' row `at[r]` (none: `u32::MAX`).
+    fn columns(
+        &self,
+        words: &[u64],
+        at: &[u32],
+        functions: std::ops::Range<usize>,
+        specs: &[Spec],
+    ) -> Result<Vec<ArrayRef>> {
+        let n = at.len();
+        let mut values: Vec<Vec<u64>> = functions.clone().map(|_| Vec::with_capacity(n)).collect();
+        let mut valid: Vec<BooleanBufferBuilder> = functions
+            .clone()
             .map(|_| BooleanBufferBuilder::new(n))
             .collect();
-        for &j in &at {
+        for &j in at {
             let row = match j {
                 u32::MAX => &self.empty[..],
                 j => &words[j as usize * self.stride..(j as usize + 1) * self.stride],
             };
-            for (i, (column, bits)) in values.iter_mut().zip(&mut valid).enumerate() {
+            for (i, (column, bits)) in functions.clone().zip(values.iter_mut().zip(&mut valid)) {
                 column.push(row[i]);
                 bits.append(row[self.width + i / 64] >> (i % 64) & 1 == 1);
             }

@@ -1560,26 +1560,29 @@ impl GroupState {
         };
         // Keys' histories are apart from each other, so the rows are split between the cores
         // at key boundaries: the runs are sorted by slot, so each part holds a stretch of the
-        // slots, and takes that stretch of the histories and of the values (its rows', in
-        // visiting order) for its own.
+        // slots, and takes that stretch of the histories for its own, and its share of each
+        // bucket of the values.
+        let cut = key_parts(&runs, rayon::current_num_threads() * PARTS_PER_THREAD);
+        let buckets = Buckets::of(&runs, &cut, n, layout.stride);
         let mut words = vec![0u64; runs.len() * layout.stride];
+        let mut shares = buckets.shares(&mut words, layout.stride).into_iter();
         let mut parts = Vec::new();
-        let (mut values, mut histories) = (&mut words[..], &mut self.histories[..]);
+        let mut histories = &mut self.histories[..];
         let mut base = 0;
-        for (from, to) in key_parts(&runs, rayon::current_num_threads() * PARTS_PER_THREAD) {
+        for &(from, to) in &cut {
             let (first, last) = (runs[from].slot as usize, runs[to - 1].slot as usize);
-            let (own_values, rest) = values.split_at_mut((to - from) * layout.stride);
             let (own_histories, rest_histories) =
                 std::mem::take(&mut histories)[first - base..].split_at_mut(last + 1 - first);
-            parts.push((from, to, first, own_histories, own_values));
-            (values, histories, base) = (rest, rest_histories, last + 1);
+            let out = shares.next().unwrap_or_default();
+            parts.push((from, to, first, own_histories, out));
+            (histories, base) = (rest_histories, last + 1);
         }
         parts
             .into_par_iter()
             .for_each(|(from, to, first, histories, out)| {
-                visits.visit(histories, first, &runs[from..to], out)
+                visits.visit(histories, first, &runs[from..to], buckets.rows, out)
             });
-        layout.finish(&words, &runs, n, specs)
+        layout.finish(&words, &buckets, n, specs)
     }
 
     /// The columns of history entries in snapshots: the encoded key, the time, then the
@@ -1823,6 +1826,78 @@ fn key_parts(runs: &[Run], parts: usize) -> Vec<(usize, usize)> {
     cut
 }
 
+/// The bytes of values a bucket of batch rows holds at most (few in tests, so that their small
+/// batches fill many).
+#[cfg(not(test))]
+const BUCKET_BYTES: usize = 256 * 1024;
+#[cfg(test)]
+const BUCKET_BYTES: usize = 256;
+
+/// A batch's rows in buckets of consecutive rows, each bucket's values few enough to stay in a
+/// core's cache. Rows are visited key by key, in no order of their own: each visited row's
+/// values go to its bucket (each part writing its own share of it, in visiting order), and the
+/// columns are made bucket after bucket, each read within its bucket. Writing values to their
+/// batch rows directly, or reading them back from visiting order, cost a cache miss and a TLB
+/// miss per row.
+struct Buckets {
+    /// Batch rows per bucket.
+    rows: usize,
+    /// Visited rows per part and bucket (`[part][bucket]`).
+    counts: Vec<Vec<usize>>,
+    /// Where each bucket's values start, in visited rows; then where the last one ends.
+    starts: Vec<usize>,
+}
+
+impl Buckets {
+    /// The buckets of a batch of `n` rows whose visited rows are `runs`, cut into parts `cut`,
+    /// at `stride` words of values per row.
+    fn of(runs: &[Run], cut: &[(usize, usize)], n: usize, stride: usize) -> Self {
+        let rows = (BUCKET_BYTES / (stride * 8)).max(1);
+        let count = n.div_ceil(rows);
+        let mut counts = vec![vec![0; count]; cut.len()];
+        for (part, &(from, to)) in counts.iter_mut().zip(cut) {
+            for run in &runs[from..to] {
+                part[run.row as usize / rows] += 1;
+            }
+        }
+        let mut starts = Vec::with_capacity(count + 1);
+        let mut at = 0;
+        for bucket in 0..count {
+            starts.push(at);
+            at += counts.iter().map(|part| part[bucket]).sum::<usize>();
+        }
+        starts.push(at);
+        Self {
+            rows,
+            counts,
+            starts,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// `words` (the visited rows' values, `stride` words each) cut into each part's share of
+    /// each bucket, `[part][bucket]`: a bucket holds its parts' shares one after another.
+    fn shares<'a>(&self, words: &'a mut [u64], stride: usize) -> Vec<Vec<&'a mut [u64]>> {
+        let mut shares: Vec<Vec<&mut [u64]>> = self
+            .counts
+            .iter()
+            .map(|_| Vec::with_capacity(self.len()))
+            .collect();
+        let mut rest = words;
+        for bucket in 0..self.len() {
+            for (part, counts) in shares.iter_mut().zip(&self.counts) {
+                let (share, tail) = std::mem::take(&mut rest).split_at_mut(counts[bucket] * stride);
+                part.push(share);
+                rest = tail;
+            }
+        }
+        shares
+    }
+}
+
 /// What visiting a group's rows reads: the rows' arguments, the frames and what each keeps,
 /// and the functions.
 struct Visits<'a> {
@@ -1846,9 +1921,17 @@ struct Visits<'a> {
 
 impl Visits<'_> {
     /// Adds `runs` (whole keys, each key's rows in time order) to their keys' histories,
-    /// `histories` holding those from slot `base` on, and then computes their values into
-    /// `out`, one row of the layout per run.
-    fn visit(&self, histories: &mut [History], base: usize, runs: &[Run], out: &mut [u64]) {
+    /// `histories` holding those from slot `base` on, and then computes their values, one row
+    /// of the layout per run, into `out`: this part's share of each bucket of `bucket_rows`
+    /// batch rows.
+    fn visit(
+        &self,
+        histories: &mut [History],
+        base: usize,
+        runs: &[Run],
+        bucket_rows: usize,
+        mut out: Vec<&mut [u64]>,
+    ) {
         let Self {
             stride,
             entries,
@@ -1885,13 +1968,15 @@ impl Visits<'_> {
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
         let mut previous_slot = None;
-        for ((j, run), row) in runs
-            .iter()
-            .enumerate()
-            .zip(out.chunks_exact_mut(layout.stride))
-        {
+        let mut filled = vec![0; out.len()];
+        for (j, run) in runs.iter().enumerate() {
+            let bucket = run.row as usize / bucket_rows;
+            let at = filled[bucket] * layout.stride;
+            filled[bucket] += 1;
+            let row = &mut out[bucket][at..at + layout.stride];
             let (slot, t) = (run.slot as usize, run.time);
             row.copy_from_slice(&layout.empty);
+            row[layout.stride - 1] = u64::from(run.row);
             let h = &histories[slot - base];
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
@@ -1942,7 +2027,8 @@ impl Visits<'_> {
 /// columns of a large batch are far larger than the caches). The columns are made from the
 /// rows in one pass, in batch order.
 struct RowLayout {
-    /// Values per row (the group's functions), and words per row (values, then validity).
+    /// Values per row (the group's functions), and words per row (values, validity, then the
+    /// row's place in the batch).
     width: usize,
     stride: usize,
     /// A row's words before any value is set: 0 everywhere, counts valid (what an empty
@@ -1956,7 +2042,7 @@ struct RowLayout {
 impl RowLayout {
     fn new(specs: &[Spec]) -> Self {
         let width = specs.len();
-        let stride = width + width.div_ceil(64);
+        let stride = width + width.div_ceil(64) + 1;
         let mut empty = vec![0u64; stride];
         for (i, spec) in specs.iter().enumerate() {
             if matches!(spec.agg, Agg::Count | Agg::CountRows | Agg::KeyRows) {
@@ -2002,22 +2088,17 @@ impl RowLayout {
         }
     }
 
-    /// One column per function, of the functions' output types, for a batch of `n` rows:
-    /// the values of `runs[j]`'s row are `words`' row `j`; rows without a run (no event time)
-    /// get what an empty frame gives. The columns are made on every core, each core making
-    /// some of them over all rows.
+    /// One column per function, of the functions' output types, for a batch of `n` rows whose
+    /// visited rows' values are `words`, in `buckets`; rows not visited (no event time) get what
+    /// an empty frame gives. The columns are made on every core, each core making some of them
+    /// over all rows.
     fn finish(
         &self,
         words: &[u64],
-        runs: &[Run],
+        buckets: &Buckets,
         n: usize,
         specs: &[Spec],
     ) -> Result<Vec<ArrayRef>> {
-        // Where each batch row's values are among the visited rows.
-        let mut at = vec![u32::MAX; n];
-        for (j, run) in runs.iter().enumerate() {
-            at[run.row as usize] = j as u32;
-        }
         let per_core = self.width.div_ceil(rayon::current_num_threads()).max(1);
         let made: Vec<Result<Vec<ArrayRef>>> = (0..self.width)
             .step_by(per_core)
@@ -2025,7 +2106,7 @@ impl RowLayout {
             .into_par_iter()
             .map(|from| {
                 let to = (from + per_core).min(self.width);
-                self.columns(words, &at, from..to, &specs[from..to])
+                self.columns(words, buckets, n, from..to, &specs[from..to])
             })
             .collect();
         let mut columns = Vec::with_capacity(self.width);
@@ -2035,29 +2116,42 @@ impl RowLayout {
         Ok(columns)
     }
 
-    /// The columns of functions `functions` (whose specs are `specs`), row `r` of the batch
-    /// being `words`' row `at[r]` (none: `u32::MAX`).
+    /// The columns of functions `functions` (whose specs are `specs`) over the batch's `n`
+    /// rows, read bucket by bucket.
     fn columns(
         &self,
         words: &[u64],
-        at: &[u32],
+        buckets: &Buckets,
+        n: usize,
         functions: std::ops::Range<usize>,
         specs: &[Spec],
     ) -> Result<Vec<ArrayRef>> {
-        let n = at.len();
         let mut values: Vec<Vec<u64>> = functions.clone().map(|_| Vec::with_capacity(n)).collect();
         let mut valid: Vec<BooleanBufferBuilder> = functions
             .clone()
             .map(|_| BooleanBufferBuilder::new(n))
             .collect();
-        for &j in at {
-            let row = match j {
-                u32::MAX => &self.empty[..],
-                j => &words[j as usize * self.stride..(j as usize + 1) * self.stride],
-            };
-            for (i, (column, bits)) in functions.clone().zip(values.iter_mut().zip(&mut valid)) {
-                column.push(row[i]);
-                bits.append(row[self.width + i / 64] >> (i % 64) & 1 == 1);
+        // Where each of a bucket's rows is among the bucket's values (none: `u32::MAX`).
+        let mut at = vec![u32::MAX; buckets.rows];
+        for bucket in 0..buckets.len() {
+            let first = bucket * buckets.rows;
+            let rows = buckets.rows.min(n - first);
+            let held = &words
+                [buckets.starts[bucket] * self.stride..buckets.starts[bucket + 1] * self.stride];
+            at.fill(u32::MAX);
+            for (k, row) in held.chunks_exact(self.stride).enumerate() {
+                at[row[self.stride - 1] as usize - first] = k as u32;
+            }
+            for &k in &at[..rows] {
+                let row = match k {
+                    u32::MAX => &self.empty[..],
+                    k => &held[k as usize * self.stride..(k as usize + 1) * self.stride],
+                };
+                for (i, (column, bits)) in functions.clone().zip(values.iter_mut().zip(&mut valid))
+                {
+                    column.push(row[i]);
+                    bits.append(row[self.width + i / 64] >> (i % 64) & 1 == 1);
+                }
             }
         }
         specs

@@ -1565,15 +1565,14 @@ impl GroupState {
         let cut = key_parts(&runs, rayon::current_num_threads() * PARTS_PER_THREAD);
         let buckets = Buckets::of(&runs, &cut, n, layout.stride);
         let mut words = vec![0u64; runs.len() * layout.stride];
-        let mut shares = buckets.shares(&mut words, layout.stride).into_iter();
+        let shares = buckets.shares(&mut words, layout.stride);
         let mut parts = Vec::new();
         let mut histories = &mut self.histories[..];
         let mut base = 0;
-        for &(from, to) in &cut {
+        for (&(from, to), out) in cut.iter().zip(shares) {
             let (first, last) = (runs[from].slot as usize, runs[to - 1].slot as usize);
             let (own_histories, rest_histories) =
                 std::mem::take(&mut histories)[first - base..].split_at_mut(last + 1 - first);
-            let out = shares.next().unwrap_or_default();
             parts.push((from, to, first, own_histories, out));
             (histories, base) = (rest_histories, last + 1);
         }
@@ -1898,8 +1897,8 @@ impl Buckets {
     }
 }
 
-/// What visiting a group's rows reads: the rows' arguments, the frames and what each keeps,
-/// and the functions.
+/// What visiting a group's rows reads: the rows' history entries, the frames and what each
+/// keeps, and the functions.
 struct Visits<'a> {
     stride: usize,
     /// Every batch row's history entry (see [`entries_of`]).
@@ -2021,11 +2020,11 @@ impl Visits<'_> {
 }
 
 /// How a group's computed values for a batch's rows are laid out, row by row: each row's
-/// values, then its validity bits, in one stretch of words (doubles by their bits). Rows are
-/// visited key by key, in no order of their own: a row's values side by side are written in
-/// visiting order, where a column per function cost a cache miss per function and row (the
-/// columns of a large batch are far larger than the caches). The columns are made from the
-/// rows in one pass, in batch order.
+/// values, then its validity bits, then its place in the batch, in one stretch of words
+/// (doubles by their bits). Rows are visited key by key, in no order of their own: a row's
+/// values side by side are written at once (to the row's bucket, see [`Buckets`]), where a
+/// column per function cost a cache miss per function and row (the columns of a large batch
+/// are far larger than the caches).
 struct RowLayout {
     /// Values per row (the group's functions), and words per row (values, validity, then the
     /// row's place in the batch).

@@ -2573,6 +2573,73 @@ mod tests {
         }
     }
 
+    /// Parts take whole keys (each part then owns a stretch of the history arena), cover every
+    /// visited row once, in order, and come near the size asked; buckets give each part a share
+    /// of each bucket that holds exactly that part's rows of the bucket.
+    #[test]
+    fn parts_hold_whole_keys_and_buckets_hold_each_rows_values_once() {
+        // Keys with 1 to 40 rows each, rows spread over the batch.
+        let mut runs = Vec::new();
+        for slot in 0..200u32 {
+            for k in 0..(slot * 7919 % 40 + 1) {
+                let row = (slot * 31 + k * 977) % 5_000;
+                runs.push(Run {
+                    slot,
+                    row,
+                    time: i64::from(k),
+                });
+            }
+        }
+        // One row per batch row at most, as in a batch.
+        let mut seen = std::collections::HashSet::new();
+        runs.retain(|r| seen.insert(r.row));
+        let n = 5_000;
+        for wanted in [1, 2, 7, 64, 10_000] {
+            let cut = key_parts(&runs, wanted);
+            let mut next = 0;
+            for &(from, to) in &cut {
+                assert_eq!(from, next, "parts in order and without gaps");
+                assert!(to > from, "an empty part");
+                if to < runs.len() {
+                    assert_ne!(
+                        runs[to - 1].slot,
+                        runs[to].slot,
+                        "a key split between parts"
+                    );
+                }
+                next = to;
+            }
+            assert_eq!(next, runs.len(), "every visited row in a part");
+            let size = runs.len().div_ceil(wanted).max(MIN_PART_ROWS);
+            assert!(
+                cut.len() <= runs.len().div_ceil(size),
+                "{wanted}: {}",
+                cut.len()
+            );
+            for stride in [3, 25] {
+                let buckets = Buckets::of(&runs, &cut, n, stride);
+                let mut words = vec![0u64; runs.len() * stride];
+                let shares = buckets.shares(&mut words, stride);
+                assert_eq!(shares.len(), cut.len());
+                for (share, &(from, to)) in shares.iter().zip(&cut) {
+                    assert_eq!(share.len(), buckets.len());
+                    for (bucket, words) in share.iter().enumerate() {
+                        let rows = runs[from..to]
+                            .iter()
+                            .filter(|r| r.row as usize / buckets.rows == bucket)
+                            .count();
+                        assert_eq!(
+                            words.len(),
+                            rows * stride,
+                            "part {from}..{to} bucket {bucket}"
+                        );
+                    }
+                }
+                assert_eq!(*buckets.starts.last().unwrap_or(&0), runs.len());
+            }
+        }
+    }
+
     /// Window functions over argument columns with nulls, of both kinds, over expressions of
     /// them, with distinct counts, first and last values, a frame ending before the event, and a
     /// second partitioning (by a nullable column) that looks back less far than the first.

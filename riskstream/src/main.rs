@@ -22,7 +22,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Turns transparent huge pages off for this process. mimalloc asks for them on its arenas
 /// and gives freed memory back after its purge delay in pieces smaller than a huge page; the
 /// next touch of such a piece faults in a whole 2 MiB page, zeroed by the kernel: a fifth of a
-/// feature job's profile (BENCHMARKS.md, "Window groups on every core, and huge pages off").
+/// feature job's profile. Hash aggregations, whose tables are read at random, lose up to a
+/// tenth without huge pages; feature jobs gain more (BENCHMARKS.md, "Window groups on every
+/// core, and huge pages off").
 fn small_pages_only() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {

@@ -810,10 +810,15 @@ impl History {
     }
 }
 
+/// The metadata key of a snapshot's history part naming its group's key and argument columns.
+const GROUP_COLUMNS: &str = "riskstream.group.columns";
+
 /// A group's keyed histories: each key's history in an arena slot, found by its encoded key,
 /// which is held once (in the index).
 struct GroupState {
     plan: GroupPlan,
+    /// The group's key and argument columns by name, as its snapshots name them.
+    columns: String,
     /// How each argument is read from a batch's rows.
     readers: Vec<ArgReader>,
     /// Words per history entry.
@@ -1054,7 +1059,25 @@ impl IncrementalState {
                     .iter()
                     .map(|(source, _)| ArgReader::new(source, &kept_view))
                     .collect::<Result<_>>()?;
+                let name = |i: usize| kept_schema.field(i).name().clone();
+                let keys: Vec<String> = g.keys.iter().map(|&k| name(k)).collect();
+                let args: Vec<String> = g
+                    .args
+                    .iter()
+                    .map(|(source, _)| match source {
+                        ArgSource::Column(index) => name(*index),
+                        // By the columns it reads: an expression's text may change with
+                        // DataFusion's versions, which must not refuse a job's own snapshots.
+                        ArgSource::Expr(expr) => {
+                            let mut read: Vec<String> =
+                                expr.column_refs().iter().map(|c| c.name.clone()).collect();
+                            read.sort();
+                            format!("({})", read.join(" "))
+                        }
+                    })
+                    .collect();
                 Ok(GroupState {
+                    columns: format!("keys {}; arguments {}", keys.join(" "), args.join(" ")),
                     stride: stride_of(g.args.len()),
                     lookback_us: g.specs.iter().map(|s| s.lookback_us).max().unwrap_or(0),
                     converter: RowConverter::new(fields)
@@ -1352,7 +1375,7 @@ impl IncrementalState {
         for (g, &part) in self.groups.iter_mut().zip(&layout) {
             cursor.set_position(parts[part]);
             let (schema, batches) = read_part_file(&mut cursor).ok_or_else(mismatch)?;
-            if schema != g.history_schema() {
+            if !g.wrote(&schema) {
                 return Err(mismatch());
             }
             g.clear();
@@ -1598,7 +1621,20 @@ impl GroupState {
         for c in 0..self.plan.args.len() - f64_count {
             fields.push(Field::new(format!("i{c}"), DataType::Int64, true));
         }
-        Arc::new(Schema::new(fields))
+        let columns = HashMap::from([(GROUP_COLUMNS.to_string(), self.columns.clone())]);
+        Arc::new(Schema::new(fields).with_metadata(columns))
+    }
+
+    /// Whether a snapshot's history part of `schema` was written by this group: the same
+    /// columns, and the same key and argument columns where the snapshot names them (those
+    /// written before did not). Without the names, a query partitioned by another column of
+    /// the same type would restore the other's histories as its own.
+    fn wrote(&self, schema: &Schema) -> bool {
+        schema.fields() == self.history_schema().fields()
+            && schema
+                .metadata()
+                .get(GROUP_COLUMNS)
+                .is_none_or(|written| *written == self.columns)
     }
 
     /// Writes every key's history into `out` as one part: an Arrow IPC file written in place,
@@ -1649,7 +1685,7 @@ impl GroupState {
 
     /// Adds snapshot entries to their keys' histories, each at its place in time order.
     fn append_entries(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.schema() != self.history_schema() {
+        if !self.wrote(&batch.schema()) {
             return Err(JobError::internal("snapshot columns".into()));
         }
         let keys = batch.column(0).as_binary::<i32>();
@@ -3138,6 +3174,48 @@ mod tests {
             }
         });
         assert_equals_the_batch(sql, stream.await).await;
+    }
+
+    /// A full snapshot names each group's key and argument columns: a query partitioned by
+    /// another column of the same type, or reading another argument column of the same kind,
+    /// is refused as a changed job rather than restoring the other's histories as its own; the
+    /// query that wrote it restores it.
+    #[tokio::test]
+    async fn a_full_snapshot_of_other_window_columns_is_refused() {
+        let frame = "ORDER BY t RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW";
+        let written_by = format!("SELECT id, SUM(x) OVER (PARTITION BY u {frame}) AS n FROM v");
+        let mut full = Vec::new();
+        stream_planned(&written_by, mixed_batches(), false, false, |b, chain| {
+            if b == 0 {
+                full = chain.to_vec();
+            }
+            None
+        })
+        .await;
+        assert_eq!(full.len(), 1, "the first snapshot is full");
+        let state_of = |sql: String| async move {
+            let ctx = crate::scoring::session().unwrap();
+            let input = mixed_input();
+            let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
+            ctx.register_table("v", Arc::new(table)).unwrap();
+            let (state, logical) = ctx.sql(&sql).await.unwrap().into_parts();
+            let logical = state
+                .analyzer()
+                .execute_and_check(logical, state.config_options(), |_, _| {})
+                .unwrap();
+            let plan = IncrementalPlan::planned(&logical, "v", &input, 2, true).unwrap();
+            IncrementalState::new(plan, input, false).unwrap()
+        };
+        let mut same = state_of(written_by.clone()).await;
+        same.restore(0, &full).unwrap();
+        for changed in [
+            format!("SELECT id, SUM(x) OVER (PARTITION BY s {frame}) AS n FROM v"),
+            format!("SELECT id, SUM(x * 2) OVER (PARTITION BY u {frame}) AS n FROM v"),
+        ] {
+            let mut state = state_of(changed.clone()).await;
+            let refused = state.restore(0, &full).unwrap_err().to_string();
+            assert!(refused.contains("the job changed"), "{changed}: {refused}");
+        }
     }
 
     /// The shipped transaction features' "used this device, merchant, country or kind of shop

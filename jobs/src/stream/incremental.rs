@@ -2826,6 +2826,30 @@ mod tests {
         stream_planned(sql, batches, on_arrival, true, swap).await
     }
 
+    /// `sql` over a view `v` of `input` (its event time the third column), analyzed as the job
+    /// plans it (argument expressions are evaluated with their types coerced), and its
+    /// incremental plan, finer row counts read from coarser groups or not.
+    async fn planned_over_v(
+        sql: &str,
+        input: &SchemaRef,
+        fold_counts: bool,
+    ) -> (
+        datafusion::prelude::SessionContext,
+        LogicalPlan,
+        IncrementalPlan,
+    ) {
+        let ctx = crate::scoring::session().unwrap();
+        let table = MemTable::try_new(Arc::clone(input), vec![vec![]]).unwrap();
+        ctx.register_table("v", Arc::new(table)).unwrap();
+        let (state, logical) = ctx.sql(sql).await.unwrap().into_parts();
+        let logical = state
+            .analyzer()
+            .execute_and_check(logical, state.config_options(), |_, _| {})
+            .unwrap();
+        let plan = IncrementalPlan::planned(&logical, "v", input, 2, fold_counts).unwrap();
+        (ctx, logical, plan)
+    }
+
     /// [`mixed_stream_with`], planned with finer row counts read from coarser groups or not.
     async fn stream_planned(
         sql: &str,
@@ -2834,21 +2858,11 @@ mod tests {
         fold_counts: bool,
         mut swap: impl FnMut(usize, &[Vec<u8>]) -> Option<Vec<Vec<u8>>>,
     ) -> Vec<(Vec<i64>, Rows)> {
-        let ctx = crate::scoring::session().unwrap();
         // The batches' columns: the mixed input's, or fewer.
         let input = batches
             .first()
             .map_or_else(mixed_input, RecordBatch::schema);
-        let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
-        ctx.register_table("v", Arc::new(table)).unwrap();
-        // Analyzed, as the job plans it: argument expressions are evaluated with their types
-        // coerced.
-        let (state, logical) = ctx.sql(sql).await.unwrap().into_parts();
-        let logical = state
-            .analyzer()
-            .execute_and_check(logical, state.config_options(), |_, _| {})
-            .unwrap();
-        let plan = IncrementalPlan::planned(&logical, "v", &input, 2, fold_counts).unwrap();
+        let (ctx, logical, plan) = planned_over_v(sql, &input, fold_counts).await;
         assert!(plan.rest().is_empty(), "all incremental: {:?}", plan.rest());
         let mut state =
             IncrementalState::new(plan.clone(), Arc::clone(&input), on_arrival).unwrap();
@@ -3194,16 +3208,8 @@ mod tests {
         .await;
         assert_eq!(full.len(), 1, "the first snapshot is full");
         let state_of = |sql: String| async move {
-            let ctx = crate::scoring::session().unwrap();
             let input = mixed_input();
-            let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
-            ctx.register_table("v", Arc::new(table)).unwrap();
-            let (state, logical) = ctx.sql(&sql).await.unwrap().into_parts();
-            let logical = state
-                .analyzer()
-                .execute_and_check(logical, state.config_options(), |_, _| {})
-                .unwrap();
-            let plan = IncrementalPlan::planned(&logical, "v", &input, 2, true).unwrap();
+            let (_, _, plan) = planned_over_v(&sql, &input, true).await;
             IncrementalState::new(plan, input, false).unwrap()
         };
         let mut same = state_of(written_by.clone()).await;

@@ -9,8 +9,8 @@
 //! - `progress/<batchId>`: the batch's progress report (Spark keeps these in memory only).
 //! - `state/<batchId>.arrow`: for queries with window functions, what they keep after the batch
 //!   (Arrow IPC), written before `commits/<batchId>`: in full, or (incremental windows) what
-//!   changed since the batch before, with a full one every tenth batch. Snapshots a restart or a
-//!   replay could still need are kept.
+//!   changed since the batch before, with a full one once the deltas since the last outweigh
+//!   it. Snapshots a restart or a replay could still need are kept.
 //!
 //! Offset and commit files are created with a conditional put: two processes running the same
 //! query cannot both write batch N, the second fails instead of silently diverging.

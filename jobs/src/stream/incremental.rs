@@ -957,9 +957,11 @@ pub struct IncrementalState {
     /// The watermark minus the query's longest lookback: where the group with that lookback
     /// last cut its history (each group cuts at its own lookback from the same watermark).
     keep_from: i64,
-    /// The batch of the full snapshot the last snapshot builds on, and how many deltas since.
+    /// The batch of the full snapshot the last snapshot builds on, how many deltas since, and
+    /// how many joined rows they hold.
     base: Option<i64>,
     deltas: usize,
+    delta_rows: usize,
     /// The input columns histories are built from (keys, event time, arguments and what
     /// argument expressions read), in input order; groups read rows of these columns only.
     kept: Vec<usize>,
@@ -971,8 +973,9 @@ pub struct IncrementalState {
     joined: Vec<RecordBatch>,
 }
 
-/// A full snapshot every this many batches; deltas in between.
-const FULL_SNAPSHOT_EVERY: usize = 10;
+/// At most this many deltas after a full snapshot: a restore reads one file per batch of its
+/// chain, each a request to an object store.
+const MAX_DELTAS: usize = 50;
 
 /// Entries per record batch of a full snapshot's histories (few in tests, so that the restart
 /// tests read histories written in many batches).
@@ -1101,6 +1104,7 @@ impl IncrementalState {
             keep_from: i64::MIN,
             base: None,
             deltas: 0,
+            delta_rows: 0,
             kept,
             kept_schema,
             joined: Vec::new(),
@@ -1273,13 +1277,33 @@ impl IncrementalState {
         Ok(out)
     }
 
-    /// The state after `batch_id` as bytes. Every tenth is full (each group's histories and
-    /// the pending rows, as Arrow IPC files); the others hold only what changed since the
-    /// snapshot before (the rows that joined the histories, in the order they joined and in the
-    /// columns histories are built from; where history was cut; and the pending rows), which
-    /// is what makes snapshots cheap when the lookback is long.
+    /// The state after `batch_id` as bytes: full (each group's histories and the pending
+    /// rows, as Arrow IPC files), or a delta holding only what changed since the snapshot
+    /// before (the rows that joined the histories, in the order they joined and in the columns
+    /// histories are built from; where history was cut; and the pending rows), which is what
+    /// makes snapshots cheap when the lookback is long.
+    ///
+    /// A snapshot is full when the deltas since the last full one, this one included, would
+    /// hold as many rows as the histories hold entries (those of the group keeping the most),
+    /// or after [`MAX_DELTAS`]. So the chain a restore reads holds at most about twice the
+    /// state, and full snapshots write at most about as much as deltas. A full snapshot every
+    /// tenth batch wrote the whole state that often however little had changed: a state that
+    /// only grows (a day's lookback, in its first day) was written whole again and again, each
+    /// time stalling its batch longer (BENCHMARKS.md, "State snapshots in full only when the
+    /// deltas outweigh them").
     pub fn snapshot(&mut self, batch_id: i64) -> Result<Snapshot> {
-        let full = self.base.is_none() || self.deltas + 1 >= FULL_SNAPSHOT_EVERY;
+        let delta_rows =
+            self.delta_rows + self.joined.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let held = self
+            .groups
+            .iter()
+            .map(GroupState::entries)
+            .max()
+            .unwrap_or(0);
+        let full = self.base.is_none() || self.deltas + 1 > MAX_DELTAS || delta_rows >= held;
+        let size = |batches: &[RecordBatch]| -> usize {
+            batches.iter().map(RecordBatch::get_array_memory_size).sum()
+        };
         let mut out = if full {
             b"RSINC1".to_vec()
         } else {
@@ -1291,9 +1315,6 @@ impl IncrementalState {
         // Sized for what the snapshot holds, with room for the files' framing and padding: a
         // buffer of tens of megabytes outgrowing its estimate by a few kilobytes was copied
         // into one twice its size, every batch.
-        let size = |batches: &[RecordBatch]| -> usize {
-            batches.iter().map(RecordBatch::get_array_memory_size).sum()
-        };
         let held = size(&self.pending)
             + if full {
                 self.groups.iter().map(GroupState::snapshot_bytes).sum()
@@ -1315,9 +1336,11 @@ impl IncrementalState {
             let before = self.base.unwrap_or(batch_id);
             self.base = Some(batch_id);
             self.deltas = 0;
+            self.delta_rows = 0;
             Some(before)
         } else {
             self.deltas += 1;
+            self.delta_rows = delta_rows;
             None
         };
         Ok(Snapshot {
@@ -1349,6 +1372,7 @@ impl IncrementalState {
             return Err(mismatch());
         };
         self.joined.clear();
+        self.delta_rows = 0;
         let mut cursor = Cursor::new(full.as_ref());
         let mut magic = [0u8; 6];
         cursor.read_exact(&mut magic).map_err(|_| mismatch())?;
@@ -1404,6 +1428,7 @@ impl IncrementalState {
                 if joined.schema() != self.kept_schema {
                     return Err(mismatch());
                 }
+                self.delta_rows += joined.num_rows();
                 let order: Vec<u32> = (0..joined.num_rows() as u32).collect();
                 for g in &mut self.groups {
                     g.join(&joined, self.kept_time, &order)?;
@@ -1416,12 +1441,15 @@ impl IncrementalState {
                 if parts.len() != written {
                     return Err(mismatch());
                 }
+                let mut most = 0;
                 for (g, &part) in self.groups.iter_mut().zip(&layout) {
                     cursor.set_position(*parts.get(part).ok_or_else(mismatch)?);
                     let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+                    most = most.max(batch.num_rows());
                     g.append_entries(&batch).map_err(|_| mismatch())?;
                     g.evict(watermark_us);
                 }
+                self.delta_rows += most;
             }
             self.keep_from = keep_from;
         }
@@ -1663,6 +1691,11 @@ impl GroupState {
             }
             Ok(())
         })
+    }
+
+    /// The entries its histories hold.
+    fn entries(&self) -> usize {
+        self.histories.iter().map(|h| h.len(self.stride)).sum()
     }
 
     /// About the bytes [`write_history`](Self::write_history) writes: per entry, its key (and
@@ -2710,7 +2743,10 @@ mod tests {
     }
 
     /// 3,000 events of 7 keys, a fifth of each argument null, out of order by up to
-    /// [`DISORDER_US`], cut into batches of uneven sizes.
+    /// [`DISORDER_US`], cut into batches of uneven sizes: up to 400 events in the first three
+    /// (the batches `fixtures/incremental-chain-v1.bin` was written after), then up to 60
+    /// (18 s of events), so that frames of 10 to 30 s hold about as many rows as a batch
+    /// joins, and snapshots go on in deltas between full ones.
     fn mixed_batches() -> Vec<RecordBatch> {
         use datafusion::arrow::array::StringArray;
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
@@ -2737,7 +2773,8 @@ mod tests {
         let mut batches = Vec::new();
         let mut at = 0;
         while at < rows.len() {
-            let take = (1 + next(400) as usize).min(rows.len() - at);
+            let most = if batches.len() < 3 { 400 } else { 60 };
+            let take = (1 + next(most) as usize).min(rows.len() - at);
             let part = &rows[at..at + take];
             at += take;
             batches.push(
@@ -2984,10 +3021,83 @@ mod tests {
         assert_equals_the_batch(sql, stream.await).await;
     }
 
+    /// The mixed events cut into batches of `rows` events each.
+    fn batches_of(rows: usize) -> Vec<RecordBatch> {
+        let all =
+            datafusion::arrow::compute::concat_batches(&mixed_input(), &mixed_batches()).unwrap();
+        (0..all.num_rows())
+            .step_by(rows)
+            .map(|at| all.slice(at, rows.min(all.num_rows() - at)))
+            .collect()
+    }
+
+    /// The batches whose snapshot was full, when `sql` streams over `batches`; the state is
+    /// restored from its chain after each batch in `restore_after`.
+    async fn full_snapshots(
+        sql: &str,
+        batches: Vec<RecordBatch>,
+        restore_after: &[usize],
+    ) -> (Vec<usize>, Vec<(Vec<i64>, Rows)>) {
+        let mut full = Vec::new();
+        let stream = mixed_stream_with(sql, batches, false, |b, chain| {
+            // A full snapshot starts a new chain.
+            if chain.len() == 1 {
+                full.push(b);
+            }
+            restore_after.contains(&b).then(|| chain.to_vec())
+        })
+        .await;
+        (full, stream)
+    }
+
+    /// A state that only grows (every event within the lookback) is written in full once,
+    /// then in deltas up to the most a chain may hold: a full snapshot every tenth batch wrote
+    /// it whole again each time. Restores from long chains equal the SQL over the whole input.
+    #[tokio::test]
+    async fn a_growing_state_is_written_in_full_only_when_its_chain_is_longest() {
+        let sql = "SELECT id, SUM(x) OVER (PARTITION BY u ORDER BY t \
+            RANGE BETWEEN INTERVAL '1' HOUR PRECEDING AND CURRENT ROW) AS sx FROM v";
+        let batches = batches_of(50);
+        let last = batches.len();
+        assert!(last > MAX_DELTAS + 5);
+        let (full, stream) = full_snapshots(sql, batches, &[30, MAX_DELTAS + 3]).await;
+        // The last batch's watermark, past every event, empties the histories.
+        assert_eq!(full, vec![0, MAX_DELTAS + 1, last]);
+        assert_equals_the_batch(sql, stream).await;
+    }
+
+    /// Once the deltas since the full snapshot hold as many rows as the histories, the next
+    /// snapshot is full: a ten-second lookback over events 0.3 s apart keeps about 33 of them,
+    /// and batches of 10 join about 10 each, so every fourth snapshot or so is full.
+    #[tokio::test]
+    async fn a_full_snapshot_follows_once_the_deltas_outweigh_the_histories() {
+        let sql = "SELECT id, SUM(x) OVER (PARTITION BY u ORDER BY t \
+            RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS sx FROM v";
+        let (full, stream) = full_snapshots(sql, batches_of(10), &[7, 150]).await;
+        // Not counting the first (batch 0 kept a few rows) and the last (the last batch, its
+        // watermark past every event, empties the histories).
+        let gaps: Vec<usize> = full.windows(2).map(|w| w[1] - w[0]).collect();
+        let inner = &gaps[1..gaps.len() - 1];
+        assert!(inner.len() > 50, "{full:?}");
+        assert!(inner.iter().all(|g| (3..=4).contains(g)), "{full:?}");
+        assert_equals_the_batch(sql, stream).await;
+    }
+
     #[tokio::test]
     async fn frames_over_nulls_and_disorder_restored_from_snapshots_equal_the_sql_over_the_whole_input()
      {
-        assert_equals_the_batch(MIXED_SQL, mixed_stream(false).await).await;
+        // Restored from chains of deltas, not only from full snapshots.
+        let mut deltas = Vec::new();
+        let stream = mixed_stream_with(MIXED_SQL, mixed_batches(), false, |b, chain| {
+            let restored = every_fourth(b, chain);
+            if restored.is_some() {
+                deltas.push(chain.len() - 1);
+            }
+            restored
+        })
+        .await;
+        assert!(deltas.iter().filter(|&&n| n > 0).count() > 5, "{deltas:?}");
+        assert_equals_the_batch(MIXED_SQL, stream).await;
     }
 
     /// A column that only an argument expression reads is kept with the histories, and read

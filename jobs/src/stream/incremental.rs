@@ -1545,46 +1545,16 @@ impl GroupState {
         // then each row's frame is read from its key's history.
         let (mut runs, entries) = self.locate(rows, time_index, joining.values())?;
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
-        // Functions with the same frame share its bounds; each row's history is visited once
-        // for all of them.
         let specs = &self.plan.specs;
-        let mut frames: Vec<(i64, i64)> = Vec::new();
-        let frame_of: Vec<usize> = specs
-            .iter()
-            .map(|s| {
-                let f = (s.lookback_us, s.end_us);
-                frames.iter().position(|x| *x == f).unwrap_or_else(|| {
-                    frames.push(f);
-                    frames.len() - 1
-                })
-            })
-            .collect();
         let layout = RowLayout::new(specs);
-        // Which argument columns each frame keeps running totals of: those of its COUNT, SUM,
-        // AVG, VAR and STDDEV functions.
-        let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
-        // And which pairs of them it keeps co-totals of, for COVAR and CORR (`pair_of`: where
-        // a function's pair is in its frame's list).
-        let mut pairs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); frames.len()];
-        let mut pair_of = vec![0; specs.len()];
-        for (i, spec) in specs.iter().enumerate() {
-            if let (true, Some(a), Some(b)) = (spec.agg.pairs(), spec.arg, spec.arg2) {
-                let list = &mut pairs[frame_of[i]];
-                pair_of[i] = list.iter().position(|p| *p == (a, b)).unwrap_or_else(|| {
-                    list.push((a, b));
-                    list.len() - 1
-                });
-                continue;
-            }
-            if let Some(arg) = spec.arg {
-                let need = &mut needs[frame_of[i]][arg];
-                match spec.agg {
-                    Agg::Min => need.min = true,
-                    Agg::Max => need.max = true,
-                    agg => need.totals |= by_totals(agg),
-                }
-            }
-        }
+        let FrameNeeds {
+            frames,
+            frame_of,
+            needs,
+            pairs,
+            pair_of,
+            wider,
+        } = FrameNeeds::of(specs, &kinds);
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|r| r.slot);
@@ -1607,6 +1577,7 @@ impl GroupState {
             kinds: &kinds,
             specs,
             counted: &counted,
+            wider: &wider,
             layout: &layout,
         };
         // Keys' histories are apart from each other, so the rows are split between the cores
@@ -1984,7 +1955,91 @@ struct Visits<'a> {
     specs: &'a [Spec],
     /// The argument columns finer row counts match on (a frame's count of the row's own value).
     counted: &'a [usize],
+    /// Per function: the wider frame a finer row count reads its count from (see
+    /// [`FrameNeeds`]).
+    wider: &'a [Option<usize>],
     layout: &'a RowLayout,
+}
+
+/// A group's frames, and what each keeps for its functions.
+struct FrameNeeds {
+    /// Each frame's (lookback, end) before the row's time; per function, its frame. Functions
+    /// with the same frame share its bounds: each row's history is visited once for all.
+    frames: Vec<(i64, i64)>,
+    frame_of: Vec<usize>,
+    /// Per frame and argument column: running totals (or, of hashed columns, how many entries
+    /// hold each value), minimum, maximum.
+    needs: Vec<Vec<Needs>>,
+    /// Per frame, the pairs of columns it keeps co-totals of, for COVAR and CORR; and per
+    /// function, where its pair is in its frame's list.
+    pairs: Vec<Vec<(usize, usize)>>,
+    pair_of: Vec<usize>,
+    /// Per function, for a finer row count whose frame ends before another's of the same
+    /// start that counts the same column's values anyway (a COUNT DISTINCT over it): that
+    /// frame. Its count less its few entries past this frame's end is this one's, and the
+    /// values are counted once instead of twice. The shipped transaction features count a
+    /// user's devices, merchants and countries over the day up to the event, and the uses of
+    /// the event's own over the day before it.
+    wider: Vec<Option<usize>>,
+}
+
+impl FrameNeeds {
+    fn of(specs: &[Spec], kinds: &[Kind]) -> Self {
+        let mut frames: Vec<(i64, i64)> = Vec::new();
+        let frame_of: Vec<usize> = specs
+            .iter()
+            .map(|s| {
+                let f = (s.lookback_us, s.end_us);
+                frames.iter().position(|x| *x == f).unwrap_or_else(|| {
+                    frames.push(f);
+                    frames.len() - 1
+                })
+            })
+            .collect();
+        let mut needs = vec![vec![Needs::default(); kinds.len()]; frames.len()];
+        let mut pairs: Vec<Vec<(usize, usize)>> = vec![Vec::new(); frames.len()];
+        let mut pair_of = vec![0; specs.len()];
+        for (i, spec) in specs.iter().enumerate() {
+            if let (true, Some(a), Some(b)) = (spec.agg.pairs(), spec.arg, spec.arg2) {
+                let list = &mut pairs[frame_of[i]];
+                pair_of[i] = list.iter().position(|p| *p == (a, b)).unwrap_or_else(|| {
+                    list.push((a, b));
+                    list.len() - 1
+                });
+                continue;
+            }
+            // Finer row counts below, once the other functions' needs are known.
+            if let (Some(arg), false) = (spec.arg, spec.agg == Agg::KeyRows) {
+                let need = &mut needs[frame_of[i]][arg];
+                match spec.agg {
+                    Agg::Min => need.min = true,
+                    Agg::Max => need.max = true,
+                    agg => need.totals |= by_totals(agg),
+                }
+            }
+        }
+        let mut wider = vec![None; specs.len()];
+        for (i, spec) in specs.iter().enumerate() {
+            let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) else {
+                continue;
+            };
+            let (lookback, end) = frames[frame_of[i]];
+            // The same start and a later end: a frame holding this one and a few entries more.
+            wider[i] = (0..frames.len())
+                .find(|&g| frames[g].0 == lookback && frames[g].1 < end && needs[g][arg].totals);
+            if wider[i].is_none() {
+                needs[frame_of[i]][arg].totals = true;
+            }
+        }
+        Self {
+            frames,
+            frame_of,
+            needs,
+            pairs,
+            pair_of,
+            wider,
+        }
+    }
 }
 
 impl Visits<'_> {
@@ -2011,6 +2066,7 @@ impl Visits<'_> {
             kinds,
             specs,
             counted,
+            wider,
             layout,
         } = *self;
         // Each row's own value of the counted columns, read from its entry as it joins, in
@@ -2073,7 +2129,17 @@ impl Visits<'_> {
                 let kept = if spec.agg.pairs() {
                     Some(frame.pair_value(spec.agg, pair_of[i]))
                 } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
-                    Some(Value::I64(Some(frame.entries_with(arg, own[arg][j]))))
+                    let value = own[arg][j];
+                    Some(Value::I64(Some(match wider[i] {
+                        None => frame.entries_with(arg, value),
+                        Some(g) => {
+                            let (e, wide) = (Entries { h, stride }, &frame_state[g]);
+                            let past = (frame.hi..wide.hi)
+                                .filter(|&x| e.i64(x, arg) == value.map(|v| v as i64))
+                                .count();
+                            wide.entries_with(arg, value) - past as i64
+                        }
+                    })))
                 } else {
                     spec.arg
                         .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
@@ -3208,6 +3274,47 @@ mod tests {
                 assert_equals_the_batch_of(sql, &tied, stream).await;
             }
         }
+    }
+
+    /// Finer row counts over the 20 s before an event (to 1 s before it) beside a COUNT
+    /// DISTINCT of the same column over the 20 s up to and with it: the counts of `s` are read
+    /// from the wider frame, less its entries past the narrower one's end; those of `k`, which
+    /// nothing else counts, from the narrower frame's own. Both equal the batch with nulls,
+    /// disorder and restores, and over whole seconds, where the entries past the end are the
+    /// event and its peers.
+    #[tokio::test]
+    async fn row_counts_read_from_a_wider_frame_of_the_same_start_equal_the_batch() {
+        let sql = "SELECT id, \
+            COUNT(DISTINCT s) OVER (PARTITION BY u ORDER BY t RANGE BETWEEN INTERVAL '20' \
+                SECOND PRECEDING AND CURRENT ROW) AS ds, \
+            COUNT(*) OVER (PARTITION BY u, s ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND \
+                PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS us, \
+            COUNT(*) OVER (PARTITION BY u, k ORDER BY t RANGE BETWEEN INTERVAL '20' SECOND \
+                PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS uk \
+            FROM v";
+        let (_, _, plan) = planned_over_v(sql, &mixed_input(), true).await;
+        let [group] = &plan.groups[..] else {
+            panic!("one group: {:?}", plan.groups)
+        };
+        let kinds: Vec<Kind> = group.args.iter().map(|a| a.1).collect();
+        let needs = FrameNeeds::of(&group.specs, &kinds);
+        // The finer count by the input's column `column`.
+        let wider = |column: usize| {
+            let i = group.specs.iter().position(|s| {
+                s.agg == Agg::KeyRows
+                    && s.arg
+                        .is_some_and(|a| group.args[a].0 == ArgSource::Column(column))
+            });
+            needs.wider[i.unwrap()]
+        };
+        let (k, s) = (4, 5);
+        assert!(wider(s).is_some());
+        assert!(wider(k).is_none());
+        let stream = mixed_stream_with(sql, mixed_batches(), false, every_fourth).await;
+        assert_equals_the_batch(sql, stream).await;
+        let tied = whole_second_batches();
+        let stream = mixed_stream_with(sql, tied.clone(), false, every_fourth).await;
+        assert_equals_the_batch_of(sql, &tied, stream).await;
     }
 
     /// Events at the same time join their keys' histories in one order, and a restored state

@@ -3293,9 +3293,8 @@ mod tests {
                 PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS uk \
             FROM v";
         let (_, _, plan) = planned_over_v(sql, &mixed_input(), true).await;
-        let [group] = &plan.groups[..] else {
-            panic!("one group: {:?}", plan.groups)
-        };
+        assert_eq!(plan.groups.len(), 1, "{:?}", plan.groups);
+        let group = &plan.groups[0];
         let kinds: Vec<Kind> = group.args.iter().map(|a| a.1).collect();
         let needs = FrameNeeds::of(&group.specs, &kinds);
         // The finer count by the input's column `column`.

@@ -1113,11 +1113,7 @@ impl IncrementalState {
 
     /// Events held: kept history entries and pending rows.
     pub fn rows(&self) -> usize {
-        let kept: usize = self
-            .groups
-            .iter()
-            .flat_map(|g| g.histories.iter().map(|h| h.len(g.stride)))
-            .sum();
+        let kept: usize = self.groups.iter().map(GroupState::entries).sum();
         kept + self
             .pending
             .iter()
@@ -1294,13 +1290,13 @@ impl IncrementalState {
     pub fn snapshot(&mut self, batch_id: i64) -> Result<Snapshot> {
         let delta_rows =
             self.delta_rows + self.joined.iter().map(RecordBatch::num_rows).sum::<usize>();
-        let held = self
+        let entries = self
             .groups
             .iter()
             .map(GroupState::entries)
             .max()
             .unwrap_or(0);
-        let full = self.base.is_none() || self.deltas + 1 > MAX_DELTAS || delta_rows >= held;
+        let full = self.base.is_none() || self.deltas + 1 > MAX_DELTAS || delta_rows >= entries;
         let size = |batches: &[RecordBatch]| -> usize {
             batches.iter().map(RecordBatch::get_array_memory_size).sum()
         };

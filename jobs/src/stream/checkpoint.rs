@@ -331,6 +331,18 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The first `len` bytes (fewer if it is shorter) of the query's state after `batch_id`,
+    /// when stored: a restore walks its chain of snapshots back by their headers, then reads
+    /// them one at a time.
+    pub async fn state_head(&self, batch_id: i64, len: u64) -> Result<Option<Vec<u8>>> {
+        let path = state_path(batch_id);
+        match self.store.get_range(&path, 0..len).await {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(riskstream_lake::object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(&path, e)),
+        }
+    }
+
     /// The query's state after `batch_id`, when stored.
     pub async fn state(&self, batch_id: i64) -> Result<Option<Vec<u8>>> {
         let path = state_path(batch_id);

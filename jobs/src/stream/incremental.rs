@@ -1357,19 +1357,23 @@ impl IncrementalState {
     /// Restores the state after `batch_id` from its chain of snapshots: a full one first, then
     /// the deltas after it, in order.
     pub fn restore<B: AsRef<[u8]>>(&mut self, batch_id: i64, chain: &[B]) -> Result<()> {
-        let mismatch = || {
-            JobError::internal(
-                "the state snapshot does not match the query's window functions: the job \
-                 changed; give it a new checkpointLocation"
-                    .into(),
-            )
-        };
         let Some((full, deltas)) = chain.split_first() else {
             return Err(mismatch());
         };
+        let mut restoring = self.restore_full(full.as_ref())?;
+        for delta in deltas {
+            restoring.delta(delta.as_ref())?;
+        }
+        restoring.done(batch_id);
+        Ok(())
+    }
+
+    /// Starts a restore from the full snapshot `full`; the deltas after it follow one by one
+    /// (so a restore holds one snapshot's bytes at a time, not its whole chain).
+    pub fn restore_full(&mut self, full: &[u8]) -> Result<Restoring<'_>> {
         self.joined.clear();
         self.delta_rows = 0;
-        let mut cursor = Cursor::new(full.as_ref());
+        let mut cursor = Cursor::new(full);
         let mut magic = [0u8; 6];
         cursor.read_exact(&mut magic).map_err(|_| mismatch())?;
         if &magic != b"RSINC1" {
@@ -1403,57 +1407,13 @@ impl IncrementalState {
                 g.append_entries(batch).map_err(|_| mismatch())?;
             }
         }
-        for delta in deltas {
-            let mut cursor = Cursor::new(delta.as_ref());
-            let mut head = [0u8; 22];
-            cursor.read_exact(&mut head).map_err(|_| mismatch())?;
-            let format = &head[..6];
-            if format != b"RSDLT1" && format != b"RSDLT2" {
-                return Err(mismatch());
-            }
-            let mut keep_from = [0u8; 8];
-            keep_from.copy_from_slice(&head[14..22]);
-            let keep_from = i64::from_le_bytes(keep_from);
-            self.read_pending(&mut cursor).ok_or_else(mismatch)?;
-            // Deltas hold where the query's longest lookback cut history; each group cuts at
-            // its own lookback from the same watermark.
-            let watermark_us = keep_from.saturating_add(self.plan.lookback_us);
-            if format == b"RSDLT2" {
-                // The rows that joined, in the order they joined, join again.
-                let joined = read_part(&mut cursor).ok_or_else(mismatch)?;
-                if joined.schema() != self.kept_schema {
-                    return Err(mismatch());
-                }
-                self.delta_rows += joined.num_rows();
-                let order: Vec<u32> = (0..joined.num_rows() as u32).collect();
-                for g in &mut self.groups {
-                    g.join(&joined, self.kept_time, &order)?;
-                    g.evict(watermark_us);
-                }
-            } else {
-                // RSDLT1, written before deltas held the joined rows: each group's new entries,
-                // a part per group as in the full snapshot.
-                let parts = part_starts(&mut cursor).ok_or_else(mismatch)?;
-                if parts.len() != written {
-                    return Err(mismatch());
-                }
-                let mut most = 0;
-                for (g, &part) in self.groups.iter_mut().zip(&layout) {
-                    cursor.set_position(*parts.get(part).ok_or_else(mismatch)?);
-                    let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
-                    most = most.max(batch.num_rows());
-                    g.append_entries(&batch).map_err(|_| mismatch())?;
-                    g.evict(watermark_us);
-                }
-                self.delta_rows += most;
-            }
-            self.keep_from = keep_from;
-        }
-        self.base = Some(batch_id - deltas.len() as i64);
-        self.deltas = deltas.len();
-        Ok(())
+        Ok(Restoring {
+            state: self,
+            written,
+            layout,
+            deltas: 0,
+        })
     }
-
     fn read_pending(&mut self, cursor: &mut Cursor<&[u8]>) -> Option<()> {
         let pending = read_part(cursor)?;
         let pending =
@@ -1466,6 +1426,85 @@ impl IncrementalState {
         };
         Some(())
     }
+}
+
+/// A restore under way: the full snapshot read, the deltas after it applied one by one.
+pub struct Restoring<'a> {
+    state: &'a mut IncrementalState,
+    /// How many parts the full snapshot held, and which of them each group read (see
+    /// [`IncrementalState::restore_full`]): deltas of the kind before `RSDLT2` are laid out
+    /// the same way.
+    written: usize,
+    layout: Vec<usize>,
+    deltas: usize,
+}
+
+impl Restoring<'_> {
+    /// Applies the next delta of the chain.
+    pub fn delta(&mut self, delta: &[u8]) -> Result<()> {
+        let state = &mut *self.state;
+        let mut cursor = Cursor::new(delta);
+        let mut head = [0u8; 22];
+        cursor.read_exact(&mut head).map_err(|_| mismatch())?;
+        let format = &head[..6];
+        if format != b"RSDLT1" && format != b"RSDLT2" {
+            return Err(mismatch());
+        }
+        let mut keep_from = [0u8; 8];
+        keep_from.copy_from_slice(&head[14..22]);
+        let keep_from = i64::from_le_bytes(keep_from);
+        state.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        // Deltas hold where the query's longest lookback cut history; each group cuts at
+        // its own lookback from the same watermark.
+        let watermark_us = keep_from.saturating_add(state.plan.lookback_us);
+        if format == b"RSDLT2" {
+            // The rows that joined, in the order they joined, join again.
+            let joined = read_part(&mut cursor).ok_or_else(mismatch)?;
+            if joined.schema() != state.kept_schema {
+                return Err(mismatch());
+            }
+            state.delta_rows += joined.num_rows();
+            let order: Vec<u32> = (0..joined.num_rows() as u32).collect();
+            for g in &mut state.groups {
+                g.join(&joined, state.kept_time, &order)?;
+                g.evict(watermark_us);
+            }
+        } else {
+            // RSDLT1, written before deltas held the joined rows: each group's new entries,
+            // a part per group as in the full snapshot.
+            let parts = part_starts(&mut cursor).ok_or_else(mismatch)?;
+            if parts.len() != self.written {
+                return Err(mismatch());
+            }
+            let mut most = 0;
+            for (g, &part) in state.groups.iter_mut().zip(&self.layout) {
+                cursor.set_position(*parts.get(part).ok_or_else(mismatch)?);
+                let batch = read_part(&mut cursor).ok_or_else(mismatch)?;
+                most = most.max(batch.num_rows());
+                g.append_entries(&batch).map_err(|_| mismatch())?;
+                g.evict(watermark_us);
+            }
+            state.delta_rows += most;
+        }
+        state.keep_from = keep_from;
+        self.deltas += 1;
+        Ok(())
+    }
+
+    /// Ends the restore of the state after `batch_id`.
+    pub fn done(self, batch_id: i64) {
+        self.state.base = Some(batch_id - self.deltas as i64);
+        self.state.deltas = self.deltas;
+    }
+}
+
+/// The error of a snapshot this query's state cannot have written.
+fn mismatch() -> JobError {
+    JobError::internal(
+        "the state snapshot does not match the query's window functions: the job changed; give \
+         it a new checkpointLocation"
+            .into(),
+    )
 }
 
 impl GroupState {

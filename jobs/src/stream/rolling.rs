@@ -284,6 +284,39 @@ fn mixed_snapshot(incremental: &[u8], generic: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The batch of the full snapshot the incremental state after `batch_id` builds on: its chain
+/// walked back by the snapshots' headers, the incremental part starting `skip` bytes in.
+async fn chain_base(checkpoint: &Checkpoint, batch_id: i64, skip: usize) -> Result<i64> {
+    // A delta's header: its format, then the batch it builds on.
+    const HEAD: usize = 14;
+    let mut at = batch_id;
+    loop {
+        let head = checkpoint
+            .state_head(at, (skip + HEAD) as u64)
+            .await?
+            .ok_or_else(|| missing_state(checkpoint, at))?;
+        match head.get(skip..).and_then(IncrementalState::builds_on) {
+            None => return Ok(at),
+            Some(before) if before < at => at = before,
+            Some(_) => {
+                return Err(JobError::Checkpoint {
+                    location: format!("{}/state/{at}.arrow", checkpoint.location()),
+                    reason: "a state snapshot building on itself or a later one".into(),
+                });
+            }
+        }
+    }
+}
+
+fn missing_state(checkpoint: &Checkpoint, id: i64) -> JobError {
+    JobError::Checkpoint {
+        location: format!("{}/state/{id}.arrow", checkpoint.location()),
+        reason: "missing: the checkpoint was written by a job without these window functions; \
+                 give this one a new checkpointLocation"
+            .into(),
+    }
+}
+
 /// A mixed snapshot's incremental and generic parts.
 fn mixed_parts(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = bytes.strip_prefix(MIXED_MAGIC.as_slice())?;
@@ -331,54 +364,57 @@ impl WindowState {
         }
     }
 
-    /// Restores the state after `batch_id` from the checkpoint's snapshots.
+    /// Restores the state after `batch_id` from the checkpoint's snapshots. An incremental
+    /// state's chain (a full snapshot, then the deltas after it) is found by the snapshots'
+    /// headers and read one snapshot at a time: a restore holds the state and one snapshot's
+    /// bytes, not the whole chain's.
     pub async fn restore(&mut self, checkpoint: &Checkpoint, batch_id: i64) -> Result<()> {
         let read = |id: i64| async move {
             checkpoint
                 .state(id)
                 .await?
-                .ok_or_else(|| JobError::Checkpoint {
-                    location: format!("{}/state/{id}.arrow", checkpoint.location()),
-                    reason: "missing: the checkpoint was written by a job without these window \
-                         functions; give this one a new checkpointLocation"
-                        .into(),
-                })
-        };
-        // The snapshots from the full one the state after `batch_id` builds on, in order.
-        let chain = |builds_on: fn(&[u8]) -> Option<i64>| async move {
-            let mut chain = vec![read(batch_id).await?];
-            while let Some(before) = chain.last().and_then(|b| builds_on(b)) {
-                chain.push(read(before).await?);
-            }
-            chain.reverse();
-            Ok::<_, JobError>(chain)
+                .ok_or_else(|| missing_state(checkpoint, id))
         };
         match self {
             Self::Generic(s) => s.restore(&read(batch_id).await?),
             Self::Aggregate(s) => s.restore(&read(batch_id).await?),
-            Self::Incremental(s) => s.restore(batch_id, &chain(IncrementalState::builds_on).await?),
-            Self::Mixed(incremental, generic) => {
-                let chain = chain(|b| {
-                    mixed_parts(b).and_then(|(part, _)| IncrementalState::builds_on(part))
-                })
-                .await?;
-                let parts = chain
-                    .iter()
-                    .map(|b| mixed_parts(b))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| JobError::Checkpoint {
-                        location: format!("{}/state/{batch_id}.arrow", checkpoint.location()),
-                        reason: "not a snapshot of this query's window functions; give the job \
-                                 a new checkpointLocation"
-                            .into(),
-                    })?;
-                // The generic part whole from the last snapshot, the incremental one from the
-                // chain.
-                if let Some((_, last)) = parts.last() {
-                    generic.restore(last)?;
+            Self::Incremental(s) => {
+                let base = chain_base(checkpoint, batch_id, 0).await?;
+                let mut restoring = s.restore_full(&read(base).await?)?;
+                for id in base + 1..=batch_id {
+                    restoring.delta(&read(id).await?)?;
                 }
-                let incremental_parts: Vec<&[u8]> = parts.iter().map(|(part, _)| *part).collect();
-                incremental.restore(batch_id, &incremental_parts)
+                restoring.done(batch_id);
+                Ok(())
+            }
+            Self::Mixed(incremental, generic) => {
+                let not_ours = |id: i64| JobError::Checkpoint {
+                    location: format!("{}/state/{id}.arrow", checkpoint.location()),
+                    reason: "not a snapshot of this query's window functions; give the job a \
+                             new checkpointLocation"
+                        .into(),
+                };
+                // The incremental part from the chain, the generic one whole from the last
+                // snapshot.
+                let base = chain_base(checkpoint, batch_id, MIXED_MAGIC.len() + 8).await?;
+                let mut restoring = {
+                    let bytes = read(base).await?;
+                    let (part, last) = mixed_parts(&bytes).ok_or_else(|| not_ours(base))?;
+                    if base == batch_id {
+                        generic.restore(last)?;
+                    }
+                    incremental.restore_full(part)?
+                };
+                for id in base + 1..=batch_id {
+                    let bytes = read(id).await?;
+                    let (part, last) = mixed_parts(&bytes).ok_or_else(|| not_ours(id))?;
+                    restoring.delta(part)?;
+                    if id == batch_id {
+                        generic.restore(last)?;
+                    }
+                }
+                restoring.done(batch_id);
+                Ok(())
             }
         }
     }

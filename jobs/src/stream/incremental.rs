@@ -1414,6 +1414,7 @@ impl IncrementalState {
             deltas: 0,
         })
     }
+
     fn read_pending(&mut self, cursor: &mut Cursor<&[u8]>) -> Option<()> {
         let pending = read_part(cursor)?;
         let pending =

@@ -284,20 +284,25 @@ fn mixed_snapshot(incremental: &[u8], generic: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The batch of the full snapshot the incremental state after `batch_id` builds on: its chain
-/// walked back by the snapshots' headers, the incremental part starting `skip` bytes in.
-async fn chain_base(checkpoint: &Checkpoint, batch_id: i64, skip: usize) -> Result<i64> {
+/// The batches of the snapshots the incremental state after `batch_id` is restored from, in
+/// order: its chain (a full snapshot, then the deltas after it) walked back by the snapshots'
+/// headers, the incremental part starting `skip` bytes in.
+async fn chain_of(checkpoint: &Checkpoint, batch_id: i64, skip: usize) -> Result<Vec<i64>> {
     // A delta's header: its format, then the batch it builds on.
     const HEAD: usize = 14;
-    let mut at = batch_id;
+    let mut chain = vec![batch_id];
     loop {
+        let at = chain[chain.len() - 1];
         let head = checkpoint
             .state_head(at, (skip + HEAD) as u64)
             .await?
             .ok_or_else(|| missing_state(checkpoint, at))?;
         match head.get(skip..).and_then(IncrementalState::builds_on) {
-            None => return Ok(at),
-            Some(before) if before < at => at = before,
+            None => {
+                chain.reverse();
+                return Ok(chain);
+            }
+            Some(before) if before < at => chain.push(before),
             Some(_) => {
                 return Err(JobError::Checkpoint {
                     location: format!("{}/state/{at}.arrow", checkpoint.location()),
@@ -379,9 +384,9 @@ impl WindowState {
             Self::Generic(s) => s.restore(&read(batch_id).await?),
             Self::Aggregate(s) => s.restore(&read(batch_id).await?),
             Self::Incremental(s) => {
-                let base = chain_base(checkpoint, batch_id, 0).await?;
-                let mut restoring = s.restore_full(&read(base).await?)?;
-                for id in base + 1..=batch_id {
+                let chain = chain_of(checkpoint, batch_id, 0).await?;
+                let mut restoring = s.restore_full(&read(chain[0]).await?)?;
+                for &id in &chain[1..] {
                     restoring.delta(&read(id).await?)?;
                 }
                 restoring.done(batch_id);
@@ -396,7 +401,8 @@ impl WindowState {
                 };
                 // The incremental part from the chain, the generic one whole from the last
                 // snapshot.
-                let base = chain_base(checkpoint, batch_id, MIXED_MAGIC.len() + 8).await?;
+                let chain = chain_of(checkpoint, batch_id, MIXED_MAGIC.len() + 8).await?;
+                let base = chain[0];
                 let mut restoring = {
                     let bytes = read(base).await?;
                     let (part, last) = mixed_parts(&bytes).ok_or_else(|| not_ours(base))?;
@@ -405,7 +411,7 @@ impl WindowState {
                     }
                     incremental.restore_full(part)?
                 };
-                for id in base + 1..=batch_id {
+                for &id in &chain[1..] {
                     let bytes = read(id).await?;
                     let (part, last) = mixed_parts(&bytes).ok_or_else(|| not_ours(id))?;
                     restoring.delta(part)?;

@@ -914,7 +914,8 @@ async fn rolling_features_after_a_restart_equal_those_without_one() {
         assert_eq!(operator, path);
         if path != "windows" {
             // The histories hold more events than a batch adds: snapshots go on in deltas, and
-            // the restarts read chains of them.
+            // the restarts read chains of them. (A mixed snapshot's incremental part starts
+            // after its own format and length, 14 bytes in.)
             let deltas = std::fs::read_dir(dir.path().join("checkpoints/state"))
                 .unwrap()
                 .map(|f| std::fs::read(f.unwrap().path()).unwrap())

@@ -1583,14 +1583,7 @@ impl GroupState {
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         let specs = &self.plan.specs;
         let layout = RowLayout::new(specs);
-        let FrameNeeds {
-            frames,
-            frame_of,
-            needs,
-            pairs,
-            pair_of,
-            wider,
-        } = FrameNeeds::of(specs, &kinds);
+        let frame_needs = FrameNeeds::of(specs, &kinds);
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|r| r.slot);
@@ -1605,15 +1598,10 @@ impl GroupState {
         let visits = Visits {
             stride: self.stride,
             entries: &entries,
-            frames: &frames,
-            frame_of: &frame_of,
-            needs: &needs,
-            pairs: &pairs,
-            pair_of: &pair_of,
+            plan: &frame_needs,
             kinds: &kinds,
             specs,
             counted: &counted,
-            wider: &wider,
             layout: &layout,
         };
         // Keys' histories are apart from each other, so the rows are split between the cores
@@ -1979,21 +1967,12 @@ struct Visits<'a> {
     stride: usize,
     /// Every batch row's history entry (see [`entries_of`]).
     entries: &'a [u64],
-    /// Each frame's (lookback, end) before the row's time; `frame_of`: each function's frame.
-    frames: &'a [(i64, i64)],
-    frame_of: &'a [usize],
-    /// What each frame keeps of each argument column and of which pairs of columns, and
-    /// where each two-column function's pair is in its frame's list.
-    needs: &'a [Vec<Needs>],
-    pairs: &'a [Vec<(usize, usize)>],
-    pair_of: &'a [usize],
+    /// The group's frames and what each keeps.
+    plan: &'a FrameNeeds,
     kinds: &'a [Kind],
     specs: &'a [Spec],
     /// The argument columns finer row counts match on (a frame's count of the row's own value).
     counted: &'a [usize],
-    /// Per function: the wider frame a finer row count reads its count from (see
-    /// [`FrameNeeds`]).
-    wider: &'a [Option<usize>],
     layout: &'a RowLayout,
 }
 
@@ -2094,15 +2073,10 @@ impl Visits<'_> {
         let Self {
             stride,
             entries,
-            frames,
-            frame_of,
-            needs,
-            pairs,
-            pair_of,
+            plan,
             kinds,
             specs,
             counted,
-            wider,
             layout,
         } = *self;
         // Each row's own value of the counted columns, read from its entry as it joins, in
@@ -2123,7 +2097,8 @@ impl Visits<'_> {
                 own[p].push((entry[1] >> p & 1 == 1).then_some(entry[2 + p]));
             }
         }
-        let mut frame_state: Vec<Frame> = pairs
+        let mut frame_state: Vec<Frame> = plan
+            .pairs
             .iter()
             .map(|p| Frame::new(kinds.len(), p.len()))
             .collect();
@@ -2140,7 +2115,7 @@ impl Visits<'_> {
             let h = &histories[slot - base];
             let new_key = previous_slot != Some(slot);
             previous_slot = Some(slot);
-            for (k, (lookback, end)) in frames.iter().enumerate() {
+            for (k, (lookback, end)) in plan.frames.iter().enumerate() {
                 let (from, to) = (t.saturating_sub(*lookback), t.saturating_sub(*end));
                 // A key's rows come in time order, so its frame's bounds only move forward:
                 // after the key's first row they are found by stepping on from the last ones.
@@ -2157,16 +2132,16 @@ impl Visits<'_> {
                     )
                 };
                 let entries = Entries { h, stride };
-                let wants = (&needs[k][..], &pairs[k][..]);
+                let wants = (&plan.needs[k][..], &plan.pairs[k][..]);
                 frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, kinds);
             }
             for (i, spec) in specs.iter().enumerate() {
-                let frame = &frame_state[frame_of[i]];
+                let frame = &frame_state[plan.frame_of[i]];
                 let kept = if spec.agg.pairs() {
-                    Some(frame.pair_value(spec.agg, pair_of[i]))
+                    Some(frame.pair_value(spec.agg, plan.pair_of[i]))
                 } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
                     let value = own[arg][j];
-                    Some(Value::I64(Some(match wider[i] {
+                    Some(Value::I64(Some(match plan.wider[i] {
                         None => frame.entries_with(arg, value),
                         Some(g) => {
                             let (e, wide) = (Entries { h, stride }, &frame_state[g]);

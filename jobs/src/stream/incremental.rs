@@ -817,6 +817,8 @@ const GROUP_COLUMNS: &str = "riskstream.group.columns";
 /// which is held once (in the index).
 struct GroupState {
     plan: GroupPlan,
+    /// The group's frames and what each keeps, derived once from its plan.
+    frames: FrameNeeds,
     /// The group's key and argument columns by name, as its snapshots name them.
     columns: String,
     /// How each argument is read from a batch's rows.
@@ -1079,7 +1081,9 @@ impl IncrementalState {
                         }
                     })
                     .collect();
+                let kinds: Vec<Kind> = g.args.iter().map(|a| a.1).collect();
                 Ok(GroupState {
+                    frames: FrameNeeds::of(&g.specs, &kinds),
                     columns: format!("keys {}; arguments {}", keys.join(" "), args.join(" ")),
                     stride: stride_of(g.args.len()),
                     lookback_us: g.specs.iter().map(|s| s.lookback_us).max().unwrap_or(0),
@@ -1355,7 +1359,7 @@ impl IncrementalState {
     }
 
     /// Restores the state after `batch_id` from its chain of snapshots: a full one first, then
-    /// the deltas after it, in order.
+    /// the deltas of the batches after it, in order.
     pub fn restore<B: AsRef<[u8]>>(&mut self, batch_id: i64, chain: &[B]) -> Result<()> {
         let Some((full, deltas)) = chain.split_first() else {
             return Err(mismatch());
@@ -1364,7 +1368,7 @@ impl IncrementalState {
         for delta in deltas {
             restoring.delta(delta.as_ref())?;
         }
-        restoring.done(batch_id);
+        restoring.done(batch_id - deltas.len() as i64);
         Ok(())
     }
 
@@ -1492,9 +1496,9 @@ impl Restoring<'_> {
         Ok(())
     }
 
-    /// Ends the restore of the state after `batch_id`.
-    pub fn done(self, batch_id: i64) {
-        self.state.base = Some(batch_id - self.deltas as i64);
+    /// Ends the restore; `base` is the batch of its full snapshot.
+    pub fn done(self, base: i64) {
+        self.state.base = Some(base);
         self.state.deltas = self.deltas;
     }
 }
@@ -1583,25 +1587,15 @@ impl GroupState {
         let kinds: Vec<Kind> = self.plan.args.iter().map(|a| a.1).collect();
         let specs = &self.plan.specs;
         let layout = RowLayout::new(specs);
-        let frame_needs = FrameNeeds::of(specs, &kinds);
         // The due rows by key, each key's in time order (a stable sort of rows in time order),
         // so a key's frames only slide forward.
         runs.sort_by_key(|r| r.slot);
-        // The columns finer row counts match on, which visits read each row's own value of.
-        let counted: Vec<usize> = (0..kinds.len())
-            .filter(|&p| {
-                specs
-                    .iter()
-                    .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p))
-            })
-            .collect();
         let visits = Visits {
             stride: self.stride,
             entries: &entries,
-            plan: &frame_needs,
+            plan: &self.frames,
             kinds: &kinds,
             specs,
-            counted: &counted,
             layout: &layout,
         };
         // Keys' histories are apart from each other, so the rows are split between the cores
@@ -1971,8 +1965,6 @@ struct Visits<'a> {
     plan: &'a FrameNeeds,
     kinds: &'a [Kind],
     specs: &'a [Spec],
-    /// The argument columns finer row counts match on (a frame's count of the row's own value).
-    counted: &'a [usize],
     layout: &'a RowLayout,
 }
 
@@ -1996,6 +1988,9 @@ struct FrameNeeds {
     /// user's devices, merchants and countries over the day up to the event, and the uses of
     /// the event's own over the day before it.
     wider: Vec<Option<usize>>,
+    /// The argument columns finer row counts match on, whose own value visits read of each
+    /// row.
+    counted: Vec<usize>,
 }
 
 impl FrameNeeds {
@@ -2046,6 +2041,13 @@ impl FrameNeeds {
                 needs[frame_of[i]][arg].totals = true;
             }
         }
+        let counted = (0..kinds.len())
+            .filter(|&p| {
+                specs
+                    .iter()
+                    .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p))
+            })
+            .collect();
         Self {
             frames,
             frame_of,
@@ -2053,6 +2055,7 @@ impl FrameNeeds {
             pairs,
             pair_of,
             wider,
+            counted,
         }
     }
 }
@@ -2076,9 +2079,9 @@ impl Visits<'_> {
             plan,
             kinds,
             specs,
-            counted,
             layout,
         } = *self;
+        let counted = &plan.counted;
         // Each row's own value of the counted columns, read from its entry as it joins, in
         // visiting order: the visits below then read them in order.
         let mut own: Vec<Vec<Option<u64>>> = vec![Vec::new(); kinds.len()];

@@ -389,7 +389,7 @@ impl WindowState {
                 for &id in &chain[1..] {
                     restoring.delta(&read(id).await?)?;
                 }
-                restoring.done(batch_id);
+                restoring.done(chain[0]);
                 Ok(())
             }
             Self::Mixed(incremental, generic) => {
@@ -419,7 +419,7 @@ impl WindowState {
                         generic.restore(last)?;
                     }
                 }
-                restoring.done(batch_id);
+                restoring.done(base);
                 Ok(())
             }
         }

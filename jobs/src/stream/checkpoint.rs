@@ -61,6 +61,7 @@ pub struct OffsetLogEntry {
 }
 
 /// A query's checkpoint folder.
+#[derive(Clone)]
 pub struct Checkpoint {
     location: String,
     store: Arc<dyn ObjectStore>,

@@ -1111,39 +1111,93 @@ pub async fn run_observed<S: RecordSource>(
             .map(|b| b.rows(&output, batch_id, processing_micros))
             .transpose()?;
 
+        // The window state's snapshot is made and written beside the tables' appends: the
+        // batch's commit record needs both, neither needs the other, and the snapshot (one
+        // core building it, then the kernel copying it into the file) left the other core idle
+        // when it followed them (BENCHMARKS.md, "The state written beside the tables").
+        let state_write = rolling.take().map(|mut r| {
+            let checkpoint = checkpoint.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let (r, snapshot) = tokio::task::spawn_blocking(move || {
+                    let snapshot = r.snapshot(batch_id);
+                    (r, snapshot)
+                })
+                .await
+                .map_err(|e| JobError::Internal(format!("the state snapshot failed: {e}")))?;
+                let snapshot = snapshot?;
+                checkpoint
+                    .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
+                    .await?;
+                Ok::<_, JobError>((r, ms(start.elapsed())))
+            })
+        });
         let commit_start = Instant::now();
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
-        let table_outcome = match mode {
-            // Every group, every batch (complete needs an aggregation, checked at start): the
-            // table holds the latest result.
-            OutputMode::Complete => sinks.table.overwrite(output, &query_id, batch_id).await?,
-            _ => sinks.table.append(output, &query_id, batch_id).await?,
-        };
-        let dead_outcome = sinks
-            .dead_letters
-            .append(decoded.dead_letters, &query_id, batch_id)
-            .await?;
-        let (late_rows, late_outcome, event_stats) = match (late, &mut sinks.late_events) {
-            (Some((rows, n, stats)), Some(table)) => (
-                n,
-                Some(table.append(rows, &query_id, batch_id).await?),
-                Some(stats),
-            ),
-            _ => (0, None, None),
-        };
-        // The alerts' table takes them exactly once, with the batch's transaction like the rest.
-        let alerts_outcome = match (&mut sinks.alerts, &selected_alerts) {
-            (Some(table), Some(selected)) => {
-                Some(table.append(selected.clone(), &query_id, batch_id).await?)
-            }
-            _ => None,
-        };
-        let block_outcome = match (&mut block, blocked) {
-            (Some(table), Some(rows)) => Some(table.append(rows, &query_id, batch_id).await?),
-            _ => None,
-        };
+        let appended = async {
+            let table_outcome = match mode {
+                // Every group, every batch (complete needs an aggregation, checked at start): the
+                // table holds the latest result.
+                OutputMode::Complete => sinks.table.overwrite(output, &query_id, batch_id).await?,
+                _ => sinks.table.append(output, &query_id, batch_id).await?,
+            };
+            let dead_outcome = sinks
+                .dead_letters
+                .append(decoded.dead_letters, &query_id, batch_id)
+                .await?;
+            let (late_rows, late_outcome, event_stats) = match (late, &mut sinks.late_events) {
+                (Some((rows, n, stats)), Some(table)) => (
+                    n,
+                    Some(table.append(rows, &query_id, batch_id).await?),
+                    Some(stats),
+                ),
+                _ => (0, None, None),
+            };
+            // The alerts' table takes them exactly once, with the batch's transaction like the rest.
+            let alerts_outcome = match (&mut sinks.alerts, &selected_alerts) {
+                (Some(table), Some(selected)) => {
+                    Some(table.append(selected.clone(), &query_id, batch_id).await?)
+                }
+                _ => None,
+            };
+            let block_outcome = match (&mut block, blocked) {
+                (Some(table), Some(rows)) => Some(table.append(rows, &query_id, batch_id).await?),
+                _ => None,
+            };
+            Ok::<_, JobError>((
+                table_outcome,
+                dead_outcome,
+                late_rows,
+                late_outcome,
+                event_stats,
+                alerts_outcome,
+                block_outcome,
+            ))
+        }
+        .await;
         durations.commit = ms(commit_start.elapsed());
+        // Waited for even when an append failed, so that no write of this batch's state is
+        // still under way when the runner returns (a restart would race it).
+        let state_commit_ms = match state_write {
+            Some(task) => {
+                let (r, took) = task.await.map_err(|e| {
+                    JobError::Internal(format!("the state snapshot's write failed: {e}"))
+                })??;
+                rolling = Some(r);
+                took
+            }
+            None => 0,
+        };
+        let (
+            table_outcome,
+            dead_outcome,
+            late_rows,
+            late_outcome,
+            event_stats,
+            alerts_outcome,
+            block_outcome,
+        ) = appended?;
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
         let alerts_start = Instant::now();
@@ -1155,14 +1209,6 @@ pub async fn run_observed<S: RecordSource>(
             _ => 0,
         };
         durations.alerts = ms(alerts_start.elapsed());
-        let state_start = Instant::now();
-        if let Some(r) = &mut rolling {
-            let snapshot = r.snapshot(batch_id)?;
-            checkpoint
-                .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
-                .await?;
-        }
-        let state_commit_ms = ms(state_start.elapsed());
         let offsets_start = Instant::now();
         checkpoint
             .write_commit(batch_id, state.watermark_ms)

@@ -22,13 +22,13 @@ use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBufferBuilder, Float64Array, Float64Builder,
-    Int64Array, Int64Builder, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, BooleanBufferBuilder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, RecordBatch, RecordBatchOptions,
+    TimestampMicrosecondArray, UInt32Array,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{
-    cast, interleave_record_batch, sort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{cast, concat, filter, sort_to_indices, take_record_batch};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -1150,6 +1150,11 @@ impl IncrementalState {
     /// Splits the pending rows and `new_rows` into those the watermark (`limit_us`) has reached,
     /// as one batch in the order they came, and those still waiting for it. A batch's rows are
     /// copied once, to where they go (and not at all while none is due).
+    ///
+    /// Each batch is filtered by a mask (runs of rows are copied whole), and the columns are
+    /// made side by side: gathering the rows one by one, column after column on one core, was
+    /// the longest stretch of a feature batch with a core idle (BENCHMARKS.md, "The state
+    /// written beside the tables").
     fn split_due(
         &mut self,
         new_rows: Vec<RecordBatch>,
@@ -1160,41 +1165,63 @@ impl IncrementalState {
             .chain(new_rows)
             .filter(|b| b.num_rows() > 0)
             .collect();
-        // (batch, row) of each row, by where it goes.
-        let mut due = Vec::new();
-        let mut waiting = Vec::new();
-        for (b, batch) in batches.iter().enumerate() {
-            let times = times_of(batch, self.plan.time_index)?;
-            for (r, t) in times.iter().enumerate() {
-                // A row without an event time has no frame to wait for.
-                if t.is_some_and(|t| t > limit_us) {
-                    waiting.push((b, r));
-                } else {
-                    due.push((b, r));
-                }
-            }
-        }
-        if due.is_empty() {
+        // Per batch, which rows are due; a row without an event time has no frame to wait for.
+        let due: Vec<BooleanArray> = batches
+            .iter()
+            .map(|batch| {
+                let times = times_of(batch, self.plan.time_index)?;
+                Ok(times
+                    .iter()
+                    .map(|t| Some(t.is_none_or(|t| t <= limit_us)))
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        let due_rows: usize = due.iter().map(BooleanArray::true_count).sum();
+        let all_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if due_rows == 0 {
             // Everything waits, as it came.
             return Ok((None, batches));
         }
-        let from: Vec<&RecordBatch> = batches.iter().collect();
-        let gather = |rows: &[(usize, usize)]| {
-            let gathered =
-                interleave_record_batch(&from, rows).map_err(JobError::arrow("emitting rows"))?;
-            RecordBatch::try_new(Arc::clone(&self.input), gathered.columns().to_vec())
-                .map_err(JobError::arrow("emitting rows"))
+        let gather = |masks: &[BooleanArray], rows: usize| -> Result<RecordBatch> {
+            let columns = (0..self.input.fields().len())
+                .into_par_iter()
+                .map(|c| {
+                    let pieces = batches
+                        .iter()
+                        .zip(masks)
+                        .filter(|(_, m)| m.true_count() > 0)
+                        .map(|(b, m)| filter(b.column(c), m))
+                        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+                    match &pieces[..] {
+                        [one] => Ok(Arc::clone(one)),
+                        _ => concat(&pieces.iter().map(AsRef::as_ref).collect::<Vec<_>>()),
+                    }
+                })
+                .collect::<std::result::Result<Vec<ArrayRef>, _>>()
+                .map_err(JobError::arrow("emitting rows"))?;
+            RecordBatch::try_new_with_options(
+                Arc::clone(&self.input),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(rows)),
+            )
+            .map_err(JobError::arrow("emitting rows"))
         };
-        let due = match &batches[..] {
-            [only] if waiting.is_empty() => only.clone(),
-            _ => gather(&due)?,
+        let waiting_rows = all_rows - due_rows;
+        let due_batch = match &batches[..] {
+            [only] if waiting_rows == 0 => only.clone(),
+            _ => gather(&due, due_rows)?,
         };
-        let pending = if waiting.is_empty() {
+        let pending = if waiting_rows == 0 {
             Vec::new()
         } else {
-            vec![gather(&waiting)?]
+            let waiting: Vec<BooleanArray> = due
+                .iter()
+                .map(|m| not(m))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(JobError::arrow("emitting rows"))?;
+            vec![gather(&waiting, waiting_rows)?]
         };
-        Ok((Some(due), pending))
+        Ok((Some(due_batch), pending))
     }
 
     /// Takes a batch's on-time rows; returns the rows the watermark after the batch

@@ -11,6 +11,7 @@ use riskstream_lake::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef,
 };
 use riskstream_lake::datafusion::parquet::basic::Encoding;
+use riskstream_lake::datafusion::parquet::file::metadata::ColumnChunkMetaData;
 use riskstream_lake::datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use riskstream_lake::datafusion::prelude::SessionContext;
 use riskstream_lake::{AppendOutcome, Catalog, DeltaAppender, LakeLocation, TableSpec};
@@ -125,7 +126,18 @@ async fn a_large_append_is_one_version_of_a_file_per_writer_and_a_replay_skips_i
         )
         .unwrap();
         let reader = SerializedFileReader::new(file).unwrap();
+        // Data pages written plain: a dictionary given up (or never kept).
+        let plain_pages = |column: &ColumnChunkMetaData| {
+            column
+                .page_encoding_stats_mask()
+                .unwrap()
+                .is_set(Encoding::PLAIN)
+        };
         for group in reader.metadata().row_groups() {
+            // Three kinds keep their dictionary; the file's ids (125,000, a dictionary of
+            // about 1 MB) give theirs up at the table's 64 KiB where Parquet's 1 MiB held them.
+            assert!(!plain_pages(group.column(1)));
+            assert!(plain_pages(group.column(0)));
             let score = group.column(2);
             assert!(
                 !score

@@ -2018,6 +2018,10 @@ struct FrameNeeds {
     /// The argument columns finer row counts match on, whose own value visits read of each
     /// row.
     counted: Vec<usize>,
+    /// Per frame, the argument columns it keeps anything of: a frame slides over these only
+    /// (the shipped per-user group has five frames over seven columns, most of them keeping
+    /// one or two).
+    kept: Vec<Vec<usize>>,
 }
 
 impl FrameNeeds {
@@ -2075,6 +2079,14 @@ impl FrameNeeds {
                     .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p))
             })
             .collect();
+        let kept = needs
+            .iter()
+            .map(|columns| {
+                (0..kinds.len())
+                    .filter(|&p| columns[p].totals || columns[p].min || columns[p].max)
+                    .collect()
+            })
+            .collect();
         Self {
             frames,
             frame_of,
@@ -2083,6 +2095,7 @@ impl FrameNeeds {
             pair_of,
             wider,
             counted,
+            kept,
         }
     }
 }
@@ -2162,7 +2175,7 @@ impl Visits<'_> {
                     )
                 };
                 let entries = Entries { h, stride };
-                let wants = (&plan.needs[k][..], &plan.pairs[k][..]);
+                let wants = (&plan.needs[k][..], &plan.kept[k][..], &plan.pairs[k][..]);
                 frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, kinds);
             }
             for (i, spec) in specs.iter().enumerate() {
@@ -2544,7 +2557,7 @@ impl Frame {
         h: Entries<'_>,
         (lo, hi): (usize, usize),
         new_key: bool,
-        (needs, pairs): (&[Needs], &[(usize, usize)]),
+        (needs, kept, pairs): (&[Needs], &[usize], &[(usize, usize)]),
         kinds: &[Kind],
     ) {
         if new_key || lo >= self.hi {
@@ -2561,8 +2574,8 @@ impl Frame {
             self.lo = lo;
             self.hi = lo;
         }
-        for (p, &kind) in kinds.iter().enumerate() {
-            let need = needs[p];
+        for &p in kept {
+            let (kind, need) = (kinds[p], needs[p]);
             for (side, wanted) in [(0, need.min), (1, need.max)] {
                 if !wanted {
                     continue;

@@ -1216,7 +1216,7 @@ impl IncrementalState {
         } else {
             let waiting: Vec<BooleanArray> = due
                 .iter()
-                .map(|m| not(m))
+                .map(not)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(JobError::arrow("emitting rows"))?;
             vec![gather(&waiting, waiting_rows)?]

@@ -1148,13 +1148,13 @@ impl IncrementalState {
     }
 
     /// Splits the pending rows and `new_rows` into those the watermark (`limit_us`) has reached,
-    /// as one batch in the order they came, and those still waiting for it. A batch's rows are
-    /// copied once, to where they go (and not at all while none is due).
+    /// as one batch in the order they came, and those still waiting for it (rows are not
+    /// copied while none is due, nor when all of a single batch are).
     ///
-    /// Each batch is filtered by a mask (runs of rows are copied whole), and the columns are
-    /// made side by side: gathering the rows one by one, column after column on one core, was
-    /// the longest stretch of a feature batch with a core idle (BENCHMARKS.md, "The state
-    /// written beside the tables").
+    /// Each batch is filtered by a mask (runs of rows are copied whole) and the pieces joined,
+    /// the columns side by side: gathering the rows one by one, column after column on one
+    /// core, was the longest stretch of a feature batch with a core idle (BENCHMARKS.md, "The
+    /// state written beside the tables").
     fn split_due(
         &mut self,
         new_rows: Vec<RecordBatch>,
@@ -2018,10 +2018,9 @@ struct FrameNeeds {
     /// The argument columns finer row counts match on, whose own value visits read of each
     /// row.
     counted: Vec<usize>,
-    /// Per frame, the argument columns it keeps anything of: a frame slides over these only
-    /// (the shipped per-user group has five frames over seven columns, most of them keeping
-    /// one or two).
-    kept: Vec<Vec<usize>>,
+    /// Per frame, the argument columns it keeps anything of: it slides over these only, not
+    /// over every column of its group.
+    slides_over: Vec<Vec<usize>>,
 }
 
 impl FrameNeeds {
@@ -2079,7 +2078,7 @@ impl FrameNeeds {
                     .any(|s| s.agg == Agg::KeyRows && s.arg == Some(p))
             })
             .collect();
-        let kept = needs
+        let slides_over = needs
             .iter()
             .map(|columns| {
                 (0..kinds.len())
@@ -2095,7 +2094,7 @@ impl FrameNeeds {
             pair_of,
             wider,
             counted,
-            kept,
+            slides_over,
         }
     }
 }
@@ -2175,7 +2174,11 @@ impl Visits<'_> {
                     )
                 };
                 let entries = Entries { h, stride };
-                let wants = (&plan.needs[k][..], &plan.kept[k][..], &plan.pairs[k][..]);
+                let wants = (
+                    &plan.needs[k][..],
+                    &plan.slides_over[k][..],
+                    &plan.pairs[k][..],
+                );
                 frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, kinds);
             }
             for (i, spec) in specs.iter().enumerate() {
@@ -2557,7 +2560,7 @@ impl Frame {
         h: Entries<'_>,
         (lo, hi): (usize, usize),
         new_key: bool,
-        (needs, kept, pairs): (&[Needs], &[usize], &[(usize, usize)]),
+        (needs, columns, pairs): (&[Needs], &[usize], &[(usize, usize)]),
         kinds: &[Kind],
     ) {
         if new_key || lo >= self.hi {
@@ -2574,7 +2577,7 @@ impl Frame {
             self.lo = lo;
             self.hi = lo;
         }
-        for &p in kept {
+        for &p in columns {
             let (kind, need) = (kinds[p], needs[p]);
             for (side, wanted) in [(0, need.min), (1, need.max)] {
                 if !wanted {

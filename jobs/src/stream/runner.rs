@@ -40,7 +40,7 @@ use crate::stream::scores::{ScoreProgress, severity_counts};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::tables::QueryTables;
-use crate::stream::watermark::EventTime;
+use crate::stream::watermark::{EventTime, EventTimeStats};
 
 /// How long an idle query waits before looking for new records again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -310,6 +310,17 @@ fn replay_ranges(
         }
     }
     ranges
+}
+
+/// What a batch's appends gave, table by table (`None` for tables the job does not have).
+struct Appended {
+    table: AppendOutcome,
+    dead_letters: AppendOutcome,
+    late_rows: u64,
+    late: Option<AppendOutcome>,
+    event_stats: Option<EventTimeStats>,
+    alerts: Option<AppendOutcome>,
+    blocked: Option<AppendOutcome>,
 }
 
 /// A batch planned and read, ready to run.
@@ -1165,15 +1176,15 @@ pub async fn run_observed<S: RecordSource>(
                 (Some(table), Some(rows)) => Some(table.append(rows, &query_id, batch_id).await?),
                 _ => None,
             };
-            Ok::<_, JobError>((
-                table_outcome,
-                dead_outcome,
+            Ok::<_, JobError>(Appended {
+                table: table_outcome,
+                dead_letters: dead_outcome,
                 late_rows,
-                late_outcome,
+                late: late_outcome,
                 event_stats,
-                alerts_outcome,
-                block_outcome,
-            ))
+                alerts: alerts_outcome,
+                blocked: block_outcome,
+            })
         }
         .await;
         durations.commit = ms(commit_start.elapsed());
@@ -1189,15 +1200,15 @@ pub async fn run_observed<S: RecordSource>(
             }
             None => 0,
         };
-        let (
-            table_outcome,
-            dead_outcome,
+        let Appended {
+            table: table_outcome,
+            dead_letters: dead_outcome,
             late_rows,
-            late_outcome,
+            late: late_outcome,
             event_stats,
-            alerts_outcome,
-            block_outcome,
-        ) = appended?;
+            alerts: alerts_outcome,
+            blocked: block_outcome,
+        } = appended?;
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
         let alerts_start = Instant::now();

@@ -1183,13 +1183,17 @@ impl IncrementalState {
             return Ok((None, batches));
         }
         let gather = |masks: &[BooleanArray], rows: usize| -> Result<RecordBatch> {
+            // The batches with rows to give, counted once rather than per column.
+            let giving: Vec<(&RecordBatch, &BooleanArray)> = batches
+                .iter()
+                .zip(masks)
+                .filter(|(_, m)| m.true_count() > 0)
+                .collect();
             let columns = (0..self.input.fields().len())
                 .into_par_iter()
                 .map(|c| {
-                    let pieces = batches
+                    let pieces = giving
                         .iter()
-                        .zip(masks)
-                        .filter(|(_, m)| m.true_count() > 0)
                         .map(|(b, m)| filter(b.column(c), m))
                         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
                     match &pieces[..] {

@@ -1147,17 +1147,17 @@ pub async fn run_observed<S: RecordSource>(
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
         let appended = async {
-            let table_outcome = match mode {
+            let table = match mode {
                 // Every group, every batch (complete needs an aggregation, checked at start): the
                 // table holds the latest result.
                 OutputMode::Complete => sinks.table.overwrite(output, &query_id, batch_id).await?,
                 _ => sinks.table.append(output, &query_id, batch_id).await?,
             };
-            let dead_outcome = sinks
+            let dead_letters = sinks
                 .dead_letters
                 .append(decoded.dead_letters, &query_id, batch_id)
                 .await?;
-            let (late_rows, late_outcome, event_stats) = match (late, &mut sinks.late_events) {
+            let (late_rows, late, event_stats) = match (late, &mut sinks.late_events) {
                 (Some((rows, n, stats)), Some(table)) => (
                     n,
                     Some(table.append(rows, &query_id, batch_id).await?),
@@ -1165,25 +1165,26 @@ pub async fn run_observed<S: RecordSource>(
                 ),
                 _ => (0, None, None),
             };
-            // The alerts' table takes them exactly once, with the batch's transaction like the rest.
-            let alerts_outcome = match (&mut sinks.alerts, &selected_alerts) {
-                (Some(table), Some(selected)) => {
-                    Some(table.append(selected.clone(), &query_id, batch_id).await?)
-                }
-                _ => None,
-            };
-            let block_outcome = match (&mut block, blocked) {
-                (Some(table), Some(rows)) => Some(table.append(rows, &query_id, batch_id).await?),
-                _ => None,
-            };
             Ok::<_, JobError>(Appended {
-                table: table_outcome,
-                dead_letters: dead_outcome,
+                table,
+                dead_letters,
                 late_rows,
-                late: late_outcome,
+                late,
                 event_stats,
-                alerts: alerts_outcome,
-                blocked: block_outcome,
+                // The alerts' table takes them exactly once, with the batch's transaction like
+                // the rest.
+                alerts: match (&mut sinks.alerts, &selected_alerts) {
+                    (Some(table), Some(selected)) => {
+                        Some(table.append(selected.clone(), &query_id, batch_id).await?)
+                    }
+                    _ => None,
+                },
+                blocked: match (&mut block, blocked) {
+                    (Some(table), Some(rows)) => {
+                        Some(table.append(rows, &query_id, batch_id).await?)
+                    }
+                    _ => None,
+                },
             })
         }
         .await;
@@ -1200,15 +1201,7 @@ pub async fn run_observed<S: RecordSource>(
             }
             None => 0,
         };
-        let Appended {
-            table: table_outcome,
-            dead_letters: dead_outcome,
-            late_rows,
-            late: late_outcome,
-            event_stats,
-            alerts: alerts_outcome,
-            blocked: block_outcome,
-        } = appended?;
+        let appended = appended?;
         // Alerts go out after the tables hold the batch and before its commit record: a crash in
         // between replays the batch and publishes them again (at least once).
         let alerts_start = Instant::now();
@@ -1233,11 +1226,11 @@ pub async fn run_observed<S: RecordSource>(
         };
         let mut table_versions = std::collections::BTreeMap::new();
         for (name, outcome) in [
-            ("table", Some(table_outcome)),
-            ("deadLetters", Some(dead_outcome)),
-            ("lateEvents", late_outcome),
-            ("alerts", alerts_outcome),
-            ("blockedEntities", block_outcome),
+            ("table", Some(appended.table)),
+            ("deadLetters", Some(appended.dead_letters)),
+            ("lateEvents", appended.late),
+            ("alerts", appended.alerts),
+            ("blockedEntities", appended.blocked),
         ] {
             if let Some(AppendOutcome::Committed { table_version }) = outcome {
                 table_versions.insert(name.to_string(), table_version);
@@ -1260,7 +1253,8 @@ pub async fn run_observed<S: RecordSource>(
             input_rows_per_second: input_rows as f64 / since_last,
             processed_rows_per_second: input_rows as f64 / elapsed,
             duration_ms: durations,
-            event_time: event_stats
+            event_time: appended
+                .event_stats
                 .map(|s| s.progress(watermark_ms))
                 .unwrap_or_default(),
             state_operators: (event_time.is_some() || rolling.is_some())
@@ -1276,7 +1270,7 @@ pub async fn run_observed<S: RecordSource>(
                     num_rows_total: rolling.as_ref().map_or(0, |r| r.rows() as u64),
                     num_rows_updated: rolling.as_ref().map_or(0, |_| on_time_rows),
                     memory_used_bytes: rolling.as_ref().map_or(0, |r| r.bytes() as u64),
-                    num_rows_dropped_by_watermark: late_rows,
+                    num_rows_dropped_by_watermark: appended.late_rows,
                     commit_time_ms: state_commit_ms,
                 })
                 .into_iter()
@@ -1293,9 +1287,9 @@ pub async fn run_observed<S: RecordSource>(
             }],
             sink: SinkProgress {
                 description: format!("DeltaSink[{}]", sinks.table_path),
-                num_output_rows: written(table_outcome, output_rows),
-                num_dead_letter_rows: written(dead_outcome, dead_letter_rows),
-                num_late_rows: late_outcome.map(|o| written(o, late_rows)),
+                num_output_rows: written(appended.table, output_rows),
+                num_dead_letter_rows: written(appended.dead_letters, dead_letter_rows),
+                num_late_rows: appended.late.map(|o| written(o, appended.late_rows)),
                 table_versions,
             },
             alerts: selected_alerts.as_ref().map(|selected| AlertProgress {

@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Cursor, Read};
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -676,7 +677,25 @@ fn spec_of(
 #[derive(Debug, Default, Clone)]
 struct History {
     words: VecDeque<u64>,
+    /// The key's frames as its last row left them, once the history is long
+    /// ([`CARRY_FROM`] entries): the key's next row slides them on instead of walking each of
+    /// its frames from its start, so a key's rows cost the same however much history its
+    /// frames hold. Moved past the entries the history drops; dropped when an entry joins
+    /// before the last (an event out of order, emitted on arrival).
+    #[expect(
+        clippy::box_collection,
+        reason = "one word per key rather than three: most keys carry none"
+    )]
+    carried: Option<Box<Vec<Frame>>>,
 }
+
+/// Entries a key's history holds before its frames are carried from one batch to the next:
+/// a shorter history is walked again for less than carried frames cost to keep.
+#[cfg(not(test))]
+const CARRY_FROM: usize = 64;
+/// Every key carries its frames in tests, so that the invariants cover carried frames.
+#[cfg(test)]
+const CARRY_FROM: usize = 1;
 
 /// A history with its group's entry width, as frames read it.
 #[derive(Clone, Copy)]
@@ -775,6 +794,11 @@ impl History {
         } else {
             len
         };
+        // Carried frames were left by the key's latest event: one before it (out of order,
+        // emitted on arrival) would move them back.
+        if at < len {
+            self.carried = None;
+        }
         // Growing by half, not doubling, keeps the slack of a million small buffers down.
         if self.words.len() + stride > self.words.capacity() {
             self.words
@@ -791,22 +815,65 @@ impl History {
     }
 
     /// Drops the entries before `keep_from`, and gives back memory the history no longer
-    /// needs.
-    fn cut_before(&mut self, stride: usize, keep_from: i64) {
+    /// needs. Carried frames (of `plan`) first let those entries leave: no later row's frame
+    /// reaches them.
+    fn cut_before(&mut self, stride: usize, keep_from: i64, plan: &FrameNeeds) {
         let cut = self.partition_point(stride, |t| t < keep_from);
         if cut == 0 {
             return;
         }
+        if let Some(mut frames) = self.carried.take() {
+            let h = Entries { h: self, stride };
+            for (k, frame) in frames.iter_mut().enumerate() {
+                let bounds = (cut.max(frame.lo), cut.max(frame.hi));
+                frame.slide(h, bounds, false, plan.wants(k));
+                frame.shift(cut);
+            }
+            self.carried = Some(frames);
+        }
         self.words.drain(..cut * stride);
         if self.words.is_empty() {
-            self.words = VecDeque::new();
-        } else if self.words.len() * 4 < self.words.capacity() {
+            *self = Self::default();
+            return;
+        }
+        if self.words.len() * 4 < self.words.capacity() {
             self.words.shrink_to(self.words.len() * 2);
+        }
+        // A key gone quiet walks its few entries again rather than keep frames sized for many.
+        if self.len(stride) * 4 < CARRY_FROM {
+            self.carried = None;
         }
     }
 
     fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.words.capacity() * 8
+        let carried = self.carried.as_ref().map_or(0, |frames| {
+            std::mem::size_of::<Vec<Frame>>() + frames.iter().map(Frame::bytes).sum::<usize>()
+        });
+        std::mem::size_of::<Self>() + self.words.capacity() * 8 + carried
+    }
+
+    /// Keeps `frames`, the key's as its last row of the batch left them, for its next rows
+    /// when the history is long enough; gives back in their place frames for the next key
+    /// (the ones [`take_carried`](Self::take_carried) left, or `fresh` ones).
+    fn carry(&mut self, stride: usize, frames: &mut Vec<Frame>, fresh: impl Fn() -> Vec<Frame>) {
+        let long = self.len(stride) >= CARRY_FROM;
+        match self.carried.as_deref_mut() {
+            Some(kept) => std::mem::swap(kept, frames),
+            None if long => self.carried = Some(Box::new(std::mem::replace(frames, fresh()))),
+            None => {}
+        }
+    }
+
+    /// Swaps the key's carried frames into `frames` (which [`carry`](Self::carry) puts back):
+    /// false when it has none, and its first row must walk its frames from their starts.
+    fn take_carried(&mut self, frames: &mut Vec<Frame>) -> bool {
+        match self.carried.as_deref_mut() {
+            Some(kept) => {
+                std::mem::swap(kept, frames);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -929,7 +996,7 @@ impl GroupState {
         let mut emptied = false;
         for h in &mut self.histories {
             if !h.is_empty() {
-                h.cut_before(self.stride, keep_from);
+                h.cut_before(self.stride, keep_from, &self.frames);
                 emptied |= h.is_empty();
             }
         }
@@ -1882,6 +1949,7 @@ impl Arg {
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum Value {
     F64(Option<f64>),
     I64(Option<i64>),
@@ -2023,11 +2091,25 @@ struct FrameNeeds {
     /// row.
     counted: Vec<usize>,
     /// Per frame, the argument columns it keeps anything of: it slides over these only, not
-    /// over every column of its group.
+    /// over every column of its group; and per frame and argument column, where the column is
+    /// in that list (`usize::MAX`: not in it).
     slides_over: Vec<Vec<usize>>,
+    position: Vec<Vec<usize>>,
 }
 
 impl FrameNeeds {
+    /// What frame `k` keeps of each column, the columns it slides over, and its pairs.
+    fn wants(&self, k: usize) -> (&[Needs], &[usize], &[(usize, usize)]) {
+        (&self.needs[k], &self.slides_over[k], &self.pairs[k])
+    }
+
+    /// A frame of each of the group's, empty.
+    fn fresh(&self, kinds: &[Kind]) -> Vec<Frame> {
+        (0..self.frames.len())
+            .map(|k| Frame::new(kinds, &self.slides_over[k], self.pairs[k].len()))
+            .collect()
+    }
+
     fn of(specs: &[Spec], kinds: &[Kind]) -> Self {
         let mut frames: Vec<(i64, i64)> = Vec::new();
         let frame_of: Vec<usize> = specs
@@ -2089,6 +2171,16 @@ impl FrameNeeds {
                     .filter(|&p| columns[p].totals || columns[p].min || columns[p].max)
                     .collect()
             })
+            .collect::<Vec<Vec<usize>>>();
+        let position = slides_over
+            .iter()
+            .map(|columns| {
+                let mut at = vec![usize::MAX; kinds.len()];
+                for (j, &p) in columns.iter().enumerate() {
+                    at[p] = j;
+                }
+                at
+            })
             .collect();
         Self {
             frames,
@@ -2099,6 +2191,7 @@ impl FrameNeeds {
             wider,
             counted,
             slides_over,
+            position,
         }
     }
 }
@@ -2143,11 +2236,8 @@ impl Visits<'_> {
                 own[p].push((entry[1] >> p & 1 == 1).then_some(entry[2 + p]));
             }
         }
-        let mut frame_state: Vec<Frame> = plan
-            .pairs
-            .iter()
-            .map(|p| Frame::new(kinds.len(), p.len()))
-            .collect();
+        let fresh = || plan.fresh(kinds);
+        let mut frame_state = fresh();
         let mut previous_slot = None;
         let mut filled = vec![0; out.len()];
         for (j, run) in runs.iter().enumerate() {
@@ -2158,14 +2248,17 @@ impl Visits<'_> {
             let (slot, t) = (run.slot as usize, run.time);
             row.copy_from_slice(&layout.empty);
             row[layout.stride - 1] = u64::from(run.row);
-            let h = &histories[slot - base];
-            let new_key = previous_slot != Some(slot);
+            // A key's first row walks its frames from their starts, unless the key carried
+            // them from its last batch.
+            let restart = previous_slot != Some(slot)
+                && !histories[slot - base].take_carried(&mut frame_state);
             previous_slot = Some(slot);
+            let h = &histories[slot - base];
             for (k, (lookback, end)) in plan.frames.iter().enumerate() {
                 let (from, to) = (t.saturating_sub(*lookback), t.saturating_sub(*end));
                 // A key's rows come in time order, so its frame's bounds only move forward:
                 // after the key's first row they are found by stepping on from the last ones.
-                let (lo, hi) = if new_key {
+                let (lo, hi) = if restart {
                     (
                         h.partition_point(stride, |x| x < from),
                         h.partition_point(stride, |x| x <= to),
@@ -2178,38 +2271,40 @@ impl Visits<'_> {
                     )
                 };
                 let entries = Entries { h, stride };
-                let wants = (
-                    &plan.needs[k][..],
-                    &plan.slides_over[k][..],
-                    &plan.pairs[k][..],
-                );
-                frame_state[k].slide(entries, (lo, hi.max(lo)), new_key, wants, kinds);
+                frame_state[k].slide(entries, (lo, hi.max(lo)), restart, plan.wants(k));
             }
             for (i, spec) in specs.iter().enumerate() {
-                let frame = &frame_state[plan.frame_of[i]];
+                let k = plan.frame_of[i];
+                let frame = &frame_state[k];
                 let kept = if spec.agg.pairs() {
                     Some(frame.pair_value(spec.agg, plan.pair_of[i]))
                 } else if let (Agg::KeyRows, Some(arg)) = (spec.agg, spec.arg) {
                     let value = own[arg][j];
                     Some(Value::I64(Some(match plan.wider[i] {
-                        None => frame.entries_with(arg, value),
+                        None => frame.entries_with(plan.position[k][arg], value),
                         Some(g) => {
                             let (e, wide) = (Entries { h, stride }, &frame_state[g]);
                             let past = (frame.hi..wide.hi)
                                 .filter(|&x| e.i64(x, arg) == value.map(|v| v as i64))
                                 .count();
-                            wide.entries_with(arg, value) - past as i64
+                            wide.entries_with(plan.position[g][arg], value) - past as i64
                         }
                     })))
                 } else {
                     spec.arg
-                        .and_then(|arg| frame.value(spec.agg, arg, kinds[arg]))
+                        .map(|arg| plan.position[k][arg])
+                        .filter(|&at| at != usize::MAX)
+                        .and_then(|at| frame.value(spec.agg, at))
                 };
                 let value = match kept {
                     Some(value) => value,
                     None => aggregate(spec, Entries { h, stride }, frame.lo, frame.hi, kinds),
                 };
                 layout.set(row, i, value);
+            }
+            // After a key's last row, its frames stay with its history or go back for the next.
+            if runs.get(j + 1).is_none_or(|next| next.slot != run.slot) {
+                histories[slot - base].carry(stride, &mut frame_state, fresh);
             }
         }
     }
@@ -2418,20 +2513,95 @@ fn by_totals(agg: Agg) -> bool {
     )
 }
 
-/// One frame of one key as it slides over the key's history: its entries `lo..hi` and the
-/// running totals of the argument columns that need them.
+/// One frame of one key as it slides over the key's history: its entries `lo..hi`, and what it
+/// keeps of each argument column it slides over ([`FrameNeeds::slides_over`], in that order).
+/// Kept from one batch to the next for keys with long histories (see [`History::carried`]),
+/// so it holds only what its functions read.
+#[derive(Debug, Clone)]
 struct Frame {
     lo: usize,
     hi: usize,
-    totals: Vec<Totals>,
+    columns: Vec<Kept>,
     /// Per pair of columns the frame's COVAR and CORR read, the totals of its pairs.
     co_totals: Vec<CoTotals>,
-    /// For hashed columns: how many entries of the frame hold each value, and how many none.
-    distinct: Vec<HashMap<i64, u32, foldhash::fast::RandomState>>,
-    nulls: Vec<u32>,
-    /// Per column, the candidates for the frame's minimum and maximum (`[min, max]`).
-    f64_extremes: Vec<[Extremes<f64>; 2]>,
-    i64_extremes: Vec<[Extremes<i64>; 2]>,
+}
+
+/// What a frame keeps of one argument column, by the column's kind: running totals and the
+/// candidates for its minimum and maximum (`[min, max]`); or, for hashed columns, how many
+/// entries of the frame hold each value, and how many none.
+#[derive(Debug, Clone)]
+enum Kept {
+    Doubles {
+        totals: Totals,
+        extremes: [Extremes<f64>; 2],
+    },
+    Integers {
+        totals: Totals,
+        extremes: [Extremes<i64>; 2],
+    },
+    Hashes {
+        counts: HashMap<i64, u32, foldhash::fast::RandomState>,
+        nulls: u32,
+    },
+}
+
+impl Kept {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::F64 => Self::Doubles {
+                totals: Totals::default(),
+                extremes: Default::default(),
+            },
+            Kind::I64 => Self::Integers {
+                totals: Totals::default(),
+                extremes: Default::default(),
+            },
+            Kind::Hash => Self::Hashes {
+                counts: HashMap::default(),
+                nulls: 0,
+            },
+        }
+    }
+
+    /// Empty, keeping what it has allocated.
+    fn clear(&mut self) {
+        match self {
+            Self::Doubles { totals, extremes } => {
+                *totals = Totals::default();
+                extremes.iter_mut().for_each(|e| e.queue.clear());
+            }
+            Self::Integers { totals, extremes } => {
+                *totals = Totals::default();
+                extremes.iter_mut().for_each(|e| e.queue.clear());
+            }
+            Self::Hashes { counts, nulls } => {
+                counts.clear();
+                *nulls = 0;
+            }
+        }
+    }
+
+    /// Entry positions held, less `cut` (entries before it have left the history).
+    fn shift(&mut self, cut: usize) {
+        match self {
+            Self::Doubles { extremes, .. } => extremes.iter_mut().for_each(|e| e.shift(cut)),
+            Self::Integers { extremes, .. } => extremes.iter_mut().for_each(|e| e.shift(cut)),
+            Self::Hashes { .. } => {}
+        }
+    }
+
+    /// Approximate bytes held beyond the value itself.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Doubles { extremes, .. } => {
+                extremes.iter().map(|e| e.queue.capacity() * 16).sum()
+            }
+            Self::Integers { extremes, .. } => {
+                extremes.iter().map(|e| e.queue.capacity() * 16).sum()
+            }
+            Self::Hashes { counts, .. } => counts.capacity() * 16,
+        }
+    }
 }
 
 /// What a frame keeps of one argument column.
@@ -2496,52 +2666,65 @@ impl<T: Ordered> Extremes<T> {
     fn value(&self) -> Option<T> {
         self.queue.front().map(|&(_, v)| v)
     }
+
+    /// Entry positions less `cut` (none below it is queued).
+    fn shift(&mut self, cut: usize) {
+        self.queue.iter_mut().for_each(|e| e.0 -= cut);
+    }
 }
 
 impl Frame {
-    fn new(columns: usize, pairs: usize) -> Self {
+    /// An empty frame keeping, of each of `columns` (of `kinds`), what its kind keeps; and the
+    /// co-totals of `pairs` pairs.
+    fn new(kinds: &[Kind], columns: &[usize], pairs: usize) -> Self {
         Self {
             lo: 0,
             hi: 0,
-            totals: vec![Totals::default(); columns],
+            columns: columns.iter().map(|&p| Kept::new(kinds[p])).collect(),
             co_totals: vec![CoTotals::default(); pairs],
-            distinct: (0..columns).map(|_| HashMap::default()).collect(),
-            nulls: vec![0; columns],
-            f64_extremes: (0..columns).map(|_| Default::default()).collect(),
-            i64_extremes: (0..columns).map(|_| Default::default()).collect(),
         }
     }
 
-    /// The value of `agg` over argument column `p` (of `kind`) from what the frame keeps;
-    /// `None` for the functions it does not keep (row counts, first and last values).
-    fn value(&self, agg: Agg, p: usize, kind: Kind) -> Option<Value> {
-        let totals = &self.totals[p];
-        Some(match (agg, kind) {
-            (Agg::Count, _) => Value::I64(Some(totals.count() as i64)),
-            (Agg::CountDistinct, _) => Value::I64(Some(self.distinct[p].len() as i64)),
-            (Agg::Sum, Kind::F64) => Value::F64(totals.sum()),
-            (Agg::Sum, _) => Value::I64(totals.int_sum()),
-            (Agg::Avg, _) => Value::F64(totals.mean()),
-            (Agg::VarSamp, _) => Value::F64(totals.variance(false)),
-            (Agg::VarPop, _) => Value::F64(totals.variance(true)),
-            (Agg::StddevSamp, _) => Value::F64(totals.variance(false).map(f64::sqrt)),
-            (Agg::StddevPop, _) => Value::F64(totals.variance(true).map(f64::sqrt)),
-            (Agg::Min | Agg::Max, Kind::F64) => {
-                Value::F64(self.f64_extremes[p][usize::from(agg == Agg::Max)].value())
+    /// The value of `agg` over the `j`th column the frame slides over, from what the frame
+    /// keeps; `None` for the functions it does not keep (row counts, first and last values).
+    fn value(&self, agg: Agg, j: usize) -> Option<Value> {
+        let side = usize::from(agg == Agg::Max);
+        Some(match (agg, &self.columns[j]) {
+            (Agg::CountDistinct, Kept::Hashes { counts, .. }) => {
+                Value::I64(Some(counts.len() as i64))
             }
-            (Agg::Min | Agg::Max, _) => {
-                Value::I64(self.i64_extremes[p][usize::from(agg == Agg::Max)].value())
+            (Agg::Min | Agg::Max, Kept::Doubles { extremes, .. }) => {
+                Value::F64(extremes[side].value())
             }
-            (Agg::CountRows | Agg::KeyRows | Agg::First | Agg::Last, _) => return None,
-            (Agg::CovarSamp | Agg::CovarPop | Agg::Corr, _) => return None,
+            (Agg::Min | Agg::Max, Kept::Integers { extremes, .. }) => {
+                Value::I64(extremes[side].value())
+            }
+            (agg, Kept::Doubles { totals, .. } | Kept::Integers { totals, .. }) => match agg {
+                Agg::Count => Value::I64(Some(totals.count() as i64)),
+                Agg::Sum if matches!(self.columns[j], Kept::Doubles { .. }) => {
+                    Value::F64(totals.sum())
+                }
+                Agg::Sum => Value::I64(totals.int_sum()),
+                Agg::Avg => Value::F64(totals.mean()),
+                Agg::VarSamp => Value::F64(totals.variance(false)),
+                Agg::VarPop => Value::F64(totals.variance(true)),
+                Agg::StddevSamp => Value::F64(totals.variance(false).map(f64::sqrt)),
+                Agg::StddevPop => Value::F64(totals.variance(true).map(f64::sqrt)),
+                _ => return None,
+            },
+            (_, Kept::Hashes { .. }) => return None,
         })
     }
 
-    /// How many entries of the frame hold `value` (a hash, or none) in hashed column `p`.
-    fn entries_with(&self, p: usize, value: Option<u64>) -> i64 {
+    /// How many entries of the frame hold `value` (a hash, or none) in its `j`th column, a
+    /// hashed one.
+    fn entries_with(&self, j: usize, value: Option<u64>) -> i64 {
+        let Kept::Hashes { counts, nulls } = &self.columns[j] else {
+            return 0;
+        };
         let n = match value {
-            Some(hash) => self.distinct[p].get(&(hash as i64)).copied().unwrap_or(0),
-            None => self.nulls[p],
+            Some(hash) => counts.get(&(hash as i64)).copied().unwrap_or(0),
+            None => *nulls,
         };
         i64::from(n)
     }
@@ -2557,78 +2740,53 @@ impl Frame {
     }
 
     /// Moves the frame to entries `lo..hi` of `h` (for the same key, never backwards; from
-    /// scratch for a new key or a frame that jumped past the last one), keeping what `needs`
-    /// asks of each column and the co-totals of `pairs` of (double) columns.
+    /// scratch when `restart`, or when the frame jumped past the last one), keeping what
+    /// `needs` asks of each of `columns` and the co-totals of `pairs` of (double) columns.
     fn slide(
         &mut self,
         h: Entries<'_>,
         (lo, hi): (usize, usize),
-        new_key: bool,
+        restart: bool,
         (needs, columns, pairs): (&[Needs], &[usize], &[(usize, usize)]),
-        kinds: &[Kind],
     ) {
-        if new_key || lo >= self.hi {
-            self.totals.fill(Totals::default());
+        if restart || lo >= self.hi {
+            self.columns.iter_mut().for_each(Kept::clear);
             self.co_totals.fill(CoTotals::default());
-            self.distinct.iter_mut().for_each(HashMap::clear);
-            self.nulls.fill(0);
-            for e in self.f64_extremes.iter_mut().flatten() {
-                e.queue.clear();
-            }
-            for e in self.i64_extremes.iter_mut().flatten() {
-                e.queue.clear();
-            }
             self.lo = lo;
             self.hi = lo;
         }
-        for &p in columns {
-            let (kind, need) = (kinds[p], needs[p]);
-            for (side, wanted) in [(0, need.min), (1, need.max)] {
-                if !wanted {
-                    continue;
-                }
-                match kind {
-                    Kind::F64 => {
-                        let e = &mut self.f64_extremes[p][side];
-                        (self.hi..hi).for_each(|i| e.enter(i, h.f64(i, p), side == 1));
-                        e.leave_before(lo);
-                    }
-                    _ => {
-                        let e = &mut self.i64_extremes[p][side];
-                        (self.hi..hi).for_each(|i| e.enter(i, h.i64(i, p), side == 1));
-                        e.leave_before(lo);
-                    }
-                }
-            }
-            if !need.totals {
-                continue;
-            }
-            let totals = &mut self.totals[p];
-            let (entering, leaving) = (self.hi..hi, self.lo..lo);
-            match kind {
-                Kind::F64 => {
-                    entering.for_each(|i| totals.add_f64(h.f64(i, p), true));
-                    leaving.for_each(|i| totals.add_f64(h.f64(i, p), false));
-                }
-                Kind::I64 => {
-                    entering.for_each(|i| totals.add_i64(h.i64(i, p), true));
-                    leaving.for_each(|i| totals.add_i64(h.i64(i, p), false));
-                }
-                Kind::Hash => {
-                    let (values, nulls) = (&mut self.distinct[p], &mut self.nulls[p]);
-                    for v in entering.map(|i| h.i64(i, p)) {
+        let (entering, leaving) = (self.hi..hi, self.lo..lo);
+        for (kept, &p) in self.columns.iter_mut().zip(columns) {
+            let need = needs[p];
+            match kept {
+                Kept::Doubles { totals, extremes } => slide_numbers(
+                    (totals, extremes),
+                    need,
+                    (entering.clone(), leaving.clone(), lo),
+                    |i| h.f64(i, p),
+                    Totals::add_f64,
+                ),
+                Kept::Integers { totals, extremes } => slide_numbers(
+                    (totals, extremes),
+                    need,
+                    (entering.clone(), leaving.clone(), lo),
+                    |i| h.i64(i, p),
+                    Totals::add_i64,
+                ),
+                Kept::Hashes { counts, nulls } => {
+                    for v in entering.clone().map(|i| h.i64(i, p)) {
                         match v {
-                            Some(v) => *values.entry(v).or_insert(0) += 1,
+                            Some(v) => *counts.entry(v).or_insert(0) += 1,
                             None => *nulls += 1,
                         }
                     }
-                    for v in leaving.map(|i| h.i64(i, p)) {
+                    for v in leaving.clone().map(|i| h.i64(i, p)) {
                         match v {
                             Some(v) => {
-                                if let Some(n) = values.get_mut(&v) {
+                                if let Some(n) = counts.get_mut(&v) {
                                     *n -= 1;
                                     if *n == 0 {
-                                        values.remove(&v);
+                                        counts.remove(&v);
                                     }
                                 }
                             }
@@ -2639,11 +2797,55 @@ impl Frame {
             }
         }
         for (totals, &(a, b)) in self.co_totals.iter_mut().zip(pairs) {
-            (self.hi..hi).for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), true));
-            (self.lo..lo).for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), false));
+            entering
+                .clone()
+                .for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), true));
+            leaving
+                .clone()
+                .for_each(|i| totals.add(h.f64(i, a), h.f64(i, b), false));
         }
         self.lo = lo;
         self.hi = hi;
+    }
+
+    /// Positions less `cut`, once the entries before `cut` (none of them in the frame any
+    /// more) have left the history.
+    fn shift(&mut self, cut: usize) {
+        self.lo -= cut;
+        self.hi -= cut;
+        self.columns.iter_mut().for_each(|c| c.shift(cut));
+    }
+
+    /// Approximate bytes held.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.columns.capacity() * std::mem::size_of::<Kept>()
+            + self.columns.iter().map(Kept::heap_bytes).sum::<usize>()
+            + self.co_totals.capacity() * std::mem::size_of::<CoTotals>()
+    }
+}
+
+/// Slides a numeric column's extremes and totals (as `need` asks): entries `entering` enter,
+/// `leaving` leave, and the extremes forget the entries before `lo`.
+fn slide_numbers<T: Ordered>(
+    (totals, extremes): (&mut Totals, &mut [Extremes<T>; 2]),
+    need: Needs,
+    (entering, leaving, lo): (Range<usize>, Range<usize>, usize),
+    value: impl Fn(usize) -> Option<T>,
+    add: fn(&mut Totals, Option<T>, bool),
+) {
+    for (side, wanted) in [(0, need.min), (1, need.max)] {
+        if wanted {
+            let e = &mut extremes[side];
+            entering
+                .clone()
+                .for_each(|i| e.enter(i, value(i), side == 1));
+            e.leave_before(lo);
+        }
+    }
+    if need.totals {
+        entering.for_each(|i| add(totals, value(i), true));
+        leaving.for_each(|i| add(totals, value(i), false));
     }
 }
 
@@ -2767,6 +2969,58 @@ mod tests {
             assert_eq!(min.value(), frame.clone().min().copied(), "{lo}..{hi}");
             assert_eq!(max.value(), frame.max().copied(), "{lo}..{hi}");
         }
+    }
+
+    /// A key's frames, carried from one batch to the next, let the entries a cut drops leave
+    /// them and move their positions down; an event before the key's latest drops them.
+    #[test]
+    fn carried_frames_follow_cuts_and_are_dropped_by_an_earlier_event() {
+        let kinds = [Kind::F64];
+        let spec = |name: &str, agg| Spec {
+            name: name.into(),
+            output: DataType::Float64,
+            agg,
+            arg: Some(0),
+            arg2: None,
+            lookback_us: 10,
+            end_us: 0,
+        };
+        let plan = FrameNeeds::of(&[spec("sum", Agg::Sum), spec("max", Agg::Max)], &kinds);
+        let stride = stride_of(1);
+        let entry = |t: u64| [t, 1, (t as f64).to_bits()];
+        let mut h = History::default();
+        for t in 0..20 {
+            h.insert(stride, &entry(t));
+        }
+        // The frame of the event at 19: entries 9..20.
+        let mut frames = plan.fresh(&kinds);
+        frames[0].slide(Entries { h: &h, stride }, (9, 20), true, plan.wants(0));
+        h.carry(stride, &mut frames, || plan.fresh(&kinds));
+        assert!(h.carried.is_some());
+        h.cut_before(stride, 12, &plan);
+        assert_eq!(h.len(stride), 8);
+        let frame = &h.carried.as_ref().unwrap()[0];
+        assert_eq!((frame.lo, frame.hi), (0, 8));
+        let sum = (12..20).sum::<u64>() as f64;
+        assert_eq!(frame.value(Agg::Sum, 0), Some(Value::F64(Some(sum))));
+        assert_eq!(frame.value(Agg::Max, 0), Some(Value::F64(Some(19.0))));
+        // Swapped out for the key's next rows, and back.
+        let mut working = plan.fresh(&kinds);
+        assert!(h.take_carried(&mut working));
+        assert_eq!((working[0].lo, working[0].hi), (0, 8));
+        h.carry(stride, &mut working, || plan.fresh(&kinds));
+        assert_eq!(h.carried.as_ref().unwrap()[0].hi, 8);
+        h.insert(stride, &entry(25));
+        assert!(h.carried.is_some(), "an event after the latest keeps them");
+        // A cut past the frame's end empties it.
+        h.cut_before(stride, 21, &plan);
+        assert_eq!(h.len(stride), 1);
+        let frame = &h.carried.as_ref().unwrap()[0];
+        assert_eq!((frame.lo, frame.hi), (0, 0));
+        assert_eq!(frame.value(Agg::Sum, 0), Some(Value::F64(None)));
+        assert_eq!(frame.value(Agg::Max, 0), Some(Value::F64(None)));
+        h.insert(stride, &entry(24));
+        assert!(h.carried.is_none(), "an event before the latest drops them");
     }
 
     /// Parts take whole keys (each part then owns a stretch of the history arena), cover every

@@ -29,7 +29,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::kernels::boolean::not;
-use datafusion::arrow::compute::{cast, concat, filter, sort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    cast, concat, filter, filter_record_batch, sort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -1020,6 +1022,13 @@ pub struct IncrementalState {
     input: SchemaRef,
     groups: Vec<GroupState>,
     pending: Vec<RecordBatch>,
+    /// How many rows at the front of `pending` the last snapshot holds (the rest started
+    /// waiting since), and the watermark the last batch released pending rows at: a delta holds
+    /// only the rows that started waiting, and a restore releases the older ones at that
+    /// watermark, where every delta held every waiting row (a minute of events, with a
+    /// minute's delay, rewritten each batch).
+    pending_base: usize,
+    released_at: i64,
     /// Emit every row in the batch it arrives in (`emit = "onArrival"`), not once the
     /// watermark passes it.
     on_arrival: bool,
@@ -1171,6 +1180,8 @@ impl IncrementalState {
             input,
             groups,
             pending: Vec::new(),
+            pending_base: 0,
+            released_at: i64::MIN,
             on_arrival,
             keep_from: i64::MIN,
             base: None,
@@ -1243,6 +1254,15 @@ impl IncrementalState {
                     .collect())
             })
             .collect::<Result<_>>()?;
+        // The rows the last snapshot holds come first, and those still waiting stay first.
+        let (mut older, mut still_waiting) = (self.pending_base, 0);
+        for (batch, due) in batches.iter().zip(&due) {
+            let n = batch.num_rows().min(older);
+            still_waiting += n - due.slice(0, n).true_count();
+            older -= n;
+        }
+        self.pending_base = still_waiting;
+        self.released_at = limit_us;
         let due_rows: usize = due.iter().map(BooleanArray::true_count).sum();
         let all_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if due_rows == 0 {
@@ -1405,22 +1425,30 @@ impl IncrementalState {
         let mut out = if full {
             b"RSINC1".to_vec()
         } else {
-            let mut out = b"RSDLT2".to_vec();
+            let mut out = b"RSDLT3".to_vec();
             out.extend_from_slice(&(batch_id - 1).to_le_bytes());
             out.extend_from_slice(&self.keep_from.to_le_bytes());
+            out.extend_from_slice(&self.released_at.to_le_bytes());
             out
         };
+        // A full snapshot holds every waiting row; a delta those that started waiting since.
+        let pending = if full {
+            self.pending.clone()
+        } else {
+            rows_after(&self.pending, self.pending_base)
+        };
+        self.pending_base = self.pending.iter().map(RecordBatch::num_rows).sum();
         // Sized for what the snapshot holds, with room for the files' framing and padding: a
         // buffer of tens of megabytes outgrowing its estimate by a few kilobytes was copied
         // into one twice its size, every batch.
-        let held = size(&self.pending)
+        let held = size(&pending)
             + if full {
                 self.groups.iter().map(GroupState::snapshot_bytes).sum()
             } else {
                 size(&self.joined)
             };
         out.reserve(held + held / 32 + (1 << 20));
-        write_batches(&mut out, &self.input, &self.pending)?;
+        write_batches(&mut out, &self.input, &pending)?;
         if full {
             for g in &self.groups {
                 g.write_history(&mut out)?;
@@ -1449,7 +1477,7 @@ impl IncrementalState {
 
     /// The batch whose snapshot a delta snapshot builds on; `None` for a full one.
     pub fn builds_on(bytes: &[u8]) -> Option<i64> {
-        matches!(bytes.get(..6)?, b"RSDLT1" | b"RSDLT2").then(|| {
+        matches!(bytes.get(..6)?, b"RSDLT1" | b"RSDLT2" | b"RSDLT3").then(|| {
             let mut id = [0u8; 8];
             id.copy_from_slice(bytes.get(6..14)?);
             Some(i64::from_le_bytes(id))
@@ -1481,7 +1509,8 @@ impl IncrementalState {
         if &magic != b"RSINC1" {
             return Err(mismatch());
         }
-        self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        self.pending = self.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        self.pending_base = self.pending.iter().map(RecordBatch::num_rows).sum();
         let parts = part_starts(&mut cursor).ok_or_else(mismatch)?;
         let written = parts.len();
         // A part per group; or, written before finer row counts were read from coarser
@@ -1517,17 +1546,41 @@ impl IncrementalState {
         })
     }
 
-    fn read_pending(&mut self, cursor: &mut Cursor<&[u8]>) -> Option<()> {
+    /// The waiting rows of a snapshot (in the input's columns of now), none or one batch.
+    fn read_pending(&self, cursor: &mut Cursor<&[u8]>) -> Option<Vec<RecordBatch>> {
         let pending = read_part(cursor)?;
         let pending =
             crate::stream::checkpoint::fit_rows(&self.input, &pending.schema(), vec![pending])?
                 .pop()?;
-        self.pending = if pending.num_rows() > 0 {
+        Some(if pending.num_rows() > 0 {
             vec![pending]
         } else {
             Vec::new()
-        };
-        Some(())
+        })
+    }
+
+    /// The waiting rows after a delta that holds those that started waiting (`started`): the
+    /// older ones the delta's batch did not release (at `released_at`), then those.
+    fn still_waiting(
+        &self,
+        started: Vec<RecordBatch>,
+        released_at: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut pending = Vec::new();
+        for batch in &self.pending {
+            let times = times_of(batch, self.plan.time_index)?;
+            let waits: BooleanArray = times
+                .iter()
+                .map(|t| Some(t.is_some_and(|t| t > released_at)))
+                .collect();
+            let batch = filter_record_batch(batch, &waits)
+                .map_err(JobError::arrow("restoring waiting rows"))?;
+            if batch.num_rows() > 0 {
+                pending.push(batch);
+            }
+        }
+        pending.extend(started);
+        Ok(pending)
     }
 }
 
@@ -1550,17 +1603,36 @@ impl Restoring<'_> {
         let mut head = [0u8; 22];
         cursor.read_exact(&mut head).map_err(|_| mismatch())?;
         let format = &head[..6];
-        if format != b"RSDLT1" && format != b"RSDLT2" {
+        if format != b"RSDLT1" && format != b"RSDLT2" && format != b"RSDLT3" {
             return Err(mismatch());
         }
-        let mut keep_from = [0u8; 8];
-        keep_from.copy_from_slice(&head[14..22]);
-        let keep_from = i64::from_le_bytes(keep_from);
-        state.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        let word = |bytes: &[u8]| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            i64::from_le_bytes(word)
+        };
+        let keep_from = word(&head[14..22]);
+        let released_at = if format == b"RSDLT3" {
+            let mut released_at = [0u8; 8];
+            cursor
+                .read_exact(&mut released_at)
+                .map_err(|_| mismatch())?;
+            Some(word(&released_at))
+        } else {
+            None
+        };
+        let waiting = state.read_pending(&mut cursor).ok_or_else(mismatch)?;
+        state.pending = match released_at {
+            // Rows that started waiting; the older ones wait on unless the batch released them.
+            Some(at) => state.still_waiting(waiting, at)?,
+            // Every waiting row.
+            None => waiting,
+        };
+        state.pending_base = state.pending.iter().map(RecordBatch::num_rows).sum();
         // Deltas hold where the query's longest lookback cut history; each group cuts at
         // its own lookback from the same watermark.
         let watermark_us = keep_from.saturating_add(state.plan.lookback_us);
-        if format == b"RSDLT2" {
+        if format != b"RSDLT1" {
             // The rows that joined, in the order they joined, join again.
             let joined = read_part(&mut cursor).ok_or_else(mismatch)?;
             if joined.schema() != state.kept_schema {
@@ -2912,6 +2984,19 @@ fn write_batches(out: &mut Vec<u8>, schema: &SchemaRef, batches: &[RecordBatch])
     })
 }
 
+/// The rows of `batches` after the first `skip`.
+fn rows_after(batches: &[RecordBatch], mut skip: usize) -> Vec<RecordBatch> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let n = batch.num_rows().min(skip);
+        skip -= n;
+        if n < batch.num_rows() {
+            rows.push(batch.slice(n, batch.num_rows() - n));
+        }
+    }
+    rows
+}
+
 /// Where each part from the cursor's place to the end starts, the cursor left at the end: the
 /// parts are then read one at a time, in any order.
 fn part_starts(cursor: &mut Cursor<&[u8]>) -> Option<Vec<u64>> {
@@ -3336,14 +3421,7 @@ mod tests {
     /// restores read it followed by deltas of the new kind.
     #[tokio::test]
     async fn a_chain_of_per_group_deltas_written_before_restores() {
-        let fixture = include_bytes!("fixtures/incremental-chain-v1.bin");
-        let mut older = Vec::new();
-        let mut at = 0;
-        while at < fixture.len() {
-            let len = u64::from_le_bytes(fixture[at..at + 8].try_into().unwrap()) as usize;
-            older.push(fixture[at + 8..at + 8 + len].to_vec());
-            at += 8 + len;
-        }
+        let older = fixture_chain(include_bytes!("fixtures/incremental-chain-v1.bin"));
         assert_eq!(older.len(), 3);
         assert!(older[1..].iter().all(|d| d.starts_with(b"RSDLT1")));
         assert_equals_the_batch(
@@ -3358,6 +3436,87 @@ mod tests {
             .await,
         )
         .await;
+    }
+
+    /// A chain whose deltas hold every waiting row (written before deltas held only the rows
+    /// that started waiting: this stream's after batch 4, a full snapshot and two deltas)
+    /// restores; later deltas hold only the rows that started waiting, and restores read both
+    /// kinds in one chain.
+    #[tokio::test]
+    async fn a_chain_of_deltas_holding_every_waiting_row_restores() {
+        let older = fixture_chain(include_bytes!("fixtures/incremental-chain-v2.bin"));
+        assert_eq!(older.len(), 3);
+        assert!(older[1..].iter().all(|d| d.starts_with(b"RSDLT2")));
+        let mut mixed = 0;
+        let stream = mixed_stream_with(MIXED_SQL, mixed_batches(), false, |b, chain| {
+            if b == 4 {
+                return Some(older.clone());
+            }
+            // Two batches on, the chain holds deltas of both kinds.
+            let restore = if b == 6 {
+                Some(chain.to_vec())
+            } else {
+                every_fourth(b, chain)
+            };
+            let kinds = chain.iter().filter_map(|s| s.get(..6)).collect::<Vec<_>>();
+            mixed += usize::from(
+                restore.is_some()
+                    && kinds.contains(&&b"RSDLT2"[..])
+                    && kinds.contains(&&b"RSDLT3"[..]),
+            );
+            restore
+        })
+        .await;
+        assert!(mixed > 0, "no restore read both kinds of delta");
+        assert_equals_the_batch(MIXED_SQL, stream).await;
+    }
+
+    /// A delta holds the rows that started waiting since the snapshot before, not every
+    /// waiting row; a restore from the chain waits for the same rows, and goes on as the
+    /// state it was written from.
+    #[tokio::test]
+    async fn a_delta_holds_only_the_rows_that_started_waiting() {
+        let input = mixed_input();
+        let (_, _, plan) = planned_over_v(MIXED_SQL, &input, true).await;
+        let batches = mixed_batches();
+        let mut state = IncrementalState::new(plan.clone(), Arc::clone(&input), false).unwrap();
+        // The first batch's first minute of events is due; its other rows and all of the
+        // second batch's (two minutes on) wait.
+        let watermark_ms = 1_767_225_600_000 + 60_000;
+        state.stage(vec![batches[0].clone()], watermark_ms).unwrap();
+        let waiting = state.rows() - state.groups[0].entries();
+        assert!(waiting > 0 && state.groups[0].entries() > 0);
+        let full = state.snapshot(0).unwrap().bytes;
+        assert!(full.starts_with(b"RSINC1"));
+        state.stage(vec![batches[1].clone()], watermark_ms).unwrap();
+        let delta = state.snapshot(1).unwrap().bytes;
+        assert!(delta.starts_with(b"RSDLT3"));
+        let held = read_part(&mut Cursor::new(&delta[30..]))
+            .unwrap()
+            .num_rows();
+        assert_eq!(held, batches[1].num_rows(), "only the second batch's rows");
+        let mut restored = IncrementalState::new(plan.clone(), Arc::clone(&input), false).unwrap();
+        restored.restore(1, &[full, delta]).unwrap();
+        assert_eq!(restored.rows(), state.rows());
+        assert_eq!(restored.rows(), waiting + held + state.groups[0].entries());
+        // Both release the same rows, with the same windows, at the next watermark.
+        let later = watermark_ms + 100_000;
+        let ours = state.stage(vec![batches[2].clone()], later).unwrap();
+        let theirs = restored.stage(vec![batches[2].clone()], later).unwrap();
+        assert_eq!(ours, theirs);
+        assert!(ours.iter().map(RecordBatch::num_rows).sum::<usize>() > batches[2].num_rows());
+    }
+
+    /// Snapshots as a fixture holds them: each one's length, then its bytes.
+    fn fixture_chain(fixture: &[u8]) -> Vec<Vec<u8>> {
+        let mut chain = Vec::new();
+        let mut at = 0;
+        while at < fixture.len() {
+            let len = u64::from_le_bytes(fixture[at..at + 8].try_into().unwrap()) as usize;
+            chain.push(fixture[at + 8..at + 8 + len].to_vec());
+            at += 8 + len;
+        }
+        chain
     }
 
     /// Asserts that a stream of the mixed batches wrote the rows of the SQL over the whole

@@ -819,10 +819,10 @@ impl History {
     /// Drops the entries before `keep_from`, and gives back memory the history no longer
     /// needs. Carried frames (of `plan`) first let those entries leave: no later row's frame
     /// reaches them.
-    fn cut_before(&mut self, stride: usize, keep_from: i64, plan: &FrameNeeds) {
+    fn cut_before(&mut self, stride: usize, keep_from: i64, plan: &FrameNeeds) -> usize {
         let cut = self.partition_point(stride, |t| t < keep_from);
         if cut == 0 {
-            return;
+            return 0;
         }
         if let Some(mut frames) = self.carried.take() {
             let h = Entries { h: self, stride };
@@ -836,7 +836,7 @@ impl History {
         self.words.drain(..cut * stride);
         if self.words.is_empty() {
             *self = Self::default();
-            return;
+            return cut;
         }
         if self.words.len() * 4 < self.words.capacity() {
             self.words.shrink_to(self.words.len() * 2);
@@ -845,6 +845,7 @@ impl History {
         if self.len(stride) * 4 < CARRY_FROM {
             self.carried = None;
         }
+        cut
     }
 
     fn bytes(&self) -> usize {
@@ -901,6 +902,14 @@ struct GroupState {
     histories: Vec<History>,
     /// Slots whose key's history ran out, for the next new keys.
     free: Vec<u32>,
+    /// The entries the histories hold, the bytes they hold ([`History::bytes`] over every
+    /// slot) and the bytes of the index's keys, kept as they change: a batch of a few rows
+    /// does not visit every key to report the state's size.
+    entries: usize,
+    held: usize,
+    key_bytes: usize,
+    /// The watermark the histories were last cut at.
+    evicted_at: i64,
     /// How long the group's last batch took: groups start longest first.
     last_cost: std::time::Duration,
 }
@@ -983,35 +992,64 @@ impl GroupState {
             Some(slot) => slot,
             None => {
                 self.histories.push(History::default());
+                self.held += std::mem::size_of::<History>();
                 (self.histories.len() - 1) as u32
             }
         };
         self.index.insert(key.into(), slot);
+        self.key_bytes += key.len();
         slot as usize
     }
 
     /// Drops the entries no event after `watermark_us` can reach, and keys left with none.
     /// Each group keeps only its own longest lookback: a per-card frame of two minutes keeps
     /// two minutes, whatever the per-user frames beside it keep.
+    ///
+    /// Cutting visits every key, so it waits until the watermark has moved on by a
+    /// [`EVICT_STEPS`]th of the lookback: histories then hold at most that much more than
+    /// their frames can reach, and a batch of a few rows does not pay for every key (a day's
+    /// lookback is cut every 22 minutes of event time, a minute's every second).
     fn evict(&mut self, watermark_us: i64) {
+        let step = self.lookback_us / EVICT_STEPS;
+        if watermark_us <= self.evicted_at.saturating_add(step) {
+            return;
+        }
+        self.evicted_at = watermark_us;
         let keep_from = watermark_us.saturating_sub(self.lookback_us);
         let mut emptied = false;
         for h in &mut self.histories {
             if !h.is_empty() {
-                h.cut_before(self.stride, keep_from, &self.frames);
-                emptied |= h.is_empty();
+                let before = h.bytes();
+                let cut = h.cut_before(self.stride, keep_from, &self.frames);
+                if cut > 0 {
+                    self.entries -= cut;
+                    self.held = self.held + h.bytes() - before;
+                    emptied |= h.is_empty();
+                }
             }
         }
         if emptied {
             let (histories, free) = (&self.histories, &mut self.free);
-            self.index.retain(|_, slot| {
+            let mut key_bytes = self.key_bytes;
+            self.index.retain(|key, slot| {
                 let kept = !histories[*slot as usize].is_empty();
                 if !kept {
                     free.push(*slot);
+                    key_bytes -= key.len();
                 }
                 kept
             });
+            self.key_bytes = key_bytes;
         }
+    }
+
+    /// Adds `entry` to history `slot`, counting it and the bytes it takes.
+    fn insert(&mut self, slot: usize, entry: &[u64]) {
+        let h = &mut self.histories[slot];
+        let before = h.bytes();
+        h.insert(self.stride, entry);
+        self.held = self.held + h.bytes() - before;
+        self.entries += 1;
     }
 }
 
@@ -1050,6 +1088,10 @@ pub struct IncrementalState {
     /// order they joined: what the next delta holds, once for every group.
     joined: Vec<RecordBatch>,
 }
+
+/// Histories are cut once the watermark has moved on by this fraction of their lookback (see
+/// [`GroupState::evict`]).
+const EVICT_STEPS: i64 = 64;
 
 /// At most this many deltas after a full snapshot: a restore reads one file per batch of its
 /// chain, each a request to an object store.
@@ -1171,6 +1213,10 @@ impl IncrementalState {
                     histories: Vec::new(),
                     free: Vec::new(),
                     last_cost: std::time::Duration::ZERO,
+                    entries: 0,
+                    held: 0,
+                    key_bytes: 0,
+                    evicted_at: i64::MIN,
                 })
             })
             .collect::<Result<_>>()?;
@@ -1205,18 +1251,7 @@ impl IncrementalState {
 
     /// Approximate bytes held: histories with their buffers, keys with their index entries.
     pub fn bytes(&self) -> usize {
-        // An index entry: the boxed key and the slot, padded, and a control byte.
-        const ENTRY: usize = 24 + 1;
-        let kept: usize = self
-            .groups
-            .iter()
-            .map(|g| {
-                g.histories.iter().map(History::bytes).sum::<usize>()
-                    + g.free.capacity() * 4
-                    + g.index.capacity() * ENTRY
-                    + g.index.keys().map(|k| k.len()).sum::<usize>()
-            })
-            .sum();
+        let kept: usize = self.groups.iter().map(GroupState::bytes).sum();
         kept + self
             .pending
             .iter()
@@ -1730,12 +1765,8 @@ impl GroupState {
     fn join(&mut self, rows: &RecordBatch, time_index: usize, order: &[u32]) -> Result<()> {
         let (runs, entries) = self.locate(rows, time_index, order)?;
         for run in &runs {
-            add_entry(
-                &mut self.histories[run.slot as usize],
-                self.stride,
-                run,
-                &entries,
-            );
+            let at = run.row as usize * self.stride;
+            self.insert(run.slot as usize, &entries[at..at + self.stride]);
         }
         Ok(())
     }
@@ -1786,11 +1817,14 @@ impl GroupState {
             parts.push((from, to, first, own_histories, out));
             (histories, base) = (rest_histories, last + 1);
         }
-        parts
+        let grew: isize = parts
             .into_par_iter()
-            .for_each(|(from, to, first, histories, out)| {
+            .map(|(from, to, first, histories, out)| {
                 visits.visit(histories, first, &runs[from..to], buckets.rows, out)
-            });
+            })
+            .sum();
+        self.entries += runs.len();
+        self.held = self.held.saturating_add_signed(grew);
         layout.finish(&words, &buckets, n, specs)
     }
 
@@ -1854,7 +1888,28 @@ impl GroupState {
 
     /// The entries its histories hold.
     fn entries(&self) -> usize {
-        self.histories.iter().map(|h| h.len(self.stride)).sum()
+        debug_assert_eq!(
+            self.entries,
+            self.histories
+                .iter()
+                .map(|h| h.len(self.stride))
+                .sum::<usize>()
+        );
+        self.entries
+    }
+
+    /// The bytes its histories, their index and their free slots hold.
+    fn bytes(&self) -> usize {
+        // An index entry: the boxed key and the slot, padded, and a control byte.
+        const ENTRY: usize = 24 + 1;
+        debug_assert_eq!(
+            (self.held, self.key_bytes),
+            (
+                self.histories.iter().map(History::bytes).sum::<usize>(),
+                self.index.keys().map(|k| k.len()).sum::<usize>()
+            )
+        );
+        self.held + self.free.capacity() * 4 + self.index.capacity() * ENTRY + self.key_bytes
     }
 
     /// About the bytes [`write_history`](Self::write_history) writes: per entry, its key (and
@@ -1873,6 +1928,8 @@ impl GroupState {
         self.index.clear();
         self.histories.clear();
         self.free.clear();
+        (self.entries, self.held, self.key_bytes) = (0, 0, 0);
+        self.evicted_at = i64::MIN;
     }
 
     /// Adds snapshot entries to their keys' histories, each at its place in time order.
@@ -1897,7 +1954,7 @@ impl GroupState {
         let entries = entries_of(times.values(), &args, self.stride);
         for (row, entry) in entries.chunks_exact(self.stride).enumerate() {
             let slot = self.slot(keys.value(row));
-            self.histories[slot].insert(self.stride, entry);
+            self.insert(slot, entry);
         }
         Ok(())
     }
@@ -2272,7 +2329,7 @@ impl Visits<'_> {
     /// Adds `runs` (whole keys, each key's rows in time order) to their keys' histories,
     /// `histories` holding those from slot `base` on, and then computes their values, one row
     /// of the layout per run, into `out`: this part's share of each bucket of `bucket_rows`
-    /// batch rows.
+    /// batch rows. Gives how many bytes the histories grew by.
     fn visit(
         &self,
         histories: &mut [History],
@@ -2280,7 +2337,7 @@ impl Visits<'_> {
         runs: &[Run],
         bucket_rows: usize,
         mut out: Vec<&mut [u64]>,
-    ) {
+    ) -> isize {
         let Self {
             stride,
             entries,
@@ -2296,13 +2353,14 @@ impl Visits<'_> {
         for &p in counted {
             own[p].reserve(runs.len());
         }
-        for run in runs {
-            let at = add_entry(
-                &mut histories[run.slot as usize - base],
-                stride,
-                run,
-                entries,
-            );
+        // Each key's history's bytes before its rows join, in visiting order.
+        let mut before = Vec::new();
+        for (j, run) in runs.iter().enumerate() {
+            let h = &mut histories[run.slot as usize - base];
+            if j == 0 || runs[j - 1].slot != run.slot {
+                before.push(h.bytes());
+            }
+            let at = add_entry(h, stride, run, entries);
             let entry = &entries[at..at + stride];
             for &p in counted {
                 own[p].push((entry[1] >> p & 1 == 1).then_some(entry[2 + p]));
@@ -2310,6 +2368,7 @@ impl Visits<'_> {
         }
         let fresh = || plan.fresh(kinds);
         let mut frame_state = fresh();
+        let (mut grew, mut key) = (0isize, 0);
         let mut previous_slot = None;
         let mut filled = vec![0; out.len()];
         for (j, run) in runs.iter().enumerate() {
@@ -2376,9 +2435,13 @@ impl Visits<'_> {
             }
             // After a key's last row, its frames stay with its history or go back for the next.
             if runs.get(j + 1).is_none_or(|next| next.slot != run.slot) {
-                histories[slot - base].carry(stride, &mut frame_state, fresh);
+                let h = &mut histories[slot - base];
+                h.carry(stride, &mut frame_state, fresh);
+                grew += h.bytes() as isize - before[key] as isize;
+                key += 1;
             }
         }
+        grew
     }
 }
 
@@ -3505,6 +3568,33 @@ mod tests {
         let theirs = restored.stage(vec![batches[2].clone()], later).unwrap();
         assert_eq!(ours, theirs);
         assert!(ours.iter().map(RecordBatch::num_rows).sum::<usize>() > batches[2].num_rows());
+    }
+
+    /// Histories are cut once the watermark has moved on by a 64th of their lookback, not in
+    /// every batch; what they hold is counted as it changes.
+    #[tokio::test]
+    async fn histories_are_cut_once_the_watermark_has_moved_on_enough() {
+        let input = mixed_input();
+        let (_, _, plan) = planned_over_v(MIXED_SQL, &input, true).await;
+        let batches = mixed_batches();
+        let mut state = IncrementalState::new(plan, Arc::clone(&input), false).unwrap();
+        // The first batch's events span two minutes; the longest lookback is 30 s.
+        let start_ms = 1_767_225_600_000;
+        state
+            .stage(vec![batches[0].clone()], start_ms + 130_000)
+            .unwrap();
+        let (held, bytes) = (state.rows(), state.bytes());
+        assert!(held > 0 && state.pending.is_empty());
+        // 400 ms on, less than 30 s / 64: nothing is cut.
+        state.stage(Vec::new(), start_ms + 130_400).unwrap();
+        assert_eq!((state.rows(), state.bytes()), (held, bytes));
+        // A second on: what is older than 30 s before the watermark goes.
+        state.stage(Vec::new(), start_ms + 131_100).unwrap();
+        assert!(state.rows() < held);
+        // A minute on, every event is out of reach of the frames still to come.
+        state.stage(Vec::new(), start_ms + 200_000).unwrap();
+        assert_eq!(state.rows(), 0);
+        assert!(state.bytes() < bytes);
     }
 
     /// Snapshots as a fixture holds them: each one's length, then its bytes.

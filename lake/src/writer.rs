@@ -74,6 +74,12 @@ pub struct DeltaAppender {
     spec: TableSpec,
     table: Option<DeltaTable>,
     writer_properties: WriterProperties,
+    /// The app id and version of this appender's last commit. The next append for that app id
+    /// need not read the log to know what it committed: reading the table's transactions
+    /// replays its log from the last checkpoint, which grows with the table's files. Another
+    /// writer committing the same app id meanwhile (a second instance of the job) makes the
+    /// commit fail as a concurrent transaction, which forgets this.
+    last_commit: Option<(String, i64)>,
 }
 
 impl DeltaAppender {
@@ -146,6 +152,7 @@ impl DeltaAppender {
             spec,
             table: Some(table),
             writer_properties,
+            last_commit: None,
         })
     }
 
@@ -215,11 +222,32 @@ impl DeltaAppender {
         version: i64,
         mode: SaveMode,
     ) -> Result<AppendOutcome> {
-        if let Some(done) = self.committed_version(app_id).await?
-            && done >= version
-        {
+        let done = match &self.last_commit {
+            Some((app, done)) if app == app_id => Some(*done),
+            _ => self.committed_version(app_id).await?,
+        };
+        if done.is_some_and(|done| done >= version) {
             return Ok(AppendOutcome::AlreadyCommitted);
         }
+        let outcome = self.commit_new(batches, app_id, version, mode).await;
+        match &outcome {
+            Ok(AppendOutcome::Committed { .. }) => {
+                self.last_commit = Some((app_id.to_string(), version));
+            }
+            Ok(_) => {}
+            Err(_) => self.last_commit = None,
+        }
+        outcome
+    }
+
+    /// [`commit`](Self::commit) of a version the table does not hold yet.
+    async fn commit_new(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        version: i64,
+        mode: SaveMode,
+    ) -> Result<AppendOutcome> {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
             return Ok(AppendOutcome::Empty);

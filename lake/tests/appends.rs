@@ -45,6 +45,12 @@ fn rows(from: i64, to: i64) -> RecordBatch {
 async fn lake(partition_by: &[&str]) -> (tempfile::TempDir, LakeLocation, DeltaAppender) {
     let dir = tempfile::tempdir().unwrap();
     let lake = LakeLocation::parse(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let appender = open(&lake, partition_by).await;
+    (dir, lake, appender)
+}
+
+/// An appender of the `scores` table under `lake`, made when missing.
+async fn open(lake: &LakeLocation, partition_by: &[&str]) -> DeltaAppender {
     let spec = TableSpec {
         name: "scores".into(),
         schema: schema(),
@@ -53,8 +59,7 @@ async fn lake(partition_by: &[&str]) -> (tempfile::TempDir, LakeLocation, DeltaA
         merge_schema: false,
         checkpoint_interval: None,
     };
-    let appender = DeltaAppender::open_or_create(&lake, spec).await.unwrap();
-    (dir, lake, appender)
+    DeltaAppender::open_or_create(lake, spec).await.unwrap()
 }
 
 /// (rows, distinct ids, sum of ids, sum of scores) of the table.
@@ -202,4 +207,37 @@ async fn a_large_partitioned_append_writes_each_writers_partitions_apart() {
         0
     );
     assert_eq!(census(&lake).await.0, 240_000);
+}
+
+/// An appender knows what it committed last without reading the log; a second writer of the same
+/// app id (another instance of the job) committing the next version first makes its commit of
+/// that version fail, and the next try finds the version committed: the rows are in once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_committed_by_another_writer_of_the_same_app_is_not_committed_twice() {
+    let (_dir, lake, mut first) = lake(&[]).await;
+    let mut second = open(&lake, &[]).await;
+    let committed = first.append(vec![rows(0, 100)], "job", 0).await.unwrap();
+    assert_eq!(committed, AppendOutcome::Committed { table_version: 1 });
+    assert_eq!(
+        first.append(vec![rows(0, 100)], "job", 0).await.unwrap(),
+        AppendOutcome::AlreadyCommitted
+    );
+    // The second writer reads the log: version 0 is there, version 1 is not.
+    assert_eq!(
+        second.append(vec![rows(0, 100)], "job", 0).await.unwrap(),
+        AppendOutcome::AlreadyCommitted
+    );
+    let won = second.append(vec![rows(100, 200)], "job", 1).await.unwrap();
+    assert_eq!(won, AppendOutcome::Committed { table_version: 2 });
+    // The first writer's commit of the same version meets the winner's.
+    let lost = first.append(vec![rows(100, 200)], "job", 1).await;
+    assert!(lost.is_err(), "{lost:?}");
+    assert_eq!(
+        first.append(vec![rows(100, 200)], "job", 1).await.unwrap(),
+        AppendOutcome::AlreadyCommitted
+    );
+    let committed = first.append(vec![rows(200, 300)], "job", 2).await.unwrap();
+    assert_eq!(committed, AppendOutcome::Committed { table_version: 3 });
+    let (n, distinct, ..) = census(&lake).await;
+    assert_eq!((n, distinct), (300, 300));
 }

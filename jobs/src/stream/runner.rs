@@ -1146,45 +1146,77 @@ pub async fn run_observed<S: RecordSource>(
         let commit_start = Instant::now();
         let output_rows = rows(&output);
         let dead_letter_rows = rows(&decoded.dead_letters);
+        // The tables' appends run side by side: each commits its own table's version with the
+        // batch's transaction, and a replay skips the tables that hold it whatever the order.
+        // One after another, a batch of a few thousand rows waited for five commits in turn.
+        // Each runs to its end even when another fails (none is dropped halfway).
+        let Sinks {
+            table: table_sink,
+            dead_letters: dead_letter_sink,
+            late_events: late_sink,
+            alerts: alert_table,
+            ..
+        } = &mut sinks;
         let appended = async {
-            let table = match mode {
-                // Every group, every batch (complete needs an aggregation, checked at start): the
-                // table holds the latest result.
-                OutputMode::Complete => sinks.table.overwrite(output, &query_id, batch_id).await?,
-                _ => sinks.table.append(output, &query_id, batch_id).await?,
-            };
-            let dead_letters = sinks
-                .dead_letters
-                .append(decoded.dead_letters, &query_id, batch_id)
-                .await?;
-            let (late_rows, late, event_stats) = match (late, &mut sinks.late_events) {
-                (Some((rows, n, stats)), Some(table)) => (
-                    n,
-                    Some(table.append(rows, &query_id, batch_id).await?),
-                    Some(stats),
-                ),
-                _ => (0, None, None),
-            };
+            let appends = tokio::join!(
+                async {
+                    Ok::<_, JobError>(match mode {
+                        // Every group, every batch (complete needs an aggregation, checked at
+                        // start): the table holds the latest result.
+                        OutputMode::Complete => {
+                            table_sink.overwrite(output, &query_id, batch_id).await?
+                        }
+                        _ => table_sink.append(output, &query_id, batch_id).await?,
+                    })
+                },
+                async {
+                    Ok::<_, JobError>(
+                        dead_letter_sink
+                            .append(decoded.dead_letters, &query_id, batch_id)
+                            .await?,
+                    )
+                },
+                async {
+                    Ok::<_, JobError>(match (late, late_sink.as_mut()) {
+                        (Some((rows, n, stats)), Some(table)) => (
+                            n,
+                            Some(table.append(rows, &query_id, batch_id).await?),
+                            Some(stats),
+                        ),
+                        _ => (0, None, None),
+                    })
+                },
+                // The alerts' table takes them exactly once, with the batch's transaction like
+                // the rest.
+                async {
+                    Ok::<_, JobError>(match (alert_table.as_mut(), &selected_alerts) {
+                        (Some(table), Some(selected)) => {
+                            Some(table.append(selected.clone(), &query_id, batch_id).await?)
+                        }
+                        _ => None,
+                    })
+                },
+                async {
+                    Ok::<_, JobError>(match (&mut block, blocked) {
+                        (Some(table), Some(rows)) => {
+                            Some(table.append(rows, &query_id, batch_id).await?)
+                        }
+                        _ => None,
+                    })
+                },
+            );
+            let (table, dead_letters, late, alerts, blocked) = appends;
+            // The first failure in the order the tables were appended to before.
+            let (table, dead_letters) = (table?, dead_letters?);
+            let (late_rows, late, event_stats) = late?;
             Ok::<_, JobError>(Appended {
                 table,
                 dead_letters,
                 late_rows,
                 late,
                 event_stats,
-                // The alerts' table takes them exactly once, with the batch's transaction like
-                // the rest.
-                alerts: match (&mut sinks.alerts, &selected_alerts) {
-                    (Some(table), Some(selected)) => {
-                        Some(table.append(selected.clone(), &query_id, batch_id).await?)
-                    }
-                    _ => None,
-                },
-                blocked: match (&mut block, blocked) {
-                    (Some(table), Some(rows)) => {
-                        Some(table.append(rows, &query_id, batch_id).await?)
-                    }
-                    _ => None,
-                },
+                alerts: alerts?,
+                blocked: blocked?,
             })
         }
         .await;

@@ -229,25 +229,6 @@ impl DeltaAppender {
         if done.is_some_and(|done| done >= version) {
             return Ok(AppendOutcome::AlreadyCommitted);
         }
-        let outcome = self.commit_new(batches, app_id, version, mode).await;
-        match &outcome {
-            Ok(AppendOutcome::Committed { .. }) => {
-                self.last_commit = Some((app_id.to_string(), version));
-            }
-            Ok(_) => {}
-            Err(_) => self.last_commit = None,
-        }
-        outcome
-    }
-
-    /// [`commit`](Self::commit) of a version the table does not hold yet.
-    async fn commit_new(
-        &mut self,
-        batches: Vec<RecordBatch>,
-        app_id: &str,
-        version: i64,
-        mode: SaveMode,
-    ) -> Result<AppendOutcome> {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
             return Ok(AppendOutcome::Empty);
@@ -257,44 +238,40 @@ impl DeltaAppender {
         };
         let restore = table.clone();
         let writers = self.writers_for(&table, &batches, mode);
-        if writers > 1 {
+        let written = if writers > 1 {
             let mut table = table;
-            return match self
-                .append_side_by_side(&mut table, batches, writers, app_id, version)
+            self.append_side_by_side(&mut table, batches, writers, app_id, version)
                 .await
-            {
-                Ok(table_version) => {
-                    self.table = Some(table);
-                    Ok(AppendOutcome::Committed { table_version })
-                }
-                Err(e) => {
-                    self.table = Some(restore);
-                    Err(self.delta_error(e))
-                }
-            };
-        }
-        let mut write = table.write(batches);
-        if self.spec.merge_schema {
-            write = write.with_schema_mode(SchemaMode::Merge);
-        }
-        let result = write
-            .with_save_mode(mode)
-            .with_partition_columns(self.spec.partition_by.iter().cloned())
-            .with_target_file_size(NonZeroU64::new(TARGET_FILE_SIZE))
-            .with_writer_properties(self.writer_properties.clone())
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(app_id, version)),
-            )
-            .await;
-        match result {
-            Ok(table) => {
-                let table_version = table.version().unwrap_or_default();
+                .map(|table_version| (table, table_version))
+        } else {
+            let mut write = table.write(batches);
+            if self.spec.merge_schema {
+                write = write.with_schema_mode(SchemaMode::Merge);
+            }
+            write
+                .with_save_mode(mode)
+                .with_partition_columns(self.spec.partition_by.iter().cloned())
+                .with_target_file_size(NonZeroU64::new(TARGET_FILE_SIZE))
+                .with_writer_properties(self.writer_properties.clone())
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_application_transaction(Transaction::new(app_id, version)),
+                )
+                .await
+                .map(|table| {
+                    let table_version = table.version().unwrap_or_default();
+                    (table, table_version)
+                })
+        };
+        match written {
+            Ok((table, table_version)) => {
                 self.table = Some(table);
+                self.last_commit = Some((app_id.to_string(), version));
                 Ok(AppendOutcome::Committed { table_version })
             }
             Err(e) => {
                 self.table = Some(restore);
+                self.last_commit = None;
                 Err(self.delta_error(e))
             }
         }

@@ -2834,12 +2834,10 @@ impl Frame {
             (Agg::Min | Agg::Max, Kept::Integers { extremes, .. }) => {
                 Value::I64(extremes[side].value())
             }
+            (Agg::Sum, Kept::Doubles { totals, .. }) => Value::F64(totals.sum()),
+            (Agg::Sum, Kept::Integers { totals, .. }) => Value::I64(totals.int_sum()),
             (agg, Kept::Doubles { totals, .. } | Kept::Integers { totals, .. }) => match agg {
                 Agg::Count => Value::I64(Some(totals.count() as i64)),
-                Agg::Sum if matches!(self.columns[j], Kept::Doubles { .. }) => {
-                    Value::F64(totals.sum())
-                }
-                Agg::Sum => Value::I64(totals.int_sum()),
                 Agg::Avg => Value::F64(totals.mean()),
                 Agg::VarSamp => Value::F64(totals.variance(false)),
                 Agg::VarPop => Value::F64(totals.variance(true)),

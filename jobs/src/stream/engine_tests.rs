@@ -145,6 +145,16 @@ batchIdColumn = "batch_id"
     JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap()
 }
 
+/// A run of `spec` up to the log ends it sees at start.
+fn available_now(spec: &JobSpec) -> RunOptions {
+    RunOptions {
+        spec: spec.clone(),
+        trigger: Trigger::AvailableNow,
+        partitions: None,
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_scores_with_its_specs_rule_weights_and_severity_tiers() {
     use datafusion::arrow::array::AsArray;
@@ -222,12 +232,7 @@ async fn an_idle_processing_time_query_looks_for_records_once_per_interval() {
 async fn the_engine_writes_every_record_of_an_in_process_log_once() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path(), "");
-    let options = || RunOptions {
-        spec: spec.clone(),
-        trigger: Trigger::AvailableNow,
-        partitions: None,
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let options = || available_now(&spec);
     let first = run_with(options(), log(10_000), |_| {}).await.unwrap();
     assert_eq!(first.input_rows, 10_000);
     assert!(first.batches >= 4, "maxOffsetsPerTrigger bounds batches");
@@ -263,6 +268,51 @@ async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
     // The next batch's read gave up when the runner left, rather than holding it up.
     assert!(saw_cancel.load(Ordering::SeqCst));
     assert!(!dir.path().join("checkpoints/offsets/1").exists());
+}
+
+/// A batch commits while the next one runs its SQL. When the commit fails (here its commit
+/// record cannot be written: a folder stands where it goes), the run ends with the error, the
+/// batch after it has written nothing, not even its offsets, and a restart replays the failed
+/// batch and writes every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_leaves_the_next_batch_unwritten_and_a_restart_writes_every_record_once() {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "");
+    let options = || available_now(&spec);
+    let blocked = dir.path().join("checkpoints/commits/1");
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    let mut reported = Vec::new();
+    let err = run_with(options(), log(10_000), |p| reported.push(p.batch_id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("commits/1"), "{err}");
+    assert_eq!(reported, [0]);
+    let checkpoint = dir.path().join("checkpoints");
+    assert!(checkpoint.join("offsets/1").exists());
+    assert!(!checkpoint.join("offsets/2").exists());
+    assert!(!checkpoint.join("progress/1").exists());
+
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
+    assert_eq!(again.replayed_batches, 1);
+    let ctx = lake_session(dir.path()).await;
+    let out = ctx
+        .sql(
+            "SELECT (SELECT count(*) FROM risk_scores) AS n, \
+             (SELECT count(DISTINCT event_id) FROM risk_scores) AS ids, \
+             (SELECT count(*) FROM dead_letters) AS dead",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let value = |c: usize| out[0].column(c).as_primitive::<Int64Type>().value(0);
+    let (rows, ids, dead) = (value(0), value(1), value(2));
+    assert_eq!(rows, ids, "a row written twice");
+    assert_eq!(rows + dead, 10_000);
 }
 
 /// A session with every table of the lake in `dir`.
@@ -398,12 +448,7 @@ async fn rows_behind_the_watermark_go_to_late_events_and_the_watermark_survives_
         "",
         r#"watermark = { column = "event_time", delay = "1 minute" }"#,
     );
-    let options = || RunOptions {
-        spec: spec.clone(),
-        trigger: Trigger::AvailableNow,
-        partitions: None,
-        stop: Arc::new(AtomicBool::new(false)),
-    };
+    let options = || available_now(&spec);
     let mut reports = Vec::new();
     // The first 8,000 events, then the log grows to 20,000 and the job restarts from its
     // checkpoint: the watermark must carry on, not start again from nothing.

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod alerts;
 pub mod block;
 pub mod checkpoint;
+mod commit;
 pub mod incremental;
 pub mod models;
 pub mod offsets;

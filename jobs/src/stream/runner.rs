@@ -1,46 +1,42 @@
 //! The micro-batch runner: Spark's write-ahead protocol over a Kafka source and Delta sinks.
 //!
-//! For each batch: plan the offsets, write `offsets/<batchId>`, read exactly those offsets,
-//! decode (bad messages become dead letters), run the SQL, append to the sink table and the
-//! dead-letter table (each commit carrying `txn(queryId, batchId)`), then write
-//! `commits/<batchId>`. After a crash the last uncommitted batch is replayed with the same offsets
-//! and the same processing time; a table that already holds it skips it, so every row lands once.
+//! For each batch: plan the offsets, read exactly those offsets, decode (bad messages become
+//! dead letters), run the SQL; then commit it (`commit.rs`): write `offsets/<batchId>`, append
+//! to the sink table and the dead-letter table (each commit carrying `txn(queryId, batchId)`),
+//! then write `commits/<batchId>`. After a crash the last uncommitted batch is replayed with the
+//! same offsets and the same processing time; a table that already holds it skips it, so every
+//! row lands once. With a backlog the stages overlap: the batch after next is read while the
+//! next runs its SQL and this one commits; commits stay one at a time, in order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use riskstream_lake::{AppendOutcome, DeltaAppender};
+use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::decode::RecordDecoder;
 use crate::error::{JobError, Result};
 use crate::kafka::{KafkaSource, OffsetRange, PartitionRecords};
-use crate::lake_sink::{table_location, table_spec};
-use crate::schemas::{dead_letters_schema, timestamp_type};
 use crate::scoring::session;
 use crate::stream::aggregate::AggregateState;
 use crate::stream::alerts::AlertSink;
 use crate::stream::block::BlockSink;
 use crate::stream::checkpoint::{Checkpoint, OffsetLogEntry, OffsetSeqMetadata, PartitionOffsets};
+use crate::stream::commit::{BatchCommit, Committed, Outputs, Sinks, rows};
 use crate::stream::incremental::IncrementalState;
 use crate::stream::models::ServedModels;
 use crate::stream::offsets::{
     BatchPlan, PartitionWatermarks, latest, plan_batch, resolve_starting,
 };
-use crate::stream::progress::{
-    AlertProgress, Durations, QueryProgress, SinkProgress, SourceProgress, StateOperatorProgress,
-    ms,
-};
+use crate::stream::progress::{Durations, QueryProgress, StateOperatorProgress, ms};
 use crate::stream::query::{BatchQuery, add_batch_columns};
 use crate::stream::rolling::{RollingState, WindowState, Windows};
 use crate::stream::row_filter::RowFilter;
-use crate::stream::scores::{ScoreProgress, severity_counts};
 use crate::stream::source::RecordSource;
 use crate::stream::spec::{Emit, JobSpec, OnError, OutputMode, Trigger};
 use crate::stream::tables::QueryTables;
-use crate::stream::watermark::{EventTime, EventTimeStats};
+use crate::stream::watermark::EventTime;
 
 /// How long an idle query waits before looking for new records again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -75,111 +71,6 @@ pub struct RunSummary {
     pub dead_letter_rows: u64,
     /// Alerts published (replays publish theirs again).
     pub alerts: u64,
-}
-
-/// The sink tables of a job.
-struct Sinks {
-    table: DeltaAppender,
-    table_path: String,
-    dead_letters: DeltaAppender,
-    /// Rows behind the watermark, for jobs with one.
-    late_events: Option<DeltaAppender>,
-    /// The alerts' table (`alerts.options.path`), if any.
-    alerts: Option<DeltaAppender>,
-    schema: SchemaRef,
-    batch_id_column: bool,
-    processing_time_column: bool,
-}
-
-impl Sinks {
-    async fn open(
-        spec: &JobSpec,
-        output: &SchemaRef,
-        event_time: Option<&EventTime>,
-    ) -> Result<Self> {
-        let sink = &spec.sink;
-        let mut fields: Vec<Field> = output.fields().iter().map(|f| f.as_ref().clone()).collect();
-        for name in [&sink.batch_id_column, &sink.processing_time_column]
-            .into_iter()
-            .flatten()
-        {
-            if output.field_with_name(name).is_ok() {
-                return Err(JobError::config(
-                    spec.key("writeStream.options"),
-                    format!(
-                        "the query already has a column `{name}`; the batch column would repeat it"
-                    ),
-                ));
-            }
-        }
-        if let Some(name) = &sink.batch_id_column {
-            fields.push(Field::new(name, DataType::Int64, false));
-        }
-        if let Some(name) = &sink.processing_time_column {
-            fields.push(Field::new(name, timestamp_type(), false));
-        }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
-        for column in &sink.partition_by {
-            if schema.field_with_name(column).is_err() {
-                return Err(JobError::config(
-                    spec.key("writeStream.partitionBy"),
-                    format!("the query has no column `{column}`"),
-                ));
-            }
-        }
-        let (lake, name) = table_location(&sink.path, &spec.key("writeStream.options.path"))?;
-        let mut table_spec_ = table_spec(&name, Arc::clone(&schema), sink.partition_by.clone());
-        table_spec_.merge_schema = sink.merge_schema;
-        table_spec_.checkpoint_interval = Some(sink.checkpoint_interval);
-        let table = DeltaAppender::open_or_create(&lake, table_spec_).await?;
-        let (dl_lake, dl_name) = table_location(
-            &sink.dead_letter_path,
-            &spec.key("writeStream.options.deadLetterPath"),
-        )?;
-        let mut dl_spec = table_spec(&dl_name, dead_letters_schema(), Vec::new());
-        dl_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-        let dead_letters = DeltaAppender::open_or_create(&dl_lake, dl_spec).await?;
-        let late_events = match event_time {
-            None => None,
-            Some(et) => {
-                let (lake, name) = table_location(
-                    &sink.late_events_path,
-                    &spec.key("writeStream.options.lateEventsPath"),
-                )?;
-                let mut late_spec = table_spec(&name, Arc::clone(et.late_schema()), Vec::new());
-                late_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-                Some(DeltaAppender::open_or_create(&lake, late_spec).await?)
-            }
-        };
-        let alerts = match spec.alerts.as_ref().and_then(|a| a.table_path.as_ref()) {
-            None => None,
-            Some(path) => {
-                let key = spec.key("alerts.options.path");
-                let same = |other: &str| path.trim_end_matches('/') == other.trim_end_matches('/');
-                if same(&sink.path) || same(&sink.dead_letter_path) || same(&sink.late_events_path)
-                {
-                    return Err(JobError::config(
-                        key,
-                        "must differ from the job's other tables",
-                    ));
-                }
-                let (lake, name) = table_location(path, &key)?;
-                let mut alerts_spec = table_spec(&name, Arc::clone(&schema), Vec::new());
-                alerts_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-                Some(DeltaAppender::open_or_create(&lake, alerts_spec).await?)
-            }
-        };
-        Ok(Self {
-            table,
-            table_path: sink.path.clone(),
-            dead_letters,
-            late_events,
-            alerts,
-            schema,
-            batch_id_column: sink.batch_id_column.is_some(),
-            processing_time_column: sink.processing_time_column.is_some(),
-        })
-    }
 }
 
 /// Where the run stands in the checkpoint.
@@ -310,17 +201,6 @@ fn replay_ranges(
         }
     }
     ranges
-}
-
-/// What a batch's appends gave, table by table (`None` for tables the job does not have).
-struct Appended {
-    table: AppendOutcome,
-    dead_letters: AppendOutcome,
-    late_rows: u64,
-    late: Option<AppendOutcome>,
-    event_stats: Option<EventTimeStats>,
-    alerts: Option<AppendOutcome>,
-    blocked: Option<AppendOutcome>,
 }
 
 /// A batch planned and read, ready to run.
@@ -585,10 +465,6 @@ fn first_bad_record(dead_letters: &[RecordBatch]) -> Option<JobError> {
         offset,
         reason: reason.to_string(),
     })
-}
-
-fn rows(batches: &[RecordBatch]) -> u64 {
-    batches.iter().map(|b| b.num_rows() as u64).sum()
 }
 
 /// Waits `d`, or less when asked to stop. Returns false when stopping.
@@ -880,7 +756,7 @@ pub async fn run_observed<S: RecordSource>(
         },
         _ => (query, None),
     };
-    let mut sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
+    let sinks = Sinks::open(spec, query.output_schema(), event_time.as_ref()).await?;
     // Alerts are the output rows `where` selects: for the table, the topic, or both.
     let alert_filter = match &spec.alerts {
         None => None,
@@ -898,7 +774,7 @@ pub async fn run_observed<S: RecordSource>(
             AlertSink::open(options, &sinks.schema, |k| spec.key(&format!("alerts.{k}"))).await?,
         ),
     };
-    let mut block = match &spec.block {
+    let block = match &spec.block {
         None => None,
         Some(b) => Some(
             BlockSink::open(
@@ -955,342 +831,214 @@ pub async fn run_observed<S: RecordSource>(
         abandoned: Arc::new(AtomicBool::new(false)),
     };
     let _abandon = AbandonOnDrop(Arc::clone(&planner.abandoned));
-    let source_description = source.description();
+    // What the batch columns need: the sinks go to the batch committing.
+    let (sink_schema, batch_id_column, processing_time_column) = (
+        Arc::clone(&sinks.schema),
+        sinks.batch_id_column,
+        sinks.processing_time_column,
+    );
+    let mut outputs = Some(Outputs {
+        sinks,
+        alert_filter,
+        alerts,
+        alerts_table_path: alerts_table_path.map(str::to_string),
+        block,
+        checkpoint: checkpoint.clone(),
+        mode,
+        query_id: query_id.clone(),
+        run_id,
+        name: spec.name.clone(),
+        source_description: source.description(),
+    });
+    // A job reading a table it writes (its block list) sees in each batch what the batches
+    // before committed, so its SQL waits for the batch committing.
+    let overlap = !lake_tables.reads_own_tables();
     let mut last_batch_start: Option<Instant> = None;
     let mut next_tick = Instant::now();
-    // The next batch, planned and being read while this one decodes, runs its SQL and commits.
+    // The next batch, planned and being read while this one decodes and runs its SQL.
     let mut prefetch: Option<tokio::task::JoinHandle<Result<Planned>>> = None;
+    // The batch committing while the next one runs its SQL.
+    let mut committing: Option<Committing> = None;
 
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let mut prefetched = false;
-        let planned = if let Some(entry) = state.replay.take() {
-            tokio::task::block_in_place(|| planner.replay(&state.start, entry, state.next_batch))
-                .map(|batch| Planned::Batch(Box::new(batch)))
-        } else if let Some(handle) = prefetch.take() {
-            prefetched = true;
-            handle
-                .await
-                .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))?
-        } else {
-            if let Trigger::ProcessingTime(interval) = options.trigger {
-                if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
+    let ran = async {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            // Without a read ahead the batch committing ends first: the next batch is planned
+            // after it, and takes everything that arrived meanwhile.
+            if prefetch.is_none() {
+                settle(&mut committing, &mut outputs, &mut observer, &mut summary).await?;
+                if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                // A trigger is used up whether or not it finds records, as in Spark.
-                next_tick = Instant::now().max(next_tick) + interval;
             }
-            tokio::task::block_in_place(|| {
-                planner.plan_and_read(&state.start, state.next_batch, state.watermark_ms)
-            })
-        };
-        let batch = match planned? {
-            Planned::Batch(batch) => *batch,
-            Planned::Nothing { end, lost } => {
-                if planner.target.is_some() {
-                    break;
-                }
-                if lost {
-                    state.start = end;
-                }
-                if !wait(IDLE_POLL, &stop).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        if let Trigger::ProcessingTime(interval) = options.trigger
-            && prefetched
-        {
-            next_tick = batch.started.max(next_tick) + interval;
-        }
-        let ReadBatch {
-            started: batch_start,
-            timestamp,
-            plan,
-            metadata,
-            latest: latest_offsets,
-            decoded,
-            replayed,
-            get_offsets,
-            get_batch,
-        } = batch;
-        let batch_id = state.next_batch;
-        let mut durations = Durations {
-            get_offsets,
-            get_batch,
-            decode: decoded.decode_ms,
-            ..Durations::default()
-        };
-        // Rows behind the watermark this batch runs with go to late_events; the batch's event
-        // times move the watermark for the next one (read ahead below, so decided now).
-        let watermark_ms = metadata.batch_watermark_ms;
-        let (rows_in, late) = match &event_time {
-            None => (decoded.rows, None),
-            Some(et) => {
-                // A decoder splits the rows as it decodes them (it has the event time: the
-                // input was resolved with the watermark).
-                let decoded_late = planner.decoder.is_some().then_some(decoded.late);
-                let split = et.split(decoded.rows, decoded_late, watermark_ms, batch_id)?;
-                state.watermark_ms = et.next_watermark(watermark_ms, &split.stats);
-                (
-                    split.on_time,
-                    Some((split.late, split.late_rows, split.stats)),
-                )
-            }
-        };
-        if !replayed {
-            let wal = Instant::now();
-            checkpoint
-                .write_offsets(
-                    batch_id,
-                    &OffsetLogEntry {
-                        metadata,
-                        end: plan.end.clone(),
-                    },
-                )
-                .await?;
-            durations.wal_commit = ms(wal.elapsed());
-        }
-        // Start reading the next batch now when there is a backlog (this batch stopped short of
-        // the log ends it saw) and the next batch would start as soon as this one ends. Without
-        // a backlog, waiting keeps latency low: the next batch then takes everything that
-        // arrived meanwhile.
-        let backlog = plan.end != latest_offsets;
-        let next_due = match options.trigger {
-            Trigger::Continuous | Trigger::AvailableNow => true,
-            Trigger::ProcessingTime(_) => next_tick <= Instant::now(),
-            Trigger::Once => false,
-        };
-        if backlog && next_due {
-            let planner = planner.clone();
-            let start = plan.end.clone();
-            let watermark_ms = state.watermark_ms;
-            prefetch = Some(tokio::task::spawn_blocking(move || {
-                planner.plan_and_read(&start, batch_id + 1, watermark_ms)
-            }));
-        }
-
-        let input_rows = decoded.input_rows;
-        let lost = decoded.lost;
-        let processing_micros = metadata.batch_timestamp_ms * 1000;
-        if spec.query.on_error == OnError::Fail
-            && let Some(err) = first_bad_record(&decoded.dead_letters)
-        {
-            return Err(err);
-        }
-
-        let query_start = Instant::now();
-        lake_tables
-            .for_batch(query.session(), &checkpoint, batch_id, replayed)
-            .await?;
-        let on_time_rows = rows(&rows_in);
-        let rows_in = match &mut rolling {
-            Some(r) => r.stage(rows_in, state.watermark_ms)?,
-            None => rows_in,
-        };
-        let watermarks = (watermark_ms, state.watermark_ms);
-        let output = match &mut rolling {
-            Some(WindowState::Aggregate(AggregateState {
-                partial: Some(partial),
-                ..
-            })) => query.run_partial(rows_in, watermarks, partial).await?,
-            _ => query.run_between(rows_in, watermarks).await?,
-        };
-        let output: Vec<RecordBatch> = output
-            .iter()
-            .map(|b| {
-                add_batch_columns(
-                    b,
-                    &sinks.schema,
-                    sinks.batch_id_column.then_some(batch_id),
-                    sinks.processing_time_column.then_some(processing_micros),
-                )
-            })
-            .collect::<Result<_>>()?;
-        durations.query = ms(query_start.elapsed());
-
-        let scores = ScoreProgress::of(&output);
-        let selected_alerts = alert_filter
-            .as_ref()
-            .map(|f| f.select(&output))
-            .transpose()?;
-        let blocked = block
-            .as_ref()
-            .map(|b| b.rows(&output, batch_id, processing_micros))
-            .transpose()?;
-
-        // The window state's snapshot is made and written beside the tables' appends: the
-        // batch's commit record needs both, neither needs the other, and the snapshot (one
-        // core building it, then the kernel copying it into the file) left the other core idle
-        // when it followed them (BENCHMARKS.md, "The state written beside the tables").
-        let state_write = rolling.take().map(|mut r| {
-            let checkpoint = checkpoint.clone();
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let (r, snapshot) = tokio::task::spawn_blocking(move || {
-                    let snapshot = r.snapshot(batch_id);
-                    (r, snapshot)
+            let mut prefetched = false;
+            let planned = if let Some(entry) = state.replay.take() {
+                tokio::task::block_in_place(|| {
+                    planner.replay(&state.start, entry, state.next_batch)
                 })
-                .await
-                .map_err(|e| JobError::Internal(format!("the state snapshot failed: {e}")))?;
-                let snapshot = snapshot?;
-                checkpoint
-                    .write_state(batch_id, snapshot.bytes, snapshot.drop_before)
-                    .await?;
-                Ok::<_, JobError>((r, ms(start.elapsed())))
-            })
-        });
-        let commit_start = Instant::now();
-        let output_rows = rows(&output);
-        let dead_letter_rows = rows(&decoded.dead_letters);
-        // The tables' appends run side by side: each commits its own table's version with the
-        // batch's transaction, and a replay skips the tables that hold it whatever the order.
-        // One after another, a batch of a few thousand rows waited for five commits in turn.
-        // Each runs to its end even when another fails (none is dropped halfway).
-        let Sinks {
-            table: table_sink,
-            dead_letters: dead_letter_sink,
-            late_events: late_sink,
-            alerts: alert_table,
-            ..
-        } = &mut sinks;
-        let appended = async {
-            let appends = tokio::join!(
-                async {
-                    Ok::<_, JobError>(match mode {
-                        // Every group, every batch (complete needs an aggregation, checked at
-                        // start): the table holds the latest result.
-                        OutputMode::Complete => {
-                            table_sink.overwrite(output, &query_id, batch_id).await?
+                .map(|batch| Planned::Batch(Box::new(batch)))
+            } else if let Some(mut read) = prefetch.take() {
+                prefetched = true;
+                // The batch committing may end before the read does: it is reported then, and a
+                // stop asked on its report gives the read up.
+                let read_out = match committing.take() {
+                    None => read.await,
+                    Some(mut task) => tokio::select! {
+                        out = &mut read => {
+                            committing = Some(task);
+                            out
                         }
-                        _ => table_sink.append(output, &query_id, batch_id).await?,
-                    })
-                },
-                async {
-                    Ok::<_, JobError>(
-                        dead_letter_sink
-                            .append(decoded.dead_letters, &query_id, batch_id)
-                            .await?,
+                        joined = &mut task => {
+                            finish(joined, &mut outputs, &mut observer, &mut summary)?;
+                            if stop.load(Ordering::SeqCst) {
+                                prefetch = Some(read);
+                                break;
+                            }
+                            read.await
+                        }
+                    },
+                };
+                read_out
+                    .map_err(|e| JobError::Internal(format!("the next batch's read failed: {e}")))?
+            } else {
+                if let Trigger::ProcessingTime(interval) = options.trigger {
+                    if !wait(next_tick.saturating_duration_since(Instant::now()), &stop).await {
+                        break;
+                    }
+                    // A trigger is used up whether or not it finds records, as in Spark.
+                    next_tick = Instant::now().max(next_tick) + interval;
+                }
+                tokio::task::block_in_place(|| {
+                    planner.plan_and_read(&state.start, state.next_batch, state.watermark_ms)
+                })
+            };
+            let batch = match planned? {
+                Planned::Batch(batch) => *batch,
+                Planned::Nothing { end, lost } => {
+                    settle(&mut committing, &mut outputs, &mut observer, &mut summary).await?;
+                    if planner.target.is_some() {
+                        break;
+                    }
+                    if lost {
+                        state.start = end;
+                    }
+                    if !wait(IDLE_POLL, &stop).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if let Trigger::ProcessingTime(interval) = options.trigger
+                && prefetched
+            {
+                next_tick = batch.started.max(next_tick) + interval;
+            }
+            let ReadBatch {
+                started: batch_start,
+                timestamp,
+                plan,
+                metadata,
+                latest: latest_offsets,
+                decoded,
+                replayed,
+                get_offsets,
+                get_batch,
+            } = batch;
+            let batch_id = state.next_batch;
+            let mut durations = Durations {
+                get_offsets,
+                get_batch,
+                decode: decoded.decode_ms,
+                ..Durations::default()
+            };
+            // Rows behind the watermark this batch runs with go to late_events; the batch's
+            // event times move the watermark for the next one (read ahead below, so decided
+            // now).
+            let watermark_ms = metadata.batch_watermark_ms;
+            let (rows_in, late) = match &event_time {
+                None => (decoded.rows, None),
+                Some(et) => {
+                    // A decoder splits the rows as it decodes them (it has the event time: the
+                    // input was resolved with the watermark).
+                    let decoded_late = planner.decoder.is_some().then_some(decoded.late);
+                    let split = et.split(decoded.rows, decoded_late, watermark_ms, batch_id)?;
+                    state.watermark_ms = et.next_watermark(watermark_ms, &split.stats);
+                    (
+                        split.on_time,
+                        Some((split.late, split.late_rows, split.stats)),
                     )
-                },
-                async {
-                    Ok::<_, JobError>(match (late, late_sink.as_mut()) {
-                        (Some((rows, n, stats)), Some(table)) => (
-                            n,
-                            Some(table.append(rows, &query_id, batch_id).await?),
-                            Some(stats),
-                        ),
-                        _ => (0, None, None),
-                    })
-                },
-                // The alerts' table takes them exactly once, with the batch's transaction like
-                // the rest.
-                async {
-                    Ok::<_, JobError>(match (alert_table.as_mut(), &selected_alerts) {
-                        (Some(table), Some(selected)) => {
-                            Some(table.append(selected.clone(), &query_id, batch_id).await?)
-                        }
-                        _ => None,
-                    })
-                },
-                async {
-                    Ok::<_, JobError>(match (&mut block, blocked) {
-                        (Some(table), Some(rows)) => {
-                            Some(table.append(rows, &query_id, batch_id).await?)
-                        }
-                        _ => None,
-                    })
-                },
-            );
-            let (table, dead_letters, late, alerts, blocked) = appends;
-            // The first failure in the order the tables were appended to before.
-            let (table, dead_letters) = (table?, dead_letters?);
-            let (late_rows, late, event_stats) = late?;
-            Ok::<_, JobError>(Appended {
-                table,
-                dead_letters,
-                late_rows,
-                late,
-                event_stats,
-                alerts: alerts?,
-                blocked: blocked?,
-            })
-        }
-        .await;
-        durations.commit = ms(commit_start.elapsed());
-        // Waited for even when an append failed, so that no write of this batch's state is
-        // still under way when the runner returns (a restart would race it).
-        let state_commit_ms = match state_write {
-            Some(task) => {
-                let (r, took) = task.await.map_err(|e| {
-                    JobError::Internal(format!("the state snapshot's write failed: {e}"))
-                })??;
-                rolling = Some(r);
-                took
+                }
+            };
+            // Start reading the next batch now when there is a backlog (this batch stopped
+            // short of the log ends it saw) and the next batch would start as soon as this one
+            // ends. Without a backlog, waiting keeps latency low: the next batch then takes
+            // everything that arrived meanwhile.
+            let backlog = plan.end != latest_offsets;
+            let next_due = match options.trigger {
+                Trigger::Continuous | Trigger::AvailableNow => true,
+                Trigger::ProcessingTime(_) => next_tick <= Instant::now(),
+                Trigger::Once => false,
+            };
+            if backlog && next_due {
+                let planner = planner.clone();
+                let start = plan.end.clone();
+                let watermark_ms = state.watermark_ms;
+                prefetch = Some(tokio::task::spawn_blocking(move || {
+                    planner.plan_and_read(&start, batch_id + 1, watermark_ms)
+                }));
             }
-            None => 0,
-        };
-        let appended = appended?;
-        // Alerts go out after the tables hold the batch and before its commit record: a crash in
-        // between replays the batch and publishes them again (at least once).
-        let alerts_start = Instant::now();
-        let alerts_published = match (&alerts, &selected_alerts) {
-            (Some(sink), Some(selected)) => {
-                tokio::task::block_in_place(|| sink.publish(selected, &query_id, batch_id))?;
-                rows(selected)
-            }
-            _ => 0,
-        };
-        durations.alerts = ms(alerts_start.elapsed());
-        let offsets_start = Instant::now();
-        checkpoint
-            .write_commit(batch_id, state.watermark_ms)
-            .await?;
-        durations.commit_offsets = ms(offsets_start.elapsed());
-        durations.trigger_execution = ms(batch_start.elapsed());
 
-        let written = |o: AppendOutcome, n: u64| match o {
-            AppendOutcome::Committed { .. } => n,
-            AppendOutcome::AlreadyCommitted | AppendOutcome::Empty => 0,
-        };
-        let mut table_versions = std::collections::BTreeMap::new();
-        for (name, outcome) in [
-            ("table", Some(appended.table)),
-            ("deadLetters", Some(appended.dead_letters)),
-            ("lateEvents", appended.late),
-            ("alerts", appended.alerts),
-            ("blockedEntities", appended.blocked),
-        ] {
-            if let Some(AppendOutcome::Committed { table_version }) = outcome {
-                table_versions.insert(name.to_string(), table_version);
+            let processing_micros = metadata.batch_timestamp_ms * 1000;
+            if spec.query.on_error == OnError::Fail
+                && let Some(err) = first_bad_record(&decoded.dead_letters)
+            {
+                return Err(err);
             }
-        }
-        let elapsed = batch_start.elapsed().as_secs_f64().max(1e-9);
-        let since_last = last_batch_start
-            .map(|t| batch_start.duration_since(t).as_secs_f64())
-            .unwrap_or(elapsed)
-            .max(1e-9);
-        last_batch_start = Some(batch_start);
-        let progress = QueryProgress {
-            id: query_id.clone(),
-            run_id: run_id.clone(),
-            name: spec.name.clone(),
-            timestamp: timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            batch_id,
-            batch_duration: durations.trigger_execution,
-            num_input_rows: input_rows,
-            input_rows_per_second: input_rows as f64 / since_last,
-            processed_rows_per_second: input_rows as f64 / elapsed,
-            duration_ms: durations,
-            event_time: appended
-                .event_stats
-                .map(|s| s.progress(watermark_ms))
-                .unwrap_or_default(),
-            state_operators: (event_time.is_some() || rolling.is_some())
-                .then(|| StateOperatorProgress {
+            if !overlap {
+                settle(&mut committing, &mut outputs, &mut observer, &mut summary).await?;
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+
+            let query_start = Instant::now();
+            lake_tables
+                .for_batch(query.session(), &checkpoint, batch_id, replayed)
+                .await?;
+            let on_time_rows = rows(&rows_in);
+            let rows_in = match &mut rolling {
+                Some(r) => r.stage(rows_in, state.watermark_ms)?,
+                None => rows_in,
+            };
+            let watermarks = (watermark_ms, state.watermark_ms);
+            let output = match &mut rolling {
+                Some(WindowState::Aggregate(AggregateState {
+                    partial: Some(partial),
+                    ..
+                })) => query.run_partial(rows_in, watermarks, partial).await?,
+                _ => query.run_between(rows_in, watermarks).await?,
+            };
+            let output: Vec<RecordBatch> = output
+                .iter()
+                .map(|b| {
+                    add_batch_columns(
+                        b,
+                        &sink_schema,
+                        batch_id_column.then_some(batch_id),
+                        processing_time_column.then_some(processing_micros),
+                    )
+                })
+                .collect::<Result<_>>()?;
+            durations.query = ms(query_start.elapsed());
+            // The state after this batch, taken before the next one changes it.
+            let snapshot = match &mut rolling {
+                Some(r) => Some(tokio::task::block_in_place(|| r.snapshot(batch_id))?),
+                None => None,
+            };
+            let state_operator = (event_time.is_some() || rolling.is_some()).then(|| {
+                StateOperatorProgress {
                     operator_name: match &rolling {
                         Some(WindowState::Incremental(_)) => "incrementalWindows".into(),
                         Some(WindowState::Generic(_)) => "windows".into(),
@@ -1302,57 +1050,62 @@ pub async fn run_observed<S: RecordSource>(
                     num_rows_total: rolling.as_ref().map_or(0, |r| r.rows() as u64),
                     num_rows_updated: rolling.as_ref().map_or(0, |_| on_time_rows),
                     memory_used_bytes: rolling.as_ref().map_or(0, |r| r.bytes() as u64),
-                    num_rows_dropped_by_watermark: appended.late_rows,
-                    commit_time_ms: state_commit_ms,
-                })
-                .into_iter()
-                .collect(),
-            sources: vec![SourceProgress {
-                description: source_description.clone(),
-                start_offset: state.start.clone(),
-                end_offset: plan.end.clone(),
-                latest_offset: latest_offsets,
-                num_input_rows: input_rows,
-                input_rows_per_second: input_rows as f64 / since_last,
-                processed_rows_per_second: input_rows as f64 / elapsed,
-                num_lost_offsets: lost,
-            }],
-            sink: SinkProgress {
-                description: format!("DeltaSink[{}]", sinks.table_path),
-                num_output_rows: written(appended.table, output_rows),
-                num_dead_letter_rows: written(appended.dead_letters, dead_letter_rows),
-                num_late_rows: appended.late.map(|o| written(o, appended.late_rows)),
-                table_versions,
-            },
-            alerts: selected_alerts.as_ref().map(|selected| AlertProgress {
-                description: alerts.as_ref().map_or_else(
-                    || format!("DeltaSink[{}]", alerts_table_path.unwrap_or_default()),
-                    AlertSink::description,
-                ),
-                num_output_rows: alerts_published,
-                by_severity: severity_counts(selected),
-            }),
-            scores,
-            replayed,
-        };
-        let json = progress.to_json();
-        checkpoint.write_progress(batch_id, &json).await?;
-        checkpoint.purge_before(batch_id).await?;
-        tracing::info!(target: "riskstream::progress", "{json}");
-        observer.progress(&progress);
-
-        summary.batches += 1;
-        summary.replayed_batches += u64::from(replayed);
-        summary.input_rows += input_rows;
-        summary.output_rows += progress.sink.num_output_rows;
-        summary.dead_letter_rows += progress.sink.num_dead_letter_rows;
-        summary.alerts += alerts_published;
-        state.start = plan.end;
-        state.next_batch = batch_id + 1;
-        if options.trigger == Trigger::Once && !replayed {
-            break;
+                    num_rows_dropped_by_watermark: 0,
+                    commit_time_ms: 0,
+                }
+            });
+            // The batch before committed while this one ran its SQL. A stop asked meanwhile
+            // leaves this one unwritten: it is read again after a restart, as a read ahead is.
+            settle(&mut committing, &mut outputs, &mut observer, &mut summary).await?;
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let since_last = last_batch_start
+                .map(|t| batch_start.duration_since(t).as_secs_f64())
+                .unwrap_or_else(|| batch_start.elapsed().as_secs_f64());
+            last_batch_start = Some(batch_start);
+            let commit = BatchCommit {
+                batch_id,
+                replayed,
+                offsets: OffsetLogEntry {
+                    metadata,
+                    end: plan.end.clone(),
+                },
+                output,
+                dead_letters: decoded.dead_letters,
+                late,
+                snapshot,
+                watermarks: (watermark_ms, state.watermark_ms),
+                processing_micros,
+                durations,
+                started: batch_start,
+                timestamp,
+                since_last,
+                input_rows: decoded.input_rows,
+                lost: decoded.lost,
+                start: std::mem::replace(&mut state.start, plan.end),
+                latest: latest_offsets,
+                state_operator,
+            };
+            let mut out = outputs
+                .take()
+                .ok_or_else(|| JobError::internal("a batch's commit kept the tables".into()))?;
+            committing = Some(tokio::spawn(async move {
+                let committed = out.commit(commit).await;
+                (out, committed)
+            }));
+            state.next_batch = batch_id + 1;
+            if options.trigger == Trigger::Once && !replayed {
+                break;
+            }
         }
+        Ok::<_, JobError>(())
     }
+    .await;
+    // The commit under way ends before the run does, whatever stopped it.
+    let settled = settle(&mut committing, &mut outputs, &mut observer, &mut summary).await;
+    ran?;
+    settled?;
     // A read of the next batch may be under way: it gives up at once (it has written nothing),
     // and is waited for so that the consumers are free when the runner returns.
     if let Some(handle) = prefetch {
@@ -1368,10 +1121,48 @@ pub async fn run_observed<S: RecordSource>(
     Ok(summary)
 }
 
+/// A batch's commit under way: it gives back the tables it held, and what it committed.
+type Committing = tokio::task::JoinHandle<(Outputs, Result<Committed>)>;
+
+/// Waits for the batch committing, if any, and reports it.
+async fn settle(
+    committing: &mut Option<Committing>,
+    outputs: &mut Option<Outputs>,
+    observer: &mut impl RunObserver,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    match committing.take() {
+        None => Ok(()),
+        Some(task) => finish(task.await, outputs, observer, summary),
+    }
+}
+
+/// Takes back the tables a batch's commit held, and reports what it committed.
+fn finish(
+    joined: std::result::Result<(Outputs, Result<Committed>), tokio::task::JoinError>,
+    outputs: &mut Option<Outputs>,
+    observer: &mut impl RunObserver,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let (back, committed) =
+        joined.map_err(|e| JobError::Internal(format!("a batch's commit failed: {e}")))?;
+    *outputs = Some(back);
+    let Committed { progress, alerts } = committed?;
+    observer.progress(&progress);
+    summary.batches += 1;
+    summary.replayed_batches += u64::from(progress.replayed);
+    summary.input_rows += progress.num_input_rows;
+    summary.output_rows += progress.sink.num_output_rows;
+    summary.dead_letter_rows += progress.sink.num_dead_letter_rows;
+    summary.alerts += alerts;
+    Ok(())
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::lake_sink::table_location;
 
     #[test]
     fn table_paths_split_into_lake_and_name() {

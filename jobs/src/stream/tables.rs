@@ -20,6 +20,8 @@ use crate::stream::spec::JobSpec;
 /// The tables, by SQL name.
 pub struct QueryTables {
     tables: Vec<(String, LatestTable)>,
+    /// Whether one of them is a table the job writes (its block list, say).
+    reads_own: bool,
 }
 
 impl QueryTables {
@@ -28,7 +30,16 @@ impl QueryTables {
     pub async fn open(spec: &JobSpec, ctx: &SessionContext) -> Result<Self> {
         let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
         let mut tables = Vec::with_capacity(spec.query.tables.len());
+        let sink = &spec.sink;
+        let written: Vec<&str> = [&sink.path, &sink.dead_letter_path, &sink.late_events_path]
+            .into_iter()
+            .map(String::as_str)
+            .chain(spec.alerts.iter().filter_map(|a| a.table_path.as_deref()))
+            .chain(spec.block.iter().map(|b| b.path.as_str()))
+            .collect();
+        let mut reads_own = false;
         for (i, t) in spec.query.tables.iter().enumerate() {
+            reads_own |= written.iter().any(|w| same(w, &t.path));
             let key = spec.key(&format!("query.tables[{i}].path"));
             if let Some(own) = spec.block.as_ref().filter(|b| same(&b.path, &t.path)) {
                 block::open_table(&own.path, spec.sink.checkpoint_interval, &key).await?;
@@ -40,9 +51,15 @@ impl QueryTables {
             tables.push((t.name.clone(), table));
         }
         // Registered now so that the query plans; each batch registers the versions it reads.
-        let mut out = Self { tables };
+        let mut out = Self { tables, reads_own };
         out.refresh(ctx).await?;
         Ok(out)
+    }
+
+    /// Whether the query reads a table the job writes: then each batch must see what the batch
+    /// before it committed there.
+    pub fn reads_own_tables(&self) -> bool {
+        self.reads_own
     }
 
     /// Brings every table to its latest version in `ctx`.

@@ -1,9 +1,10 @@
-//! A batch's commit, the runner's second stage: `offsets/<batchId>` written ahead, the batch's
-//! rows appended to the job's tables side by side with its state snapshot written, its alerts
-//! published, then `commits/<batchId>` and its progress. Batches commit one at a time and in
-//! order, each step in the order it had when batches ran one after another, so a crash leaves
-//! the checkpoint and the tables as it did then; what changed is that the runner runs the next
-//! batch's SQL meanwhile (`runner.rs`).
+//! A batch's commit, the runner's second stage: `offsets/<batchId>` written ahead (unless the
+//! runner wrote it before the batch's SQL, no batch committing then), the batch's rows appended
+//! to the job's tables side by side with its state snapshot written, its alerts published, then
+//! `commits/<batchId>` and its progress. Batches commit one at a time and in order, each step in
+//! the order it had when batches ran one after another, so a crash leaves the checkpoint and the
+//! tables as it did then; what changed is that the runner runs the next batch's SQL meanwhile
+//! (`runner.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -165,10 +166,12 @@ pub(crate) struct Outputs {
 /// A batch whose query has run, to commit.
 pub(crate) struct BatchCommit {
     pub(crate) batch_id: i64,
-    /// A replay of a batch the checkpoint logged: its offsets are written already.
+    /// A replay of a batch the checkpoint logged.
     pub(crate) replayed: bool,
     /// What `offsets/<batchId>` holds.
     pub(crate) offsets: OffsetLogEntry,
+    /// Whether it is written already (a replay's, or one written before the batch's SQL).
+    pub(crate) logged: bool,
     /// The query's rows, with the batch's columns added.
     pub(crate) output: Vec<RecordBatch>,
     pub(crate) dead_letters: Vec<RecordBatch>,
@@ -209,6 +212,7 @@ impl Outputs {
             batch_id,
             replayed,
             offsets,
+            logged,
             output,
             dead_letters,
             late,
@@ -235,7 +239,7 @@ impl Outputs {
             query_id,
             ..
         } = self;
-        if !replayed {
+        if !logged {
             let wal = Instant::now();
             checkpoint.write_offsets(batch_id, &offsets).await?;
             durations.wal_commit = ms(wal.elapsed());

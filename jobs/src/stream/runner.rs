@@ -1,7 +1,8 @@
 //! The micro-batch runner: Spark's write-ahead protocol over a Kafka source and Delta sinks.
 //!
 //! For each batch: plan the offsets, read exactly those offsets, decode (bad messages become
-//! dead letters), run the SQL; then commit it (`commit.rs`): write `offsets/<batchId>`, append
+//! dead letters), write `offsets/<batchId>` once the batch before has committed, run the SQL;
+//! then commit it (`commit.rs`): write `offsets/<batchId>` if not yet written, append
 //! to the sink table and the dead-letter table (each commit carrying `txn(queryId, batchId)`),
 //! then write `commits/<batchId>`. After a crash the last uncommitted batch is replayed with the
 //! same offsets and the same processing time; a table that already holds it skips it, so every
@@ -1002,6 +1003,18 @@ pub async fn run_observed<S: RecordSource>(
                     break;
                 }
             }
+            // `offsets/N` goes out as soon as `commits/N-1` has, as in Spark: now when no batch
+            // is committing, else when this one's commit starts.
+            let offsets = OffsetLogEntry {
+                metadata,
+                end: plan.end.clone(),
+            };
+            let logged = replayed || committing.is_none();
+            if !replayed && logged {
+                let wal = Instant::now();
+                checkpoint.write_offsets(batch_id, &offsets).await?;
+                durations.wal_commit = ms(wal.elapsed());
+            }
 
             let query_start = Instant::now();
             lake_tables
@@ -1067,10 +1080,8 @@ pub async fn run_observed<S: RecordSource>(
             let commit = BatchCommit {
                 batch_id,
                 replayed,
-                offsets: OffsetLogEntry {
-                    metadata,
-                    end: plan.end.clone(),
-                },
+                offsets,
+                logged,
                 output,
                 dead_letters: decoded.dead_letters,
                 late,

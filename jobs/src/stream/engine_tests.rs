@@ -37,6 +37,8 @@ struct Watched {
     stall_after_first_read: bool,
     reads: AtomicUsize,
     saw_cancel: Arc<AtomicBool>,
+    /// Set on the first read, when given: a stop asked while the first batch is read.
+    stop_on_first_read: Option<Arc<AtomicBool>>,
 }
 
 impl Watched {
@@ -47,6 +49,7 @@ impl Watched {
             stall_after_first_read: false,
             reads: AtomicUsize::new(0),
             saw_cancel: Arc::new(AtomicBool::new(false)),
+            stop_on_first_read: None,
         }
     }
 }
@@ -68,6 +71,9 @@ impl RecordSource for Watched {
         finish: &(dyn Fn(PartitionRecords) -> Result<T> + Sync),
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<T>> {
+        if let Some(stop) = &self.stop_on_first_read {
+            stop.store(true, Ordering::SeqCst);
+        }
         if !self.stall_after_first_read || self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
             return self.inner.read(ranges, finish, cancelled);
         }
@@ -145,6 +151,16 @@ batchIdColumn = "batch_id"
     JobSpec::parse(Path::new("engine-test.toml"), &text).unwrap()
 }
 
+/// A run of `spec` on its own trigger, stopped by `stop`.
+fn on_its_trigger(spec: JobSpec, stop: Arc<AtomicBool>) -> RunOptions {
+    RunOptions {
+        trigger: spec.trigger,
+        spec,
+        partitions: None,
+        stop,
+    }
+}
+
 /// A run of `spec` up to the log ends it sees at start.
 fn available_now(spec: &JobSpec) -> RunOptions {
     RunOptions {
@@ -213,12 +229,7 @@ async fn an_idle_processing_time_query_looks_for_records_once_per_interval() {
             stop.store(true, Ordering::SeqCst);
         })
     };
-    let options = RunOptions {
-        trigger: spec.trigger,
-        spec,
-        partitions: None,
-        stop,
-    };
+    let options = on_its_trigger(spec, stop);
     let summary = run_with(options, source, |_| {}).await.unwrap();
     stopper.await.unwrap();
     assert_eq!(summary.input_rows, 1_000);
@@ -253,12 +264,7 @@ async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
     source.stall_after_first_read = true;
     let saw_cancel = Arc::clone(&source.saw_cancel);
     let stop = Arc::new(AtomicBool::new(false));
-    let options = RunOptions {
-        trigger: spec.trigger,
-        spec,
-        partitions: None,
-        stop: Arc::clone(&stop),
-    };
+    let options = on_its_trigger(spec, Arc::clone(&stop));
     let summary = run_with(options, source, |_| stop.store(true, Ordering::SeqCst))
         .await
         .unwrap();
@@ -268,6 +274,32 @@ async fn a_stop_commits_the_batch_in_flight_and_gives_up_the_next_ones_read() {
     // The next batch's read gave up when the runner left, rather than holding it up.
     assert!(saw_cancel.load(Ordering::SeqCst));
     assert!(!dir.path().join("checkpoints/offsets/1").exists());
+}
+
+/// A stop asked while a batch is read, with no batch committing: the batch's offsets are
+/// logged before its SQL, and it commits before the run ends (as in Spark: every offsets entry
+/// has its commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_batch_whose_offsets_are_logged_commits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), "");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut source = Watched::new(log(10_000));
+    source.stop_on_first_read = Some(Arc::clone(&stop));
+    let options = on_its_trigger(spec, stop);
+    let summary = run_with(options, source, |_| {}).await.unwrap();
+    assert_eq!(summary.batches, 1);
+    let names = |folder: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("checkpoints").join(folder))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names("offsets"), ["0"]);
+    assert_eq!(names("commits"), ["0"]);
 }
 
 /// A batch commits while the next one runs its SQL. When the commit fails (here its commit

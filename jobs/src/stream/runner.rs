@@ -1068,9 +1068,10 @@ pub async fn run_observed<S: RecordSource>(
                 }
             });
             // The batch before committed while this one ran its SQL. A stop asked meanwhile
-            // leaves this one unwritten: it is read again after a restart, as a read ahead is.
+            // leaves this one unwritten when nothing of it is (it is read again after a
+            // restart, as a read ahead is); a batch whose offsets are logged commits.
             settle(&mut committing, &mut outputs, &mut observer, &mut summary).await?;
-            if stop.load(Ordering::SeqCst) {
+            if stop.load(Ordering::SeqCst) && !logged {
                 break;
             }
             let since_last = last_batch_start

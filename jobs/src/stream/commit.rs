@@ -233,11 +233,14 @@ impl Outputs {
             sinks,
             alert_filter,
             alerts,
+            alerts_table_path,
             block,
             checkpoint,
             mode,
             query_id,
-            ..
+            run_id,
+            name,
+            source_description,
         } = self;
         if !logged {
             let wal = Instant::now();
@@ -280,10 +283,11 @@ impl Outputs {
             dead_letters: dead_letter_sink,
             late_events: late_sink,
             alerts: alert_table,
+            table_path,
             ..
         } = sinks;
         let mode = *mode;
-        let query_id = query_id.as_str();
+        let query_id: &str = query_id;
         let appended = async {
             let appends = tokio::join!(
                 async {
@@ -393,9 +397,9 @@ impl Outputs {
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let since_last = since_last.max(1e-9);
         let progress = QueryProgress {
-            id: self.query_id.clone(),
-            run_id: self.run_id.clone(),
-            name: self.name.clone(),
+            id: query_id.to_string(),
+            run_id: run_id.clone(),
+            name: name.clone(),
             timestamp: timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             batch_id,
             batch_duration: durations.trigger_execution,
@@ -416,7 +420,7 @@ impl Outputs {
                 .into_iter()
                 .collect(),
             sources: vec![SourceProgress {
-                description: self.source_description.clone(),
+                description: source_description.clone(),
                 start_offset: start,
                 end_offset: offsets.end,
                 latest_offset: latest,
@@ -426,18 +430,18 @@ impl Outputs {
                 num_lost_offsets: lost,
             }],
             sink: SinkProgress {
-                description: format!("DeltaSink[{}]", self.sinks.table_path),
+                description: format!("DeltaSink[{table_path}]"),
                 num_output_rows: written(appended.table, output_rows),
                 num_dead_letter_rows: written(appended.dead_letters, dead_letter_rows),
                 num_late_rows: appended.late.map(|o| written(o, appended.late_rows)),
                 table_versions,
             },
             alerts: selected_alerts.as_ref().map(|selected| AlertProgress {
-                description: self.alerts.as_ref().map_or_else(
+                description: alerts.as_ref().map_or_else(
                     || {
                         format!(
                             "DeltaSink[{}]",
-                            self.alerts_table_path.as_deref().unwrap_or_default()
+                            alerts_table_path.as_deref().unwrap_or_default()
                         )
                     },
                     AlertSink::description,
@@ -449,8 +453,8 @@ impl Outputs {
             replayed,
         };
         let json = progress.to_json();
-        self.checkpoint.write_progress(batch_id, &json).await?;
-        self.checkpoint.purge_before(batch_id).await?;
+        checkpoint.write_progress(batch_id, &json).await?;
+        checkpoint.purge_before(batch_id).await?;
         tracing::info!(target: "riskstream::progress", "{json}");
         Ok(Committed {
             progress,

@@ -308,8 +308,6 @@ async fn a_stop_during_a_batch_whose_offsets_are_logged_commits_it() {
 /// batch and writes every record once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_leaves_the_next_batch_unwritten_and_a_restart_writes_every_record_once() {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int64Type;
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(dir.path(), "");
     let options = || available_now(&spec);
@@ -330,19 +328,14 @@ async fn a_failed_commit_leaves_the_next_batch_unwritten_and_a_restart_writes_ev
     let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
     assert_eq!(again.replayed_batches, 1);
     let ctx = lake_session(dir.path()).await;
-    let out = ctx
-        .sql(
-            "SELECT (SELECT count(*) FROM risk_scores) AS n, \
-             (SELECT count(DISTINCT event_id) FROM risk_scores) AS ids, \
-             (SELECT count(*) FROM dead_letters) AS dead",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let value = |c: usize| out[0].column(c).as_primitive::<Int64Type>().value(0);
-    let (rows, ids, dead) = (value(0), value(1), value(2));
+    let counts = integers(
+        &ctx,
+        "SELECT (SELECT count(*) FROM risk_scores) AS n, \
+         (SELECT count(DISTINCT event_id) FROM risk_scores) AS ids, \
+         (SELECT count(*) FROM dead_letters) AS dead",
+    )
+    .await;
+    let (rows, ids, dead) = (counts[0], counts[1], counts[2]);
     assert_eq!(rows, ids, "a row written twice");
     assert_eq!(rows + dead, 10_000);
 }
@@ -356,6 +349,18 @@ async fn lake_session(dir: &Path) -> datafusion::prelude::SessionContext {
         .await
         .unwrap();
     ctx
+}
+
+/// The integers of the first row `sql` gives in `ctx` (counts and the like).
+async fn integers(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<i64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let out = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    out[0]
+        .columns()
+        .iter()
+        .map(|c| c.as_primitive::<Int64Type>().value(0))
+        .collect()
 }
 
 /// `(batch_id, event_time)` of every row of a table, by running `sql` over the lake in `dir`.
@@ -1232,8 +1237,6 @@ fn shipped_spec(name: &str, dir: &Path) -> JobSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_feature_jobs_write_one_row_of_features_per_event_behind_the_watermark() {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int64Type;
     for (spec, source, table) in [
         (
             "transaction_features.toml",
@@ -1265,16 +1268,12 @@ async fn the_shipped_feature_jobs_write_one_row_of_features_per_event_behind_the
         assert_eq!(operator, "incrementalWindows", "{spec}");
         assert!(summary.output_rows > 1_000, "{spec}: {summary:?}");
         let ctx = lake_session(&dir.path().join("lake")).await;
-        let counts = ctx
-            .sql(&format!(
-                "SELECT count(*), count(DISTINCT event_id) FROM {table}"
-            ))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        let value = |i: usize| counts[0].column(i).as_primitive::<Int64Type>().value(0);
+        let counts = integers(
+            &ctx,
+            &format!("SELECT count(*), count(DISTINCT event_id) FROM {table}"),
+        )
+        .await;
+        let value = |i: usize| counts[i];
         assert_eq!(value(0), value(1), "{spec}: one row per event");
         assert_eq!(value(0) as u64, summary.output_rows, "{spec}");
     }
@@ -1285,8 +1284,6 @@ async fn the_shipped_feature_jobs_write_one_row_of_features_per_event_behind_the
 /// those) carries the reason `blocked_entity`, read back from the table the job appends to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_entity_is_blocked_by_its_score_and_its_later_events_say_so() {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int64Type;
     for (spec, source, event_type) in [
         ("transactions.toml", Source::Transactions, "transaction"),
         ("claims.toml", Source::Claims, "claim"),
@@ -1316,10 +1313,7 @@ async fn a_blocked_entity_is_blocked_by_its_score_and_its_later_events_say_so() 
         let ctx = lake_session(&dir.path().join("lake")).await;
         let count = |sql: String| {
             let ctx = ctx.clone();
-            async move {
-                let out = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-                out[0].column(0).as_primitive::<Int64Type>().value(0)
-            }
+            async move { integers(&ctx, &sql).await[0] }
         };
         let blocks = format!(
             "(SELECT entity_id, min(batch_id) AS blocked_in, count(DISTINCT batch_id) AS batches \

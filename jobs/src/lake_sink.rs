@@ -26,6 +26,7 @@ pub fn table_spec(name: &str, schema: SchemaRef, partition_by: Vec<String>) -> T
         schema,
         merge_schema: false,
         checkpoint_interval: None,
+        compression: Default::default(),
     }
 }
 

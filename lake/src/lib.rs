@@ -5,6 +5,7 @@
 //! `(query id, batch id)` pair, and this crate makes the append idempotent.
 
 mod catalog;
+mod codec;
 mod error;
 mod folder;
 mod latest;
@@ -15,6 +16,7 @@ mod schema;
 mod writer;
 
 pub use catalog::{Catalog, TableEntry};
+pub use codec::Codec;
 pub use error::{LakeError, Result};
 pub use folder::Folder;
 pub use latest::LatestTable;

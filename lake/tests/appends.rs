@@ -10,11 +10,11 @@ use riskstream_lake::arrow::array::{AsArray, Float64Array, Int64Array, RecordBat
 use riskstream_lake::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef,
 };
-use riskstream_lake::datafusion::parquet::basic::Encoding;
+use riskstream_lake::datafusion::parquet::basic::{Compression, Encoding};
 use riskstream_lake::datafusion::parquet::file::metadata::ColumnChunkMetaData;
 use riskstream_lake::datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use riskstream_lake::datafusion::prelude::SessionContext;
-use riskstream_lake::{AppendOutcome, Catalog, DeltaAppender, LakeLocation, TableSpec};
+use riskstream_lake::{AppendOutcome, Catalog, Codec, DeltaAppender, LakeLocation, TableSpec};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -51,6 +51,11 @@ async fn lake(partition_by: &[&str]) -> (tempfile::TempDir, LakeLocation, DeltaA
 
 /// An appender of the `scores` table under `lake`, made when missing.
 async fn open(lake: &LakeLocation, partition_by: &[&str]) -> DeltaAppender {
+    open_with(lake, partition_by, Codec::default()).await
+}
+
+/// An appender of the `scores` table under `lake` writing files compressed with `codec`.
+async fn open_with(lake: &LakeLocation, partition_by: &[&str], codec: Codec) -> DeltaAppender {
     let spec = TableSpec {
         name: "scores".into(),
         schema: schema(),
@@ -58,6 +63,7 @@ async fn open(lake: &LakeLocation, partition_by: &[&str]) -> DeltaAppender {
         stats_columns: None,
         merge_schema: false,
         checkpoint_interval: None,
+        compression: codec,
     };
     DeltaAppender::open_or_create(lake, spec).await.unwrap()
 }
@@ -90,6 +96,22 @@ fn log_entry(dir: &tempfile::TempDir, version: u64) -> BTreeMap<String, Vec<serd
         actions.entry(kind.clone()).or_default().push(body.clone());
     }
     actions
+}
+
+/// The codecs of the column chunks of the files commit `version` of the table added.
+fn codecs(dir: &tempfile::TempDir, version: u64) -> Vec<Compression> {
+    let mut codecs = Vec::new();
+    for add in &log_entry(dir, version)["add"] {
+        let path = dir
+            .path()
+            .join("lake/scores")
+            .join(add["path"].as_str().unwrap());
+        let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+        for group in reader.metadata().row_groups() {
+            codecs.extend(group.columns().iter().map(|c| c.compression()));
+        }
+    }
+    codecs
 }
 
 /// Writers an append of `rows` rows takes on this machine (see `DeltaAppender`).
@@ -207,6 +229,30 @@ async fn a_large_partitioned_append_writes_each_writers_partitions_apart() {
         0
     );
     assert_eq!(census(&lake).await.0, 240_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_compressed_with_the_tables_codec_zstd_unless_told() {
+    let (dir, _lake, mut zstd) = lake(&[]).await;
+    zstd.append(vec![rows(0, 1_000)], "job", 0).await.unwrap();
+    let written = codecs(&dir, 1);
+    assert_eq!(written.len(), 3);
+    assert!(
+        written.iter().all(|c| matches!(c, Compression::ZSTD(_))),
+        "{written:?}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(other.path().join("lake").to_str().unwrap()).unwrap();
+    let mut snappy = open_with(&lake, &[], Codec::Snappy).await;
+    snappy.append(vec![rows(0, 1_000)], "job", 0).await.unwrap();
+    let written = codecs(&other, 1);
+    assert_eq!(written.len(), 3);
+    assert!(
+        written.iter().all(|c| *c == Compression::SNAPPY),
+        "{written:?}"
+    );
+    assert_eq!(census(&lake).await.0, 1_000);
 }
 
 /// An appender knows what it committed last without reading the log; a second writer of the same

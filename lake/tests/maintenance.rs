@@ -49,6 +49,7 @@ async fn new_lake(
         stats_columns: None,
         merge_schema: false,
         checkpoint_interval,
+        compression: Default::default(),
     };
     let appender = DeltaAppender::open_or_create(&lake, spec).await.unwrap();
     (dir, lake, appender)

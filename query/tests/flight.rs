@@ -53,6 +53,7 @@ async fn write_scores(root: &std::path::Path, name: &str) {
         stats_columns: None,
         merge_schema: false,
         checkpoint_interval: None,
+        compression: Default::default(),
     };
     let mut appender = DeltaAppender::open_or_create(&lake, spec).await.unwrap();
     for (version, ids) in [(0, 0..1_000i64), (1, 1_000..3_000)] {

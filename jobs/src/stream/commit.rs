@@ -83,6 +83,7 @@ impl Sinks {
         let mut table_spec_ = table_spec(&name, Arc::clone(&schema), sink.partition_by.clone());
         table_spec_.merge_schema = sink.merge_schema;
         table_spec_.checkpoint_interval = Some(sink.checkpoint_interval);
+        table_spec_.compression = sink.compression;
         let table = DeltaAppender::open_or_create(&lake, table_spec_).await?;
         let (dl_lake, dl_name) = table_location(
             &sink.dead_letter_path,
@@ -90,6 +91,7 @@ impl Sinks {
         )?;
         let mut dl_spec = table_spec(&dl_name, dead_letters_schema(), Vec::new());
         dl_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+        dl_spec.compression = sink.compression;
         let dead_letters = DeltaAppender::open_or_create(&dl_lake, dl_spec).await?;
         let late_events = match event_time {
             None => None,
@@ -100,6 +102,7 @@ impl Sinks {
                 )?;
                 let mut late_spec = table_spec(&name, Arc::clone(et.late_schema()), Vec::new());
                 late_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+                late_spec.compression = sink.compression;
                 Some(DeltaAppender::open_or_create(&lake, late_spec).await?)
             }
         };
@@ -118,6 +121,7 @@ impl Sinks {
                 let (lake, name) = table_location(path, &key)?;
                 let mut alerts_spec = table_spec(&name, Arc::clone(&schema), Vec::new());
                 alerts_spec.checkpoint_interval = Some(sink.checkpoint_interval);
+                alerts_spec.compression = sink.compression;
                 Some(DeltaAppender::open_or_create(&lake, alerts_spec).await?)
             }
         };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use riskstream_lake::Codec;
 use riskstream_udfs::{RuleSet, SeverityTiers};
 use serde::Deserialize;
 
@@ -327,6 +328,9 @@ pub struct DeltaSinkOptions {
     /// `checkpointInterval`: write a Delta checkpoint every N commits (Delta's
     /// `delta.checkpointInterval`, set when the table is created).
     pub checkpoint_interval: u64,
+    /// `compression`: the Parquet codec of the files the job's tables are written in (Spark's
+    /// Parquet option and names; zstd by default, where Spark's is snappy: see `Codec`).
+    pub compression: Codec,
     /// `batchIdColumn`: a column added to every row holding its micro-batch id.
     pub batch_id_column: Option<String>,
     /// `processingTimeColumn`: a column added to every row holding the batch's processing time.
@@ -790,6 +794,7 @@ impl JobSpec {
                 "lateEventsPath",
                 "mergeSchema",
                 "checkpointInterval",
+                "compression",
                 "batchIdColumn",
                 "processingTimeColumn",
             ],
@@ -807,6 +812,12 @@ impl JobSpec {
         };
         let merge_schema = write.bool("mergeSchema", false)?;
         let checkpoint_interval = write.positive("checkpointInterval")?.unwrap_or(100);
+        let compression = match write.string("compression")? {
+            None => Codec::default(),
+            Some(name) => name
+                .parse()
+                .map_err(|reason| write.bad("compression", reason))?,
+        };
         let batch_id_column = write.string("batchIdColumn")?;
         let processing_time_column = write.string("processingTimeColumn")?;
         let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
@@ -869,6 +880,7 @@ impl JobSpec {
                 partition_by,
                 merge_schema,
                 checkpoint_interval,
+                compression,
                 batch_id_column,
                 processing_time_column,
                 output_mode,
@@ -1627,8 +1639,14 @@ batchIdColumn = "batch_id"
             })
         );
         assert!(spec.sink.merge_schema);
+        assert_eq!(spec.sink.compression, Codec::Zstd);
         assert_eq!(spec.query.view, "transactions");
         assert_eq!(spec.query.on_error, OnError::DeadLetter);
+        let snappy = parse(&GOOD.replace(
+            "mergeSchema = true",
+            "mergeSchema = true\ncompression = \"Snappy\"",
+        ));
+        assert_eq!(snappy.unwrap().sink.compression, Codec::Snappy);
     }
 
     #[test]
@@ -1761,6 +1779,10 @@ batchIdColumn = "batch_id"
             (
                 GOOD.replace("path = \"s3://lake/risk_scores\"\n", ""),
                 "writeStream.options.path",
+            ),
+            (
+                GOOD.replace("mergeSchema = true", "mergeSchema = true\ncompression = \"lzo\""),
+                "writeStream.options.compression",
             ),
             (GOOD.replace("{\"0\":5", "{\"zero\":5"), "startingOffsets"),
             (

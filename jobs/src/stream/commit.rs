@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use riskstream_lake::{AppendOutcome, DeltaAppender};
+use riskstream_lake::{AppendOutcome, DeltaAppender, TableSpec};
 
 use crate::error::{JobError, Result};
 use crate::lake_sink::{table_location, table_spec};
@@ -80,18 +80,22 @@ impl Sinks {
             }
         }
         let (lake, name) = table_location(&sink.path, &spec.key("writeStream.options.path"))?;
-        let mut table_spec_ = table_spec(&name, Arc::clone(&schema), sink.partition_by.clone());
-        table_spec_.merge_schema = sink.merge_schema;
-        table_spec_.checkpoint_interval = Some(sink.checkpoint_interval);
-        table_spec_.compression = sink.compression;
-        let table = DeltaAppender::open_or_create(&lake, table_spec_).await?;
+        // Every table the job writes takes the sink's checkpoint interval and codec.
+        let sink_table = |name: &str, schema: SchemaRef, partition_by: Vec<String>| TableSpec {
+            checkpoint_interval: Some(sink.checkpoint_interval),
+            compression: sink.compression,
+            ..table_spec(name, schema, partition_by)
+        };
+        let main_spec = TableSpec {
+            merge_schema: sink.merge_schema,
+            ..sink_table(&name, Arc::clone(&schema), sink.partition_by.clone())
+        };
+        let table = DeltaAppender::open_or_create(&lake, main_spec).await?;
         let (dl_lake, dl_name) = table_location(
             &sink.dead_letter_path,
             &spec.key("writeStream.options.deadLetterPath"),
         )?;
-        let mut dl_spec = table_spec(&dl_name, dead_letters_schema(), Vec::new());
-        dl_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-        dl_spec.compression = sink.compression;
+        let dl_spec = sink_table(&dl_name, dead_letters_schema(), Vec::new());
         let dead_letters = DeltaAppender::open_or_create(&dl_lake, dl_spec).await?;
         let late_events = match event_time {
             None => None,
@@ -100,9 +104,7 @@ impl Sinks {
                     &sink.late_events_path,
                     &spec.key("writeStream.options.lateEventsPath"),
                 )?;
-                let mut late_spec = table_spec(&name, Arc::clone(et.late_schema()), Vec::new());
-                late_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-                late_spec.compression = sink.compression;
+                let late_spec = sink_table(&name, Arc::clone(et.late_schema()), Vec::new());
                 Some(DeltaAppender::open_or_create(&lake, late_spec).await?)
             }
         };
@@ -119,9 +121,7 @@ impl Sinks {
                     ));
                 }
                 let (lake, name) = table_location(path, &key)?;
-                let mut alerts_spec = table_spec(&name, Arc::clone(&schema), Vec::new());
-                alerts_spec.checkpoint_interval = Some(sink.checkpoint_interval);
-                alerts_spec.compression = sink.compression;
+                let alerts_spec = sink_table(&name, Arc::clone(&schema), Vec::new());
                 Some(DeltaAppender::open_or_create(&lake, alerts_spec).await?)
             }
         };

@@ -1763,3 +1763,38 @@ async fn on_arrival_is_refused_naming_the_functions_left_to_the_generic_path() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_table_of_a_job_is_written_with_its_codec() {
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec_with(
+        dir.path(),
+        "",
+        r#"watermark = { column = "event_time", delay = "1 minute" }"#,
+    );
+    spec.sink.compression = riskstream_lake::Codec::Snappy;
+    let run = run_with(available_now(&spec), log(20_000), |_| {})
+        .await
+        .unwrap();
+    assert!(run.dead_letter_rows > 0);
+    for table in ["risk_scores", "dead_letters", "late_events"] {
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path().join(table)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            files += 1;
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            for group in reader.metadata().row_groups() {
+                for column in group.columns() {
+                    assert_eq!(column.compression(), Compression::SNAPPY, "{path:?}");
+                }
+            }
+        }
+        assert!(files > 0, "{table} has no files");
+    }
+}

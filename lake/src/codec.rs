@@ -25,8 +25,25 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The names `FromStr` takes, for messages.
-    pub const NAMES: &'static str = "none, uncompressed, snappy, zstd, lz4_raw, gzip";
+    /// Every codec, in the order messages list them.
+    pub const ALL: [Codec; 5] = [
+        Self::Uncompressed,
+        Self::Snappy,
+        Self::Zstd,
+        Self::Lz4Raw,
+        Self::Gzip,
+    ];
+
+    /// Spark's name of the codec (`none` is taken too, for `uncompressed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Snappy => "snappy",
+            Self::Zstd => "zstd",
+            Self::Lz4Raw => "lz4_raw",
+            Self::Gzip => "gzip",
+            Self::Uncompressed => "uncompressed",
+        }
+    }
 
     /// The Parquet writer's setting, at each codec's default level (zstd 1, gzip 6).
     pub fn compression(self) -> Compression {
@@ -46,32 +63,32 @@ impl FromStr for Codec {
     /// Spark's names, any case. Spark's `lz4` is Hadoop's framing of LZ4, which the Parquet
     /// format has deprecated; `lz4_raw` is the one to use.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "snappy" => Ok(Self::Snappy),
-            "zstd" => Ok(Self::Zstd),
-            "lz4_raw" => Ok(Self::Lz4Raw),
-            "gzip" => Ok(Self::Gzip),
-            "none" | "uncompressed" => Ok(Self::Uncompressed),
+        let wanted = s.trim().to_ascii_lowercase();
+        match wanted.as_str() {
+            "none" => return Ok(Self::Uncompressed),
             "lz4" => {
-                Err("`lz4` (Hadoop's LZ4 framing) is deprecated in Parquet: use lz4_raw".into())
+                return Err(
+                    "`lz4` (Hadoop's LZ4 framing) is deprecated in Parquet: use lz4_raw".into(),
+                );
             }
-            _ => Err(format!(
-                "`{s}` is not a Parquet codec (one of: {})",
-                Self::NAMES
-            )),
+            _ => {}
         }
+        Self::ALL
+            .into_iter()
+            .find(|codec| codec.name() == wanted)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|c| c.name()).collect();
+                format!(
+                    "`{s}` is not a Parquet codec (one of: none, {})",
+                    names.join(", ")
+                )
+            })
     }
 }
 
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Snappy => "snappy",
-            Self::Zstd => "zstd",
-            Self::Lz4Raw => "lz4_raw",
-            Self::Gzip => "gzip",
-            Self::Uncompressed => "uncompressed",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -89,14 +106,10 @@ mod tests {
         assert_eq!("lz4_raw".parse::<Codec>(), Ok(Codec::Lz4Raw));
         assert_eq!("gzip".parse::<Codec>(), Ok(Codec::Gzip));
         assert!("lz4".parse::<Codec>().unwrap_err().contains("lz4_raw"));
-        assert!("lzo".parse::<Codec>().unwrap_err().contains("`lzo`"));
-        for codec in [
-            Codec::Snappy,
-            Codec::Zstd,
-            Codec::Lz4Raw,
-            Codec::Gzip,
-            Codec::Uncompressed,
-        ] {
+        let unknown = "lzo".parse::<Codec>().unwrap_err();
+        assert!(unknown.contains("`lzo`"), "{unknown}");
+        assert!(unknown.contains("lz4_raw, gzip"), "{unknown}");
+        for codec in Codec::ALL {
             assert_eq!(codec.to_string().parse::<Codec>(), Ok(codec));
         }
     }

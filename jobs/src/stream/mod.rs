@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod block;
 pub mod checkpoint;
 mod commit;
+mod fold;
 pub mod incremental;
 pub mod models;
 pub mod offsets;

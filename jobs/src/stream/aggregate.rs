@@ -810,11 +810,5 @@ mod tests {
         )
         .await;
         assert!(!distinct.partial, "a distinct count has no partial here");
-        let text = analyzed(
-            "SELECT user_id, max(merchant_id) FROM transactions \
-             GROUP BY user_id, window(event_time, '1 minute')",
-        )
-        .await;
-        assert!(!text.partial, "extremes of text are not folded in place");
     }
 }

@@ -7,7 +7,6 @@ pub mod alerts;
 pub mod block;
 pub mod checkpoint;
 mod commit;
-mod fold;
 pub mod incremental;
 pub mod models;
 pub mod offsets;

@@ -165,6 +165,19 @@ pub(crate) struct Outputs {
     pub(crate) run_id: String,
     pub(crate) name: String,
     pub(crate) source_description: String,
+    /// When the last batch committed: with a backlog the next batch is read and run while the
+    /// last one commits, and its processing rate counts only the time after that.
+    pub(crate) last_commit: Option<Instant>,
+}
+
+/// How long a batch that started at `started` and committed at `now` had the job to itself:
+/// from its start, or from the commit of the batch before if that came later. Consecutive
+/// batches' spans add up to the time they took together, so rows over span is the rate the job
+/// kept up (Spark's `processedRowsPerSecond`, whose batches never overlap); rows over the whole
+/// `triggerExecution` would undercount it by the overlap.
+fn processing_span(started: Instant, last_commit: Option<Instant>, now: Instant) -> f64 {
+    let from = last_commit.map_or(started, |last| last.max(started));
+    now.saturating_duration_since(from).as_secs_f64().max(1e-9)
 }
 
 /// A batch whose query has run, to commit.
@@ -245,6 +258,7 @@ impl Outputs {
             run_id,
             name,
             source_description,
+            last_commit,
         } = self;
         if !logged {
             let wal = Instant::now();
@@ -380,7 +394,9 @@ impl Outputs {
         let offsets_start = Instant::now();
         checkpoint.write_commit(batch_id, next_watermark_ms).await?;
         durations.commit_offsets = ms(offsets_start.elapsed());
-        durations.trigger_execution = ms(started.elapsed());
+        let committed = Instant::now();
+        durations.trigger_execution = ms(committed.saturating_duration_since(started));
+        let span = processing_span(started, last_commit.replace(committed), committed);
 
         let written = |o: AppendOutcome, n: u64| match o {
             AppendOutcome::Committed { .. } => n,
@@ -398,7 +414,6 @@ impl Outputs {
                 table_versions.insert(name.to_string(), table_version);
             }
         }
-        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let since_last = since_last.max(1e-9);
         let progress = QueryProgress {
             id: query_id.to_string(),
@@ -409,7 +424,7 @@ impl Outputs {
             batch_duration: durations.trigger_execution,
             num_input_rows: input_rows,
             input_rows_per_second: input_rows as f64 / since_last,
-            processed_rows_per_second: input_rows as f64 / elapsed,
+            processed_rows_per_second: input_rows as f64 / span,
             duration_ms: durations,
             event_time: appended
                 .event_stats
@@ -430,7 +445,7 @@ impl Outputs {
                 latest_offset: latest,
                 num_input_rows: input_rows,
                 input_rows_per_second: input_rows as f64 / since_last,
-                processed_rows_per_second: input_rows as f64 / elapsed,
+                processed_rows_per_second: input_rows as f64 / span,
                 num_lost_offsets: lost,
             }],
             sink: SinkProgress {
@@ -470,4 +485,28 @@ impl Outputs {
 /// Rows in `batches`.
 pub(crate) fn rows(batches: &[RecordBatch]) -> u64 {
     batches.iter().map(|b| b.num_rows() as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::processing_span;
+
+    #[test]
+    fn overlapping_batches_share_the_wall_time_they_took_together() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // The first batch runs alone: its own time.
+        assert_eq!(processing_span(t0, None, t0 + s(3)), 3.0);
+        // The second was read and run while the first committed: it counts from that commit,
+        // so the two spans add up to the five seconds both took.
+        assert_eq!(processing_span(t0 + s(1), Some(t0 + s(3)), t0 + s(5)), 2.0);
+        // A batch that starts after the last commit (a trigger interval's wait) counts from
+        // its own start, not across the idle time.
+        assert_eq!(
+            processing_span(t0 + s(10), Some(t0 + s(5)), t0 + s(12)),
+            2.0
+        );
+    }
 }

@@ -249,6 +249,31 @@ async fn the_engine_writes_every_record_of_an_in_process_log_once() {
     assert!(first.batches >= 4, "maxOffsetsPerTrigger bounds batches");
     assert!(first.dead_letter_rows > 0, "the generator corrupts 0.5%");
     assert_eq!(first.output_rows + first.dead_letter_rows, 10_000);
+    // Each batch's processing rate counts only its own share of the run: with the backlog the
+    // next batch is read and run while the last commits, and rates over whole batches would
+    // add up to more time than the batches took from the first's start to the last's commit.
+    let (mut shares, mut first_start, mut last_commit) = (0.0, f64::MAX, 0.0f64);
+    for entry in std::fs::read_dir(dir.path().join("checkpoints/progress")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let started = chrono::DateTime::parse_from_rfc3339(report["timestamp"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis() as f64
+            / 1e3;
+        let took = report["durationMs"]["triggerExecution"].as_f64().unwrap() / 1e3;
+        first_start = first_start.min(started);
+        last_commit = last_commit.max(started + took);
+        let rows = report["numInputRows"].as_f64().unwrap();
+        if rows > 0.0 {
+            shares += rows / report["processedRowsPerSecond"].as_f64().unwrap();
+        }
+    }
+    // Times in the reports are in whole milliseconds.
+    let batches_took = last_commit - first_start + 0.003;
+    assert!(
+        shares <= batches_took,
+        "the batches' shares add up to {shares} s, the batches took {batches_took} s"
+    );
     // The same log again: the checkpoint says everything was read, so nothing is written.
     let again = run_with(options(), log(10_000), |_| {}).await.unwrap();
     assert_eq!((again.batches, again.output_rows), (0, 0));

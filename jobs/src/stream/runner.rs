@@ -850,6 +850,7 @@ pub async fn run_observed<S: RecordSource>(
         run_id,
         name: spec.name.clone(),
         source_description: source.description(),
+        last_commit: None,
     });
     // A job reading a table it writes (its block list) sees in each batch what the batches
     // before committed, so its SQL waits for the batch committing.

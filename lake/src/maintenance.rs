@@ -10,7 +10,9 @@ use deltalake::DeltaTable;
 use deltalake::operations::optimize::OptimizeType;
 
 use crate::catalog::TableEntry;
+use crate::codec::Codec;
 use crate::error::{LakeError, Result};
+use crate::writer::writer_properties;
 
 /// What `optimize` should do.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +21,9 @@ pub struct OptimizeOptions {
     pub zorder_by: Vec<String>,
     /// Target file size in bytes (default: the table's `delta.targetFileSize`, else 100 MiB).
     pub target_size: Option<NonZeroU64>,
+    /// The compression of the files written; they are written as the jobs' appends write
+    /// theirs (the same dictionaries), so a compacted table reads as it did.
+    pub compression: Codec,
 }
 
 /// What `optimize` did.
@@ -70,7 +75,18 @@ pub async fn optimize(
     } else {
         OptimizeType::ZOrder(options.zorder_by.clone())
     };
-    let mut builder = table.optimize().with_type(kind);
+    let properties = writer_properties(
+        &table
+            .snapshot()
+            .map_err(LakeError::delta(&entry.name))?
+            .snapshot()
+            .arrow_schema(),
+        options.compression,
+    );
+    let mut builder = table
+        .optimize()
+        .with_type(kind)
+        .with_writer_properties(properties);
     if let Some(size) = options.target_size {
         builder = builder.with_target_size(size);
     }

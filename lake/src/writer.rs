@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU64;
 
-use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -70,6 +70,33 @@ const TARGET_FILE_SIZE: u64 = 512 * 1024 * 1024;
 /// The largest dictionary page a column keeps before it falls back to plain values.
 const DICTIONARY_PAGE_LIMIT: usize = 64 * 1024;
 
+/// How the Parquet files of a table with `schema` are written: its appends, and the files
+/// `optimize` writes in place of small ones.
+pub(crate) fn writer_properties(schema: &Schema, codec: Codec) -> WriterProperties {
+    // A column's dictionary is given up for plain values (then compressed) once it passes
+    // 64 KiB rather than Parquet's 1 MiB: columns of few values (counts, flags, countries,
+    // the topic) keep theirs, and columns of many (ids, times, offsets) stop hashing every
+    // value into a dictionary they drop anyway. Feature job: commits 8% faster, files 2%
+    // smaller (BENCHMARKS.md, "The state written beside the tables").
+    let mut properties = WriterProperties::builder()
+        .set_compression(codec.compression())
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT);
+    // Floating-point columns (features, scores) rarely repeat a value: a dictionary for them
+    // is built only to be dropped when it outgrows its page, and building it was a tenth of a
+    // feature job's time. The schema's top-level ones are written plain, then compressed
+    // (nested ones, and columns a schema merge adds, keep Parquet's default).
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        ) {
+            properties = properties
+                .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    properties.build()
+}
+
 /// Appends batches to one Delta table, exactly once per `(app id, version)`.
 #[derive(Debug)]
 pub struct DeltaAppender {
@@ -127,29 +154,7 @@ impl DeltaAppender {
                 .await
                 .map_err(delta)?
         };
-        // A column's dictionary is given up for plain values (then compressed) once it passes
-        // 64 KiB rather than Parquet's 1 MiB: columns of few values (counts, flags, countries,
-        // the topic) keep theirs, and columns of many (ids, times, offsets) stop hashing every
-        // value into a dictionary they drop anyway. Feature job: commits 8% faster, files 2%
-        // smaller (BENCHMARKS.md, "The state written beside the tables").
-        let mut writer_properties = WriterProperties::builder()
-            .set_compression(spec.compression.compression())
-            .set_dictionary_page_size_limit(DICTIONARY_PAGE_LIMIT);
-        // Floating-point columns (features, scores) rarely repeat a value: a dictionary for
-        // them is built only to be dropped when it outgrows its page, and building it was a
-        // tenth of a feature job's time. The declared schema's top-level ones are written
-        // plain, then compressed (nested ones, and columns a schema merge adds, keep Parquet's
-        // default).
-        for field in spec.schema.fields() {
-            if matches!(
-                field.data_type(),
-                DataType::Float16 | DataType::Float32 | DataType::Float64
-            ) {
-                writer_properties = writer_properties
-                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
-            }
-        }
-        let writer_properties = writer_properties.build();
+        let writer_properties = writer_properties(&spec.schema, spec.compression);
         Ok(Self {
             spec,
             table: Some(table),

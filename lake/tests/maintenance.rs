@@ -116,7 +116,7 @@ async fn optimize_and_vacuum_while_a_job_appends_lose_and_double_nothing() {
         table,
         &OptimizeOptions {
             zorder_by: vec!["id".into()],
-            target_size: None,
+            ..OptimizeOptions::default()
         },
     )
     .await
@@ -241,4 +241,88 @@ async fn a_commits_history_timestamp_reads_that_version_back() {
     }
     let stamped = history.iter().find(|c| c.version == 2).unwrap();
     assert!(stamped.timestamp_ms > stamped.info.timestamp.unwrap() + 5_000);
+}
+
+/// Optimize writes its files as the jobs' appends write theirs: in the codec asked, and
+/// floating-point columns without a dictionary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_writes_its_files_as_the_appends_do() {
+    use riskstream_lake::Codec;
+    use riskstream_lake::arrow::array::Float64Array;
+    use riskstream_lake::datafusion::parquet::basic::{Compression, Encoding};
+    use riskstream_lake::datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeLocation::parse(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("score", DataType::Float64, false),
+    ]));
+    let spec = TableSpec {
+        name: "events".into(),
+        schema: Arc::clone(&schema),
+        partition_by: Vec::new(),
+        stats_columns: None,
+        merge_schema: false,
+        checkpoint_interval: None,
+        compression: Codec::Snappy,
+    };
+    let mut appender = DeltaAppender::open_or_create(&lake, spec).await.unwrap();
+    for n in 0..6 {
+        let ids = n * ROWS..(n + 1) * ROWS;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.clone())),
+                Arc::new(Float64Array::from_iter_values(ids.map(|i| i as f64 / 7.0))),
+            ],
+        )
+        .unwrap();
+        appender.append(vec![batch], "job", n).await.unwrap();
+    }
+    let (lake_schema, entry) = entry_and_table(&lake).await;
+    let table = lake_schema
+        .load(&entry, TableVersion::Latest)
+        .await
+        .unwrap();
+    let options = OptimizeOptions {
+        compression: Codec::Snappy,
+        ..OptimizeOptions::default()
+    };
+    let report = riskstream_lake::optimize(&entry, table, &options)
+        .await
+        .unwrap();
+    assert_eq!((report.files_removed, report.files_added), (6, 1));
+    // Only the optimized file is left.
+    let table = lake_schema
+        .load(&entry, TableVersion::Latest)
+        .await
+        .unwrap();
+    riskstream_lake::vacuum(&entry, table, Duration::ZERO, true, false)
+        .await
+        .unwrap();
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("lake/events"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let reader = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 6 * ROWS);
+    for group in reader.metadata().row_groups() {
+        for column in group.columns() {
+            assert_eq!(column.compression(), Compression::SNAPPY);
+        }
+        let score = group.column(1);
+        assert!(
+            !score
+                .encodings()
+                .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY)),
+            "the floats were written with a dictionary"
+        );
+    }
+    assert_eq!(
+        census(&lake, TableVersion::Latest).await,
+        (6 * ROWS, 6 * ROWS)
+    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use riskstream_lake::Codec;
 
 /// Riskstream: a Spark-compatible streaming engine for real-time risk scoring.
 #[derive(Debug, Parser)]
@@ -537,6 +538,10 @@ pub struct OptimizeArgs {
     /// Target file size in MiB (default: the table's delta.targetFileSize, else 100 MiB).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub target_size_mib: Option<u64>,
+    /// Compression of the rewritten files, as a job's `compression` option names it: snappy,
+    /// zstd, lz4_raw, gzip or none. Give the codec the table's jobs write.
+    #[arg(long, default_value = "zstd")]
+    pub compression: Codec,
 }
 
 /// `riskstream vacuum`.

@@ -28,6 +28,7 @@ pub async fn optimize(args: OptimizeArgs) -> Result<(), CommandError> {
         target_size: args
             .target_size_mib
             .and_then(|mib| NonZeroU64::new(mib << 20)),
+        compression: args.compression,
     };
     let report = riskstream_lake::optimize(&entry, table, &options).await?;
     println!(

@@ -110,9 +110,33 @@ impl TimeWindow {
         })
     }
 
+    /// The windows of a planned call's arguments (the time column first, then constants).
+    pub fn from_call(args: &[Expr]) -> Result<Self> {
+        let constants: Vec<Option<&ScalarValue>> = args
+            .get(1..)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| match a {
+                Expr::Literal(v, _) => Some(v),
+                _ => None,
+            })
+            .collect();
+        Self::from_args(&constants)
+    }
+
     /// One window per row: the slide is the duration.
     pub fn is_tumbling(&self) -> bool {
         self.slide_us == self.duration_us
+    }
+
+    /// The slice of time all of whose instants fall in the same windows: the greatest common
+    /// divisor of the duration and the slide (see [`panes_of`]).
+    pub fn pane_us(&self) -> i64 {
+        let (mut a, mut b) = (self.duration_us, self.slide_us);
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
     }
 
     /// The start of the latest window holding `ts`.
@@ -636,6 +660,55 @@ fn windows_of(input: LogicalPlan, call: &ScalarFunction) -> Result<LogicalPlan> 
         .build()
 }
 
+/// The rows of an Aggregate's input as [`windows_of`] left them (one per window of each row),
+/// rewritten to one per row, in [`WINDOW_COLUMN`] the row's pane: the slice of time
+/// `[p, p + g)`, `g` the greatest common divisor of the window's duration and slide, on the
+/// windows' grid. Every window's bounds lie on that grid, so all the times of a pane fall in
+/// the same windows, those holding `p` ([`TimeWindow::windows_of`]): what an aggregation
+/// computes per pane can be added up per window afterwards, hashing each row once rather
+/// than once per window. `None` when `input` is not that rewrite or the window tumbles (a
+/// pane would be the window). Rows without a time are dropped, as the windows' unnest drops
+/// them.
+pub fn panes_of(input: &LogicalPlan) -> Result<Option<(LogicalPlan, TimeWindow)>> {
+    let LogicalPlan::Unnest(unnest) = input else {
+        return Ok(None);
+    };
+    let LogicalPlan::Projection(projection) = unnest.input.as_ref() else {
+        return Ok(None);
+    };
+    let Some((Expr::Alias(alias), columns)) = projection.expr.split_last() else {
+        return Ok(None);
+    };
+    let Expr::ScalarFunction(call) = alias.expr.as_ref() else {
+        return Ok(None);
+    };
+    if alias.name != WINDOW_COLUMN || call.func.name() != WINDOWS_OF {
+        return Ok(None);
+    }
+    let spec = TimeWindow::from_call(&call.args)?;
+    if spec.is_tumbling() {
+        return Ok(None);
+    }
+    let pane = spec.pane_us();
+    let bound = |us: i64| Expr::Literal(ScalarValue::DurationMicrosecond(Some(us)), None);
+    let Some(time) = call.args.first().cloned() else {
+        return Ok(None);
+    };
+    let pane_call = ScalarUDF::new_from_impl(WindowUdf::default()).call(vec![
+        time.clone(),
+        bound(pane),
+        bound(pane),
+        bound(spec.start_us.rem_euclid(pane)),
+    ]);
+    let mut exprs = columns.to_vec();
+    exprs.push(pane_call.alias(WINDOW_COLUMN));
+    let plan = LogicalPlanBuilder::from(Arc::unwrap_or_clone(Arc::clone(&projection.input)))
+        .filter(time.is_not_null())?
+        .project(exprs)?
+        .build()?;
+    Ok(Some((plan, spec)))
+}
+
 /// `input` with each row's session among the rows of the same `keys`, in [`SESSION_COLUMN`];
 /// rows without a time dropped.
 fn sessions_of(input: LogicalPlan, call: &ScalarFunction, keys: Vec<Expr>) -> Result<LogicalPlan> {
@@ -826,6 +899,29 @@ mod tests {
             shifted.windows_of(MIN).collect::<Vec<_>>(),
             vec![(-8 * MIN, 2 * MIN)]
         );
+    }
+
+    #[test]
+    fn every_instant_of_a_pane_falls_in_the_windows_of_its_start() {
+        let specs = [(10, 3, 1, 1), (10, 5, -2, 5), (7, 2, 0, 1), (60, 25, 10, 5)];
+        for (duration, slide, start, pane) in specs {
+            let w = TimeWindow {
+                duration_us: duration * MIN,
+                slide_us: slide * MIN,
+                start_us: start * MIN,
+            };
+            assert_eq!(w.pane_us(), pane * MIN);
+            let pane = pane * MIN;
+            let panes = TimeWindow {
+                duration_us: pane,
+                slide_us: pane,
+                start_us: w.start_us.rem_euclid(pane),
+            };
+            for t in (-90 * MIN..90 * MIN).step_by(7_000_001) {
+                let of_pane: Vec<_> = w.windows_of(panes.last_start(t)).collect();
+                assert_eq!(w.windows_of(t).collect::<Vec<_>>(), of_pane, "{t} in {w:?}");
+            }
+        }
     }
 
     #[test]

@@ -1554,7 +1554,14 @@ fn assert_written_once(streamed: &Windows, expected: Vec<(&(String, i64), &Vec<W
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_appended_over_a_stream_equal_the_same_sql_over_the_whole_input() {
-    for sql in [SLIDING_SQL, SESSION_SQL] {
+    // Windows sliding by a slide that does not divide them, from an offset: one-minute panes,
+    // three or four windows to each.
+    let uneven = SLIDING_SQL.replace(
+        "window(event_time, '10 minutes', '5 minutes')",
+        "window(event_time, '10 minutes', '3 minutes', '1 minute')",
+    );
+    assert_ne!(uneven, SLIDING_SQL);
+    for sql in [SLIDING_SQL, uneven.as_str(), SESSION_SQL] {
         // In order and out of order, small and large batches, and with two restarts.
         for (runs, out_of_order, max) in [
             (&[20_000][..], false, 2_500),

@@ -8,8 +8,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StructArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StructArray, TimestampMicrosecondArray,
+    UInt32Array,
+};
+use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -21,6 +24,8 @@ use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams}
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, cast,
 };
+
+use riskstream_udfs::TimeWindow;
 
 use crate::error::{JobError, Result};
 use crate::stream::aggregate::window_key;
@@ -192,8 +197,20 @@ impl PartialState {
                 }
             }
         }
+        // A sliding window's rows are aggregated per pane, then each pane's partials are put
+        // in every window holding it: a row is hashed once, not once per window.
+        let panes = match &split {
+            Some(w) if !reads_window(&agg, w.index) => {
+                riskstream_udfs::panes_of(&agg.input).map_err(internal)?
+            }
+            _ => None,
+        };
+        let input = match &panes {
+            Some((plan, _)) => plan.clone(),
+            None => agg.input.as_ref().clone(),
+        };
         let partial_plan = grouped(
-            LogicalPlanBuilder::from(Arc::clone(&agg.input)),
+            LogicalPlanBuilder::from(input),
             group_exprs,
             split.as_ref(),
             partial_exprs,
@@ -203,11 +220,17 @@ impl PartialState {
             Some(s) => Arc::clone(s),
             None => nullable(&new_schema),
         };
-        let new = joined(
+        let mut new = joined(
             collect(session, partial_plan).await?,
             split.as_ref(),
             &new_schema,
         )?;
+        if let (Some((_, window)), Some(w)) = (&panes, &split) {
+            new = new
+                .iter()
+                .map(|batch| pane_windows(batch, w.index, window))
+                .collect::<Result<_>>()?;
+        }
         // Merge: the state's groups and the batch's, flagged, summed per group.
         let flagged = with_flag(&schema);
         let mut input = Vec::new();
@@ -347,6 +370,75 @@ impl PartialState {
         .map(|t| t.data)
         .map_err(internal)
     }
+}
+
+/// Whether an aggregate's argument, or a grouping key other than the window (at `window`),
+/// reads the window: then each row's own windows are needed, not its pane.
+fn reads_window(agg: &Aggregate, window: usize) -> bool {
+    agg.aggr_expr
+        .iter()
+        .chain(
+            agg.group_expr
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != window)
+                .map(|(_, e)| e),
+        )
+        .any(|e| {
+            e.column_refs()
+                .iter()
+                .any(|c| c.name == riskstream_udfs::WINDOW_COLUMN)
+        })
+}
+
+/// Partials per pane (the window column at `index` holding each row's pane) as partials per
+/// window: each row once for every window of `window` holding its pane. Rows of several panes
+/// of one window stay apart; the merge with the state adds them up.
+fn pane_windows(batch: &RecordBatch, index: usize, window: &TimeWindow) -> Result<RecordBatch> {
+    let panes = batch
+        .column(index)
+        .as_struct_opt()
+        .ok_or_else(|| JobError::internal("the window column is not a struct".into()))?;
+    let starts = panes
+        .column_by_name("start")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or_else(|| JobError::internal("the pane has no start".into()))?;
+    let mut rows = Vec::with_capacity(starts.len() * 2);
+    let (mut window_starts, mut window_ends) = (Vec::new(), Vec::new());
+    for (row, pane) in starts.values().iter().enumerate() {
+        for (start, end) in window.windows_of(*pane) {
+            rows.push(
+                u32::try_from(row)
+                    .map_err(|_| JobError::internal("too many panes in one batch".into()))?,
+            );
+            window_starts.push(start);
+            window_ends.push(end);
+        }
+    }
+    let rows = UInt32Array::from(rows);
+    let tz = match starts.data_type() {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let windows = StructArray::try_new(
+        panes.fields().clone(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(window_starts).with_timezone_opt(tz.clone())),
+            Arc::new(TimestampMicrosecondArray::from(window_ends).with_timezone_opt(tz)),
+        ],
+        None,
+    )
+    .map_err(JobError::arrow("putting panes in their windows"))?;
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (i, column) in batch.columns().iter().enumerate() {
+        columns.push(if i == index {
+            Arc::new(windows.clone()) as ArrayRef
+        } else {
+            take(column, &rows, None).map_err(JobError::arrow("putting panes in their windows"))?
+        });
+    }
+    RecordBatch::try_new(batch.schema(), columns)
+        .map_err(JobError::arrow("putting panes in their windows"))
 }
 
 /// The window among an aggregation's group keys: its place, the state's name for it, and its

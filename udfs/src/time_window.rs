@@ -139,6 +139,16 @@ impl TimeWindow {
         a
     }
 
+    /// The panes as tumbling windows of their own, on the windows' grid.
+    pub fn panes(&self) -> Self {
+        let pane = self.pane_us();
+        Self {
+            duration_us: pane,
+            slide_us: pane,
+            start_us: self.start_us.rem_euclid(pane),
+        }
+    }
+
     /// The start of the latest window holding `ts`.
     fn last_start(&self, ts: i64) -> i64 {
         ts - (ts - self.start_us).rem_euclid(self.slide_us)
@@ -689,16 +699,16 @@ pub fn panes_of(input: &LogicalPlan) -> Result<Option<(LogicalPlan, TimeWindow)>
     if spec.is_tumbling() {
         return Ok(None);
     }
-    let pane = spec.pane_us();
+    let panes = spec.panes();
     let bound = |us: i64| Expr::Literal(ScalarValue::DurationMicrosecond(Some(us)), None);
     let Some(time) = call.args.first().cloned() else {
         return Ok(None);
     };
     let pane_call = ScalarUDF::new_from_impl(WindowUdf::default()).call(vec![
         time.clone(),
-        bound(pane),
-        bound(pane),
-        bound(spec.start_us.rem_euclid(pane)),
+        bound(panes.duration_us),
+        bound(panes.slide_us),
+        bound(panes.start_us),
     ]);
     let mut exprs = columns.to_vec();
     exprs.push(pane_call.alias(WINDOW_COLUMN));
@@ -911,12 +921,7 @@ mod tests {
                 start_us: start * MIN,
             };
             assert_eq!(w.pane_us(), pane * MIN);
-            let pane = pane * MIN;
-            let panes = TimeWindow {
-                duration_us: pane,
-                slide_us: pane,
-                start_us: w.start_us.rem_euclid(pane),
-            };
+            let panes = w.panes();
             for t in (-90 * MIN..90 * MIN).step_by(7_000_001) {
                 let of_pane: Vec<_> = w.windows_of(panes.last_start(t)).collect();
                 assert_eq!(w.windows_of(t).collect::<Vec<_>>(), of_pane, "{t} in {w:?}");

@@ -74,6 +74,19 @@ pub struct Aggregation {
     pub explain: Vec<String>,
 }
 
+impl Aggregation {
+    /// Says in the plan output that a sliding `window`'s rows are aggregated per pane, as
+    /// `partial.rs` decides for the analysed plan.
+    pub fn explain_panes(&mut self, window: &TimeWindow) {
+        let line = format!(
+            "sliding windows: each batch's rows aggregated per {} us pane, each pane's partials \
+             then added to every window holding it",
+            window.pane_us()
+        );
+        self.explain.insert(1.min(self.explain.len()), line);
+    }
+}
+
 /// Whether `plan` reads the view `view` (the stream), subqueries included.
 pub(crate) fn reads_stream(plan: &LogicalPlan, view: &str) -> bool {
     scans_of(plan, view) > 0
@@ -240,12 +253,6 @@ pub fn analyze(
             mode.as_str()
         ),
     }];
-    if partial && let Some(pane) = pane_us(agg, &calls, &keys) {
-        explain.push(format!(
-            "sliding windows: each batch's rows aggregated per {pane} us pane, each pane's \
-             partials then added to every window holding it"
-        ));
-    }
     if over > 0 {
         explain.push(format!(
             "{over} window function(s) over the aggregation's groups, computed over the groups \
@@ -258,26 +265,6 @@ pub fn analyze(
         partial,
         explain,
     }))
-}
-
-/// The pane of a sliding `window()` among an aggregation's keys (`calls`, the other keys
-/// `keys`), when `partial.rs` aggregates per pane: the aggregates and the other keys do not
-/// read the window (see `riskstream_udfs::panes_of`).
-fn pane_us(agg: &Aggregate, calls: &[&Expr], keys: &[&Expr]) -> Option<i64> {
-    let call: &Expr = calls.first()?;
-    let Expr::ScalarFunction(f) = call else {
-        return None;
-    };
-    let window = TimeWindow::from_call(&f.args).ok()?;
-    let reads_window = |e: &Expr| e.exists(|inner| Ok(inner == call)).unwrap_or(true);
-    if f.func.name() != WINDOW
-        || window.is_tumbling()
-        || agg.aggr_expr.iter().any(reads_window)
-        || keys.iter().any(|k| reads_window(k))
-    {
-        return None;
-    }
-    Some(window.pane_us())
 }
 
 /// How many times `plan` reads the view `view`, subqueries included.
@@ -817,23 +804,6 @@ mod tests {
         )
         .await;
         assert!(fixed.partial && matches!(fixed.grouping, Grouping::Window { .. }));
-        assert!(
-            !fixed.explain.iter().any(|l| l.contains("pane")),
-            "a tumbling window"
-        );
-        let sliding = analyzed(
-            "SELECT user_id, window.end, count(*), avg(amount) FROM transactions \
-             GROUP BY user_id, window(event_time, '10 minutes', '4 minutes')",
-        )
-        .await;
-        assert!(
-            sliding
-                .explain
-                .iter()
-                .any(|l| l.contains("per 120000000 us pane")),
-            "{:?}",
-            sliding.explain
-        );
         let sessions = analyzed(
             "SELECT user_id, count(*) FROM transactions \
              GROUP BY user_id, session_window(event_time, '1 minute')",

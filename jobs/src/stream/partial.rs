@@ -137,19 +137,7 @@ impl PartialState {
         mode: OutputMode,
         watermarks: (i64, i64),
     ) -> Result<LogicalPlan> {
-        let mut found = None;
-        plan.apply(|node| {
-            if let LogicalPlan::Aggregate(a) = node {
-                found = Some(a.clone());
-            }
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        })
-        .map_err(internal)?;
-        let Some(agg) = found else {
-            return Err(JobError::internal(
-                "the aggregation has no Aggregate".into(),
-            ));
-        };
+        let agg = aggregate_of(&plan)?;
         let parts: Vec<(Part, AggregateFunction)> = agg
             .aggr_expr
             .iter()
@@ -199,12 +187,7 @@ impl PartialState {
         }
         // A sliding window's rows are aggregated per pane, then each pane's partials are put
         // in every window holding it: a row is hashed once, not once per window.
-        let panes = match &split {
-            Some(w) if !reads_window(&agg, w.index) => {
-                riskstream_udfs::panes_of(&agg.input).map_err(internal)?
-            }
-            _ => None,
-        };
+        let panes = per_pane(&agg)?;
         let input = match &panes {
             Some((plan, _)) => plan.clone(),
             None => agg.input.as_ref().clone(),
@@ -369,6 +352,36 @@ impl PartialState {
         })
         .map(|t| t.data)
         .map_err(internal)
+    }
+}
+
+/// The streaming aggregation's Aggregate in `plan` (analysed).
+fn aggregate_of(plan: &LogicalPlan) -> Result<Aggregate> {
+    let mut found = None;
+    plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            found = Some(a.clone());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .map_err(internal)?;
+    found.ok_or_else(|| JobError::internal("the aggregation has no Aggregate".into()))
+}
+
+/// The sliding window whose rows [`PartialState::run`] aggregates per pane in `plan` (analysed:
+/// the query's plan, its view holding any rows), for the job's plan output. The one decision
+/// both go by, [`per_pane`].
+pub fn pane_window(plan: &LogicalPlan) -> Result<Option<TimeWindow>> {
+    Ok(per_pane(&aggregate_of(plan)?)?.map(|(_, window)| window))
+}
+
+/// When `agg` groups by a sliding `window()` that neither its aggregates nor its other keys
+/// read, its input aggregated per pane instead of per window (see
+/// `riskstream_udfs::panes_of`), and the window.
+fn per_pane(agg: &Aggregate) -> Result<Option<(LogicalPlan, TimeWindow)>> {
+    match agg.group_expr.iter().position(|e| window_key(e).is_some()) {
+        Some(w) if !reads_window(agg, w) => riskstream_udfs::panes_of(&agg.input).map_err(internal),
+        _ => Ok(None),
     }
 }
 

@@ -169,7 +169,18 @@ impl BatchQuery {
             time_column,
             mode,
             &self.file,
-        );
+        )
+        .and_then(|found| match found {
+            // Whether its rows go per pane is decided on the plan each batch runs.
+            Some(mut aggregation) if aggregation.partial => {
+                let (_, logical) = self.analyzed(df)?;
+                if let Some(window) = crate::stream::partial::pane_window(&logical)? {
+                    aggregation.explain_panes(&window);
+                }
+                Ok(Some(aggregation))
+            }
+            other => Ok(other),
+        });
         self.release()?;
         found
     }
@@ -425,6 +436,54 @@ mod tests {
             .await
             .unwrap();
         query.read_columns().await.unwrap()
+    }
+
+    /// The plan output says a sliding window's rows go per pane exactly when the partial
+    /// aggregation takes them so: not for a tumbling window, nor when an aggregate reads the
+    /// window (each row's own windows are needed then).
+    #[tokio::test]
+    async fn the_plan_says_when_a_sliding_windows_rows_go_per_pane() {
+        let input = crate::schemas::source_schema(crate::generator::Source::Transactions);
+        let cases = [
+            (
+                "SELECT user_id, window.end, count(*), avg(amount) FROM transactions \
+                 GROUP BY user_id, window(event_time, '10 minutes', '4 minutes')",
+                Some("per 120000000 us pane"),
+            ),
+            (
+                "SELECT user_id, window.end, count(*) FROM transactions \
+                 GROUP BY user_id, window(event_time, '1 minute')",
+                None,
+            ),
+            (
+                "SELECT user_id, count(*), max(window.start) AS s FROM transactions \
+                 GROUP BY user_id, window(event_time, '10 minutes', '5 minutes')",
+                None,
+            ),
+        ];
+        for (sql, pane) in cases {
+            let ctx = crate::scoring::session().unwrap();
+            let query = BatchQuery::new(
+                ctx,
+                "transactions",
+                Arc::clone(&input),
+                "q.sql",
+                Some(sql.into()),
+            )
+            .await
+            .unwrap();
+            let aggregation = query
+                .aggregation(Some("event_time"), crate::stream::spec::OutputMode::Update)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(aggregation.partial, "{sql}");
+            let line = aggregation.explain.iter().find(|l| l.contains("pane"));
+            match pane {
+                Some(text) => assert!(line.is_some_and(|l| l.contains(text)), "{sql}: {line:?}"),
+                None => assert_eq!(line, None, "{sql}"),
+            }
+        }
     }
 
     /// The columns a query reads are those of every scan of its view: in subqueries and

@@ -328,6 +328,31 @@ pub enum BenchCommand {
     /// in-process log first (not timed), then runs the spec over them (availableNow) and
     /// reports bids/s.
     Nexmark(NexmarkBenchArgs),
+    /// JSON decoding alone, on one core: generates a source's events (malformed ones included)
+    /// and decodes them into the declared schema's columns, all of them and, with `--columns`,
+    /// only those (every field still read and checked, as a job that reads a few does).
+    Decode(DecodeBenchArgs),
+}
+
+/// `riskstream bench decode`.
+#[derive(Debug, Args)]
+pub struct DecodeBenchArgs {
+    /// The events to decode.
+    #[arg(long, value_enum, default_value = "transactions")]
+    pub source: SourceArg,
+    /// Events to generate and decode.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Timed runs over the same events; the best and the median are reported.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Also decode building only these columns (comma-separated), as the windowed-spend
+    /// benchmark does with event_time,user_id,amount.
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// `riskstream bench nexmark`.

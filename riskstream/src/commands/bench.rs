@@ -5,14 +5,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use riskstream_jobs::generator::{GeneratorConfig, nexmark};
+use datafusion::arrow::array::BinaryBuilder;
+use riskstream_jobs::decode::JsonDecoder;
+use riskstream_jobs::generator::{
+    Generator, GeneratorConfig, Message, Source, Stream, nexmark,
+};
+use riskstream_jobs::schemas::source_schema;
 use riskstream_jobs::stream::progress::QueryProgress;
 use riskstream_jobs::stream::runner::{self, RunOptions};
 use riskstream_jobs::stream::source::MemorySource;
 use riskstream_jobs::stream::spec::{DeclaredSchema, JobSpec, TopicSelection, Trigger};
 
 use super::{CommandError, write_summary};
-use crate::cli::{BenchArgs, BenchCommand, EngineBenchArgs, NexmarkBenchArgs};
+use crate::cli::{
+    BenchArgs, BenchCommand, DecodeBenchArgs, EngineBenchArgs, NexmarkBenchArgs, SourceArg,
+};
 
 /// First event time of generated benchmark events (fixed, so runs are comparable).
 const START_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -24,7 +31,79 @@ pub async fn run(args: BenchArgs) -> Result<(), CommandError> {
     match args.command {
         BenchCommand::Engine(args) => engine(args).await,
         BenchCommand::Nexmark(args) => nexmark(args).await,
+        BenchCommand::Decode(args) => tokio::task::spawn_blocking(move || decode(args)).await?,
     }
+}
+
+/// `riskstream bench decode`: the decoder alone, one thread, over messages in memory.
+fn decode(args: DecodeBenchArgs) -> Result<(), CommandError> {
+    let source = match args.source {
+        SourceArg::Transactions => Source::Transactions,
+        SourceArg::Claims => Source::Claims,
+        SourceArg::Iot => Source::Telemetry,
+        SourceArg::All => return Err("--source: one source at a time".into()),
+    };
+    eprintln!(
+        "generating {} {} events (not timed)",
+        args.events,
+        source.cli_name()
+    );
+    let config = GeneratorConfig::new(args.seed, START_MS).with_sources(&[source]);
+    let mut generator = Generator::new(config)?;
+    let (mut values, mut message) = (BinaryBuilder::new(), Message::default());
+    let (mut made, mut bytes) = (0, 0);
+    while made < args.events {
+        generator.next_message(&mut message);
+        if let Some(Stream::Events(_)) = message.stream {
+            values.append_value(&message.value);
+            bytes += message.value.len();
+            made += 1;
+        }
+    }
+    let values = values.finish();
+
+    let schema = source_schema(source);
+    let whole = JsonDecoder::new(Arc::clone(&schema))?;
+    let mut decoders = vec![("every column".to_string(), whole.clone())];
+    if !args.columns.is_empty() {
+        let mut columns = args
+            .columns
+            .iter()
+            .map(|name| {
+                schema
+                    .index_of(name)
+                    .map_err(|_| format!("--columns: {} events have no `{name}`", source.cli_name()))
+            })
+            .collect::<Result<Vec<usize>, String>>()?;
+        columns.sort_unstable();
+        columns.dedup();
+        decoders.push((args.columns.join(","), whole.building(&columns)?));
+    }
+    println!(
+        "{made} {} events, {:.0} bytes each on average; best and median of {} runs, one thread",
+        source.cli_name(),
+        bytes as f64 / made as f64,
+        args.runs
+    );
+    for (name, decoder) in &decoders {
+        let (mut times, mut rejected) = (Vec::new(), 0);
+        for _ in 0..args.runs {
+            let started = Instant::now();
+            let decoded = decoder.decode(&values)?;
+            times.push(started.elapsed().as_secs_f64());
+            rejected = decoded.rejected.len();
+        }
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        println!(
+            "{name}: {:.0} ns/message, {:.0} MB/s (best); {:.0} ns/message (median); \
+             {rejected} malformed set aside",
+            best * 1e9 / made as f64,
+            bytes as f64 / best / 1e6,
+            median * 1e9 / made as f64,
+        );
+    }
+    Ok(())
 }
 
 async fn engine(args: EngineBenchArgs) -> Result<(), CommandError> {

@@ -198,6 +198,19 @@ impl<'a> Scanner<'a> {
         found
     }
 
+    /// Steps over `token` when it is next exactly as written; otherwise stays.
+    #[inline(always)]
+    pub fn take(&mut self, token: &[u8]) -> bool {
+        let found = self
+            .bytes
+            .get(self.pos..self.pos + token.len())
+            .is_some_and(|next| same_short(next, token));
+        if found {
+            self.pos += token.len();
+        }
+        found
+    }
+
     /// Reads a string whose opening quote is next, resolving escapes into `scratch` when it has
     /// any, and checking that its text is UTF-8.
     ///
@@ -540,7 +553,7 @@ fn plain_run(bytes: &[u8]) -> usize {
 
 /// Whether `a` and `b`, of the same length, are equal: a field name against the message.
 ///
-/// Names are short; two overlapping words cover up to 16 bytes without a loop, and a call to
+/// Names are short; overlapping words cover up to 32 bytes without a loop, and a call to
 /// `memcmp` costs more than the comparison.
 #[inline(always)]
 fn same_short(a: &[u8], b: &[u8]) -> bool {
@@ -562,6 +575,12 @@ fn same_short(a: &[u8], b: &[u8]) -> bool {
         0..4 => a == b,
         4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
         8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=32 => {
+            word(a, 0) == word(b, 0)
+                && word(a, 8) == word(b, 8)
+                && word(a, n - 16) == word(b, n - 16)
+                && word(a, n - 8) == word(b, n - 8)
+        }
         _ => a == b,
     }
 }

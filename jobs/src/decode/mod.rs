@@ -71,6 +71,9 @@ impl Decoded {
 #[derive(Debug)]
 struct FieldPlan {
     name: Box<[u8]>,
+    /// What compact JSON has between the previous field's value and this field's: `,"name":`;
+    /// `None` for a name JSON must write with escapes (its text would not appear as it is).
+    follows: Option<Box<[u8]>>,
     kind: Kind,
     nullable: bool,
 }
@@ -120,8 +123,11 @@ impl JsonDecoder {
                         f.data_type()
                     ))
                 })?;
+                let name = f.name().as_bytes();
+                let plain = !name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
                 Ok(FieldPlan {
-                    name: f.name().as_bytes().into(),
+                    name: name.into(),
+                    follows: plain.then(|| [b",\"", name, b"\":"].concat().into()),
                     kind,
                     nullable: f.is_nullable(),
                 })
@@ -263,29 +269,37 @@ impl JsonDecoder {
         // Producers write fields in the same order every time: try the one after the last
         // match before reading the name and looking it up.
         let mut hint = 0;
+        // The field whose name and colon were taken after the last value (see below).
+        let mut named = None;
         if s.peek() == Some(b'}') {
             s.expect(b'}', "")?;
         } else {
             loop {
-                s.skip_ws();
-                match s.peek() {
-                    Some(b'"') => {}
-                    None => return Err(TRUNCATED.into()),
-                    Some(b) => {
-                        return Err(format!("expected a field name, found {}", kind_of(b)));
-                    }
-                }
-                // The expected name, quoted, next in the message is taken as it stands
-                // (a name written with escapes is not, and is read the long way below).
-                let column = match self.fields.get(hint) {
-                    Some(f) if s.take_quoted(&f.name) => Some(hint),
-                    _ => {
-                        key.clear();
-                        let name = s.string(key)?.bytes(message, key);
-                        self.by_name.get(name).copied()
+                let column = match named.take() {
+                    Some(c) => Some(c),
+                    None => {
+                        s.skip_ws();
+                        match s.peek() {
+                            Some(b'"') => {}
+                            None => return Err(TRUNCATED.into()),
+                            Some(b) => {
+                                return Err(format!("expected a field name, found {}", kind_of(b)));
+                            }
+                        }
+                        // The expected name, quoted, next in the message is taken as it stands
+                        // (a name written with escapes is not, and is read the long way below).
+                        let column = match self.fields.get(hint) {
+                            Some(f) if f.follows.is_some() && s.take_quoted(&f.name) => Some(hint),
+                            _ => {
+                                key.clear();
+                                let name = s.string(key)?.bytes(message, key);
+                                self.by_name.get(name).copied()
+                            }
+                        };
+                        s.expect(b':', "after a field name")?;
+                        column
                     }
                 };
-                s.expect(b':', "after a field name")?;
                 s.skip_ws();
                 match column {
                     Some(c) => {
@@ -293,6 +307,14 @@ impl JsonDecoder {
                         hint = c + 1;
                     }
                     None => s.skip_value(scratch)?,
+                }
+                // Compact JSON in the producer's order has the comma, the next field's name
+                // and the colon next, as one run of bytes: one comparison instead of four steps.
+                if let Some(follows) = self.fields.get(hint).and_then(|f| f.follows.as_deref())
+                    && s.take(follows)
+                {
+                    named = Some(hint);
+                    continue;
                 }
                 s.skip_ws();
                 match s.peek() {
@@ -818,6 +840,56 @@ mod tests {
             }
             let expected = reference.flush().unwrap().unwrap();
             assert_eq!(ours.batches, vec![expected], "{stream:?}");
+        }
+    }
+
+    /// Whatever the layout (the producer's order and compact, spaces, another order, unknown
+    /// fields between, names that start like the expected one), a message gives the same row:
+    /// the path that takes `,"next":` at once and the path that reads each name agree.
+    #[test]
+    fn a_message_decodes_the_same_in_any_layout() {
+        let layouts = [
+            r#"{"id":"a","amount":1.5,"note":"n"}"#,
+            r#"{ "id" : "a" , "amount" : 1.5 , "note" : "n" }"#,
+            r#"{"note":"n","amount":1.5,"id":"a"}"#,
+            r#"{"id":"a","x":[1,{"amount":9}],"amount":1.5,"notes":"m","note":"n"}"#,
+            r#"{"id":"a","amoun":2,"amount":1.5,"note":"n"}"#,
+            r#"{"id":"z","id":"a","amount":1.5,"note":"n"}"#,
+        ];
+        let rows: Vec<RecordBatch> = layouts.iter().map(|m| one(m).unwrap()).collect();
+        for (row, layout) in rows.iter().zip(layouts) {
+            assert_eq!(row, &rows[0], "{layout}");
+        }
+        for cut in [
+            r#"{"id":"a","amount":"#,
+            r#"{"id":"a","#,
+            r#"{"id":"a","amo"#,
+        ] {
+            assert_eq!(one(cut).unwrap_err(), TRUNCATED, "{cut}");
+        }
+    }
+
+    /// A field whose name JSON writes with an escape is found by its escaped name only; its
+    /// raw text in a message is not JSON.
+    #[test]
+    fn a_name_with_a_quote_is_read_only_escaped() {
+        let quoted = Field::new("a\"b", DataType::Int64, false);
+        let other = Field::new("c", DataType::Int64, true);
+        // The name first (the expected first field) and second (expected after another).
+        for fields in [
+            vec![quoted.clone(), other.clone()],
+            vec![other.clone(), quoted.clone()],
+        ] {
+            let decoder = JsonDecoder::new(Arc::new(Schema::new(fields))).unwrap();
+            let values = BinaryArray::from_iter_values([
+                br#"{"a\"b":1,"c":2}"#.as_slice(),
+                br#"{"c":2,"a\"b":1}"#.as_slice(),
+                br#"{"a"b":1,"c":2}"#.as_slice(),
+                br#"{"c":2,"a"b":1}"#.as_slice(),
+            ]);
+            let out = decoder.decode(&values).unwrap();
+            assert_eq!(out.origins, [0, 1]);
+            assert_eq!(out.rejected.len(), 2, "{:?}", out.rejected);
         }
     }
 

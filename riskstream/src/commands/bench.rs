@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::BinaryBuilder;
 use riskstream_jobs::decode::JsonDecoder;
-use riskstream_jobs::generator::{
-    Generator, GeneratorConfig, Message, Source, Stream, nexmark,
-};
+use riskstream_jobs::generator::{Generator, GeneratorConfig, Message, Source, Stream, nexmark};
 use riskstream_jobs::schemas::source_schema;
 use riskstream_jobs::stream::progress::QueryProgress;
 use riskstream_jobs::stream::runner::{self, RunOptions};
@@ -70,9 +68,9 @@ fn decode(args: DecodeBenchArgs) -> Result<(), CommandError> {
             .columns
             .iter()
             .map(|name| {
-                schema
-                    .index_of(name)
-                    .map_err(|_| format!("--columns: {} events have no `{name}`", source.cli_name()))
+                schema.index_of(name).map_err(|_| {
+                    format!("--columns: {} events have no `{name}`", source.cli_name())
+                })
             })
             .collect::<Result<Vec<usize>, String>>()?;
         columns.sort_unstable();

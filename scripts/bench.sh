@@ -42,6 +42,9 @@ DEMO_EVENTS=2000000
 "$BIN" demo --events "$DEMO_EVENTS" --seed 1 --lake "$WORK/lake" --summary "$WORK/demo.json" >/dev/null 2>&1
 echo "demo end to end (generate -> decode -> score SQL -> Delta, local): $(field "$WORK/demo.json" events_per_second) events/s ($DEMO_EVENTS events)"
 
+# The JSON decoder alone, one thread: every column, and the three the windowed benchmark reads.
+"$BIN" bench decode --columns event_time,user_id,amount 2>/dev/null
+
 # The engine without a broker: the transactions job's decoding, SQL and Delta sinks over events
 # generated into an in-process log beforehand.
 "$BIN" bench engine jobs/specs/transactions.toml --events 2000000 --seed 1 --out "$WORK/engine" 2>/dev/null

@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::Column;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::SessionState;
 use datafusion::functions::core::expr_fn::get_field;
@@ -28,7 +28,7 @@ use datafusion::logical_expr::{
 use riskstream_udfs::TimeWindow;
 
 use crate::error::{JobError, Result};
-use crate::stream::aggregate::window_key;
+use crate::stream::aggregate::{reads_stream, window_key};
 use crate::stream::spec::OutputMode;
 
 const TABLE: &str = "__riskstream_partials";
@@ -125,7 +125,8 @@ impl PartialState {
         Ok(())
     }
 
-    /// `plan` (analyzed, its view holding only this batch's rows) with its Aggregate replaced by
+    /// `plan` (analyzed, its view `view` holding only this batch's rows) with its Aggregate of
+    /// the stream replaced by
     /// what `mode` writes of the groups merged with this batch: append, the windows whose end
     /// lies in `(watermarks.0, watermarks.1]` (ms); update, the groups this batch changed;
     /// complete, all. The state moves on to the groups the next watermark leaves open (all of
@@ -134,10 +135,11 @@ impl PartialState {
         &mut self,
         session: &SessionState,
         plan: LogicalPlan,
+        view: &str,
         mode: OutputMode,
         watermarks: (i64, i64),
     ) -> Result<LogicalPlan> {
-        let agg = aggregate_of(&plan)?;
+        let agg = aggregate_of(&plan, view)?;
         let parts: Vec<(Part, AggregateFunction)> = agg
             .aggr_expr
             .iter()
@@ -344,9 +346,12 @@ impl PartialState {
             .project(finals)
             .and_then(|b| b.build())
             .map_err(internal)?;
+        // Only the stream's: a GROUP BY over a table read beside it runs whole, as planned.
         plan.transform_up(|node| {
             Ok(match node {
-                LogicalPlan::Aggregate(_) => Transformed::yes(replacement.clone()),
+                LogicalPlan::Aggregate(a) if reads_stream(&a.input, view) => {
+                    Transformed::yes(replacement.clone())
+                }
                 other => Transformed::no(other),
             })
         })
@@ -355,24 +360,28 @@ impl PartialState {
     }
 }
 
-/// The streaming aggregation's Aggregate in `plan` (analysed).
-fn aggregate_of(plan: &LogicalPlan) -> Result<Aggregate> {
+/// The streaming aggregation's Aggregate in `plan` (analysed): the one reading the stream's view
+/// `view` (one only, as `aggregate::analyze` checks), not a GROUP BY over a table beside it.
+fn aggregate_of(plan: &LogicalPlan, view: &str) -> Result<Aggregate> {
     let mut found = None;
     plan.apply(|node| {
-        if let LogicalPlan::Aggregate(a) = node {
-            found = Some(a.clone());
-        }
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        Ok(match node {
+            LogicalPlan::Aggregate(a) if reads_stream(&a.input, view) => {
+                found = Some(a.clone());
+                TreeNodeRecursion::Stop
+            }
+            _ => TreeNodeRecursion::Continue,
+        })
     })
     .map_err(internal)?;
     found.ok_or_else(|| JobError::internal("the aggregation has no Aggregate".into()))
 }
 
 /// The sliding window whose rows [`PartialState::run`] aggregates per pane in `plan` (analysed:
-/// the query's plan, its view holding any rows), for the job's plan output. The one decision
-/// both go by, [`per_pane`].
-pub fn pane_window(plan: &LogicalPlan) -> Result<Option<TimeWindow>> {
-    Ok(per_pane(&aggregate_of(plan)?)?.map(|(_, window)| window))
+/// the query's plan, its view `view` holding any rows), for the job's plan output. The one
+/// decision both go by, [`per_pane`].
+pub fn pane_window(plan: &LogicalPlan, view: &str) -> Result<Option<TimeWindow>> {
+    Ok(per_pane(&aggregate_of(plan, view)?)?.map(|(_, window)| window))
 }
 
 /// When `agg` groups by a sliding `window()` that neither its aggregates nor its other keys

@@ -174,7 +174,7 @@ impl BatchQuery {
             // Whether its rows go per pane is decided on the plan each batch runs.
             Some(mut aggregation) if aggregation.partial => {
                 let (_, logical) = self.analyzed(df)?;
-                if let Some(window) = crate::stream::partial::pane_window(&logical)? {
+                if let Some(window) = crate::stream::partial::pane_window(&logical, &self.view)? {
                     aggregation.explain_panes(&window);
                 }
                 Ok(Some(aggregation))
@@ -312,7 +312,9 @@ impl BatchQuery {
             ));
         };
         let (session, logical) = self.analyzed(self.dataframe(rows).await?)?;
-        let logical = state.run(&session, logical, mode, watermarks).await;
+        let logical = state
+            .run(&session, logical, &self.view, mode, watermarks)
+            .await;
         let out = match logical {
             Ok(plan) => datafusion::dataframe::DataFrame::new(session, plan)
                 .collect()
@@ -484,6 +486,88 @@ mod tests {
                 None => assert_eq!(line, None, "{sql}"),
             }
         }
+    }
+
+    /// A streaming aggregation over the stream joined with a GROUP BY of a table read beside
+    /// it: only the stream's aggregation is kept as partials and merged; the table's runs whole.
+    #[tokio::test]
+    async fn a_grouped_table_beside_a_streaming_aggregation_is_aggregated_whole() {
+        use crate::stream::aggregate::AggregateState;
+        use datafusion::arrow::array::{
+            AsArray, Float64Array, StringArray, TimestampMicrosecondArray,
+        };
+        use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimeUnit};
+
+        let ctx = crate::scoring::session().unwrap();
+        let merchants = Arc::new(Schema::new(vec![
+            Field::new("merchant_id", DataType::Utf8, false),
+            Field::new("risk", DataType::Float64, false),
+        ]));
+        let table = RecordBatch::try_new(
+            Arc::clone(&merchants),
+            vec![
+                Arc::new(StringArray::from(vec!["m1", "m1", "m2"])),
+                Arc::new(Float64Array::from(vec![0.5, 0.7, 0.1])),
+            ],
+        )
+        .unwrap();
+        let table =
+            datafusion::datasource::MemTable::try_new(merchants, vec![vec![table]]).unwrap();
+        ctx.register_table("merchants", Arc::new(table)).unwrap();
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let input = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Utf8, false),
+            Field::new("merchant_id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new("event_time", utc, false),
+        ]));
+        let sql = "SELECT t.user_id, count(*) AS n, sum(t.amount) AS spend, max(r.top) AS top \
+                   FROM t JOIN (SELECT merchant_id, max(risk) AS top FROM merchants \
+                   GROUP BY merchant_id) r ON t.merchant_id = r.merchant_id \
+                   GROUP BY t.user_id, window(t.event_time, '1 minute')";
+        let query = BatchQuery::new(ctx, "t", Arc::clone(&input), "q.sql", Some(sql.into()))
+            .await
+            .unwrap();
+        let aggregation = query
+            .aggregation(Some("event_time"), OutputMode::Update)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(aggregation.partial);
+        let query = query.with_aggregation(&aggregation).await.unwrap();
+        let mut state = AggregateState::new(Arc::clone(&input), &aggregation);
+        let rows = RecordBatch::try_new(
+            Arc::clone(&input),
+            vec![
+                Arc::new(StringArray::from(vec!["u1", "u1", "u2"])),
+                Arc::new(StringArray::from(vec!["m1", "m2", "m1"])),
+                Arc::new(Float64Array::from(vec![10.0, 5.0, 1.0])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![0, 1_000_000, 2_000_000])
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap();
+        let staged = state.stage(vec![rows], 0).unwrap();
+        let partial = state.partial.as_mut().unwrap();
+        let out = query.run_partial(staged, (0, 0), partial).await.unwrap();
+        let out = datafusion::arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        let mut got: Vec<(String, i64, f64, f64)> = (0..out.num_rows())
+            .map(|i| {
+                (
+                    out.column(0).as_string::<i32>().value(i).to_string(),
+                    out.column(1).as_primitive::<Int64Type>().value(i),
+                    out.column(2).as_primitive::<Float64Type>().value(i),
+                    out.column(3).as_primitive::<Float64Type>().value(i),
+                )
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [("u1".into(), 2, 15.0, 0.7), ("u2".into(), 1, 1.0, 0.7)]
+        );
     }
 
     /// The columns a query reads are those of every scan of its view: in subqueries and

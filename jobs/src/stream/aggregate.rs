@@ -400,11 +400,12 @@ fn reads_view_column(plan: &LogicalPlan, name: &str, view: &str) -> bool {
     }
 }
 
-/// The plan of one batch of the aggregation (`plan` analyzed, reading the view with
+/// The plan of one batch of the aggregation (`plan` analyzed, reading the view `view` with
 /// [`NEW_COLUMN`]): its output is what `mode` writes. Append writes the windows whose end is
 /// after `watermarks.0` (the batch's) and at or before `watermarks.1` (the next batch's).
 pub fn emitting(
     plan: LogicalPlan,
+    view: &str,
     mode: OutputMode,
     watermarks: (i64, i64),
 ) -> Result<LogicalPlan> {
@@ -413,8 +414,10 @@ pub fn emitting(
         _ => plan,
     };
     plan.transform_up_with_subqueries(|node| {
-        let LogicalPlan::Aggregate(agg) = node else {
-            return Ok(Transformed::no(node));
+        // Only the stream's: a GROUP BY over a table read beside it runs whole, as planned.
+        let agg = match node {
+            LogicalPlan::Aggregate(agg) if reads_stream(&agg.input, view) => agg,
+            other => return Ok(Transformed::no(other)),
         };
         let out = match mode {
             OutputMode::Complete => LogicalPlan::Aggregate(agg),

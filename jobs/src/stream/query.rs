@@ -345,7 +345,7 @@ impl BatchQuery {
         let df = match &self.windows {
             WindowPath::Aggregate(mode) => {
                 let (state, logical) = self.analyzed(self.dataframe(rows).await?)?;
-                let logical = aggregate::emitting(logical, *mode, watermarks)?;
+                let logical = aggregate::emitting(logical, &self.view, *mode, watermarks)?;
                 datafusion::dataframe::DataFrame::new(state, logical)
             }
             // The view is only there for planning: the window operators read `rows`.
@@ -489,7 +489,8 @@ mod tests {
     }
 
     /// A streaming aggregation over the stream joined with a GROUP BY of a table read beside
-    /// it: only the stream's aggregation is kept as partials and merged; the table's runs whole.
+    /// it: only the stream's aggregation is kept (as partials, or as the groups' rows) and
+    /// merged; the table's runs whole, as planned.
     #[tokio::test]
     async fn a_grouped_table_beside_a_streaming_aggregation_is_aggregated_whole() {
         use crate::stream::aggregate::AggregateState;
@@ -498,7 +499,6 @@ mod tests {
         };
         use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimeUnit};
 
-        let ctx = crate::scoring::session().unwrap();
         let merchants = Arc::new(Schema::new(vec![
             Field::new("merchant_id", DataType::Utf8, false),
             Field::new("risk", DataType::Float64, false),
@@ -511,9 +511,6 @@ mod tests {
             ],
         )
         .unwrap();
-        let table =
-            datafusion::datasource::MemTable::try_new(merchants, vec![vec![table]]).unwrap();
-        ctx.register_table("merchants", Arc::new(table)).unwrap();
         let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let input = Arc::new(Schema::new(vec![
             Field::new("user_id", DataType::Utf8, false),
@@ -521,21 +518,6 @@ mod tests {
             Field::new("amount", DataType::Float64, false),
             Field::new("event_time", utc, false),
         ]));
-        let sql = "SELECT t.user_id, count(*) AS n, sum(t.amount) AS spend, max(r.top) AS top \
-                   FROM t JOIN (SELECT merchant_id, max(risk) AS top FROM merchants \
-                   GROUP BY merchant_id) r ON t.merchant_id = r.merchant_id \
-                   GROUP BY t.user_id, window(t.event_time, '1 minute')";
-        let query = BatchQuery::new(ctx, "t", Arc::clone(&input), "q.sql", Some(sql.into()))
-            .await
-            .unwrap();
-        let aggregation = query
-            .aggregation(Some("event_time"), OutputMode::Update)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(aggregation.partial);
-        let query = query.with_aggregation(&aggregation).await.unwrap();
-        let mut state = AggregateState::new(Arc::clone(&input), &aggregation);
         let rows = RecordBatch::try_new(
             Arc::clone(&input),
             vec![
@@ -549,25 +531,56 @@ mod tests {
             ],
         )
         .unwrap();
-        let staged = state.stage(vec![rows], 0).unwrap();
-        let partial = state.partial.as_mut().unwrap();
-        let out = query.run_partial(staged, (0, 0), partial).await.unwrap();
-        let out = datafusion::arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
-        let mut got: Vec<(String, i64, f64, f64)> = (0..out.num_rows())
-            .map(|i| {
-                (
-                    out.column(0).as_string::<i32>().value(i).to_string(),
-                    out.column(1).as_primitive::<Int64Type>().value(i),
-                    out.column(2).as_primitive::<Float64Type>().value(i),
-                    out.column(3).as_primitive::<Float64Type>().value(i),
-                )
-            })
-            .collect();
-        got.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            got,
-            [("u1".into(), 2, 15.0, 0.7), ("u2".into(), 1, 1.0, 0.7)]
-        );
+        // COUNT(*) keeps partials; a distinct count keeps the groups' rows.
+        for (count, partial) in [("count(*)", true), ("count(DISTINCT t.amount)", false)] {
+            let ctx = crate::scoring::session().unwrap();
+            let side = datafusion::datasource::MemTable::try_new(
+                Arc::clone(&merchants),
+                vec![vec![table.clone()]],
+            )
+            .unwrap();
+            ctx.register_table("merchants", Arc::new(side)).unwrap();
+            let sql = format!(
+                "SELECT t.user_id, {count} AS n, sum(t.amount) AS spend, max(r.top) AS top \
+                 FROM t JOIN (SELECT merchant_id, max(risk) AS top FROM merchants \
+                 GROUP BY merchant_id) r ON t.merchant_id = r.merchant_id \
+                 GROUP BY t.user_id, window(t.event_time, '1 minute')"
+            );
+            let query = BatchQuery::new(ctx, "t", Arc::clone(&input), "q.sql", Some(sql))
+                .await
+                .unwrap();
+            let aggregation = query
+                .aggregation(Some("event_time"), OutputMode::Update)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(aggregation.partial, partial, "{count}");
+            let query = query.with_aggregation(&aggregation).await.unwrap();
+            let mut state = AggregateState::new(Arc::clone(&input), &aggregation);
+            let staged = state.stage(vec![rows.clone()], 0).unwrap();
+            let out = match state.partial.as_mut() {
+                Some(partials) => query.run_partial(staged, (0, 0), partials).await,
+                None => query.run_between(staged, (0, 0)).await,
+            }
+            .unwrap();
+            let out = datafusion::arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+            let mut got: Vec<(String, i64, f64, f64)> = (0..out.num_rows())
+                .map(|i| {
+                    (
+                        out.column(0).as_string::<i32>().value(i).to_string(),
+                        out.column(1).as_primitive::<Int64Type>().value(i),
+                        out.column(2).as_primitive::<Float64Type>().value(i),
+                        out.column(3).as_primitive::<Float64Type>().value(i),
+                    )
+                })
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(
+                got,
+                [("u1".into(), 2, 15.0, 0.7), ("u2".into(), 1, 1.0, 0.7)],
+                "{count}"
+            );
+        }
     }
 
     /// The columns a query reads are those of every scan of its view: in subqueries and

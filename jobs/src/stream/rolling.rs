@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
-use crate::stream::aggregate::{AggregateState, aggregates_stream};
+use crate::stream::aggregate::{AggregateState, aggregates_stream, reads_stream};
 use crate::stream::checkpoint::Checkpoint;
 use crate::stream::incremental::{IncrementalState, Snapshot};
 
@@ -68,7 +68,9 @@ pub fn analyze(
                     found.push(check(e, time_column));
                 }
             }
-            LogicalPlan::Aggregate(_) => grouped = true,
+            // A GROUP BY over a table read beside the stream (`[query] tables`) is computed
+            // whole every batch; one over the stream would aggregate rows the windows emit.
+            LogicalPlan::Aggregate(a) if reads_stream(&a.input, view) => grouped = true,
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
@@ -681,6 +683,28 @@ mod tests {
         assert_eq!(w.explain.len(), 2);
         assert!(w.explain[0].contains("generic"), "{}", w.explain[0]);
         assert_eq!(analyzed("SELECT * FROM t", None).await.unwrap(), None);
+    }
+
+    /// A GROUP BY of rows read beside the stream does not aggregate the stream's rows: the
+    /// windows run beside it, whichever side of the join they are computed on.
+    #[tokio::test]
+    async fn a_grouped_table_beside_the_windows_is_not_a_grouping_of_the_stream() {
+        let grouped = "g AS (SELECT k, MAX(v) AS v FROM (VALUES ('a', 1.0), ('a', 2.0)) AS s(k, v) \
+                       GROUP BY k)";
+        for sql in [
+            format!(
+                "WITH {grouped} SELECT COUNT(*) OVER ({FRAME} INTERVAL '5' MINUTE PRECEDING \
+                 AND CURRENT ROW) AS n, g.v FROM t JOIN g ON g.k = t.user_id"
+            ),
+            format!(
+                "WITH w AS (SELECT user_id, COUNT(*) OVER ({FRAME} INTERVAL '5' MINUTE \
+                 PRECEDING AND CURRENT ROW) AS n FROM t), {grouped} \
+                 SELECT w.n, g.v FROM w JOIN g ON g.k = w.user_id"
+            ),
+        ] {
+            let w = analyzed(&sql, Some("event_time")).await.unwrap();
+            assert_eq!(w.map(|w| w.lookback_us), Some(300_000_000), "{sql}");
+        }
     }
 
     #[tokio::test]

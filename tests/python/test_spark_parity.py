@@ -18,6 +18,9 @@ QUERIES = {
     "sliding": "window(event_time, '10 minutes', '3 minutes')",
     "sliding_with_start": "window(event_time, '10 minutes', '5 minutes', '2 minutes')",
     "session": "session_window(event_time, '4 minutes')",
+    # A gap per row; a gap of 0 puts its row in no session (Spark drops it).
+    "session_dynamic": ("session_window(event_time, CASE WHEN amount < 20 THEN '0 seconds' "
+                        "WHEN amount > 250 THEN '2 minutes' ELSE '6 minutes' END)"),
 }
 
 
@@ -105,6 +108,10 @@ STREAMING_SQL = {
     "session": ("SELECT user_id, session_window.start AS ws, session_window.end AS we, count(*) AS n, "
                 "sum(amount) AS total, max(amount) AS biggest FROM transactions "
                 "GROUP BY user_id, session_window(event_time, '20 seconds')"),
+    "session_dynamic": ("SELECT user_id, session_window.start AS ws, session_window.end AS we, count(*) AS n, "
+                        "sum(amount) AS total, max(amount) AS biggest FROM transactions "
+                        "GROUP BY user_id, session_window(event_time, CASE WHEN amount < 2 THEN '0 seconds' "
+                        "WHEN amount > 100 THEN '10 seconds' ELSE '30 seconds' END)"),
 }
 
 STREAMING_SPEC = """

@@ -3,7 +3,8 @@
 
 use datafusion::common::ScalarValue;
 
-const DAY_US: i64 = 86_400_000_000;
+/// A day in microseconds.
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// A fixed interval in microseconds; `None` for months and years (no fixed length), nulls and
 /// anything that is not an interval.

@@ -24,7 +24,7 @@ pub use severity::{SeverityTiers, SeverityUdf};
 pub use spark_sql::spark_sql;
 pub use time_window::{
     SESSION_COLUMN, SESSION_WINDOW, SessionWindowUdf, TimeWindow, TimeWindowRule, WINDOW,
-    WINDOW_COLUMN, WindowUdf, merge_sessions, panes_of,
+    WINDOW_COLUMN, WindowUdf, merge_sessions, panes_of, session_gaps_us,
 };
 
 use datafusion::logical_expr::ScalarUDF;

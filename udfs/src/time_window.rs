@@ -22,22 +22,24 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Fields, TimeUnit, TimestampMicrosecondType,
+    DataType, DurationMicrosecondType, Field, FieldRef, Fields, IntervalDayTimeType,
+    IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType, TimeUnit,
+    TimestampMicrosecondType,
 };
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result, ScalarValue, exec_datafusion_err, exec_err, plan_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{Aggregate, Window};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, PartitionEvaluator,
-    Projection, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility, WindowUDF, WindowUDFImpl, col,
+    ColumnarValue, Expr, ExprFunctionExt, ExprSchemable, LogicalPlan, LogicalPlanBuilder,
+    PartitionEvaluator, Projection, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, WindowUDF, WindowUDFImpl, col,
 };
 use datafusion::optimizer::AnalyzerRule;
 
-use crate::interval::interval_us;
+use crate::interval::{DAY_US, interval_us};
 
 /// Spark's tumbling and sliding window function.
 pub const WINDOW: &str = "window";
@@ -397,15 +399,112 @@ impl ScalarUDFImpl for WindowsOfUdf {
     }
 }
 
-/// The gap of `session_window(time, gap)`, checked.
+/// The gap of `session_window(time, gap)` when it is a constant, checked.
 fn session_gap(gap: Option<&ScalarValue>) -> Result<i64> {
     match gap.and_then(interval_us) {
         Some(us) if us > 0 => Ok(us),
         _ => plan_err!(
             "session_window(): the gap must be a constant interval greater than 0 without \
-             months, such as '5 minutes', not {}",
+             months, such as '5 minutes', or an expression giving one per row, not {}",
             gap.map_or("an expression".to_string(), |v| format!("`{v}`"))
         ),
+    }
+}
+
+/// Checks the type of a `session_window()` gap that is not a constant: an interval, a duration,
+/// or text such as '5 minutes' (as Spark casts text to an interval).
+fn check_gap_type(gap: &DataType) -> Result<()> {
+    match gap {
+        DataType::Interval(_)
+        | DataType::Duration(_)
+        | DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Null => Ok(()),
+        other => plan_err!(
+            "session_window(): the gap must be an interval, such as '5 minutes', or an \
+             expression giving one per row, not a {other}"
+        ),
+    }
+}
+
+/// Each row's `session_window()` gap in microseconds, for a gap given per row as Spark takes
+/// one: `None` where it is null or not greater than 0, and such a row belongs to no session
+/// (Spark drops it before grouping). A gap with months (no fixed length) or text that is not an
+/// interval is an error, as Spark's ANSI cast makes the text.
+pub fn session_gaps_us(gaps: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let positive = |us: i64| (us > 0).then_some(us);
+    let months = |v: &dyn std::fmt::Debug| {
+        exec_datafusion_err!(
+            "session_window(): a gap of {v:?} has months, which have no fixed length; give it \
+             in days, hours, minutes or seconds"
+        )
+    };
+    match gaps.data_type() {
+        DataType::Null => Ok(vec![None; gaps.len()]),
+        DataType::Interval(IntervalUnit::MonthDayNano) => gaps
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| match v {
+                Some(v) if v.months != 0 => Err(months(&v)),
+                Some(v) => Ok(positive(i64::from(v.days) * DAY_US + v.nanoseconds / 1000)),
+                None => Ok(None),
+            })
+            .collect(),
+        DataType::Interval(IntervalUnit::DayTime) => Ok(gaps
+            .as_primitive::<IntervalDayTimeType>()
+            .iter()
+            .map(|v| {
+                v.and_then(|v| {
+                    positive(i64::from(v.days) * DAY_US + i64::from(v.milliseconds) * 1000)
+                })
+            })
+            .collect()),
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            match gaps
+                .as_primitive::<IntervalYearMonthType>()
+                .iter()
+                .flatten()
+                .next()
+            {
+                Some(v) => Err(months(&v)),
+                None => Ok(vec![None; gaps.len()]),
+            }
+        }
+        DataType::Duration(_) => {
+            let us = cast(gaps, &DataType::Duration(TimeUnit::Microsecond))?;
+            Ok(us
+                .as_primitive::<DurationMicrosecondType>()
+                .iter()
+                .map(|v| v.and_then(positive))
+                .collect())
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = cast(gaps, &DataType::Utf8)?;
+            // Gaps given as text are mostly a few values over and over: each parsed once in a row.
+            let mut last: Option<(&str, i64)> = None;
+            text.as_string::<i32>()
+                .iter()
+                .map(|t| {
+                    let Some(t) = t else { return Ok(None) };
+                    let us = match last {
+                        Some((seen, us)) if seen == t => us,
+                        _ => match crate::interval::interval_text_us(t) {
+                            Some(us) => us,
+                            None => {
+                                return exec_err!(
+                                    "session_window(): the gap `{t}` is not an interval of fixed \
+                                     length, such as '5 minutes'"
+                                );
+                            }
+                        },
+                    };
+                    last = Some((t, us));
+                    Ok(positive(us))
+                })
+                .collect()
+        }
+        other => exec_err!("session_window(): the gap must be an interval, not a {other}"),
     }
 }
 
@@ -440,7 +539,16 @@ impl ScalarUDFImpl for SessionWindowUdf {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        session_gap(args.scalar_arguments.get(1).copied().flatten())?;
+        match (
+            args.scalar_arguments.get(1).copied().flatten(),
+            args.arg_fields.get(1),
+        ) {
+            (Some(gap), _) => {
+                session_gap(Some(gap))?;
+            }
+            (None, Some(gap)) => check_gap_type(gap.data_type())?,
+            (None, None) => return plan_err!("session_window() takes a time column and a gap"),
+        }
         let types: Vec<DataType> = args
             .arg_fields
             .iter()
@@ -505,32 +613,32 @@ impl WindowUDFImpl for SessionsUdwf {
 struct SessionsEvaluator;
 
 impl PartitionEvaluator for SessionsEvaluator {
-    /// The whole partition at once, in order of time (nulls last, with no session).
+    /// The whole partition at once, in order of time (nulls last). Rows without a time or a
+    /// gap greater than 0 have no session.
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         let times = micros(SESSION_WINDOW, &values[0])?;
-        let gap_us = match num_rows {
-            0 => 1,
-            _ => session_gap(Some(&ScalarValue::try_from_array(&values[1], 0)?))?,
-        };
-        let events: Vec<(i64, i64)> = times
+        let gaps = session_gaps_us(&values[1])?;
+        let opens: Vec<Option<(i64, i64)>> = times
             .iter()
-            .flatten()
-            .map(|t| (t, t.saturating_add(gap_us)))
+            .zip(gaps)
+            .map(|(t, gap)| Some((t?, t?.saturating_add(gap?))))
             .collect();
+        let events: Vec<(i64, i64)> = opens.iter().flatten().copied().collect();
         if events.windows(2).any(|w| w[1].0 < w[0].0) {
             return exec_err!("session_window(): rows reached it out of time order");
         }
         let sessions = merge_sessions(&events);
         let (mut starts, mut ends) = (Vec::with_capacity(num_rows), Vec::with_capacity(num_rows));
         let mut next = sessions.iter();
-        for t in times.iter() {
-            let (start, end) = match t {
+        for open in &opens {
+            let (start, end) = match open {
                 Some(_) => next.next().copied().unwrap_or_default(),
                 None => (0, 0),
             };
             starts.push(start);
             ends.push(end);
         }
+        let valid = NullBuffer::from_iter(opens.iter().map(Option::is_some));
         let fields = window_fields(SESSION_WINDOW, values[0].data_type())?;
         let bound = bound_type(SESSION_WINDOW, values[0].data_type())?;
         Ok(Arc::new(struct_of(
@@ -538,7 +646,7 @@ impl PartitionEvaluator for SessionsEvaluator {
             &bound,
             starts,
             ends,
-            times.nulls().cloned(),
+            Some(valid),
         )?))
     }
 }
@@ -725,13 +833,20 @@ fn sessions_of(input: LogicalPlan, call: &ScalarFunction, keys: Vec<Expr>) -> Re
     let [time, gap] = call.args.as_slice() else {
         return plan_err!("session_window() takes a time column and a gap, such as '5 minutes'");
     };
-    let Expr::Literal(..) = gap else {
-        return plan_err!(
-            "session_window(): the gap must be a constant interval, such as '5 minutes'"
-        );
+    // A constant gap is checked here, once; one given per row, row by row as the sessions are
+    // made (`session_gaps_us`).
+    let gap = match gap {
+        Expr::Literal(v, _) => Expr::Literal(
+            ScalarValue::DurationMicrosecond(Some(session_gap(Some(v))?)),
+            None,
+        ),
+        other => {
+            check_gap_type(&other.get_type(input.schema())?)?;
+            other.clone()
+        }
     };
     let sessions = WindowUDF::new_from_impl(SessionsUdwf::new())
-        .call(vec![time.clone(), gap.clone()])
+        .call(vec![time.clone(), gap])
         .partition_by(keys)
         .order_by(vec![time.clone().sort(true, false)])
         .build()?

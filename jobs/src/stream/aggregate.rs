@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{Aggregate, Expr, Filter, LogicalPlan, Projection, lit};
+use datafusion::physical_expr::PhysicalExpr;
 use riskstream_udfs::{
     SESSION_COLUMN, SESSION_WINDOW, TimeWindow, WINDOW, WINDOW_COLUMN, interval_us, merge_sessions,
 };
@@ -52,12 +53,113 @@ pub enum Grouping {
         /// The time column's index in the view.
         time: usize,
         /// The gap that closes a session.
-        gap_us: i64,
+        gap: SessionGap,
         /// The indices in the view of the other grouping keys.
         keys: Vec<usize>,
     },
     /// No event-time window over the watermark column: groups never close.
     Open,
+}
+
+/// The gap of a `session_window()` over a stream.
+#[derive(Debug, Clone)]
+pub enum SessionGap {
+    /// The same for every row, in microseconds.
+    Fixed(i64),
+    /// Given per row by an expression over the view's columns (as the SQL writes it, and
+    /// planned over the view's rows).
+    PerRow {
+        /// The expression, as the SQL writes it.
+        expr: Expr,
+        /// The same, evaluated over the view's rows.
+        physical: Arc<dyn PhysicalExpr>,
+        /// The SQL file it is in, for its errors.
+        file: String,
+    },
+}
+
+impl PartialEq for SessionGap {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Fixed(a), Self::Fixed(b)) => a == b,
+            (Self::PerRow { expr: a, .. }, Self::PerRow { expr: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for SessionGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(us) => write!(f, "gap {us} us"),
+            Self::PerRow { expr, .. } => write!(f, "gap per row: {expr}"),
+        }
+    }
+}
+
+impl SessionGap {
+    /// `gap`, the second argument of a `session_window()` over the view `view` (rows of
+    /// `input`) in the Aggregate over `agg_input`: a constant greater than 0, or an expression
+    /// of the view's columns only (the state evaluates it over the rows it keeps). `None`
+    /// otherwise.
+    fn of_call(
+        gap: &Expr,
+        agg_input: &LogicalPlan,
+        view: &str,
+        input: &SchemaRef,
+        file: &str,
+    ) -> Option<Self> {
+        if let Expr::Literal(v, _) = gap {
+            return interval_us(v).filter(|us| *us > 0).map(Self::Fixed);
+        }
+        let columns = gap.column_refs();
+        if !columns
+            .iter()
+            .all(|c| reads_view_column(agg_input, &c.name, view))
+        {
+            return None;
+        }
+        Self::per_row(gap, input, file)
+    }
+
+    /// The gap `gap`, an expression over the columns of `input`, planned over its rows as the
+    /// query's own expressions are (types coerced, functions simplified).
+    fn per_row(gap: &Expr, input: &SchemaRef, file: &str) -> Option<Self> {
+        // The view's rows carry no qualifier.
+        let unqualified = gap
+            .clone()
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) => Transformed::yes(Expr::Column(Column::from_name(c.name))),
+                    other => Transformed::no(other),
+                })
+            })
+            .ok()?
+            .data;
+        let schema = datafusion::common::DFSchema::try_from(input.as_ref().clone()).ok()?;
+        let physical = datafusion::execution::SessionStateBuilder::new()
+            .build()
+            .create_physical_expr(unqualified, &schema)
+            .ok()?;
+        Some(Self::PerRow {
+            expr: gap.clone(),
+            physical,
+            file: file.to_string(),
+        })
+    }
+
+    /// Each row's gap in microseconds; `None` for a row in no session (its gap null or not
+    /// greater than 0).
+    fn of_rows(&self, rows: &RecordBatch) -> Result<Vec<Option<i64>>> {
+        match self {
+            Self::Fixed(us) => Ok(vec![Some(*us); rows.num_rows()]),
+            Self::PerRow { physical, file, .. } => physical
+                .evaluate(rows)
+                .and_then(|v| v.into_array(rows.num_rows()))
+                .and_then(|gaps| riskstream_udfs::session_gaps_us(&gaps))
+                .map_err(|e| JobError::sql(file.as_str(), e)),
+        }
+    }
 }
 
 /// A query's streaming aggregation, as the engine runs it.
@@ -187,21 +289,20 @@ pub fn analyze(
                 Grouping::Window { time, window }
             }
             (SESSION_WINDOW, Some(time)) => {
-                let gap_us = match f.args.get(1) {
-                    Some(Expr::Literal(v, _)) => interval_us(v),
-                    _ => None,
-                };
+                let gap = f
+                    .args
+                    .get(1)
+                    .and_then(|gap| SessionGap::of_call(gap, &agg.input, view, input, file));
                 let keys: Option<Vec<usize>> = keys.iter().map(|k| view_column(k)).collect();
-                match (gap_us, keys) {
-                    (Some(gap_us), Some(keys)) if gap_us > 0 => {
-                        Grouping::Session { time, gap_us, keys }
-                    }
+                match (gap, keys) {
+                    (Some(gap), Some(keys)) => Grouping::Session { time, gap, keys },
                     _ if mode == OutputMode::Complete => Grouping::Open,
                     _ => {
                         return Err(refuse(
-                            "session_window() over a stream needs a constant gap and its other \
-                             GROUP BY keys to be columns of the stream, so its state knows \
-                             when a session has closed"
+                            "session_window() over a stream needs a gap that is a constant or \
+                             computed from the stream's columns, and its other GROUP BY keys \
+                             to be columns of the stream, so its state knows when a session \
+                             has closed"
                                 .into(),
                         ));
                     }
@@ -243,8 +344,8 @@ pub fn analyze(
             window.slide_us,
             mode.as_str()
         ),
-        Grouping::Session { gap_us, .. } => format!(
-            "aggregation over session_window(gap {gap_us} us): {} mode; {kept} until the \
+        Grouping::Session { gap, .. } => format!(
+            "aggregation over session_window({gap}): {} mode; {kept} until the \
              watermark passes their session's end",
             mode.as_str()
         ),
@@ -568,8 +669,8 @@ impl AggregateState {
                 })
                 .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
                 .collect::<Result<_>>()?,
-            Grouping::Session { time, gap_us, keys } => {
-                open_sessions(&self.input, all, *time, *gap_us, keys, limit_us)?
+            Grouping::Session { time, gap, keys } => {
+                open_sessions(&self.input, all, *time, gap, keys, limit_us)?
             }
         };
         Ok(staged)
@@ -621,13 +722,14 @@ impl AggregateState {
     }
 }
 
-/// The rows of `rows` whose session (per `keys`, over column `time` with `gap_us`) ends after
-/// `limit_us`.
+/// The rows of `rows` whose session (per `keys`, over column `time` with `gap`) ends after
+/// `limit_us`. Rows in no session (without a time, or a gap) are dropped, as the query drops
+/// them.
 fn open_sessions(
     schema: &SchemaRef,
     rows: Vec<RecordBatch>,
     time: usize,
-    gap_us: i64,
+    gap: &SessionGap,
     keys: &[usize],
     limit_us: i64,
 ) -> Result<Vec<RecordBatch>> {
@@ -635,6 +737,7 @@ fn open_sessions(
     if all.num_rows() == 0 {
         return Ok(Vec::new());
     }
+    let gaps = gap.of_rows(&all)?;
     let columns: Vec<SortColumn> = keys
         .iter()
         .chain(std::iter::once(&time))
@@ -662,16 +765,20 @@ fn open_sessions(
     };
     let mut open = vec![false; all.num_rows()];
     for range in ranges {
-        // Rows without a time have no session (the query drops them); nulls sort first.
-        let rows: Vec<(usize, i64)> = range
+        // Rows without a time or a gap have no session (the query drops them); nulls sort
+        // first.
+        let rows: Vec<(usize, i64, i64)> = range
             .filter(|&r| times.is_valid(r))
-            .map(|r| (order.value(r) as usize, times.value(r)))
+            .filter_map(|r| {
+                let row = order.value(r) as usize;
+                gaps[row].map(|gap| (row, times.value(r), gap))
+            })
             .collect();
         let events: Vec<(i64, i64)> = rows
             .iter()
-            .map(|&(_, t)| (t, t.saturating_add(gap_us)))
+            .map(|&(_, t, gap)| (t, t.saturating_add(gap)))
             .collect();
-        for ((row, _), (_, end)) in rows.iter().zip(merge_sessions(&events)) {
+        for ((row, _, _), (_, end)) in rows.iter().zip(merge_sessions(&events)) {
             open[*row] = end > limit_us;
         }
     }
@@ -728,13 +835,29 @@ mod tests {
     fn a_sessions_rows_stay_until_the_watermark_passes_its_end() {
         // a: 0, 4 (session 0..9), 20 (20..25); b: 6, 9 (6..14).
         let (schema, batch) = rows(&[("a", 0), ("b", 6), ("a", 4), ("a", 20), ("b", 9)]);
-        let kept = open_sessions(&schema, vec![batch.clone()], 1, 5 * MIN, &[0], 10 * MIN).unwrap();
+        let kept = open_sessions(
+            &schema,
+            vec![batch.clone()],
+            1,
+            &SessionGap::Fixed(5 * MIN),
+            &[0],
+            10 * MIN,
+        )
+        .unwrap();
         assert_eq!(
             minutes(&kept),
             [("a".into(), 20), ("b".into(), 6), ("b".into(), 9)]
         );
         // Without other keys all rows share sessions: 0..14 (0, 4, 6, 9) and 20..25.
-        let kept = open_sessions(&schema, vec![batch], 1, 5 * MIN, &[], 13 * MIN).unwrap();
+        let kept = open_sessions(
+            &schema,
+            vec![batch],
+            1,
+            &SessionGap::Fixed(5 * MIN),
+            &[],
+            13 * MIN,
+        )
+        .unwrap();
         assert_eq!(
             minutes(&kept),
             [
@@ -745,6 +868,50 @@ mod tests {
                 ("b".into(), 9)
             ]
         );
+    }
+
+    /// With a gap per row, each row's session reaches its own gap past it; a row whose gap is
+    /// null or not greater than 0 is in no session and is not kept.
+    #[test]
+    fn a_session_with_gaps_per_row_stays_until_the_watermark_passes_its_furthest_end() {
+        use datafusion::logical_expr::{col, when};
+        // a: 0 (gap 10, to 10), 4 (gap 1, to 5): one session 0..10; 20 (gap 1) 20..21.
+        // b: 6 (gap 0: none), 9 (gap null: none), 12 (gap 1): 12..13.
+        let (schema, batch) = rows(&[("a", 0), ("b", 6), ("a", 4), ("a", 20), ("b", 9), ("b", 12)]);
+        let minute = |t: i64| {
+            col("event_time").eq(lit(ScalarValue::TimestampMicrosecond(
+                Some(t * MIN),
+                Some("UTC".into()),
+            )))
+        };
+        let gap = when(minute(0), lit("10 minutes"))
+            .when(minute(6), lit("0 seconds"))
+            .when(minute(9), lit(ScalarValue::Utf8(None)))
+            .otherwise(lit("1 minute"))
+            .unwrap();
+        let gap = SessionGap::per_row(&gap, &schema, "q.sql").unwrap();
+        assert!(gap.to_string().starts_with("gap per row: CASE"), "{gap}");
+        let kept = open_sessions(&schema, vec![batch.clone()], 1, &gap, &[0], 9 * MIN).unwrap();
+        assert_eq!(
+            minutes(&kept),
+            [
+                ("a".into(), 0),
+                ("a".into(), 4),
+                ("a".into(), 20),
+                ("b".into(), 12)
+            ]
+        );
+        let kept = open_sessions(&schema, vec![batch.clone()], 1, &gap, &[0], 10 * MIN).unwrap();
+        assert_eq!(minutes(&kept), [("a".into(), 20), ("b".into(), 12)]);
+        // Text that is not an interval fails, naming the SQL file and the text.
+        let bad = when(minute(4), lit("soon"))
+            .otherwise(lit("1 minute"))
+            .unwrap();
+        let bad = SessionGap::per_row(&bad, &schema, "q.sql").unwrap();
+        let err = open_sessions(&schema, vec![batch], 1, &bad, &[0], 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q.sql") && err.contains("`soon`"), "{err}");
     }
 
     #[test]
@@ -777,30 +944,28 @@ mod tests {
         assert_eq!(minutes(&restored.rows), minutes(&state.rows));
     }
 
-    #[tokio::test]
-    async fn counts_sums_extremes_and_means_of_fixed_windows_are_kept_as_partials() {
+    /// `sql` over a view `transactions` of the transaction schema, analyzed as an append-mode
+    /// job's aggregation with the watermark on `event_time`, from the SQL file `q.sql`.
+    async fn analyzed(sql: &str) -> Result<Option<Aggregation>> {
         let ctx = crate::scoring::session().unwrap();
         let input = crate::schemas::source_schema(crate::generator::Source::Transactions);
         let table =
             datafusion::datasource::MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
         ctx.register_table("transactions", Arc::new(table)).unwrap();
-        let analyzed = |sql: &'static str| {
-            let ctx = ctx.clone();
-            let input = Arc::clone(&input);
-            async move {
-                let df = ctx.sql(&riskstream_udfs::spark_sql(sql)).await.unwrap();
-                analyze(
-                    df.logical_plan(),
-                    "transactions",
-                    &input,
-                    Some("event_time"),
-                    OutputMode::Append,
-                    "q.sql",
-                )
-                .unwrap()
-                .unwrap()
-            }
-        };
+        let df = ctx.sql(&riskstream_udfs::spark_sql(sql)).await.unwrap();
+        analyze(
+            df.logical_plan(),
+            "transactions",
+            &input,
+            Some("event_time"),
+            OutputMode::Append,
+            "q.sql",
+        )
+    }
+
+    #[tokio::test]
+    async fn counts_sums_extremes_and_means_of_fixed_windows_are_kept_as_partials() {
+        let analyzed = |sql: &'static str| async move { analyzed(sql).await.unwrap().unwrap() };
         let fixed = analyzed(
             "SELECT user_id, window.end, count(*), sum(amount), min(amount), max(amount), \
              avg(amount) FROM transactions GROUP BY user_id, window(event_time, '1 minute')",
@@ -819,5 +984,44 @@ mod tests {
         )
         .await;
         assert!(!distinct.partial, "a distinct count has no partial here");
+    }
+
+    /// A session gap per row is evaluated over the rows the state keeps: it may read the
+    /// stream's columns, not what the query computes from them.
+    #[tokio::test]
+    async fn a_session_gap_per_row_must_read_the_streams_columns() {
+        let gap = "CASE WHEN t.amount > 100 THEN '1 minute' ELSE '5 minutes' END";
+        let per_row = analyzed(&format!(
+            "SELECT user_id, count(*) FROM transactions t \
+             GROUP BY user_id, session_window(event_time, {gap})"
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            matches!(
+                &per_row.grouping,
+                Grouping::Session { gap: SessionGap::PerRow { .. }, keys, .. } if keys.len() == 1
+            ),
+            "{:?}",
+            per_row.grouping
+        );
+        assert!(
+            per_row.explain[0].contains("gap per row: CASE"),
+            "{:?}",
+            per_row.explain
+        );
+        let computed = analyzed(&format!(
+            "SELECT user_id, count(*) FROM (SELECT *, amount * 2 AS double FROM transactions) t \
+             GROUP BY user_id, session_window(event_time, {})",
+            gap.replace("t.amount", "t.double")
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            computed.contains("q.sql") && computed.contains("computed from the stream's columns"),
+            "{computed}"
+        );
     }
 }

@@ -1539,6 +1539,17 @@ FROM transactions
 GROUP BY user_id, session_window(event_time, '90 seconds')
 ";
 
+/// The same with a gap per row, as Spark takes an expression: large amounts close a session
+/// sooner, and the smallest (a gap of 0) are in none.
+const DYNAMIC_SESSION_SQL: &str = "
+SELECT user_id, session_window.start AS window_start, session_window.end AS window_end,
+  COUNT(*) AS transactions, SUM(amount) AS spend, MAX(amount) AS largest,
+  AVG(amount) AS average, MIN(amount) AS smallest
+FROM transactions
+GROUP BY user_id, session_window(event_time,
+  CASE WHEN amount < 2 THEN '0 seconds' WHEN amount > 100 THEN '40 seconds' ELSE '2 minutes' END)
+";
+
 /// A window's end, count, total, maximum, average and minimum, and the batch that wrote it (if
 /// any).
 type WindowRow = (i64, i64, f64, f64, f64, f64, Option<i64>);
@@ -1615,7 +1626,12 @@ async fn windows_appended_over_a_stream_equal_the_same_sql_over_the_whole_input(
         "window(event_time, '10 minutes', '3 minutes', '1 minute')",
     );
     assert_ne!(uneven, SLIDING_SQL);
-    for sql in [SLIDING_SQL, uneven.as_str(), SESSION_SQL] {
+    for sql in [
+        SLIDING_SQL,
+        uneven.as_str(),
+        SESSION_SQL,
+        DYNAMIC_SESSION_SQL,
+    ] {
         // In order and out of order, small and large batches, and with two restarts.
         for (runs, out_of_order, max) in [
             (&[20_000][..], false, 2_500),

@@ -1010,6 +1010,27 @@ async fn rolling_features_over_a_stream_equal_the_same_sql_over_the_whole_input(
     }
 }
 
+/// Rolling features with a WHERE below their windows (which picks the rows the frames hold) on
+/// every path, across restarts and out-of-order input: the streamed features equal the same SQL
+/// over the whole input, for the rows the WHERE keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_features_over_the_rows_a_where_keeps_equal_the_same_sql_over_the_whole_input() {
+    for (sql, path) in paths() {
+        let sql = format!(
+            "{}\nWHERE amount >= 20 AND channel <> 'atm'",
+            sql.trim_end()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (streamed, late, watermark, operator) =
+            stream_features(dir.path(), &sql, &[6_000, 13_000, 20_000], true, 2_000).await;
+        assert_eq!(operator, path, "{sql}");
+        let batch = batch_features(&sql, 20_000, true, &late).await;
+        assert_same(&streamed, &batch, watermark);
+        let everything = batch_features(ROLLING_SQL, 20_000, true, &late).await;
+        assert!(batch.len() < everything.len(), "the WHERE keeps fewer rows");
+    }
+}
+
 /// `sql`'s features joined with a GROUP BY of rows read beside the stream (a VALUES list here,
 /// a `[query] tables` table in a job): the grouped rows are computed whole every batch, and
 /// one of them (0.625) is added to every event's two-minute maximum, `window_first` choosing whether

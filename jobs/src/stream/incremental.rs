@@ -152,6 +152,9 @@ pub struct IncrementalPlan {
     /// The keys of each partitioning in the order versions that kept finer row counts in
     /// groups of their own wrote them to snapshots (see `fold_finer_counts`).
     unfolded: Vec<Vec<usize>>,
+    /// The WHERE between the view and the window operators (simplified), if any: only the
+    /// rows it keeps join histories and are emitted. (Boxed: an `Expr` is large.)
+    filter: Option<Box<Expr>>,
 }
 
 impl IncrementalPlan {
@@ -213,6 +216,13 @@ impl IncrementalPlan {
             exprs.extend(w.window_expr.iter().cloned());
             node = w.input.as_ref();
         }
+        // A WHERE below the windows (one filter or several) picks the rows they see: the
+        // state applies it to the view's rows, before anything else.
+        let mut predicates = Vec::new();
+        while let LogicalPlan::Filter(f) = node {
+            predicates.push(f.predicate.clone());
+            node = f.input.as_ref();
+        }
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
             _ => return None,
@@ -228,6 +238,11 @@ impl IncrementalPlan {
         }
         let top_schema = top.schema();
         let view_schema = DFSchema::try_from_qualified_schema(view, input).ok()?;
+        let filter = match predicates.into_iter().reduce(Expr::and) {
+            Some(p) if row_local(&p) => Some(Box::new(simplified(&p, &view_schema)?)),
+            Some(_) => return None,
+            None => None,
+        };
         let mut groups: Vec<GroupPlan> = Vec::new();
         let mut rest = Vec::new();
         let mut lookback_us = 0;
@@ -308,6 +323,7 @@ impl IncrementalPlan {
             lookback_us,
             rest,
             unfolded,
+            filter,
         })
     }
 
@@ -347,6 +363,9 @@ impl IncrementalPlan {
                     }
                 })
             })
+            .chain(self.filter.iter().map(|f| {
+                format!("over the rows where {f} (filtered as they arrive, before the state)")
+            }))
             .collect()
     }
 
@@ -1087,6 +1106,20 @@ pub struct IncrementalState {
     /// The rows that joined the histories since the last snapshot, of `kept_schema`, in the
     /// order they joined: what the next delta holds, once for every group.
     joined: Vec<RecordBatch>,
+    /// The plan's WHERE below the windows, over the view's rows.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// The rows of `rows` for which `predicate` is true (not false or null), as a WHERE keeps them.
+fn kept_by(predicate: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<RecordBatch> {
+    let mask = predicate
+        .evaluate(rows)
+        .and_then(|v| v.into_array(rows.num_rows()))
+        .map_err(|e| JobError::internal(format!("evaluating the WHERE below the windows: {e}")))?;
+    let mask = mask
+        .as_boolean_opt()
+        .ok_or_else(|| JobError::internal("the WHERE below the windows is not a boolean".into()))?;
+    filter_record_batch(rows, mask).map_err(JobError::arrow("filtering the windows' rows"))
 }
 
 /// Histories are cut once the watermark has moved on by this fraction of their lookback (see
@@ -1220,8 +1253,21 @@ impl IncrementalState {
                 })
             })
             .collect::<Result<_>>()?;
+        let filter = match &plan.filter {
+            Some(predicate) => Some(
+                create_physical_expr(
+                    predicate,
+                    &view,
+                    &ExecutionProps::new(),
+                    &PhysicalPlanningContext::default(),
+                )
+                .map_err(|e| JobError::internal(format!("the WHERE `{predicate}`: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             kept_time: at(plan.time_index)?,
+            filter,
             plan,
             input,
             groups,
@@ -1359,6 +1405,13 @@ impl IncrementalState {
         watermark_ms: i64,
     ) -> Result<Vec<RecordBatch>> {
         let watermark_us = watermark_ms.saturating_mul(1000);
+        let new_rows = match &self.filter {
+            Some(predicate) => new_rows
+                .iter()
+                .map(|rows| kept_by(predicate, rows))
+                .collect::<Result<_>>()?,
+            None => new_rows,
+        };
         let (due, pending) = if self.on_arrival {
             // Nothing waits: every row is due now.
             let rows: Vec<RecordBatch> =
@@ -4088,10 +4141,25 @@ mod tests {
         );
         let plan = plan_of(&planned_now).await.unwrap();
         assert_eq!(plan.rest().len(), 1, "{:?}", plan.rest());
-        let below = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE amount > 1");
-        assert!(
-            plan_of(&below).await.is_none(),
-            "a filter below them changes their input"
+        // A WHERE below them picks their rows: the state applies it first.
+        let below = format!(
+            "SELECT event_id, {COUNT_5M} n FROM transactions WHERE amount > 1 AND channel <> 'atm'"
         );
+        let plan = plan_of(&below).await.unwrap();
+        assert!(
+            plan.explain()
+                .last()
+                .is_some_and(|l| l.contains("amount > ")),
+            "{:?}",
+            plan.explain()
+        );
+        // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
+        for filter in [
+            "event_time < now()",
+            "user_id IN (SELECT column1 FROM (VALUES ('u_1')))",
+        ] {
+            let sql = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE {filter}");
+            assert!(plan_of(&sql).await.is_none(), "{filter}");
+        }
     }
 }

@@ -1031,6 +1031,34 @@ async fn rolling_features_over_the_rows_a_where_keeps_equal_the_same_sql_over_th
     }
 }
 
+/// Rolling features over the stream under an alias (`FROM transactions t`, columns named
+/// `t.amount`), or passed whole through a CTE, stay on their path (the incremental one, where
+/// that is the query's), as the same SQL over the whole input gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_features_over_an_alias_of_the_stream_equal_the_same_sql_over_the_whole_input() {
+    for (sql, path) in paths() {
+        let aliased = sql
+            .replace(
+                "FROM transactions",
+                "FROM transactions t WHERE t.amount >= 20",
+            )
+            .replace("PARTITION BY user_id", "PARTITION BY t.user_id")
+            .replace("(amount", "(t.amount");
+        let cte = format!(
+            "WITH x AS (SELECT * FROM transactions) {}",
+            sql.replace("FROM transactions", "FROM x")
+        );
+        for sql in [aliased, cte] {
+            let dir = tempfile::tempdir().unwrap();
+            let (streamed, late, watermark, operator) =
+                stream_features(dir.path(), &sql, &[9_000, 20_000], true, 2_500).await;
+            assert_eq!(operator, path, "{sql}");
+            let batch = batch_features(&sql, 20_000, true, &late).await;
+            assert_same(&streamed, &batch, watermark);
+        }
+    }
+}
+
 /// `sql`'s features joined with a GROUP BY of rows read beside the stream (a VALUES list here,
 /// a `[query] tables` table in a job): the grouped rows are computed whole every batch, and
 /// one of them (0.625) is added to every event's two-minute maximum, `window_first` choosing whether

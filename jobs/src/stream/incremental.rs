@@ -44,7 +44,7 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFrameUnits,
+    Expr, LogicalPlan, LogicalPlanBuilder, Projection, WindowFrameBound, WindowFrameUnits,
     WindowFunctionDefinition,
 };
 use datafusion::logical_expr::{ExprSchemable, Volatility};
@@ -155,6 +155,8 @@ pub struct IncrementalPlan {
     /// The WHERE between the view and the window operators (simplified), if any: only the
     /// rows it keeps join histories and are emitted. (Boxed: an `Expr` is large.)
     filter: Option<Box<Expr>>,
+    /// The name the window operators' input columns carry: the view's, or its alias.
+    qualifier: String,
 }
 
 impl IncrementalPlan {
@@ -216,12 +218,26 @@ impl IncrementalPlan {
             exprs.extend(w.window_expr.iter().cloned());
             node = w.input.as_ref();
         }
-        // A WHERE below the windows (one filter or several) picks the rows they see: the
-        // state applies it to the view's rows, before anything else.
+        // Between the windows and the view's scan: WHEREs, which pick the rows the windows see
+        // (the state applies them to the view's rows before anything else); an alias of the
+        // view (`FROM transactions t`), whose name the computed rows then carry; and
+        // projections passing the view's columns through unchanged (`WITH x AS (SELECT * FROM
+        // transactions)`). Expressions are read by column name: the view's names are unique.
         let mut predicates = Vec::new();
-        while let LogicalPlan::Filter(f) = node {
-            predicates.push(f.predicate.clone());
-            node = f.input.as_ref();
+        let mut qualifier = None;
+        loop {
+            match node {
+                LogicalPlan::Filter(f) => {
+                    predicates.push(unqualified(&f.predicate));
+                    node = f.input.as_ref();
+                }
+                LogicalPlan::SubqueryAlias(a) => {
+                    qualifier.get_or_insert_with(|| a.alias.table().to_string());
+                    node = a.input.as_ref();
+                }
+                LogicalPlan::Projection(p) if passes_through(p) => node = p.input.as_ref(),
+                _ => break,
+            }
         }
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
@@ -260,7 +276,12 @@ impl IncrementalPlan {
                 .ok()?
                 .data_type()
                 .clone();
-            let Some((keys, args, spec)) = spec_of(name.clone(), output, wf, input, &view_schema)
+            let plain = unqualified(&Expr::WindowFunction(Box::new(wf.clone())));
+            let Expr::WindowFunction(plain) = &plain else {
+                return None;
+            };
+            let Some((keys, args, spec)) =
+                spec_of(name.clone(), output, plain, input, &view_schema)
             else {
                 // The generic path's own check (`rolling::analyze`) has accepted the frame.
                 let lookback = match &wf.params.window_frame.start_bound {
@@ -324,6 +345,7 @@ impl IncrementalPlan {
             rest,
             unfolded,
             filter,
+            qualifier: qualifier.unwrap_or_else(|| view.to_string()),
         })
     }
 
@@ -387,7 +409,7 @@ impl IncrementalPlan {
         let table = MemTable::try_new(Arc::clone(&schema), vec![rows])
             .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
         let source = provider_as_source(Arc::new(table));
-        let view = self.view.clone();
+        let view = self.qualifier.clone();
         let computed = computed_names(&self.groups);
         plan.transform_down(|node| {
             let LogicalPlan::Window(_) = &node else {
@@ -550,6 +572,31 @@ fn row_local(e: &Expr) -> bool {
         })
     })
     .unwrap_or(true)
+}
+
+/// `e` with its columns named without their table: between the view and the windows the same
+/// column may carry the view's name or an alias.
+fn unqualified(e: &Expr) -> Expr {
+    e.clone()
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.relation.is_some() => {
+                    Transformed::yes(Expr::Column(Column::from_name(c.name)))
+                }
+                other => Transformed::no(other),
+            })
+        })
+        .map_or_else(|_| e.clone(), |t| t.data)
+}
+
+/// Whether `p` passes every column of its input through, in order, unchanged and unrenamed.
+fn passes_through(p: &Projection) -> bool {
+    let input = p.input.schema();
+    p.expr.len() == input.fields().len()
+        && p.expr.iter().zip(input.columns()).all(|(e, c)| match e {
+            Expr::Column(e) => e.name == c.name,
+            _ => false,
+        })
 }
 
 /// `e` as the physical planner takes it: simplified, which some functions need before they can
@@ -4153,6 +4200,32 @@ mod tests {
             "{:?}",
             plan.explain()
         );
+        // The view under an alias, or passed whole through a CTE, is the view; a CTE of some of
+        // its columns is not.
+        for (sql, incremental) in [
+            (
+                format!(
+                    "SELECT t.event_id, {} n FROM transactions t WHERE t.amount > 1",
+                    COUNT_5M.replace("user_id", "t.user_id")
+                ),
+                true,
+            ),
+            (
+                format!(
+                    "WITH x AS (SELECT * FROM transactions) SELECT event_id, {COUNT_5M} n FROM x"
+                ),
+                true,
+            ),
+            (
+                format!(
+                    "WITH x AS (SELECT event_id, user_id, event_time FROM transactions) \
+                     SELECT event_id, {COUNT_5M} n FROM x"
+                ),
+                false,
+            ),
+        ] {
+            assert_eq!(plan_of(&sql).await.is_some(), incremental, "{sql}");
+        }
         // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
         for filter in [
             "event_time < now()",

@@ -126,16 +126,7 @@ impl SessionGap {
     /// query's own expressions are (types coerced, functions simplified).
     fn per_row(gap: &Expr, input: &SchemaRef, file: &str) -> Option<Self> {
         // The view's rows carry no qualifier.
-        let unqualified = gap
-            .clone()
-            .transform(|e| {
-                Ok(match e {
-                    Expr::Column(c) => Transformed::yes(Expr::Column(Column::from_name(c.name))),
-                    other => Transformed::no(other),
-                })
-            })
-            .ok()?
-            .data;
+        let unqualified = crate::stream::incremental::unqualified(gap);
         let schema = datafusion::common::DFSchema::try_from(input.as_ref().clone()).ok()?;
         let physical = datafusion::execution::SessionStateBuilder::new()
             .build()

@@ -576,7 +576,7 @@ fn row_local(e: &Expr) -> bool {
 
 /// `e` with its columns named without their table: between the view and the windows the same
 /// column may carry the view's name or an alias.
-fn unqualified(e: &Expr) -> Expr {
+pub(crate) fn unqualified(e: &Expr) -> Expr {
     e.clone()
         .transform(|e| {
             Ok(match e {

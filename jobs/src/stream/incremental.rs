@@ -163,16 +163,16 @@ impl IncrementalPlan {
     /// The plan for `plan`'s window functions (`plan` analyzed: the types of argument
     /// expressions coerced) over the view `view` (rows of `input`), ordered by the column
     /// `time_index`: those of the shapes it evaluates, and the rest left to the
-    /// generic path (see [`rest`](Self::rest)). `None` when it evaluates none of them, when
-    /// the query's shape keeps it from replacing them (windows in subqueries, or not straight
-    /// over the view's only scan), or when a partitioning's functions read more than 64
-    /// arguments: the generic path then takes them all.
+    /// generic path (see [`rest`](Self::rest)). Why not, for the plan output, when it evaluates
+    /// none of them, when the query's shape keeps it from replacing them (windows in
+    /// subqueries, or not over the view's only scan), or when a partitioning's functions read
+    /// more than 64 arguments: the generic path then takes them all.
     pub fn try_new(
         plan: &LogicalPlan,
         view: &str,
         input: &SchemaRef,
         time_index: usize,
-    ) -> Option<Self> {
+    ) -> std::result::Result<Self, String> {
         Self::planned(plan, view, input, time_index, true)
     }
 
@@ -184,7 +184,8 @@ impl IncrementalPlan {
         input: &SchemaRef,
         time_index: usize,
         fold_counts: bool,
-    ) -> Option<Self> {
+    ) -> std::result::Result<Self, String> {
+        let odd = |what: &str| format!("{what} is not what the engine's rewrite expects");
         // Windows inside subquery expressions are left to the generic path: the rewrite below
         // does not reach into them.
         let mut chains = Vec::new();
@@ -196,7 +197,9 @@ impl IncrementalPlan {
             Ok(TreeNodeRecursion::Continue)
         });
         let [top] = chains.as_slice() else {
-            return None;
+            return Err(
+                "window functions in more than one part of the query, or in a subquery".into(),
+            );
         };
         // The window operators are the only reader of the view: it is empty when the query runs
         // (they read the computed rows), so any other scan of it would see nothing.
@@ -210,7 +213,7 @@ impl IncrementalPlan {
             Ok(TreeNodeRecursion::Continue)
         });
         if scans != 1 {
-            return None;
+            return Err("the query reads the stream more than once".into());
         }
         let mut exprs = Vec::new();
         let mut node = top;
@@ -241,7 +244,19 @@ impl IncrementalPlan {
         }
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
-            _ => return None,
+            _ => {
+                let below = match node {
+                    LogicalPlan::Join(_) => "a join",
+                    LogicalPlan::Projection(_) => "a CTE or subquery computing or dropping columns",
+                    LogicalPlan::Union(_) => "a union",
+                    _ => "another operator",
+                };
+                return Err(format!(
+                    "the windows read something other than the stream's own rows ({below} below \
+                     them); computed over `{view}` itself, then joined or extended, they run \
+                     incrementally"
+                ));
+            }
         };
         if scanned.table_name.table() != view
             || scanned
@@ -250,13 +265,22 @@ impl IncrementalPlan {
                 .is_some_and(|p| p.len() != input.fields().len())
             || !scanned.filters.is_empty()
         {
-            return None;
+            return Err(odd("the stream's scan"));
         }
         let top_schema = top.schema();
-        let view_schema = DFSchema::try_from_qualified_schema(view, input).ok()?;
+        let view_schema =
+            DFSchema::try_from_qualified_schema(view, input).map_err(|e| e.to_string())?;
         let filter = match predicates.into_iter().reduce(Expr::and) {
-            Some(p) if row_local(&p) => Some(Box::new(simplified(&p, &view_schema)?)),
-            Some(_) => return None,
+            Some(p) if row_local(&p) => Some(Box::new(
+                simplified(&p, &view_schema).ok_or_else(|| odd("the WHERE below the windows"))?,
+            )),
+            Some(_) => {
+                return Err(
+                    "the WHERE below the windows reads a subquery or a value fixed when \
+                            the query is planned (such as now())"
+                        .into(),
+                );
+            }
             None => None,
         };
         let mut groups: Vec<GroupPlan> = Vec::new();
@@ -266,28 +290,29 @@ impl IncrementalPlan {
             let (name, wf) = match expr {
                 Expr::Alias(a) => match a.expr.as_ref() {
                     Expr::WindowFunction(wf) => (a.name.clone(), wf.as_ref()),
-                    _ => return None,
+                    _ => return Err(odd("a window expression")),
                 },
                 Expr::WindowFunction(wf) => (expr.schema_name().to_string(), wf.as_ref()),
-                _ => return None,
+                _ => return Err(odd("a window expression")),
             };
             let output = top_schema
                 .field_with_unqualified_name(&name)
-                .ok()?
+                .map_err(|e| e.to_string())?
                 .data_type()
                 .clone();
             let plain = unqualified(&Expr::WindowFunction(Box::new(wf.clone())));
             let Expr::WindowFunction(plain) = &plain else {
-                return None;
+                return Err(odd("a window expression"));
             };
             let Some((keys, args, spec)) =
                 spec_of(name.clone(), output, plain, input, &view_schema)
             else {
                 // The generic path's own check (`rolling::analyze`) has accepted the frame.
                 let lookback = match &wf.params.window_frame.start_bound {
-                    WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v)?,
-                    _ => return None,
-                };
+                    WindowFrameBound::Preceding(v) => riskstream_udfs::interval_us(v),
+                    _ => None,
+                }
+                .ok_or_else(|| odd("a window frame"))?;
                 rest.push((name, lookback));
                 continue;
             };
@@ -300,7 +325,7 @@ impl IncrementalPlan {
                         args: Vec::new(),
                         specs: Vec::new(),
                     });
-                    groups.last_mut()?
+                    groups.last_mut().ok_or_else(|| odd("a partitioning"))?
                 }
             };
             let mut at = Vec::with_capacity(args.len());
@@ -320,9 +345,17 @@ impl IncrementalPlan {
         if fold_counts {
             fold_finer_counts(&mut groups, input);
         }
+        if groups.is_empty() {
+            return Err(
+                "none of the window functions has a shape the engine evaluates incrementally"
+                    .into(),
+            );
+        }
         // A history entry's validity word has a bit per argument column.
-        if groups.is_empty() || groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
-            return None;
+        if groups.iter().any(|g| g.args.len() > MAX_COLUMNS) {
+            return Err(format!(
+                "the functions of one partitioning read more than {MAX_COLUMNS} columns"
+            ));
         }
         // The emitted rows: the view's columns, then the computed ones in the order the top
         // operator lists them.
@@ -334,9 +367,9 @@ impl IncrementalPlan {
             }
         }
         if fields.len() != input.fields().len() + computed.len() {
-            return None;
+            return Err(odd("the window operators' output"));
         }
-        Some(Self {
+        Ok(Self {
             view: view.to_string(),
             time_index,
             groups,
@@ -4148,6 +4181,14 @@ mod tests {
 
     /// The incremental plan of `sql` over the view `transactions` of rows of `input`.
     async fn plan_over(sql: &str, input: SchemaRef) -> Option<IncrementalPlan> {
+        planned_over(sql, input).await.ok()
+    }
+
+    /// The same, or why there is none.
+    async fn planned_over(
+        sql: &str,
+        input: SchemaRef,
+    ) -> std::result::Result<IncrementalPlan, String> {
         let ctx = crate::scoring::session().unwrap();
         let table = MemTable::try_new(Arc::clone(&input), vec![vec![]]).unwrap();
         ctx.register_table("transactions", Arc::new(table)).unwrap();
@@ -4167,11 +4208,16 @@ mod tests {
                 .is_some()
         );
         // The view is empty when the rewritten query runs: a second reader would see nothing.
+        // The plan output says why a query's windows all go to the generic path.
+        let why = |sql: String| async move {
+            let input = crate::schemas::source_schema(crate::generator::Source::Transactions);
+            planned_over(&sql, input).await.err().unwrap_or_default()
+        };
         let union = format!(
             "SELECT event_id, {COUNT_5M} n FROM transactions \
              UNION ALL SELECT event_id, CAST(NULL AS BIGINT) FROM transactions"
         );
-        assert!(plan_of(&union).await.is_none());
+        assert!(why(union).await.contains("reads the stream more than once"));
         let filtered = format!(
             "SELECT * FROM (SELECT event_id, amount, {COUNT_5M} n FROM transactions) WHERE amount > 1"
         );
@@ -4201,38 +4247,36 @@ mod tests {
             plan.explain()
         );
         // The view under an alias, or passed whole through a CTE, is the view; a CTE of some of
-        // its columns is not.
-        for (sql, incremental) in [
-            (
-                format!(
-                    "SELECT t.event_id, {} n FROM transactions t WHERE t.amount > 1",
-                    COUNT_5M.replace("user_id", "t.user_id")
-                ),
-                true,
+        // its columns is not (and the plan output says so).
+        for sql in [
+            format!(
+                "SELECT t.event_id, {} n FROM transactions t WHERE t.amount > 1",
+                COUNT_5M.replace("user_id", "t.user_id")
             ),
-            (
-                format!(
-                    "WITH x AS (SELECT * FROM transactions) SELECT event_id, {COUNT_5M} n FROM x"
-                ),
-                true,
-            ),
-            (
-                format!(
-                    "WITH x AS (SELECT event_id, user_id, event_time FROM transactions) \
-                     SELECT event_id, {COUNT_5M} n FROM x"
-                ),
-                false,
-            ),
+            format!("WITH x AS (SELECT * FROM transactions) SELECT event_id, {COUNT_5M} n FROM x"),
         ] {
-            assert_eq!(plan_of(&sql).await.is_some(), incremental, "{sql}");
+            assert!(plan_of(&sql).await.is_some(), "{sql}");
         }
+        let some_columns = format!(
+            "WITH x AS (SELECT event_id, user_id, event_time FROM transactions) \
+             SELECT event_id, {COUNT_5M} n FROM x"
+        );
+        let reason = why(some_columns).await;
+        assert!(
+            reason.contains("a CTE or subquery computing or dropping columns below them"),
+            "{reason}"
+        );
         // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
         for filter in [
             "event_time < now()",
             "user_id IN (SELECT column1 FROM (VALUES ('u_1')))",
         ] {
             let sql = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE {filter}");
-            assert!(plan_of(&sql).await.is_none(), "{filter}");
+            let reason = why(sql).await;
+            assert!(
+                reason.contains("the WHERE below the windows reads"),
+                "{filter}: {reason}"
+            );
         }
     }
 }

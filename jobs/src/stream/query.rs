@@ -208,8 +208,11 @@ impl BatchQuery {
 
     /// The incremental plan of the query's window functions, ordered by input column
     /// `time_index`, when some of them have the shape it evaluates (the others are its
-    /// `rest`).
-    pub async fn incremental_plan(&self, time_index: usize) -> Result<Option<IncrementalPlan>> {
+    /// `rest`); otherwise why not.
+    pub async fn incremental_plan(
+        &self,
+        time_index: usize,
+    ) -> Result<std::result::Result<IncrementalPlan, String>> {
         let (_, logical) = self.analyzed(self.dataframe(Vec::new()).await?)?;
         let plan = IncrementalPlan::try_new(&logical, &self.view, &self.input, time_index);
         self.release()?;

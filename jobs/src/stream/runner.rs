@@ -689,7 +689,7 @@ pub async fn run_observed<S: RecordSource>(
             )
         }
         (None, Some(w), Some(et)) => match query.incremental_plan(et.column_index()).await? {
-            Some(plan) if plan.rest().is_empty() => {
+            Ok(plan) if plan.rest().is_empty() => {
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
@@ -700,8 +700,28 @@ pub async fn run_observed<S: RecordSource>(
                     Some(WindowState::Incremental(state)),
                 )
             }
+            plan if on_arrival => {
+                let others = match &plan {
+                    Ok(plan) => plan
+                        .rest()
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    Err(why) => format!("{} ({why})", w.explain.join("; ")),
+                };
+                return Err(JobError::config(
+                    spec.key("query.emit"),
+                    format!(
+                        "`onArrival` needs window functions the engine evaluates incrementally \
+                         (an aggregate of a column or of an expression over the row, over a \
+                         RANGE frame, partitioned by columns, over the view); {file} has \
+                         others: {others}"
+                    ),
+                ));
+            }
             // Some functions incremental, the rest on the generic path over their output.
-            Some(plan) if !on_arrival => {
+            Ok(plan) => {
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
@@ -724,27 +744,11 @@ pub async fn run_observed<S: RecordSource>(
                 );
                 (query.with_incremental(plan), Some(state))
             }
-            plan if on_arrival => {
-                let others = match &plan {
-                    Some(plan) => plan
-                        .rest()
-                        .iter()
-                        .map(|(name, _)| name.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    None => w.explain.join("; "),
-                };
-                return Err(JobError::config(
-                    spec.key("query.emit"),
-                    format!(
-                        "`onArrival` needs window functions the engine evaluates incrementally \
-                         (an aggregate of a column or of an expression over the row, over a \
-                         RANGE frame, partitioned by columns, straight over the view); {file} \
-                         has others: {others}"
-                    ),
-                ));
-            }
-            _ => {
+            Err(why) => {
+                tracing::info!(
+                    target: "riskstream::plan",
+                    "window functions on DataFusion's operator over kept rows: {why}"
+                );
                 for line in &w.explain {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }

@@ -1032,10 +1032,12 @@ async fn rolling_features_over_the_rows_a_where_keeps_equal_the_same_sql_over_th
 }
 
 /// Rolling features over the stream under an alias (`FROM transactions t`, columns named
-/// `t.amount`), or passed whole through a CTE, stay on their path (the incremental one, where
-/// that is the query's), as the same SQL over the whole input gives them.
+/// `t.amount`), or through a CTE (passing it whole, or computing columns), stay on their path
+/// (the incremental one, where that is the query's), as the same SQL over the whole input gives
+/// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_features_over_an_alias_of_the_stream_equal_the_same_sql_over_the_whole_input() {
+async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sql_over_the_whole_input()
+ {
     for (sql, path) in paths() {
         let aliased = sql
             .replace(
@@ -1048,7 +1050,14 @@ async fn rolling_features_over_an_alias_of_the_stream_equal_the_same_sql_over_th
             "WITH x AS (SELECT * FROM transactions) {}",
             sql.replace("FROM transactions", "FROM x")
         );
-        for sql in [aliased, cte] {
+        // A CTE keeping some columns and computing one (under the name of the column it
+        // replaces), and a WHERE over the computed one.
+        let computed = format!(
+            "WITH x AS (SELECT event_id, user_id, card_id, event_time, amount * 2 AS amount \
+             FROM transactions) {}",
+            sql.replace("FROM transactions", "FROM x WHERE amount > 40")
+        );
+        for sql in [aliased, cte, computed] {
             let dir = tempfile::tempdir().unwrap();
             let (streamed, late, watermark, operator) =
                 stream_features(dir.path(), &sql, &[9_000, 20_000], true, 2_500).await;

@@ -44,8 +44,8 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, Projection, WindowFrameBound, WindowFrameUnits,
-    WindowFunctionDefinition,
+    Expr, Filter as LogicalFilter, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
+    WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition,
 };
 use datafusion::logical_expr::{ExprSchemable, Volatility};
 use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
@@ -155,8 +155,10 @@ pub struct IncrementalPlan {
     /// The WHERE between the view and the window operators (simplified), if any: only the
     /// rows it keeps join histories and are emitted. (Boxed: an `Expr` is large.)
     filter: Option<Box<Expr>>,
-    /// The name the window operators' input columns carry: the view's, or its alias.
-    qualifier: String,
+    /// What the window operators read, as planned: the view's scan under the WHEREs,
+    /// projections and aliases between them (rebuilt over the computed rows when the windows
+    /// are replaced). (Boxed: a plan is large.)
+    below: Box<LogicalPlan>,
 }
 
 impl IncrementalPlan {
@@ -222,33 +224,26 @@ impl IncrementalPlan {
             node = w.input.as_ref();
         }
         // Between the windows and the view's scan: WHEREs, which pick the rows the windows see
-        // (the state applies them to the view's rows before anything else); an alias of the
-        // view (`FROM transactions t`), whose name the computed rows then carry; and
-        // projections passing the view's columns through unchanged (`WITH x AS (SELECT * FROM
-        // transactions)`). Expressions are read by column name: the view's names are unique.
-        let mut predicates = Vec::new();
-        let mut qualifier = None;
-        loop {
-            match node {
-                LogicalPlan::Filter(f) => {
-                    predicates.push(unqualified(&f.predicate));
-                    node = f.input.as_ref();
-                }
-                LogicalPlan::SubqueryAlias(a) => {
-                    qualifier.get_or_insert_with(|| a.alias.table().to_string());
-                    node = a.input.as_ref();
-                }
-                LogicalPlan::Projection(p) if passes_through(p) => node = p.input.as_ref(),
-                _ => break,
-            }
+        // (the state applies them to the view's rows before anything else), aliases, and
+        // projections (a CTE computing columns, or keeping some), whose columns the windows'
+        // arguments and the WHEREs above them are read through: each is taken as an expression
+        // of the view's columns.
+        let below = node;
+        let mut chain = Vec::new();
+        while let LogicalPlan::Filter(LogicalFilter { input, .. })
+        | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. })
+        | LogicalPlan::Projection(Projection { input, .. }) = node
+        {
+            chain.push(node);
+            node = input.as_ref();
         }
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
             _ => {
                 let below = match node {
                     LogicalPlan::Join(_) => "a join",
-                    LogicalPlan::Projection(_) => "a CTE or subquery computing or dropping columns",
                     LogicalPlan::Union(_) => "a union",
+                    LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => "a grouping",
                     _ => "another operator",
                 };
                 return Err(format!(
@@ -270,6 +265,26 @@ impl IncrementalPlan {
         let top_schema = top.schema();
         let view_schema =
             DFSchema::try_from_qualified_schema(view, input).map_err(|e| e.to_string())?;
+        let mut columns: HashMap<String, Expr> = input
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), Expr::Column(Column::from_name(f.name()))))
+            .collect();
+        let mut predicates = Vec::new();
+        for node in chain.iter().rev() {
+            match node {
+                LogicalPlan::Filter(f) => predicates.push(inlined(&f.predicate, &columns)),
+                LogicalPlan::Projection(p) => {
+                    columns = p
+                        .expr
+                        .iter()
+                        .zip(p.schema.fields())
+                        .map(|(e, f)| (f.name().clone(), inlined(e, &columns)))
+                        .collect();
+                }
+                _ => {}
+            }
+        }
         let filter = match predicates.into_iter().reduce(Expr::and) {
             Some(p) if row_local(&p) => Some(Box::new(
                 simplified(&p, &view_schema).ok_or_else(|| odd("the WHERE below the windows"))?,
@@ -300,7 +315,7 @@ impl IncrementalPlan {
                 .map_err(|e| e.to_string())?
                 .data_type()
                 .clone();
-            let plain = unqualified(&Expr::WindowFunction(Box::new(wf.clone())));
+            let plain = inlined(&Expr::WindowFunction(Box::new(wf.clone())), &columns);
             let Expr::WindowFunction(plain) = &plain else {
                 return Err(odd("a window expression"));
             };
@@ -378,7 +393,7 @@ impl IncrementalPlan {
             rest,
             unfolded,
             filter,
-            qualifier: qualifier.unwrap_or_else(|| view.to_string()),
+            below: Box::new(below.clone()),
         })
     }
 
@@ -442,29 +457,62 @@ impl IncrementalPlan {
         let table = MemTable::try_new(Arc::clone(&schema), vec![rows])
             .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
         let source = provider_as_source(Arc::new(table));
-        let view = self.qualifier.clone();
+        let view = self.view.clone();
         let computed = computed_names(&self.groups);
+        let scan = LogicalPlanBuilder::scan(view.as_str(), Arc::clone(&source), None)
+            .and_then(|b| b.build())
+            .map_err(|e| JobError::internal(format!("staging computed windows: {e}")))?;
+        // What the window operators read, over the computed rows: its WHEREs already applied,
+        // its projections and aliases as planned, the computed columns carried through them.
+        let mut input = self
+            .below
+            .as_ref()
+            .clone()
+            .transform_up(|node| {
+                Ok(match node {
+                    LogicalPlan::TableScan(t) if t.table_name.table() == view => {
+                        Transformed::yes(scan.clone())
+                    }
+                    LogicalPlan::Filter(f) => Transformed::yes(Arc::unwrap_or_clone(f.input)),
+                    other => Transformed::yes(other.recompute_schema()?),
+                })
+            })
+            .map(|t| t.data)
+            .map_err(|e| JobError::internal(format!("rebuilding the windows' input: {e}")))?;
+        for name in &computed {
+            input = crate::stream::rolling::carry_column(input, name)?;
+        }
+        // Every column as the window operators' input has it, then the computed ones in the
+        // order the top operator lists them, unqualified as the window operators leave them
+        // (then the generic path's emit column, if any).
+        let emit = crate::stream::rolling::EMIT_COLUMN;
+        let read = input.schema();
+        let column = |name: &str| {
+            read.qualified_field_with_unqualified_name(name)
+                .map(|(qualifier, _)| Expr::Column(Column::new(qualifier.cloned(), name)))
+                .map_err(|e| JobError::internal(format!("rebuilding the windows' input: {e}")))
+        };
+        let mut exprs = Vec::new();
+        for (qualifier, f) in read.iter() {
+            if !computed.contains(&f.name().as_str()) && f.name() != emit {
+                exprs.push(Expr::Column(Column::new(qualifier.cloned(), f.name())));
+            }
+        }
+        for f in &self.output.fields()[self.output.fields().len() - computed.len()..] {
+            exprs.push(column(f.name())?.alias(f.name()));
+        }
+        if read.field_with_unqualified_name(emit).is_ok() {
+            exprs.push(column(emit)?);
+        }
+        let input = LogicalPlanBuilder::from(input)
+            .project(exprs)
+            .and_then(|b| b.build())
+            .map_err(|e| JobError::internal(format!("rebuilding the windows' input: {e}")))?;
         plan.transform_down(|node| {
             let LogicalPlan::Window(_) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let scan =
-                LogicalPlanBuilder::scan(view.as_str(), Arc::clone(&source), None)?.build()?;
-            // The view's columns keep the view's name; the computed ones are unqualified, as
-            // the window operator leaves them.
-            let exprs: Vec<Expr> = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let column = Expr::Column(Column::new(Some(view.as_str()), f.name()));
-                    if computed.contains(&f.name().as_str()) {
-                        column.alias(f.name())
-                    } else {
-                        column
-                    }
-                })
-                .collect();
-            let mut replaced = LogicalPlanBuilder::from(scan).project(exprs)?.build()?;
+            let mut replaced = input.clone();
             // The chain of window operators, top first; what the engine computes leaves them,
             // and those left with nothing go.
             let mut chain = Vec::new();
@@ -622,14 +670,22 @@ pub(crate) fn unqualified(e: &Expr) -> Expr {
         .map_or_else(|_| e.clone(), |t| t.data)
 }
 
-/// Whether `p` passes every column of its input through, in order, unchanged and unrenamed.
-fn passes_through(p: &Projection) -> bool {
-    let input = p.input.schema();
-    p.expr.len() == input.fields().len()
-        && p.expr.iter().zip(input.columns()).all(|(e, c)| match e {
-            Expr::Column(e) => e.name == c.name,
-            _ => false,
+/// `e` (aliases dropped) with each column replaced by its expression in `columns`: an
+/// expression of the view's columns, unqualified.
+fn inlined(e: &Expr, columns: &HashMap<String, Expr>) -> Expr {
+    e.clone()
+        .unalias_nested()
+        .data
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) => match columns.get(&c.name) {
+                    Some(inner) => Transformed::yes(inner.clone()),
+                    None => Transformed::no(Expr::Column(c)),
+                },
+                other => Transformed::no(other),
+            })
         })
+        .map_or_else(|_| e.clone(), |t| t.data)
 }
 
 /// `e` as the physical planner takes it: simplified, which some functions need before they can
@@ -4246,26 +4302,29 @@ mod tests {
             "{:?}",
             plan.explain()
         );
-        // The view under an alias, or passed whole through a CTE, is the view; a CTE of some of
-        // its columns is not (and the plan output says so).
+        // The view under an alias, or through a CTE (whole, or computing and keeping some
+        // columns), is read through them; a join is not (and the plan output says so).
         for sql in [
             format!(
                 "SELECT t.event_id, {} n FROM transactions t WHERE t.amount > 1",
                 COUNT_5M.replace("user_id", "t.user_id")
             ),
             format!("WITH x AS (SELECT * FROM transactions) SELECT event_id, {COUNT_5M} n FROM x"),
+            format!(
+                "WITH x AS (SELECT event_id, user_id, event_time, amount * 2 AS a FROM \
+                 transactions) SELECT event_id, {COUNT_5M} n, SUM(a) OVER (PARTITION BY user_id \
+                 ORDER BY event_time RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) \
+                 s FROM x WHERE a > 2"
+            ),
         ] {
             assert!(plan_of(&sql).await.is_some(), "{sql}");
         }
-        let some_columns = format!(
-            "WITH x AS (SELECT event_id, user_id, event_time FROM transactions) \
-             SELECT event_id, {COUNT_5M} n FROM x"
+        let joined = format!(
+            "SELECT event_id, {COUNT_5M} n FROM transactions \
+             JOIN (SELECT column1 AS k FROM (VALUES ('u_1'))) v ON user_id = v.k"
         );
-        let reason = why(some_columns).await;
-        assert!(
-            reason.contains("a CTE or subquery computing or dropping columns below them"),
-            "{reason}"
-        );
+        let reason = why(joined).await;
+        assert!(reason.contains("a join below them"), "{reason}");
         // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
         for filter in [
             "event_time < now()",

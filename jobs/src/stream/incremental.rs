@@ -55,6 +55,7 @@ use datafusion::prelude::Column;
 use rayon::prelude::*;
 
 use crate::error::{JobError, Result};
+use crate::stream::row_filter::RowFilter;
 use crate::stream::running::{CoTotals, Totals};
 
 /// An aggregate the engine keeps incrementally.
@@ -1243,19 +1244,7 @@ pub struct IncrementalState {
     /// order they joined: what the next delta holds, once for every group.
     joined: Vec<RecordBatch>,
     /// The plan's WHERE below the windows, over the view's rows.
-    filter: Option<Arc<dyn PhysicalExpr>>,
-}
-
-/// The rows of `rows` for which `predicate` is true (not false or null), as a WHERE keeps them.
-fn kept_by(predicate: &Arc<dyn PhysicalExpr>, rows: &RecordBatch) -> Result<RecordBatch> {
-    let mask = predicate
-        .evaluate(rows)
-        .and_then(|v| v.into_array(rows.num_rows()))
-        .map_err(|e| JobError::internal(format!("evaluating the WHERE below the windows: {e}")))?;
-    let mask = mask
-        .as_boolean_opt()
-        .ok_or_else(|| JobError::internal("the WHERE below the windows is not a boolean".into()))?;
-    filter_record_batch(rows, mask).map_err(JobError::arrow("filtering the windows' rows"))
+    filter: Option<RowFilter>,
 }
 
 /// Histories are cut once the watermark has moved on by this fraction of their lookback (see
@@ -1390,7 +1379,7 @@ impl IncrementalState {
             })
             .collect::<Result<_>>()?;
         let filter = match &plan.filter {
-            Some(predicate) => Some(
+            Some(predicate) => Some(RowFilter::planned(
                 create_physical_expr(
                     predicate,
                     &view,
@@ -1398,7 +1387,8 @@ impl IncrementalState {
                     &PhysicalPlanningContext::default(),
                 )
                 .map_err(|e| JobError::internal(format!("the WHERE `{predicate}`: {e}")))?,
-            ),
+                format!("WHERE {predicate}"),
+            )),
             None => None,
         };
         Ok(Self {
@@ -1542,10 +1532,7 @@ impl IncrementalState {
     ) -> Result<Vec<RecordBatch>> {
         let watermark_us = watermark_ms.saturating_mul(1000);
         let new_rows = match &self.filter {
-            Some(predicate) => new_rows
-                .iter()
-                .map(|rows| kept_by(predicate, rows))
-                .collect::<Result<_>>()?,
+            Some(filter) => filter.select(&new_rows)?,
             None => new_rows,
         };
         let (due, pending) = if self.on_arrival {

@@ -1,5 +1,6 @@
-//! A SQL predicate over a job's output rows, as `[alerts] where` and `[block] where` give it:
-//! parsed and checked against the output's schema once, evaluated on every batch.
+//! A SQL predicate over a job's rows, as `[alerts] where` and `[block] where` give it (parsed
+//! and checked against the output's schema once) or as a WHERE below a query's windows does,
+//! evaluated on every batch.
 
 use std::sync::Arc;
 
@@ -35,6 +36,11 @@ impl RowFilter {
             ));
         }
         Ok(Self { predicate, key })
+    }
+
+    /// A predicate already planned (such as a query's WHERE); errors name `key`.
+    pub fn planned(predicate: Arc<dyn PhysicalExpr>, key: String) -> Self {
+        Self { predicate, key }
     }
 
     /// The rows of `batches` the predicate holds for (a null is false), without empty batches.

@@ -1032,9 +1032,9 @@ async fn rolling_features_over_the_rows_a_where_keeps_equal_the_same_sql_over_th
 }
 
 /// Rolling features over the stream under an alias (`FROM transactions t`, columns named
-/// `t.amount`), or through a CTE (passing it whole, or computing columns), stay on their path
-/// (the incremental one, where that is the query's), as the same SQL over the whole input gives
-/// them.
+/// `t.amount`), through a CTE (passing it whole, or computing columns), or partitioned by keys
+/// computed from the row, stay on their path (the incremental one, where that is the query's),
+/// as the same SQL over the whole input gives them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sql_over_the_whole_input()
  {
@@ -1057,7 +1057,21 @@ async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sq
              FROM transactions) {}",
             sql.replace("FROM transactions", "FROM x WHERE amount > 40")
         );
-        for sql in [aliased, cte, computed] {
+        // Partition keys computed from the row: in the window, and by the CTE (ten cards to a
+        // key: the id but its last digit).
+        let keyed = sql
+            .replace("PARTITION BY user_id", "PARTITION BY upper(user_id)")
+            .replace(
+                "PARTITION BY card_id",
+                "PARTITION BY substr(card_id, 1, length(card_id) - 1)",
+            );
+        let keyed_cte = format!(
+            "WITH x AS (SELECT *, substr(card_id, 1, length(card_id) - 1) AS cards FROM \
+             transactions) {}",
+            sql.replace("FROM transactions", "FROM x")
+                .replace("PARTITION BY card_id", "PARTITION BY cards")
+        );
+        for sql in [aliased, cte, computed, keyed, keyed_cte] {
             let dir = tempfile::tempdir().unwrap();
             let (streamed, late, watermark, operator) =
                 stream_features(dir.path(), &sql, &[9_000, 20_000], true, 2_500).await;

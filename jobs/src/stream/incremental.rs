@@ -2,7 +2,8 @@
 //! AVG, MIN, MAX, VAR, STDDEV and more of a column, or of an expression over the row, and COVAR
 //! and CORR of two, over
 //! `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` or
-//! `... AND INTERVAL ... PRECEDING`, partitioned by columns, straight over the job's view), the
+//! `... AND INTERVAL ... PRECEDING`, partitioned by columns or expressions of the row, over the
+//! job's view), the
 //! engine keeps per key only the event times and the argument columns within the lookback, and
 //! computes each emitted event's frame from them. The query's window operators are then replaced
 //! by a scan of the emitted rows with their computed columns, and the rest of the SQL runs as
@@ -119,10 +120,12 @@ struct Spec {
     end_us: i64,
 }
 
-/// Window functions partitioned by the same columns, sharing one keyed history.
+/// Window functions partitioned by the same keys, sharing one keyed history.
 #[derive(Debug, Clone)]
 struct GroupPlan {
-    keys: Vec<usize>,
+    /// The partition keys: columns of the view, or expressions over its row (`PARTITION BY
+    /// substr(card_id, 1, 6)`, or a CTE's column computed so).
+    keys: Vec<ArgSource>,
     /// The arguments kept per key, and how.
     args: Vec<ArgColumn>,
     specs: Vec<Spec>,
@@ -152,7 +155,7 @@ pub struct IncrementalPlan {
     rest: Vec<(String, i64)>,
     /// The keys of each partitioning in the order versions that kept finer row counts in
     /// groups of their own wrote them to snapshots (see `fold_finer_counts`).
-    unfolded: Vec<Vec<usize>>,
+    unfolded: Vec<Vec<ArgSource>>,
     /// The WHERE between the view and the window operators (simplified), if any: only the
     /// rows it keeps join histories and are emitted. (Boxed: an `Expr` is large.)
     filter: Option<Box<Expr>>,
@@ -359,7 +362,7 @@ impl IncrementalPlan {
         }
         let unfolded = groups.iter().map(|g| g.keys.clone()).collect();
         if fold_counts {
-            fold_finer_counts(&mut groups, input);
+            fold_finer_counts(&mut groups, input, &view_schema);
         }
         if groups.is_empty() {
             return Err(
@@ -419,15 +422,19 @@ impl IncrementalPlan {
                         s.lookback_us as u64,
                     ));
                     let keys = g.keys.len();
+                    let by = |source: &ArgSource| match source {
+                        ArgSource::Column(c) => self.output.field(*c).name().clone(),
+                        ArgSource::Expr(e) => e.to_string(),
+                    };
                     match (s.agg, s.arg.map(|a| &g.args[a].0)) {
-                        (Agg::KeyRows, Some(ArgSource::Column(c))) => format!(
-                            "{}: CountRows over {back} back, by {keys} key column(s) and `{}`, \
+                        (Agg::KeyRows, Some(key)) => format!(
+                            "{}: CountRows over {back} back, by {keys} key(s) and `{}`, \
                              read from the history of the {keys}, evaluated incrementally",
                             s.name,
-                            self.output.field(*c).name()
+                            by(key)
                         ),
                         _ => format!(
-                            "{}: {:?} over {back} back, by {keys} key column(s), evaluated \
+                            "{}: {:?} over {back} back, by {keys} key(s), evaluated \
                              incrementally",
                             s.name, s.agg
                         ),
@@ -548,7 +555,7 @@ impl IncrementalPlan {
 /// would cost a key lookup and a history per event. Values match by a 64-bit hash: two values
 /// of a frame share one with odds of about n^2 / 2^65, as for distinct counts. Only columns whose
 /// text tells their values apart (strings, integers, dates, timestamps, booleans) are read so.
-fn fold_finer_counts(groups: &mut Vec<GroupPlan>, input: &SchemaRef) {
+fn fold_finer_counts(groups: &mut Vec<GroupPlan>, input: &SchemaRef, view: &DFSchema) {
     let mut g = 0;
     while g < groups.len() {
         let finer = &groups[g];
@@ -558,10 +565,9 @@ fn fold_finer_counts(groups: &mut Vec<GroupPlan>, input: &SchemaRef) {
             .all(|s| s.agg == Agg::CountRows)
             .then(|| {
                 groups.iter().enumerate().find_map(|(p, coarser)| {
-                    let extra: Vec<usize> = finer
+                    let extra: Vec<&ArgSource> = finer
                         .keys
                         .iter()
-                        .copied()
                         .filter(|k| !coarser.keys.contains(k))
                         .collect();
                     let nested = p != g
@@ -569,21 +575,25 @@ fn fold_finer_counts(groups: &mut Vec<GroupPlan>, input: &SchemaRef) {
                         && coarser.keys.len() + 1 == finer.keys.len()
                         && coarser.keys.iter().all(|k| finer.keys.contains(k));
                     match extra[..] {
-                        [column] if nested && hashed_as_text(input.field(column).data_type()) => {
-                            Some((p, column))
+                        [key]
+                            if nested
+                                && source_type(key, input, view)
+                                    .is_some_and(|t| hashed_as_text(&t)) =>
+                        {
+                            Some((p, key.clone()))
                         }
                         _ => None,
                     }
                 })
             })
             .flatten();
-        let Some((p, column)) = coarser else {
+        let Some((p, key)) = coarser else {
             g += 1;
             continue;
         };
         let finer = groups.remove(g);
         let coarser = &mut groups[if p > g { p - 1 } else { p }];
-        let hashed = (ArgSource::Column(column), Kind::Hash);
+        let hashed = (key, Kind::Hash);
         let arg = match coarser.args.iter().position(|a| *a == hashed) {
             Some(i) => i,
             None => {
@@ -623,13 +633,31 @@ fn computed_names(groups: &[GroupPlan]) -> Vec<&str> {
         .collect()
 }
 
-/// What a window function reads: a column of the view, or an expression over the view's
-/// columns (`SUM(amount * rate)`, `COUNT(CASE WHEN ... END)`), evaluated on each batch's due rows
-/// and kept like a column.
+/// What a window function reads, or is partitioned by: a column of the view, or an expression
+/// over the view's columns (`SUM(amount * rate)`, `COUNT(CASE WHEN ... END)`, `PARTITION BY
+/// substr(card_id, 1, 6)`), evaluated on each batch's due rows and kept like a column.
 #[derive(Debug, Clone, PartialEq)]
 enum ArgSource {
     Column(usize),
     Expr(Expr),
+}
+
+/// The type of what `source` reads from rows of `input` (the view `view`).
+fn source_type(source: &ArgSource, input: &Schema, view: &DFSchema) -> Option<DataType> {
+    match source {
+        ArgSource::Column(index) => Some(input.field(*index).data_type().clone()),
+        ArgSource::Expr(e) => e.get_type(view).ok(),
+    }
+}
+
+/// `e` as a window's argument or key: the view's column it names, or else, when its value
+/// depends on its row alone, the expression as the physical planner takes it; `None` if neither.
+fn source_of(e: &Expr, input: &Schema, view: &DFSchema) -> Option<ArgSource> {
+    match e {
+        Expr::Column(c) => input.index_of(&c.name).ok().map(ArgSource::Column),
+        e if row_local(e) => simplified(e, view).map(ArgSource::Expr),
+        _ => None,
+    }
 }
 
 /// An argument a window function reads, and how it is kept.
@@ -704,7 +732,7 @@ fn spec_of(
     wf: &WindowFunction,
     input: &SchemaRef,
     view: &DFSchema,
-) -> Option<(Vec<usize>, Vec<ArgColumn>, Spec)> {
+) -> Option<(Vec<ArgSource>, Vec<ArgColumn>, Spec)> {
     let WindowFunction { fun, params } = wf;
     let function = match fun {
         WindowFunctionDefinition::AggregateUDF(f) => f.name(),
@@ -713,14 +741,15 @@ fn spec_of(
     if params.filter.is_some() || (params.distinct && function != "count") {
         return None;
     }
-    let column = |e: &Expr| match e {
-        Expr::Column(c) => input.index_of(&c.name).ok(),
-        _ => None,
-    };
+    // Keys the row format encodes (all but a few nested types).
     let keys = params
         .partition_by
         .iter()
-        .map(column)
+        .map(|e| {
+            let key = source_of(e, input, view)?;
+            let t = source_type(&key, input, view)?;
+            RowConverter::supports_fields(&[SortField::new(t)]).then_some(key)
+        })
         .collect::<Option<Vec<_>>>()?;
     let agg = match (function, params.args.as_slice()) {
         ("count", [_]) if params.distinct => Agg::CountDistinct,
@@ -742,21 +771,8 @@ fn spec_of(
         _ => return None,
     };
     let read = |e: &Expr| {
-        let (source, arg_type) = match e {
-            Expr::Column(c) => {
-                let index = input.index_of(&c.name).ok()?;
-                (
-                    ArgSource::Column(index),
-                    input.field(index).data_type().clone(),
-                )
-            }
-            e if row_local(e) => {
-                let e = simplified(e, view)?;
-                let t = e.get_type(view).ok()?;
-                (ArgSource::Expr(e), t)
-            }
-            _ => return None,
-        };
+        let source = source_of(e, input, view)?;
+        let arg_type = source_type(&source, input, view)?;
         let kind = match arg_type {
             _ if agg == Agg::CountDistinct => Kind::Hash,
             DataType::Float64 => Kind::F64,
@@ -1047,7 +1063,8 @@ struct GroupState {
     frames: FrameNeeds,
     /// The group's key and argument columns by name, as its snapshots name them.
     columns: String,
-    /// How each argument is read from a batch's rows.
+    /// How each key, and each argument, is read from a batch's rows.
+    key_readers: Vec<ArgReader>,
     readers: Vec<ArgReader>,
     /// Words per history entry.
     stride: usize,
@@ -1288,14 +1305,13 @@ impl IncrementalState {
             .map_err(|e| JobError::internal(format!("the view's schema: {e}")))?;
         let mut kept = vec![plan.time_index];
         for g in &plan.groups {
-            kept.extend(&g.keys);
-            for (source, _) in &g.args {
+            for source in g.keys.iter().chain(g.args.iter().map(|(source, _)| source)) {
                 match source {
                     ArgSource::Column(index) => kept.push(*index),
                     ArgSource::Expr(expr) => {
                         for column in expr.column_refs() {
                             kept.push(view.index_of_column(column).map_err(|e| {
-                                JobError::internal(format!("the window argument `{expr}`: {e}"))
+                                JobError::internal(format!("the window's `{expr}`: {e}"))
                             })?);
                         }
                     }
@@ -1324,8 +1340,7 @@ impl IncrementalState {
             .iter()
             .map(|g| {
                 let mut g = g.clone();
-                g.keys = g.keys.iter().map(|&k| at(k)).collect::<Result<_>>()?;
-                for (source, _) in &mut g.args {
+                for source in g.keys.iter_mut().chain(g.args.iter_mut().map(|(s, _)| s)) {
                     if let ArgSource::Column(index) = source {
                         *index = at(*index)?;
                     }
@@ -1333,30 +1348,32 @@ impl IncrementalState {
                 let fields = g
                     .keys
                     .iter()
-                    .map(|&k| SortField::new(kept_schema.field(k).data_type().clone()))
-                    .collect();
+                    .map(|k| {
+                        source_type(k, &kept_schema, &kept_view)
+                            .map(SortField::new)
+                            .ok_or_else(|| JobError::internal("a window key's type".into()))
+                    })
+                    .collect::<Result<_>>()?;
+                let reader = |source: &ArgSource| ArgReader::new(source, &kept_view);
+                let key_readers = g.keys.iter().map(reader).collect::<Result<_>>()?;
                 let readers = g
                     .args
                     .iter()
-                    .map(|(source, _)| ArgReader::new(source, &kept_view))
+                    .map(|(s, _)| reader(s))
                     .collect::<Result<_>>()?;
-                let name = |i: usize| kept_schema.field(i).name().clone();
-                let keys: Vec<String> = g.keys.iter().map(|&k| name(k)).collect();
-                let args: Vec<String> = g
-                    .args
-                    .iter()
-                    .map(|(source, _)| match source {
-                        ArgSource::Column(index) => name(*index),
-                        // By the columns it reads: an expression's text may change with
-                        // DataFusion's versions, which must not refuse a job's own snapshots.
-                        ArgSource::Expr(expr) => {
-                            let mut read: Vec<String> =
-                                expr.column_refs().iter().map(|c| c.name.clone()).collect();
-                            read.sort();
-                            format!("({})", read.join(" "))
-                        }
-                    })
-                    .collect();
+                let name = |source: &ArgSource| match source {
+                    ArgSource::Column(index) => kept_schema.field(*index).name().clone(),
+                    // By the columns it reads: an expression's text may change with
+                    // DataFusion's versions, which must not refuse a job's own snapshots.
+                    ArgSource::Expr(expr) => {
+                        let mut read: Vec<String> =
+                            expr.column_refs().iter().map(|c| c.name.clone()).collect();
+                        read.sort();
+                        format!("({})", read.join(" "))
+                    }
+                };
+                let keys: Vec<String> = g.keys.iter().map(name).collect();
+                let args: Vec<String> = g.args.iter().map(|(s, _)| name(s)).collect();
                 let kinds: Vec<Kind> = g.args.iter().map(|a| a.1).collect();
                 Ok(GroupState {
                     frames: FrameNeeds::of(&g.specs, &kinds),
@@ -1366,6 +1383,7 @@ impl IncrementalState {
                     converter: RowConverter::new(fields)
                         .map_err(JobError::arrow("encoding window keys"))?,
                     plan: g,
+                    key_readers,
                     readers,
                     index: HashMap::default(),
                     histories: Vec::new(),
@@ -1904,11 +1922,10 @@ impl GroupState {
         order: &[u32],
     ) -> Result<(Vec<Run>, Vec<u64>)> {
         let key_columns: Vec<ArrayRef> = self
-            .plan
-            .keys
+            .key_readers
             .iter()
-            .map(|&k| Arc::clone(rows.column(k)))
-            .collect();
+            .map(|reader| reader.read(rows))
+            .collect::<Result<_>>()?;
         let encoded = self
             .converter
             .convert_columns(&key_columns)
@@ -2194,7 +2211,7 @@ impl HistorySlice {
     }
 }
 
-/// Reads an argument from a batch's rows: its column, or its expression evaluated.
+/// Reads an argument or key from a batch's rows: its column, or its expression evaluated.
 enum ArgReader {
     Column(usize),
     Expr(Arc<dyn PhysicalExpr>),
@@ -2211,7 +2228,7 @@ impl ArgReader {
                     &ExecutionProps::new(),
                     &PhysicalPlanningContext::default(),
                 )
-                .map_err(|e| JobError::internal(format!("the window argument `{expr}`: {e}")))?,
+                .map_err(|e| JobError::internal(format!("the window's `{expr}`: {e}")))?,
             ),
         })
     }
@@ -2222,7 +2239,9 @@ impl ArgReader {
             Self::Expr(expr) => expr
                 .evaluate(rows)
                 .and_then(|v| v.into_array(rows.num_rows()))
-                .map_err(|e| JobError::internal(format!("evaluating a window argument: {e}"))),
+                .map_err(|e| {
+                    JobError::internal(format!("evaluating a window's key or argument: {e}"))
+                }),
         }
     }
 }
@@ -4111,6 +4130,50 @@ mod tests {
         }
     }
 
+    /// Windows partitioned by expressions of the row, written in the window (`upper(u)`) or
+    /// computed by a CTE (`kk`), are evaluated incrementally, across restores, as the same SQL
+    /// over the whole input gives them; a row count by such a key and one more is read from the
+    /// coarser key's history, as by columns. `substr(u, 1, 4)` is one key for every user.
+    #[tokio::test]
+    async fn windows_partitioned_by_expressions_of_the_row_equal_the_batch() {
+        let frame = "ORDER BY t RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW";
+        let sql = format!(
+            "WITH y AS (SELECT *, k % 3 AS kk FROM v) SELECT id, \
+             SUM(x) OVER (PARTITION BY upper(u) {frame}) AS su, \
+             COUNT(*) OVER (PARTITION BY upper(u), coalesce(s, 'none') ORDER BY t RANGE \
+                 BETWEEN INTERVAL '20' SECOND PRECEDING AND INTERVAL '1' SECOND PRECEDING) AS us, \
+             AVG(x) OVER (PARTITION BY kk {frame}) AS ak, \
+             MAX(k) OVER (PARTITION BY substr(u, 1, 4) {frame}) AS mk \
+             FROM y"
+        );
+        let input = mixed_input();
+        let (_, _, plan) = planned_over_v(&sql, &input, true).await;
+        assert!(plan.rest().is_empty(), "{:?}", plan.rest());
+        let keys: Vec<usize> = plan.groups.iter().map(|g| g.keys.len()).collect();
+        assert_eq!(
+            keys,
+            [1, 1, 1],
+            "the pair's count is read from upper(u)'s history"
+        );
+        assert!(
+            plan.groups
+                .iter()
+                .all(|g| matches!(g.keys[..], [ArgSource::Expr(_)])),
+            "{:?}",
+            plan.groups
+        );
+        let stream = mixed_stream_with(&sql, mixed_batches(), false, every_fourth);
+        assert_equals_the_batch(&sql, stream.await).await;
+        // On arrival, each batch's rows see the events received by its end.
+        let stream = mixed_stream_with(&sql, mixed_batches(), true, every_fourth);
+        let mut received = Vec::new();
+        for ((ids, streamed), batch) in stream.await.into_iter().zip(mixed_batches()) {
+            received.push(batch);
+            let expected = sql_batch(&sql, &received).await;
+            assert_rows_equal(&streamed, &expected, ids.into_iter());
+        }
+    }
+
     /// Snapshots written while each finer partitioning had histories of its own restore into
     /// a state that reads its counts from the coarser group's, where that group already kept
     /// the finer key's values (as the shipped transaction features' per-user group does), and
@@ -4209,7 +4272,7 @@ mod tests {
             ("country_uses_24h", "country"),
             ("category_uses_24h", "merchant_category"),
         ] {
-            let read = format!("by 1 key column(s) and `{column}`, read from the history");
+            let read = format!("by 1 key(s) and `{column}`, read from the history");
             assert!(
                 explain.iter().any(|l| l.contains(&read)),
                 "{name}: {explain:#?}"

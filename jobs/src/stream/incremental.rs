@@ -38,8 +38,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, TableReference};
 use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::WindowFunction;
@@ -56,6 +56,7 @@ use datafusion::prelude::Column;
 use rayon::prelude::*;
 
 use crate::error::{JobError, Result};
+use crate::stream::arrival::{ARRIVAL_VIEW, ArrivalJoin};
 use crate::stream::row_filter::RowFilter;
 use crate::stream::running::{CoTotals, Totals};
 
@@ -163,6 +164,10 @@ pub struct IncrementalPlan {
     /// projections and aliases between them (rebuilt over the computed rows when the windows
     /// are replaced). (Boxed: a plan is large.)
     below: Box<LogicalPlan>,
+    /// The join of the stream with tables beside it that the windows read, if they read one:
+    /// then the state takes the stream's rows joined as they arrive, and the rest of this plan
+    /// is planned over those (the view [`ARRIVAL_VIEW`]).
+    arrival: Option<Box<ArrivalJoin>>,
 }
 
 impl IncrementalPlan {
@@ -194,15 +199,7 @@ impl IncrementalPlan {
         let odd = |what: &str| format!("{what} is not what the engine's rewrite expects");
         // Windows inside subquery expressions are left to the generic path: the rewrite below
         // does not reach into them.
-        let mut chains = Vec::new();
-        let _ = plan.apply(|node| {
-            if let LogicalPlan::Window(_) = node {
-                chains.push(node.clone());
-                return Ok(TreeNodeRecursion::Jump);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        let [top] = chains.as_slice() else {
+        let [top] = window_tops(plan)[..] else {
             return Err(
                 "window functions in more than one part of the query, or in a subquery".into(),
             );
@@ -221,39 +218,40 @@ impl IncrementalPlan {
         if scans != 1 {
             return Err("the query reads the stream more than once".into());
         }
-        let mut exprs = Vec::new();
-        let mut node = top;
-        while let LogicalPlan::Window(w) = node {
-            exprs.extend(w.window_expr.iter().cloned());
-            node = w.input.as_ref();
-        }
         // Between the windows and the view's scan: WHEREs, which pick the rows the windows see
         // (the state applies them to the view's rows before anything else), aliases, and
         // projections (a CTE computing columns, or keeping some), whose columns the windows'
         // arguments and the WHEREs above them are read through: each is taken as an expression
         // of the view's columns.
-        let below = node;
-        let mut chain = Vec::new();
-        while let LogicalPlan::Filter(LogicalFilter { input, .. })
-        | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. })
-        | LogicalPlan::Projection(Projection { input, .. }) = node
-        {
-            chain.push(node);
-            node = input.as_ref();
-        }
+        let (exprs, below, chain, node) = under_windows(top);
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
+            LogicalPlan::Join(_) => {
+                return ArrivalJoin::plan(plan, node, view, input, time_index).and_then(
+                    |(rewritten, arrival)| {
+                        let flat = Arc::clone(&arrival.flat);
+                        let mut planned = Self::planned(
+                            &rewritten,
+                            ARRIVAL_VIEW,
+                            &flat,
+                            arrival.time_index,
+                            fold_counts,
+                        )?;
+                        planned.arrival = Some(Box::new(arrival));
+                        Ok(planned)
+                    },
+                );
+            }
             _ => {
                 let below = match node {
-                    LogicalPlan::Join(_) => "a join",
                     LogicalPlan::Union(_) => "a union",
                     LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => "a grouping",
                     _ => "another operator",
                 };
                 return Err(format!(
                     "the windows read something other than the stream's own rows ({below} below \
-                     them); computed over `{view}` itself, then joined or extended, they run \
-                     incrementally"
+                     them); computed over `{view}` itself (or a join of it with tables beside \
+                     it), then combined, they run incrementally"
                 ));
             }
         };
@@ -269,23 +267,23 @@ impl IncrementalPlan {
         let top_schema = top.schema();
         let view_schema =
             DFSchema::try_from_qualified_schema(view, input).map_err(|e| e.to_string())?;
-        let mut columns: HashMap<String, Expr> = input
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), Expr::Column(Column::from_name(f.name()))))
-            .collect();
+        let mut columns = ColumnExprs::of_view(&view_schema);
         let mut predicates = Vec::new();
         for node in chain.iter().rev() {
             match node {
                 LogicalPlan::Filter(f) => predicates.push(inlined(&f.predicate, &columns)),
                 LogicalPlan::Projection(p) => {
-                    columns = p
-                        .expr
-                        .iter()
-                        .zip(p.schema.fields())
-                        .map(|(e, f)| (f.name().clone(), inlined(e, &columns)))
-                        .collect();
+                    columns = ColumnExprs(
+                        p.expr
+                            .iter()
+                            .zip(p.schema.iter())
+                            .map(|(e, (q, f))| {
+                                ((q.cloned(), f.name().clone()), inlined(e, &columns))
+                            })
+                            .collect(),
+                    );
                 }
+                LogicalPlan::SubqueryAlias(a) => columns.requalify(&a.alias),
                 _ => {}
             }
         }
@@ -398,6 +396,7 @@ impl IncrementalPlan {
             unfolded,
             filter,
             below: Box::new(below.clone()),
+            arrival: None,
         })
     }
 
@@ -410,6 +409,24 @@ impl IncrementalPlan {
     /// The rows this path emits: the view's columns and the computed window columns.
     pub fn output(&self) -> &SchemaRef {
         &self.output
+    }
+
+    /// The rows the state takes: the view's, or (`Some`) the stream's joined with tables
+    /// beside it as the events arrive (see [`joined_rows`](Self::joined_rows)).
+    pub fn joined_input(&self) -> Option<&SchemaRef> {
+        self.arrival.as_ref().map(|a| &a.flat)
+    }
+
+    /// Where the event time is among the columns of the rows the state takes, and of those it
+    /// emits.
+    pub fn time_index(&self) -> usize {
+        self.time_index
+    }
+
+    /// When the windows read a join of the stream: `plan` (the query planned over a batch's
+    /// rows) cut down to that join, giving the rows the state takes of the batch.
+    pub fn joined_rows(&self, plan: &LogicalPlan) -> Option<Result<LogicalPlan>> {
+        self.arrival.as_ref().map(|a| a.joined(plan))
     }
 
     /// One line per window function, for the job's plan output.
@@ -443,6 +460,11 @@ impl IncrementalPlan {
             })
             .chain(self.filter.iter().map(|f| {
                 format!("over the rows where {f} (filtered as they arrive, before the state)")
+            }))
+            .chain(self.arrival.iter().map(|_| {
+                "over the stream's rows joined with the tables beside it as they arrive, those \
+                 tables as each batch reads them"
+                    .to_string()
             }))
             .collect()
     }
@@ -663,10 +685,53 @@ fn source_of(e: &Expr, input: &Schema, view: &DFSchema) -> Option<ArgSource> {
 /// An argument a window function reads, and how it is kept.
 type ArgColumn = (ArgSource, Kind);
 
+/// The chains of window operators of `plan` not inside a subquery expression, each by its top.
+fn window_tops(plan: &LogicalPlan) -> Vec<&LogicalPlan> {
+    let mut tops = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Window(_) = node {
+            tops.push(node);
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tops
+}
+
+/// Under the chain of window operators `top`: their expressions, the node they read, the
+/// WHEREs, aliases and projections from there down, and the first other node below them.
+fn under_windows(top: &LogicalPlan) -> (Vec<Expr>, &LogicalPlan, Vec<&LogicalPlan>, &LogicalPlan) {
+    let mut exprs = Vec::new();
+    let mut node = top;
+    while let LogicalPlan::Window(w) = node {
+        exprs.extend(w.window_expr.iter().cloned());
+        node = w.input.as_ref();
+    }
+    let below = node;
+    let mut chain = Vec::new();
+    while let LogicalPlan::Filter(LogicalFilter { input, .. })
+    | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. })
+    | LogicalPlan::Projection(Projection { input, .. }) = node
+    {
+        chain.push(node);
+        node = input.as_ref();
+    }
+    (exprs, below, chain, node)
+}
+
+/// What the windows of `plan` (one chain of them) read below their WHEREs, aliases and
+/// projections: the view's scan, or a join of it.
+pub(crate) fn below_windows(plan: &LogicalPlan) -> Option<&LogicalPlan> {
+    match window_tops(plan)[..] {
+        [top] => Some(under_windows(top).3),
+        _ => None,
+    }
+}
+
 /// True for an expression whose value depends on its row alone: no subquery, aggregate, window
 /// function, variable, or function that is not immutable (`random()`, or `now()`, fixed when
 /// planned, would differ between a stream and a batch).
-fn row_local(e: &Expr) -> bool {
+pub(crate) fn row_local(e: &Expr) -> bool {
     !e.exists(|e| {
         Ok(match e {
             Expr::ScalarFunction(f) => f.func.signature().volatility != Volatility::Immutable,
@@ -699,15 +764,58 @@ pub(crate) fn unqualified(e: &Expr) -> Expr {
         .map_or_else(|_| e.clone(), |t| t.data)
 }
 
+/// The columns of a node between the view and the windows, by qualifier and name, each as an
+/// expression of the view's columns (unqualified).
+struct ColumnExprs(Vec<((Option<TableReference>, String), Expr)>);
+
+impl ColumnExprs {
+    /// The view's own columns.
+    fn of_view(view: &DFSchema) -> Self {
+        Self(
+            view.iter()
+                .map(|(q, f)| {
+                    let name = f.name().clone();
+                    (
+                        (q.cloned(), name.clone()),
+                        Expr::Column(Column::from_name(name)),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The same columns under an alias (`FROM transactions t`).
+    fn requalify(&mut self, alias: &TableReference) {
+        for ((q, _), _) in &mut self.0 {
+            *q = Some(alias.clone());
+        }
+    }
+
+    /// The expression of column `c`: the one of its name, or, where two share it (a join's
+    /// two sides), the one of its qualifier too.
+    fn get(&self, c: &Column) -> Option<&Expr> {
+        let mut named = self.0.iter().filter(|((_, name), _)| *name == c.name);
+        let first = named.next()?;
+        match named.next() {
+            None => Some(&first.1),
+            Some(_) => self
+                .0
+                .iter()
+                .find(|((q, name), _)| *name == c.name && *q == c.relation)
+                .map(|(_, e)| e),
+        }
+    }
+}
+
 /// `e` (aliases dropped) with each column replaced by its expression in `columns`: an
 /// expression of the view's columns, unqualified.
-fn inlined(e: &Expr, columns: &HashMap<String, Expr>) -> Expr {
+fn inlined(e: &Expr, columns: &ColumnExprs) -> Expr {
     e.clone()
         .unalias_nested()
         .data
         .transform(|e| {
             Ok(match e {
-                Expr::Column(c) => match columns.get(&c.name) {
+                Expr::Column(c) => match columns.get(&c) {
                     Some(inner) => Transformed::yes(inner.clone()),
                     None => Transformed::no(Expr::Column(c)),
                 },
@@ -4369,12 +4477,26 @@ mod tests {
         ] {
             assert!(plan_of(&sql).await.is_some(), "{sql}");
         }
-        let joined = format!(
-            "SELECT event_id, {COUNT_5M} n FROM transactions \
-             JOIN (SELECT column1 AS k FROM (VALUES ('u_1'))) v ON user_id = v.k"
-        );
-        let reason = why(joined).await;
-        assert!(reason.contains("a join below them"), "{reason}");
+        // A join with a table beside the stream runs as the events arrive; one that makes rows
+        // of the table no event matched does not.
+        let joined = |join: &str| {
+            format!(
+                "SELECT event_id, {COUNT_5M} n FROM transactions \
+                 {join} (SELECT column1 AS k FROM (VALUES ('u_1'))) v ON user_id = v.k"
+            )
+        };
+        for join in ["JOIN", "LEFT JOIN"] {
+            let plan = plan_of(&joined(join)).await.unwrap();
+            assert!(
+                plan.explain().last().is_some_and(|l| l.contains("joined")),
+                "{:?}",
+                plan.explain()
+            );
+        }
+        for join in ["RIGHT JOIN", "FULL JOIN"] {
+            let reason = why(joined(join)).await;
+            assert!(reason.contains("makes rows no event matched"), "{reason}");
+        }
         // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
         for filter in [
             "event_time < now()",

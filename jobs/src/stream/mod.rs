@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod alerts;
+mod arrival;
 pub mod block;
 pub mod checkpoint;
 mod commit;

@@ -329,6 +329,35 @@ impl BatchQuery {
         Ok(out?.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
+    /// The rows the window state takes of a batch's `rows`: the rows themselves, or, when the
+    /// windows read a join of the stream with tables beside it, the rows joined (those tables
+    /// as this batch reads them).
+    pub async fn arriving(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let WindowPath::Incremental(plan) = &self.windows else {
+            return Ok(rows);
+        };
+        let Some(flat) = plan.joined_input().cloned() else {
+            return Ok(rows);
+        };
+        let (state, logical) = self.analyzed(self.dataframe(rows).await?)?;
+        let out = match plan.joined_rows(&logical) {
+            Some(Ok(joined)) => datafusion::dataframe::DataFrame::new(state, joined)
+                .collect()
+                .await
+                .map_err(self.sql_err()),
+            Some(Err(e)) => Err(e),
+            None => Err(JobError::internal("no join below the windows".into())),
+        };
+        self.release()?;
+        out?.into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                RecordBatch::try_new(Arc::clone(&flat), b.columns().to_vec())
+                    .map_err(JobError::arrow("the joined events"))
+            })
+            .collect()
+    }
+
     /// Runs the query over `rows`.
     pub async fn run(&self, rows: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         self.run_between(rows, (i64::MIN, i64::MAX)).await

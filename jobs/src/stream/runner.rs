@@ -693,8 +693,8 @@ pub async fn run_observed<S: RecordSource>(
                 for line in plan.explain() {
                     tracing::info!(target: "riskstream::plan", "window {line}");
                 }
-                let state =
-                    IncrementalState::new(plan.clone(), Arc::clone(&input_schema), on_arrival)?;
+                let input = plan.joined_input().unwrap_or(&input_schema);
+                let state = IncrementalState::new(plan.clone(), Arc::clone(input), on_arrival)?;
                 (
                     query.with_incremental(plan),
                     Some(WindowState::Incremental(state)),
@@ -715,8 +715,9 @@ pub async fn run_observed<S: RecordSource>(
                     format!(
                         "`onArrival` needs window functions the engine evaluates incrementally \
                          (an aggregate of a column or of an expression over the row, over a \
-                         RANGE frame, partitioned by columns, over the view); {file} has \
-                         others: {others}"
+                         RANGE frame, partitioned by columns or expressions of the row, over \
+                         the view or its join with tables beside it); {file} has others: \
+                         {others}"
                     ),
                 ));
             }
@@ -738,9 +739,10 @@ pub async fn run_observed<S: RecordSource>(
                     lookback_us: plan.rest().iter().map(|r| r.1).max().unwrap_or(0),
                     explain: Vec::new(),
                 };
+                let input = plan.joined_input().unwrap_or(&input_schema);
                 let state = WindowState::Mixed(
-                    IncrementalState::new(plan.clone(), Arc::clone(&input_schema), false)?,
-                    RollingState::new(Arc::clone(plan.output()), et.column_index(), &generic),
+                    IncrementalState::new(plan.clone(), Arc::clone(input), false)?,
+                    RollingState::new(Arc::clone(plan.output()), plan.time_index(), &generic),
                 );
                 (query.with_incremental(plan), Some(state))
             }
@@ -1027,7 +1029,7 @@ pub async fn run_observed<S: RecordSource>(
                 .await?;
             let on_time_rows = rows(&rows_in);
             let rows_in = match &mut rolling {
-                Some(r) => r.stage(rows_in, state.watermark_ms)?,
+                Some(r) => r.stage(query.arriving(rows_in).await?, state.watermark_ms)?,
                 None => rows_in,
             };
             let watermarks = (watermark_ms, state.watermark_ms);

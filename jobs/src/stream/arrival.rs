@@ -1,9 +1,11 @@
-//! Rolling features over a join of the stream with tables read beside it (`FROM transactions t
-//! JOIN merchants m ON ...`, windows reading `m.risk`). An event's joined rows depend on the
-//! event and those tables alone, so the join runs on the events as they arrive, over the tables
-//! as that batch reads them (what Spark's stream-static join does), and the incremental state
-//! keeps the joined rows' columns as it keeps the stream's own. The query is then planned over
-//! a view of the joined rows ([`ARRIVAL_VIEW`]) in place of the join.
+//! Rolling features over rows made from the stream's with tables read beside it: a join (`FROM
+//! transactions t JOIN merchants m ON ...`, windows reading `m.risk`), or a WHERE reading a
+//! subquery (`WHERE merchant_id NOT IN (SELECT id FROM trusted)`). What each event gives there
+//! depends on the event and those tables alone, so that part of the query runs on the events as
+//! they arrive, over the tables as that batch reads them (as Spark's stream-static joins and
+//! filters do), and the incremental state keeps the resulting rows' columns as it keeps the
+//! stream's own. The rest of the query is planned over a view of those rows
+//! ([`ARRIVAL_VIEW`]) in place of that part.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,80 +13,39 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::{MemTable, provider_as_source};
-use datafusion::logical_expr::{
-    Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, SubqueryAlias,
-};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
-use crate::stream::incremental::{below_windows, row_local};
+use crate::stream::incremental::{arriving_in, filters_by_subquery, row_local};
 
-/// The name the joined rows are planned under.
-pub const ARRIVAL_VIEW: &str = "riskstream_joined_events";
+/// The name the arriving rows are planned under.
+pub const ARRIVAL_VIEW: &str = "riskstream_arriving_rows";
 
-/// The join the windows read, as the state takes its rows.
+/// The part of the query below the windows that runs on the events as they arrive.
 #[derive(Debug, Clone)]
-pub struct ArrivalJoin {
-    /// The join's columns, each under a name of its own (one that both sides have is prefixed
-    /// with its table's name and `_`; never a dot, which DataFusion may read as a qualifier):
-    /// the rows the state takes.
+pub struct Arrival {
+    /// Its columns, each under a name of its own (one that two tables have is prefixed with
+    /// its table's name and `_`; never a dot, which DataFusion may read as a qualifier): the
+    /// rows the state takes.
     pub flat: SchemaRef,
     /// Where the stream's event time is among them.
     pub time_index: usize,
 }
 
-impl ArrivalJoin {
-    /// For the join `join` that the windows of `plan` read (through WHEREs, projections and
-    /// aliases) over the view `view` (rows of `input`, the event time at `time_index`): `plan`
-    /// with the join replaced by a scan of the joined rows, and how to join them; or why the
-    /// join cannot run as the events arrive.
+impl Arrival {
+    /// For `root`, the part below the windows of `plan` that must run as the events arrive
+    /// (over the view `view` of rows `input`, the event time at `time_index`): `plan` with that
+    /// part replaced by a scan of its rows, and how to make them; or why it cannot run so.
     pub fn plan(
         plan: &LogicalPlan,
-        join: &LogicalPlan,
+        root: &LogicalPlan,
         view: &str,
         input: &SchemaRef,
         time_index: usize,
     ) -> std::result::Result<(LogicalPlan, Self), String> {
-        let LogicalPlan::Join(j) = join else {
-            return Err("the node below the windows is not a join".into());
-        };
-        let reads = |side: &LogicalPlan| {
-            side.exists(|node| {
-                Ok(matches!(node, LogicalPlan::TableScan(s) if s.table_name.table() == view))
-            })
-            .unwrap_or(true)
-        };
-        let stream_left = match (j.join_type, reads(&j.left), reads(&j.right)) {
-            (JoinType::Inner | JoinType::Left, true, false) => true,
-            (JoinType::Inner | JoinType::Right, false, true) => false,
-            (_, false, false) => {
-                return Err("the join below the windows reads the stream in a subquery".into());
-            }
-            (t, _, _) => {
-                return Err(format!(
-                    "the windows read a join of the stream ({t}) that makes rows no event \
-                     matched; an inner join, or an outer one that keeps every event, runs as \
-                     the events arrive"
-                ));
-            }
-        };
-        let fixed = j.on.iter().any(|(l, r)| !row_local(l) || !row_local(r))
-            || j.filter.as_ref().is_some_and(|f| !row_local(f));
-        if fixed {
-            return Err(
-                "the join below the windows compares with a subquery or a value fixed when \
-                 the query is planned (such as now())"
-                    .into(),
-            );
-        }
-        let stream = if stream_left { &j.left } else { &j.right };
-        let time = event_time_through(stream, view, input.field(time_index).name())?;
-        let time_index = if stream_left {
-            time
-        } else {
-            j.left.schema().fields().len() + time
-        };
-        let schema = j.schema.as_ref();
+        let time_index = stream_time(root, view, input.field(time_index).name())?;
+        let schema = root.schema().as_ref();
         let mut taken = HashSet::new();
         let mut fields = Vec::with_capacity(schema.fields().len());
         for (q, f) in schema.iter() {
@@ -101,7 +62,7 @@ impl ArrivalJoin {
         let flat = Arc::new(Schema::new(fields));
         let planning = |e: datafusion::error::DataFusionError| e.to_string();
         let table = MemTable::try_new(Arc::clone(&flat), vec![vec![]]).map_err(planning)?;
-        // The joined rows under the join's own qualified names, so that nothing above changes.
+        // The rows under the part's own qualified names, so that nothing above it changes.
         let named: Vec<Expr> = schema
             .iter()
             .zip(flat.fields())
@@ -117,7 +78,7 @@ impl ArrivalJoin {
         let rewritten = plan
             .clone()
             .transform_down(|node| {
-                Ok(if node == *join {
+                Ok(if node == *root {
                     Transformed::new(scan.clone(), true, TreeNodeRecursion::Jump)
                 } else {
                     Transformed::no(node)
@@ -128,13 +89,14 @@ impl ArrivalJoin {
         Ok((rewritten, Self { flat, time_index }))
     }
 
-    /// `plan` (the query planned over a batch's rows) cut down to the join its windows read,
-    /// the columns under their flat names: the batch's rows as the state takes them.
+    /// `plan` (the query planned over a batch's rows) cut down to the part below its windows
+    /// that runs as the events arrive, the columns under their flat names: the batch's rows as
+    /// the state takes them.
     pub fn joined(&self, plan: &LogicalPlan) -> Result<LogicalPlan> {
-        let join = below_windows(plan)
-            .filter(|node| matches!(node, LogicalPlan::Join(_)))
-            .ok_or_else(|| JobError::internal("the join below the windows is gone".into()))?;
-        let flat: Vec<Expr> = join
+        let root = arriving_in(plan).ok_or_else(|| {
+            JobError::internal("the part below the windows run on arrival is gone".into())
+        })?;
+        let flat: Vec<Expr> = root
             .schema()
             .iter()
             .zip(self.flat.fields())
@@ -142,54 +104,86 @@ impl ArrivalJoin {
                 Expr::Column(Column::new(q.cloned(), f.name())).alias(flat.name())
             })
             .collect();
-        LogicalPlanBuilder::from(join.clone())
+        LogicalPlanBuilder::from(root.clone())
             .project(flat)
             .and_then(|b| b.build())
-            .map_err(|e| JobError::internal(format!("joining the arriving events: {e}")))
+            .map_err(|e| JobError::internal(format!("the arriving events' rows: {e}")))
     }
 }
 
-/// Where the view's event time (`time`) is among the columns of `side`, the stream's side of
-/// the join: the view's scan under WHEREs, aliases and projections that pass the column on.
-fn event_time_through(
-    side: &LogicalPlan,
-    view: &str,
-    time: &str,
-) -> std::result::Result<usize, String> {
-    let mut chain = Vec::new();
-    let mut node = side;
-    while let LogicalPlan::Filter(Filter { input, .. })
-    | LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. })
-    | LogicalPlan::Projection(Projection { input, .. }) = node
-    {
-        chain.push(node);
-        node = input.as_ref();
-    }
-    if !matches!(node, LogicalPlan::TableScan(s) if s.table_name.table() == view) {
-        return Err(
-            "the stream's side of the join below the windows is more than its rows \
-                    (another join, a union or a grouping)"
-                .into(),
-        );
-    }
-    let mut name = time.to_string();
-    for node in chain.iter().rev() {
-        if let LogicalPlan::Projection(p) = node {
-            let passed = p
-                .expr
-                .iter()
-                .position(|e| matches!(e.clone().unalias(), Expr::Column(c) if c.name == name));
-            let Some(at) = passed else {
-                return Err(format!(
-                    "the stream's side of the join below the windows drops `{time}`"
-                ));
-            };
-            name = p.schema.field(at).name().clone();
+/// Where the view's event time (`time`) is among the columns of `node`, whose rows are made from
+/// the stream's one event at a time: the view's scan under WHEREs, aliases, projections that
+/// pass the column on, and joins with tables beside the stream that keep every event or drop
+/// some; or why not.
+fn stream_time(node: &LogicalPlan, view: &str, time: &str) -> std::result::Result<usize, String> {
+    let fixed = "a value fixed when the query is planned (such as now())";
+    match node {
+        LogicalPlan::TableScan(scan) if scan.table_name.table() == view => node
+            .schema()
+            .fields()
+            .iter()
+            .position(|f| f.name() == time)
+            .ok_or_else(|| format!("the stream's scan lacks `{time}`")),
+        LogicalPlan::SubqueryAlias(a) => stream_time(&a.input, view, time),
+        LogicalPlan::Filter(f) => {
+            if !row_local(&f.predicate) && !filters_by_subquery(&f.predicate) {
+                return Err(format!("a WHERE below the windows reads {fixed}"));
+            }
+            stream_time(&f.input, view, time)
         }
+        LogicalPlan::Projection(p) => {
+            if !p.expr.iter().all(row_local) {
+                return Err(format!(
+                    "a projection below the windows reads {fixed} or a subquery"
+                ));
+            }
+            let at = stream_time(&p.input, view, time)?;
+            let (q, f) = p.input.schema().qualified_field(at);
+            p.expr
+                .iter()
+                .position(|e| {
+                    matches!(e.clone().unalias(), Expr::Column(c)
+                        if c.name == *f.name() && (c.relation.is_none() || c.relation.as_ref() == q))
+                })
+                .ok_or_else(|| format!("a projection below the windows drops `{time}`"))
+        }
+        LogicalPlan::Join(j) => {
+            let reads = |side: &LogicalPlan| {
+                side.exists(|node| {
+                    Ok(matches!(node, LogicalPlan::TableScan(s) if s.table_name.table() == view))
+                })
+                .unwrap_or(true)
+            };
+            let stream_left = match (j.join_type, reads(&j.left), reads(&j.right)) {
+                (JoinType::Inner | JoinType::Left, true, false) => true,
+                (JoinType::Inner | JoinType::Right, false, true) => false,
+                (_, false, false) => {
+                    return Err("a join below the windows reads the stream in a subquery".into());
+                }
+                (t, _, _) => {
+                    return Err(format!(
+                        "the windows read a join of the stream ({t}) that makes rows no event \
+                         matched; an inner join, or an outer one that keeps every event, runs \
+                         as the events arrive"
+                    ));
+                }
+            };
+            let compares = j.on.iter().flat_map(|(l, r)| [l, r]).chain(&j.filter);
+            if !compares.into_iter().all(row_local) {
+                return Err(format!(
+                    "a join below the windows compares with a subquery or {fixed}"
+                ));
+            }
+            if stream_left {
+                stream_time(&j.left, view, time)
+            } else {
+                Ok(j.left.schema().fields().len() + stream_time(&j.right, view, time)?)
+            }
+        }
+        LogicalPlan::Union(_) => Err("the windows read a union of the stream".into()),
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => {
+            Err("the windows read a grouping of the stream".into())
+        }
+        _ => Err("the windows read another operator over the stream".into()),
     }
-    side.schema()
-        .fields()
-        .iter()
-        .position(|f| *f.name() == name)
-        .ok_or_else(|| format!("the stream's side of the join below the windows drops `{time}`"))
 }

@@ -56,7 +56,7 @@ use datafusion::prelude::Column;
 use rayon::prelude::*;
 
 use crate::error::{JobError, Result};
-use crate::stream::arrival::{ARRIVAL_VIEW, ArrivalJoin};
+use crate::stream::arrival::{ARRIVAL_VIEW, Arrival};
 use crate::stream::row_filter::RowFilter;
 use crate::stream::running::{CoTotals, Totals};
 
@@ -164,10 +164,10 @@ pub struct IncrementalPlan {
     /// projections and aliases between them (rebuilt over the computed rows when the windows
     /// are replaced). (Boxed: a plan is large.)
     below: Box<LogicalPlan>,
-    /// The join of the stream with tables beside it that the windows read, if they read one:
-    /// then the state takes the stream's rows joined as they arrive, and the rest of this plan
-    /// is planned over those (the view [`ARRIVAL_VIEW`]).
-    arrival: Option<Box<ArrivalJoin>>,
+    /// What runs on each batch's rows as they arrive, if anything must (a join of the stream
+    /// with tables beside it, a WHERE reading a subquery): then the state takes those rows, and
+    /// the rest of this plan is planned over them (the view [`ARRIVAL_VIEW`]).
+    arrival: Option<Box<Arrival>>,
 }
 
 impl IncrementalPlan {
@@ -223,25 +223,25 @@ impl IncrementalPlan {
         // projections (a CTE computing columns, or keeping some), whose columns the windows'
         // arguments and the WHEREs above them are read through: each is taken as an expression
         // of the view's columns.
+        if let Some(root) = arriving_root(top) {
+            return Arrival::plan(plan, root, view, input, time_index).and_then(
+                |(rewritten, arrival)| {
+                    let flat = Arc::clone(&arrival.flat);
+                    let mut planned = Self::planned(
+                        &rewritten,
+                        ARRIVAL_VIEW,
+                        &flat,
+                        arrival.time_index,
+                        fold_counts,
+                    )?;
+                    planned.arrival = Some(Box::new(arrival));
+                    Ok(planned)
+                },
+            );
+        }
         let (exprs, below, chain, node) = under_windows(top);
         let scanned = match node {
             LogicalPlan::TableScan(scan) => scan,
-            LogicalPlan::Join(_) => {
-                return ArrivalJoin::plan(plan, node, view, input, time_index).and_then(
-                    |(rewritten, arrival)| {
-                        let flat = Arc::clone(&arrival.flat);
-                        let mut planned = Self::planned(
-                            &rewritten,
-                            ARRIVAL_VIEW,
-                            &flat,
-                            arrival.time_index,
-                            fold_counts,
-                        )?;
-                        planned.arrival = Some(Box::new(arrival));
-                        Ok(planned)
-                    },
-                );
-            }
             _ => {
                 let below = match node {
                     LogicalPlan::Union(_) => "a union",
@@ -293,8 +293,8 @@ impl IncrementalPlan {
             )),
             Some(_) => {
                 return Err(
-                    "the WHERE below the windows reads a subquery or a value fixed when \
-                            the query is planned (such as now())"
+                    "the WHERE below the windows reads a value fixed when the query is \
+                            planned (such as now())"
                         .into(),
                 );
             }
@@ -411,8 +411,9 @@ impl IncrementalPlan {
         &self.output
     }
 
-    /// The rows the state takes: the view's, or (`Some`) the stream's joined with tables
-    /// beside it as the events arrive (see [`joined_rows`](Self::joined_rows)).
+    /// The rows the state takes: the view's, or (`Some`) the stream's as they are joined with
+    /// tables beside it, or filtered by a subquery, as the events arrive (see
+    /// [`joined_rows`](Self::joined_rows)).
     pub fn joined_input(&self) -> Option<&SchemaRef> {
         self.arrival.as_ref().map(|a| &a.flat)
     }
@@ -423,8 +424,9 @@ impl IncrementalPlan {
         self.time_index
     }
 
-    /// When the windows read a join of the stream: `plan` (the query planned over a batch's
-    /// rows) cut down to that join, giving the rows the state takes of the batch.
+    /// When the windows read a join of the stream or a WHERE reading a subquery: `plan` (the
+    /// query planned over a batch's rows) cut down to that part, giving the rows the state takes
+    /// of the batch.
     pub fn joined_rows(&self, plan: &LogicalPlan) -> Option<Result<LogicalPlan>> {
         self.arrival.as_ref().map(|a| a.joined(plan))
     }
@@ -462,8 +464,8 @@ impl IncrementalPlan {
                 format!("over the rows where {f} (filtered as they arrive, before the state)")
             }))
             .chain(self.arrival.iter().map(|_| {
-                "over the stream's rows joined with the tables beside it as they arrive, those \
-                 tables as each batch reads them"
+                "over the stream's rows as they arrive joined with the tables beside it, or \
+                 filtered by a subquery, those tables as each batch reads them"
                     .to_string()
             }))
             .collect()
@@ -719,11 +721,21 @@ fn under_windows(top: &LogicalPlan) -> (Vec<Expr>, &LogicalPlan, Vec<&LogicalPla
     (exprs, below, chain, node)
 }
 
-/// What the windows of `plan` (one chain of them) read below their WHEREs, aliases and
-/// projections: the view's scan, or a join of it.
-pub(crate) fn below_windows(plan: &LogicalPlan) -> Option<&LogicalPlan> {
+/// Of the nodes between the chain of windows `top` and the stream's scan, the highest that must
+/// run on each batch's rows as they arrive, before the state (see `arrival.rs`): a WHERE reading
+/// a subquery, or else a join of the stream with tables beside it.
+fn arriving_root(top: &LogicalPlan) -> Option<&LogicalPlan> {
+    let (_, _, chain, bottom) = under_windows(top);
+    chain
+        .into_iter()
+        .find(|n| matches!(n, LogicalPlan::Filter(f) if filters_by_subquery(&f.predicate)))
+        .or_else(|| matches!(bottom, LogicalPlan::Join(_)).then_some(bottom))
+}
+
+/// [`arriving_root`] of the windows of `plan` (one chain of them).
+pub(crate) fn arriving_in(plan: &LogicalPlan) -> Option<&LogicalPlan> {
     match window_tops(plan)[..] {
-        [top] => Some(under_windows(top).3),
+        [top] => arriving_root(top),
         _ => None,
     }
 }
@@ -732,21 +744,36 @@ pub(crate) fn below_windows(plan: &LogicalPlan) -> Option<&LogicalPlan> {
 /// function, variable, or function that is not immutable (`random()`, or `now()`, fixed when
 /// planned, would differ between a stream and a batch).
 pub(crate) fn row_local(e: &Expr) -> bool {
-    !e.exists(|e| {
-        Ok(match e {
-            Expr::ScalarFunction(f) => f.func.signature().volatility != Volatility::Immutable,
-            Expr::ScalarSubquery(_)
-            | Expr::Exists(_)
-            | Expr::InSubquery(_)
-            | Expr::OuterReferenceColumn(..)
-            | Expr::AggregateFunction(_)
-            | Expr::WindowFunction(_)
-            | Expr::ScalarVariable(..)
-            | Expr::Placeholder(_) => true,
-            _ => false,
-        })
-    })
-    .unwrap_or(true)
+    !e.exists(|e| Ok(subquery(e) || not_of_the_row(e)))
+        .unwrap_or(true)
+}
+
+/// True for a WHERE that reads a subquery (`user_id IN (SELECT ...)`) and is otherwise fixed by
+/// its row: a batch's rows can be filtered by it as they arrive (the subquery reading the
+/// tables as that batch does), as Spark evaluates a stream's filter each batch.
+pub(crate) fn filters_by_subquery(e: &Expr) -> bool {
+    e.exists(|e| Ok(subquery(e))).unwrap_or(false)
+        && !e.exists(|e| Ok(not_of_the_row(e))).unwrap_or(true)
+}
+
+fn subquery(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+    )
+}
+
+/// An expression node whose value is not its row's alone (a subquery apart).
+fn not_of_the_row(e: &Expr) -> bool {
+    match e {
+        Expr::ScalarFunction(f) => f.func.signature().volatility != Volatility::Immutable,
+        Expr::OuterReferenceColumn(..)
+        | Expr::AggregateFunction(_)
+        | Expr::WindowFunction(_)
+        | Expr::ScalarVariable(..)
+        | Expr::Placeholder(_) => true,
+        _ => false,
+    }
 }
 
 /// `e` with its columns named without their table: between the view and the windows the same
@@ -4452,16 +4479,17 @@ mod tests {
         let below = format!(
             "SELECT event_id, {COUNT_5M} n FROM transactions WHERE amount > 1 AND channel <> 'atm'"
         );
-        let plan = plan_of(&below).await.unwrap();
-        assert!(
-            plan.explain()
-                .last()
-                .is_some_and(|l| l.contains("amount > ")),
-            "{:?}",
-            plan.explain()
-        );
+        // The plan output's last line says what runs before the state.
+        let ends_with = |plan: IncrementalPlan, says: &str| {
+            let explain = plan.explain();
+            assert!(
+                explain.last().is_some_and(|l| l.contains(says)),
+                "{explain:?}"
+            );
+        };
+        ends_with(plan_of(&below).await.unwrap(), "amount > ");
         // The view under an alias, or through a CTE (whole, or computing and keeping some
-        // columns), is read through them; a join is not (and the plan output says so).
+        // columns), is read through them.
         for sql in [
             format!(
                 "SELECT t.event_id, {} n FROM transactions t WHERE t.amount > 1",
@@ -4486,26 +4514,25 @@ mod tests {
             )
         };
         for join in ["JOIN", "LEFT JOIN"] {
-            let plan = plan_of(&joined(join)).await.unwrap();
-            assert!(
-                plan.explain().last().is_some_and(|l| l.contains("joined")),
-                "{:?}",
-                plan.explain()
-            );
+            ends_with(plan_of(&joined(join)).await.unwrap(), "joined");
         }
         for join in ["RIGHT JOIN", "FULL JOIN"] {
             let reason = why(joined(join)).await;
             assert!(reason.contains("makes rows no event matched"), "{reason}");
         }
-        // Unless the WHERE is not fixed by the row (`now()` is planned once) or reads a subquery.
+        // A WHERE reading a subquery runs as the events arrive; unless it is not fixed by the
+        // row (`now()` is planned once).
+        let subquery = "user_id IN (SELECT column1 FROM (VALUES ('u_1')))";
+        let sql = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE {subquery}");
+        ends_with(plan_of(&sql).await.unwrap(), "filtered by a subquery");
         for filter in [
-            "event_time < now()",
-            "user_id IN (SELECT column1 FROM (VALUES ('u_1')))",
+            "event_time < now()".to_string(),
+            format!("{subquery} AND event_time < now()"),
         ] {
             let sql = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE {filter}");
             let reason = why(sql).await;
             assert!(
-                reason.contains("the WHERE below the windows reads"),
+                reason.contains("the WHERE below the windows reads a value fixed"),
                 "{filter}: {reason}"
             );
         }

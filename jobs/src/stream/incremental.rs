@@ -437,9 +437,7 @@ impl IncrementalPlan {
             .iter()
             .flat_map(|g| {
                 g.specs.iter().map(move |s| {
-                    let back = humantime::format_duration(std::time::Duration::from_micros(
-                        s.lookback_us as u64,
-                    ));
+                    let back = crate::stream::rolling::lookback_text(s.lookback_us);
                     let keys = g.keys.len();
                     let by = |source: &ArgSource| match source {
                         ArgSource::Column(c) => self.output.field(*c).name().clone(),

@@ -179,9 +179,36 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
         "{name}: {}() over {} back, evaluated by DataFusion's window operator over retained \
          history (generic)",
         fun.name(),
-        humantime::format_duration(std::time::Duration::from_micros(lookback as u64))
+        lookback_text(lookback)
     );
     Ok((lookback, line))
+}
+
+/// A frame's lookback (µs) as the plan output says it: days and smaller units, as SQL's
+/// intervals give it (`90days`, `1h 30m`), not months of an average length.
+pub(crate) fn lookback_text(us: i64) -> String {
+    let units = [
+        (86_400_000_000, "day"),
+        (3_600_000_000, "h"),
+        (60_000_000, "m"),
+        (1_000_000, "s"),
+        (1_000, "ms"),
+        (1, "us"),
+    ];
+    let mut left = us.max(0);
+    let mut parts = Vec::new();
+    for (size, unit) in units {
+        let n = left / size;
+        left %= size;
+        if n > 0 {
+            let plural = if unit == "day" && n > 1 { "s" } else { "" };
+            parts.push(format!("{n}{unit}{plural}"));
+        }
+    }
+    if parts.is_empty() {
+        return "0s".into();
+    }
+    parts.join(" ")
 }
 
 /// Makes every projection of `plan` carry [`EMIT_COLUMN`] up from the view, so the query's
@@ -646,6 +673,15 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::datasource::MemTable;
+
+    #[test]
+    fn lookbacks_are_said_in_days_and_smaller_units() {
+        let day = 86_400_000_000;
+        assert_eq!(lookback_text(90 * day), "90days");
+        assert_eq!(lookback_text(day + 90 * 60_000_000), "1day 1h 30m");
+        assert_eq!(lookback_text(1_000), "1ms");
+        assert_eq!(lookback_text(0), "0s");
+    }
 
     async fn analyzed(sql: &str, time_column: Option<&str>) -> Result<Option<Windows>> {
         let schema = Arc::new(Schema::new(vec![

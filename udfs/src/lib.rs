@@ -1,10 +1,12 @@
 //! Scalar functions that Riskstream's SQL calls: the risk rule sets (a score in [0, 1] with the
 //! reason codes that fired), severity tiers, great-circle distance (`haversine_km`), Spark's `from_json`, Spark's event-time windows
-//! (`window`, `session_window`), and Spark's function library from `datafusion-spark`.
+//! (`window`, `session_window`), `approx_count_distinct`, and Spark's function library from
+//! `datafusion-spark`.
 //!
 //! This crate depends on arrow and DataFusion only, so the same functions serve streaming jobs,
 //! ad hoc SQL and the Flight SQL server.
 
+mod approx;
 mod ddl;
 mod from_json;
 mod geo;
@@ -15,6 +17,7 @@ mod severity;
 mod spark_sql;
 mod time_window;
 
+pub use approx::{APPROX_COUNT_DISTINCT, ApproxCountDistinct};
 pub use ddl::parse_ddl_schema;
 pub use from_json::FromJsonUdf;
 pub use geo::{HaversineUdf, haversine_km};
@@ -27,7 +30,7 @@ pub use time_window::{
     WINDOW_COLUMN, WindowUdf, merge_sessions, panes_of, session_gaps_us,
 };
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 /// Registers Spark's functions (where `datafusion-spark` has them, and `from_json`), the severity
@@ -43,6 +46,8 @@ pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
             .as_ref()
             .clone(),
     );
+    // Spark's name for DataFusion's HyperLogLog count, and Spark's type (BIGINT).
+    ctx.register_udaf(AggregateUDF::new_from_impl(ApproxCountDistinct::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(FromJsonUdf::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(HaversineUdf::default()));
     ctx.register_udf(ScalarUDF::new_from_impl(WindowUdf::default()));

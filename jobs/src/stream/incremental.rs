@@ -55,6 +55,8 @@ use datafusion::prelude::Column;
 
 use rayon::prelude::*;
 
+use riskstream_udfs::APPROX_COUNT_DISTINCT;
+
 use crate::error::{JobError, Result};
 use crate::stream::arrival::{ARRIVAL_VIEW, Arrival};
 use crate::stream::row_filter::RowFilter;
@@ -72,7 +74,7 @@ enum Agg {
     /// The value of the first or last event of the frame (`first_value`, `last_value`).
     First,
     Last,
-    /// `COUNT(DISTINCT x)`, over hashes of the values.
+    /// `COUNT(DISTINCT x)` and `approx_count_distinct(x)`, over hashes of the values.
     CountDistinct,
     /// `COUNT(*)` partitioned by the group's keys and one more column: the rows of the group's
     /// frame whose value of that column (the argument, hashed) is the row's own. Read from the
@@ -93,6 +95,15 @@ impl Agg {
     /// True for the functions of two arguments.
     fn pairs(self) -> bool {
         matches!(self, Agg::CovarSamp | Agg::CovarPop | Agg::Corr)
+    }
+
+    /// How many of the call's arguments are columns it reads (COUNT(*) reads none).
+    fn arity(self) -> usize {
+        match self {
+            Agg::CountRows => 0,
+            _ if self.pairs() => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -886,6 +897,9 @@ fn spec_of(
         .collect::<Option<Vec<_>>>()?;
     let agg = match (function, params.args.as_slice()) {
         ("count", [_]) if params.distinct => Agg::CountDistinct,
+        // Spark's sketch, counted exactly (by the values' hashes, as COUNT(DISTINCT) is): within
+        // any error it allows. Its second argument (the sketch's precision) is not a column.
+        (APPROX_COUNT_DISTINCT, [_] | [_, Expr::Literal(..)]) => Agg::CountDistinct,
         ("count", [Expr::Literal(v, _)]) if !v.is_null() => Agg::CountRows,
         ("count", [_]) => Agg::Count,
         ("sum", [_]) => Agg::Sum,
@@ -919,8 +933,10 @@ fn spec_of(
     let (args, arg_type): (Vec<ArgColumn>, Option<DataType>) = match agg {
         Agg::CountRows => (Vec::new(), None),
         _ => {
-            let read: Vec<(ArgColumn, DataType)> =
-                params.args.iter().map(read).collect::<Option<_>>()?;
+            let read: Vec<(ArgColumn, DataType)> = params.args[..agg.arity()]
+                .iter()
+                .map(read)
+                .collect::<Option<_>>()?;
             let arg_type = read.first().map(|(_, t)| t.clone());
             (read.into_iter().map(|(arg, _)| arg).collect(), arg_type)
         }
@@ -4305,6 +4321,23 @@ mod tests {
             let expected = sql_batch(&sql, &received).await;
             assert_rows_equal(&streamed, &expected, ids.into_iter());
         }
+    }
+
+    /// Spark's `approx_count_distinct` over a stream's windows is counted as COUNT(DISTINCT)
+    /// is, exactly, by the values' hashes; with a frame's few values the batch's sketch counts
+    /// them exactly too, so the two agree.
+    #[tokio::test]
+    async fn approximate_distinct_counts_are_counted_as_distinct_counts_and_equal_the_batch() {
+        let sql = "SELECT id, approx_count_distinct(s) OVER w AS a, \
+            approx_count_distinct(k, 0.05) OVER w AS ak, COUNT(DISTINCT s) OVER w AS ds \
+            FROM v WINDOW w AS (PARTITION BY u ORDER BY t \
+                RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)";
+        let (_, _, plan) = planned_over_v(sql, &mixed_input(), true).await;
+        assert!(plan.rest().is_empty(), "{:?}", plan.rest());
+        let aggs: Vec<Agg> = plan.groups[0].specs.iter().map(|s| s.agg).collect();
+        assert_eq!(aggs, [Agg::CountDistinct; 3]);
+        let stream = mixed_stream_with(sql, mixed_batches(), false, every_fourth);
+        assert_equals_the_batch(sql, stream.await).await;
     }
 
     /// Snapshots written while each finer partitioning had histories of its own restore into

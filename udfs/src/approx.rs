@@ -109,15 +109,23 @@ fn check_relative_sd(args: &AccumulatorArgs) -> Result<()> {
     let Some(expr) = args.exprs.get(1) else {
         return Ok(());
     };
-    let sd = expr
-        .downcast_ref::<Literal>()
-        .and_then(|l| l.value().cast_to(&DataType::Float64).ok());
-    match sd {
-        Some(ScalarValue::Float64(Some(sd))) if (0.01..=0.39).contains(&sd) => Ok(()),
-        Some(ScalarValue::Float64(Some(sd))) => {
-            exec_err!("{APPROX_COUNT_DISTINCT}: relativeSD must be between 0.01 and 0.39, not {sd}")
-        }
-        _ => exec_err!("{APPROX_COUNT_DISTINCT}: relativeSD must be a constant number"),
+    match expr.downcast_ref::<Literal>() {
+        Some(sd) => relative_sd_allowed(sd.value()).or_else(|e| exec_err!("{e}")),
+        None => exec_err!("{APPROX_COUNT_DISTINCT}: relativeSD must be a constant number"),
+    }
+}
+
+/// Whether `sd` is a `relativeSD` Spark accepts (a number in [0.01, 0.39]); if not, why, for a
+/// streaming job to refuse at start what a batch would fail on.
+pub fn relative_sd_allowed(sd: &ScalarValue) -> std::result::Result<(), String> {
+    match sd.cast_to(&DataType::Float64) {
+        Ok(ScalarValue::Float64(Some(sd))) if (0.01..=0.39).contains(&sd) => Ok(()),
+        Ok(ScalarValue::Float64(Some(sd))) => Err(format!(
+            "{APPROX_COUNT_DISTINCT}: relativeSD must be between 0.01 and 0.39, not {sd}"
+        )),
+        _ => Err(format!(
+            "{APPROX_COUNT_DISTINCT}: relativeSD must be a constant number, not {sd}"
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ mod severity;
 mod spark_sql;
 mod time_window;
 
-pub use approx::{APPROX_COUNT_DISTINCT, ApproxCountDistinct};
+pub use approx::{APPROX_COUNT_DISTINCT, ApproxCountDistinct, relative_sd_allowed};
 pub use ddl::parse_ddl_schema;
 pub use from_json::FromJsonUdf;
 pub use geo::{HaversineUdf, haversine_km};

@@ -119,6 +119,14 @@ fn check(expr: &Expr, time_column: Option<&str>) -> std::result::Result<(i64, St
             f.name()
         )));
     }
+    // Spark's sketch precision is checked where a batch checks it, when its accumulator is
+    // made; the incremental path makes none, so a stream checks it here, at start.
+    if let WindowFunctionDefinition::AggregateUDF(f) = fun
+        && f.name() == riskstream_udfs::APPROX_COUNT_DISTINCT
+        && let [_, Expr::Literal(sd, _)] = params.args.as_slice()
+    {
+        riskstream_udfs::relative_sd_allowed(sd).map_err(refuse)?;
+    }
     let Some(time_column) = time_column else {
         return Err(refuse(
             "OVER windows over a stream need a watermark (query.watermark) on their ORDER BY column"
@@ -760,6 +768,11 @@ mod tests {
                 "SELECT LAG(amount) OVER (PARTITION BY user_id ORDER BY event_time) p FROM t".into(),
                 Some("event_time"),
                 "lag() needs every earlier row",
+            ),
+            (
+                format!("SELECT approx_count_distinct(amount, 0.5) OVER ({FRAME} INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) n FROM t"),
+                Some("event_time"),
+                "relativeSD must be between 0.01 and 0.39, not 0.5",
             ),
             (
                 "SELECT COUNT(*) OVER (PARTITION BY user_id ORDER BY seen_at RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) n FROM t".into(),

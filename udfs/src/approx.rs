@@ -2,7 +2,7 @@
 //! (`approx_distinct`) under Spark's name, giving Spark's type (a BIGINT, where DataFusion gives
 //! an unsigned one, which Delta tables cannot hold). `relativeSD` is checked as Spark checks it
 //! and otherwise unused: DataFusion's sketch (2^14 registers, about 0.8% standard error) is
-//! finer than any Spark allows by default (5%). Over a window frame that slides, the count is
+//! finer than Spark's default (5%). Over a window frame that slides, the count is
 //! exact (a sketch cannot drop the values that leave the frame).
 
 use std::sync::Arc;
@@ -115,13 +115,19 @@ fn check_relative_sd(args: &AccumulatorArgs) -> Result<()> {
     }
 }
 
-/// Whether `sd` is a `relativeSD` Spark accepts (a number in [0.01, 0.39]); if not, why, for a
-/// streaming job to refuse at start what a batch would fail on.
+/// Whether `sd` is a `relativeSD` Spark accepts; if not, why, for a streaming job to refuse at
+/// start what a batch would fail on. Spark sizes its sketch from it (`2^p` registers, `p =
+/// ceil(2 log2(1.106 / sd))`) and needs `p` of at least 4, so at most about 0.39.
 pub fn relative_sd_allowed(sd: &ScalarValue) -> std::result::Result<(), String> {
     match sd.cast_to(&DataType::Float64) {
-        Ok(ScalarValue::Float64(Some(sd))) if (0.01..=0.39).contains(&sd) => Ok(()),
+        Ok(ScalarValue::Float64(Some(sd)))
+            if sd > 0.0 && sd.is_finite() && (2.0 * (1.106 / sd).log2()).ceil() >= 4.0 =>
+        {
+            Ok(())
+        }
         Ok(ScalarValue::Float64(Some(sd))) => Err(format!(
-            "{APPROX_COUNT_DISTINCT}: relativeSD must be between 0.01 and 0.39, not {sd}"
+            "{APPROX_COUNT_DISTINCT}: relativeSD must be above 0 and at most 0.39 (the sketch \
+             needs at least 4 bits of address), not {sd}"
         )),
         _ => Err(format!(
             "{APPROX_COUNT_DISTINCT}: relativeSD must be a constant number, not {sd}"
@@ -284,13 +290,18 @@ mod tests {
     async fn a_relative_sd_outside_sparks_bounds_is_refused() {
         let mut ctx = SessionContext::new();
         crate::register_all(&mut ctx).unwrap();
-        for sd in ["0.5", "0.001"] {
+        for sd in ["0.5", "0.392", "0", "-0.1"] {
             let sql = format!("SELECT approx_count_distinct(v, {sd}) FROM {VALUES}");
             let err = match ctx.sql(&sql).await {
                 Ok(df) => df.collect().await.unwrap_err(),
                 Err(e) => e,
             };
             assert!(err.to_string().contains("relativeSD"), "{err}");
+        }
+        // Spark's bound is above only: a finer sketch than the default is allowed.
+        for sd in ["0.39", "0.001"] {
+            let sql = format!("SELECT approx_count_distinct(v, {sd}) FROM {VALUES}");
+            assert_eq!(rows(&sql).await, [Some(3)], "{sd}");
         }
     }
 }

@@ -772,7 +772,7 @@ mod tests {
             (
                 format!("SELECT approx_count_distinct(amount, 0.5) OVER ({FRAME} INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) n FROM t"),
                 Some("event_time"),
-                "relativeSD must be between 0.01 and 0.39, not 0.5",
+                "relativeSD must be above 0 and at most 0.39",
             ),
             (
                 "SELECT COUNT(*) OVER (PARTITION BY user_id ORDER BY seen_at RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) n FROM t".into(),

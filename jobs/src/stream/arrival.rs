@@ -17,6 +17,7 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::Column;
 
 use crate::error::{JobError, Result};
+use crate::stream::aggregate::reads_stream;
 use crate::stream::incremental::{arriving_in, filters_by_subquery, row_local};
 
 /// The name the arriving rows are planned under.
@@ -31,6 +32,8 @@ pub struct Arrival {
     pub flat: SchemaRef,
     /// Where the stream's event time is among them.
     pub time_index: usize,
+    /// What that part does, for the plan output.
+    pub what: String,
 }
 
 impl Arrival {
@@ -86,7 +89,14 @@ impl Arrival {
             })
             .map_err(planning)?
             .data;
-        Ok((rewritten, Self { flat, time_index }))
+        Ok((
+            rewritten,
+            Self {
+                flat,
+                time_index,
+                what: described(root, view),
+            },
+        ))
     }
 
     /// `plan` (the query planned over a batch's rows) cut down to the part below its windows
@@ -108,6 +118,42 @@ impl Arrival {
             .project(flat)
             .and_then(|b| b.build())
             .map_err(|e| JobError::internal(format!("the arriving events' rows: {e}")))
+    }
+}
+
+/// What `root`, the part run as the events arrive, does: its join and the tables it reads, or
+/// its WHERE.
+fn described(root: &LogicalPlan, view: &str) -> String {
+    let mut tables: Vec<String> = Vec::new();
+    let _ = root.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table() != view
+        {
+            let name = scan.table_name.to_string();
+            if !tables.contains(&name) {
+                tables.push(name);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let tables = if tables.is_empty() {
+        "values given in the query".to_string()
+    } else {
+        tables.join(", ")
+    };
+    match root {
+        LogicalPlan::Join(j) => {
+            let join = match j.join_type {
+                JoinType::Inner => "an inner join",
+                JoinType::Left | JoinType::Right => "an outer join keeping every event",
+                JoinType::LeftSemi => "a semi join",
+                JoinType::LeftAnti => "an anti join",
+                _ => "a join",
+            };
+            format!("{join} with {tables}")
+        }
+        LogicalPlan::Filter(f) => format!("WHERE {} (reading {tables})", f.predicate),
+        _ => format!("a part reading {tables}"),
     }
 }
 
@@ -148,14 +194,14 @@ fn stream_time(node: &LogicalPlan, view: &str, time: &str) -> std::result::Resul
                 .ok_or_else(|| format!("a projection below the windows drops `{time}`"))
         }
         LogicalPlan::Join(j) => {
-            let reads = |side: &LogicalPlan| {
-                side.exists(|node| {
-                    Ok(matches!(node, LogicalPlan::TableScan(s) if s.table_name.table() == view))
-                })
-                .unwrap_or(true)
-            };
+            let reads = |side: &LogicalPlan| reads_stream(side, view);
             let stream_left = match (j.join_type, reads(&j.left), reads(&j.right)) {
-                (JoinType::Inner | JoinType::Left, true, false) => true,
+                // A semi or anti join keeps some of the events, as a WHERE does.
+                (
+                    JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti,
+                    true,
+                    false,
+                ) => true,
                 (JoinType::Inner | JoinType::Right, false, true) => false,
                 (_, false, false) => {
                     return Err("a join below the windows reads the stream in a subquery".into());

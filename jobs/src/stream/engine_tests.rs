@@ -1082,6 +1082,10 @@ async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sq
     }
 }
 
+/// A weight per merchant category, beside the stream.
+const WEIGHTS: &str = "WITH weights AS (SELECT * FROM (VALUES ('grocery', 0.5), \
+    ('electronics', 2.0), ('airlines', 3.0), ('fuel', NULL)) AS w(merchant_category, weight))";
+
 /// `sql` over the stream joined with a table beside it (a VALUES list here, a `[query] tables`
 /// table in a job), by `join` ("JOIN" or "LEFT JOIN"): a weight per merchant category, which
 /// the sums, means and maxima multiply amounts by (a category without one, by 1), and the
@@ -1090,8 +1094,7 @@ async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sq
 fn over_a_join(sql: &str, join: &str) -> String {
     let weighted = "amount * coalesce(m.weight, 1.0)";
     format!(
-        "WITH weights AS (SELECT * FROM (VALUES ('grocery', 0.5), ('electronics', 2.0), \
-         ('airlines', 3.0), ('fuel', NULL)) AS w(merchant_category, weight)) {}",
+        "{WEIGHTS} {}",
         sql.replace(
             "FROM transactions",
             &format!(
@@ -1107,8 +1110,9 @@ fn over_a_join(sql: &str, join: &str) -> String {
     )
 }
 
-/// Rolling features over a join of the stream with a table beside it (inner, and left outer,
-/// where events of categories the table lacks keep nulls), or over the rows a WHERE reading
+/// Rolling features over a join of the stream with a table beside it (inner; left outer,
+/// where events of categories the table lacks keep nulls; anti, dropping the events the table
+/// matches), or over the rows a WHERE reading
 /// subqueries keeps: each event's rows are made as it arrives, and on every path, across
 /// restarts and out-of-order input, the streamed features equal the same SQL over the whole
 /// input; the incremental path stays incremental.
@@ -1121,9 +1125,18 @@ async fn rolling_features_over_a_join_with_a_table_beside_the_stream_equal_the_s
              AS x(c)) AND amount > (SELECT 10.0)",
             sql.trim_end()
         );
-        for join in ["JOIN", "LEFT JOIN", "WHERE"] {
+        for join in ["JOIN", "LEFT JOIN", "LEFT ANTI JOIN", "WHERE"] {
             let sql = match join {
                 "WHERE" => by_subquery.clone(),
+                // The events of a category weighed above 1 dropped, as an anti join drops them.
+                "LEFT ANTI JOIN" => format!(
+                    "{WEIGHTS} {}",
+                    sql.replace(
+                        "FROM transactions",
+                        "FROM transactions t LEFT ANTI JOIN weights m \
+                         ON t.merchant_category = m.merchant_category AND m.weight > 1.0"
+                    )
+                ),
                 _ => over_a_join(&sql, join),
             };
             let dir = tempfile::tempdir().unwrap();

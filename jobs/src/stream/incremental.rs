@@ -472,10 +472,12 @@ impl IncrementalPlan {
             .chain(self.filter.iter().map(|f| {
                 format!("over the rows where {f} (filtered as they arrive, before the state)")
             }))
-            .chain(self.arrival.iter().map(|_| {
-                "over the stream's rows as they arrive joined with the tables beside it, or \
-                 filtered by a subquery, those tables as each batch reads them"
-                    .to_string()
+            .chain(self.arrival.iter().map(|a| {
+                format!(
+                    "over the stream's rows as they arrive through {}, the tables as each batch \
+                     reads them",
+                    a.what
+                )
             }))
             .collect()
     }
@@ -4544,8 +4546,16 @@ mod tests {
                  {join} (SELECT column1 AS k FROM (VALUES ('u_1'))) v ON user_id = v.k"
             )
         };
-        for join in ["JOIN", "LEFT JOIN"] {
-            ends_with(plan_of(&joined(join)).await.unwrap(), "joined");
+        for (join, says) in [
+            (
+                "JOIN",
+                "through an inner join with values given in the query",
+            ),
+            ("LEFT JOIN", "through an outer join keeping every event"),
+            ("LEFT SEMI JOIN", "through a semi join"),
+            ("LEFT ANTI JOIN", "through an anti join"),
+        ] {
+            ends_with(plan_of(&joined(join)).await.unwrap(), says);
         }
         for join in ["RIGHT JOIN", "FULL JOIN"] {
             let reason = why(joined(join)).await;
@@ -4555,7 +4565,10 @@ mod tests {
         // row (`now()` is planned once).
         let subquery = "user_id IN (SELECT column1 FROM (VALUES ('u_1')))";
         let sql = format!("SELECT event_id, {COUNT_5M} n FROM transactions WHERE {subquery}");
-        ends_with(plan_of(&sql).await.unwrap(), "filtered by a subquery");
+        ends_with(
+            plan_of(&sql).await.unwrap(),
+            "through WHERE transactions.user_id IN (<subquery>)",
+        );
         for filter in [
             "event_time < now()".to_string(),
             format!("{subquery} AND event_time < now()"),

@@ -734,13 +734,25 @@ fn under_windows(top: &LogicalPlan) -> (Vec<Expr>, &LogicalPlan, Vec<&LogicalPla
 
 /// Of the nodes between the chain of windows `top` and the stream's scan, the highest that must
 /// run on each batch's rows as they arrive, before the state (see `arrival.rs`): a WHERE reading
-/// a subquery, or else a join of the stream with tables beside it.
+/// a subquery, or else a join of the stream with tables beside it, with the WHEREs right above
+/// it: a comma join's condition (`FROM transactions t, merchants m WHERE t.merchant_id = m.id`)
+/// is then planned into the join, not applied to a cross product of the batch and the table.
 fn arriving_root(top: &LogicalPlan) -> Option<&LogicalPlan> {
     let (_, _, chain, bottom) = under_windows(top);
-    chain
-        .into_iter()
+    if let Some(filter) = chain
+        .iter()
         .find(|n| matches!(n, LogicalPlan::Filter(f) if filters_by_subquery(&f.predicate)))
-        .or_else(|| matches!(bottom, LogicalPlan::Join(_)).then_some(bottom))
+    {
+        return Some(filter);
+    }
+    if !matches!(bottom, LogicalPlan::Join(_)) {
+        return None;
+    }
+    let wheres = chain
+        .iter()
+        .rev()
+        .take_while(|n| matches!(n, LogicalPlan::Filter(_)));
+    Some(wheres.last().copied().unwrap_or(bottom))
 }
 
 /// [`arriving_root`] of the windows of `plan` (one chain of them).
@@ -4546,6 +4558,15 @@ mod tests {
                  {join} (SELECT column1 AS k FROM (VALUES ('u_1'))) v ON user_id = v.k"
             )
         };
+        // A comma join's WHERE runs with it, as its condition.
+        let comma = format!(
+            "SELECT event_id, {COUNT_5M} n FROM transactions, \
+             (SELECT column1 AS k FROM (VALUES ('u_1'))) v WHERE user_id = v.k AND amount > 1"
+        );
+        ends_with(
+            plan_of(&comma).await.unwrap(),
+            "through WHERE transactions.user_id = v.k AND transactions.amount > Int64(1)",
+        );
         for (join, says) in [
             (
                 "JOIN",

@@ -945,6 +945,22 @@ async fn stream_rows_of(
     (emitted, late, watermark, operator)
 }
 
+/// `sql` streamed over 20,000 events out of order, with a restart after 9,000, runs on `path`
+/// and equals the same SQL run once over the whole input; the batch's features and the late
+/// events it left out.
+async fn streamed_equals_batch(
+    sql: &str,
+    path: &str,
+) -> (Features, std::collections::HashSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (streamed, late, watermark, operator) =
+        stream_features(dir.path(), sql, &[9_000, 20_000], true, 2_500).await;
+    assert_eq!(operator, path, "{sql}");
+    let batch = batch_features(sql, 20_000, true, &late).await;
+    assert_same(&streamed, &batch, watermark);
+    (batch, late)
+}
+
 /// The streamed features equal the batch ones, event for event; and the events streamed are
 /// exactly those the final watermark has passed.
 fn assert_same(streamed: &Features, batch: &Features, watermark_ms: i64) {
@@ -1072,12 +1088,7 @@ async fn rolling_features_over_an_alias_or_a_cte_of_the_stream_equal_the_same_sq
                 .replace("PARTITION BY card_id", "PARTITION BY cards")
         );
         for sql in [aliased, cte, computed, keyed, keyed_cte] {
-            let dir = tempfile::tempdir().unwrap();
-            let (streamed, late, watermark, operator) =
-                stream_features(dir.path(), &sql, &[9_000, 20_000], true, 2_500).await;
-            assert_eq!(operator, path, "{sql}");
-            let batch = batch_features(&sql, 20_000, true, &late).await;
-            assert_same(&streamed, &batch, watermark);
+            streamed_equals_batch(&sql, path).await;
         }
     }
 }
@@ -1139,12 +1150,7 @@ async fn rolling_features_over_a_join_with_a_table_beside_the_stream_equal_the_s
                 ),
                 _ => over_a_join(&sql, join),
             };
-            let dir = tempfile::tempdir().unwrap();
-            let (streamed, late, watermark, operator) =
-                stream_features(dir.path(), &sql, &[9_000, 20_000], true, 2_500).await;
-            assert_eq!(operator, path, "{sql}");
-            let batch = batch_features(&sql, 20_000, true, &late).await;
-            assert_same(&streamed, &batch, watermark);
+            let (batch, late) = streamed_equals_batch(&sql, path).await;
             let everything = batch_features(ROLLING_SQL, 20_000, true, &late).await;
             if join != "LEFT JOIN" {
                 assert!(batch.len() < everything.len(), "{join} keeps fewer events");

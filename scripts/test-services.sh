@@ -15,6 +15,13 @@
 # The broker uses tansu's SQLite storage: its offsets are right (ListOffsets latest is the log
 # end), which correctness tests need. Its memory storage is faster but misreports the latest
 # offset (tansu 0.6.0); only benchmarks use it, via KAFKA_STORAGE=memory.
+#
+# tansu 0.6.0 reads a record's headers with one query per fetched record, and its schema has no
+# index on the header table: each lookup scans every header the broker holds. Over a whole test
+# run (tests that write headers, then crash loops fetching thousands of records per partition)
+# a fetch grew past librdkafka's request timeout, and the broker's one storage queue filled with
+# requests their clients had given up on. index_headers adds the missing index once tansu has
+# made its schema.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,6 +71,22 @@ wait_port() {
   return 1
 }
 
+index_headers() {
+  local db=$STATE/kafka/tansu.db
+  python3 - "$db" <<'PY'
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], timeout=30)
+for _ in range(150):
+    if connection.execute("select 1 from sqlite_master where type = 'table' and name = 'header'").fetchone():
+        break
+    time.sleep(0.2)
+else:
+    sys.exit(f"tansu made no header table in {sys.argv[1]} in 30s")
+connection.execute("create index if not exists header_topition_offset on header (topition, offset_id)")
+connection.commit()
+PY
+}
+
 stop() {
   for name in tansu moto; do
     local pidfile=$STATE/$name.pid
@@ -97,6 +120,7 @@ start() {
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$s3port" >"$STATE/moto.log" 2>&1 &
   echo $! > "$STATE/moto.pid"
   wait_port "$kport" tansu "$STATE/tansu.pid"
+  if [ "$KAFKA_STORAGE" = sqlite ]; then index_headers; fi
   wait_port "$s3port" moto "$STATE/moto.pid"
   cat > "$STATE/env" <<ENV
 export RISKSTREAM_TEST_KAFKA=127.0.0.1:$kport
